@@ -1,0 +1,32 @@
+# One-command set-up: `make demo` and `make test` create .venv and install what they need.
+# GPU users: make test TORCH_SPEC="torch==2.13.0 --index-url <your CUDA wheel index>"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH_SPEC)
+	$(BIN)/python -m pip install --quiet -e ".[dev,demo]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/asccl demo --config configs/demo.toml
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+	$(BIN)/ruff check src tests benchmarks
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_loss.py
+
+clean:
+	rm -rf $(VENV) runs

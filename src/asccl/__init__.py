@@ -1,0 +1,45 @@
+"""asccl: Adaptive Spatial Coherent Correlation Learning for speech-preserving facial
+expression manipulation (CVPR 2024), as a toolkit.
+
+Quick start::
+
+    from asccl import ASCCLLoss
+    loss_fn = ASCCLLoss(checkpoint="asccl.safetensors")
+    loss = loss_fn(generated, real)  # (B, 3, H, W) in [-1, 1]
+
+Importing ``asccl`` is cheap: submodules (and torch) load on first attribute access.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "ASCCLLoss": "asccl.losses",
+    "ASCCLMetric": "asccl.metric",
+    "MetricConfig": "asccl.metric",
+    "load_metric": "asccl.metric",
+    "save_metric": "asccl.metric",
+}
+
+__all__ = [
+    "ASCCLLoss",
+    "ASCCLMetric",
+    "MetricConfig",
+    "__version__",
+    "load_metric",
+    "save_metric",
+]
+
+if TYPE_CHECKING:
+    from asccl.losses import ASCCLLoss
+    from asccl.metric import ASCCLMetric, MetricConfig, load_metric, save_metric
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asccl' has no attribute {name!r}")

@@ -1,0 +1,109 @@
+"""The contrastive maths of ASCCL as pure functions (no parameters, no randomness).
+
+Notation: ``q`` are query embeddings (from the image whose gradients we want), ``k`` key
+embeddings (the other image; always detached here). Both are L2-normalised, so a dot
+product is a cosine similarity. ``S = N * 8`` (anchor, neighbour) pairs per image.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+AdaptiveMode = Literal["pair", "authors", "off"]
+
+
+def _full_precision(x: Tensor) -> torch.autocast:
+    """Disable autocast: logits are computed in float32 even inside an AMP region."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
+
+
+def l2_normalize(x: Tensor, eps: float = 1e-7) -> Tensor:
+    """``x / (||x||_2 + eps)`` over the last dimension (the authors' ``Normalize``)."""
+    return x / (x.norm(dim=-1, keepdim=True) + eps)
+
+
+def patch_nce(q: Tensor, k: Tensor, temperature: float) -> tuple[Tensor, Tensor]:
+    """InfoNCE with every other pair of the same image as a negative (PatchNCE; the
+    authors' code).
+
+    For pair ``s``, ``loss_s = -log(exp(q_s.k_s / T) / sum_t exp(q_s.k_t / T))``: the
+    positive is ``k_s`` and the negatives are the other ``S - 1`` keys of the same image.
+    This equals cross-entropy on logits ``[pos, neg_1 .. neg_{S-1}]`` with target 0.
+
+    Args:
+        q: ``(B, S, D)`` unit query embeddings.
+        k: ``(B, S, D)`` unit key embeddings (detached inside).
+        temperature: softmax temperature (0.07).
+
+    Returns:
+        ``(B, S)`` per-pair losses (float32) and the ``(B, S, S)`` cosine matrix (detached).
+    """
+    with _full_precision(q):
+        cosine = torch.bmm(q.float(), k.detach().float().transpose(1, 2))  # (B, S, S)
+    logits = cosine / temperature
+    loss = torch.logsumexp(logits, dim=-1) - logits.diagonal(dim1=1, dim2=2)
+    return loss, cosine.detach()
+
+
+def random_nce(
+    q: Tensor, k_pos: Tensor, k_neg: Tensor, temperature: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """InfoNCE with K random regions per anchor as negatives (the paper's description).
+
+    For anchor ``i`` and neighbour ``j``: positive ``y_{i->j}``, negatives ``y_{i->k}`` for
+    the K regions ``k`` drawn for anchor ``i``.
+
+    Args:
+        q: ``(B, N, 8, D)`` query embeddings of ``x_{i->j}``.
+        k_pos: ``(B, N, 8, D)`` key embeddings of ``y_{i->j}`` (detached inside).
+        k_neg: ``(B, N, K, D)`` key embeddings of ``y_{i->k}`` (detached inside).
+
+    Returns:
+        ``(B, N * 8)`` per-pair losses, ``(B, N, 8)`` positive and ``(B, N, 8, K)``
+        negative cosines (detached).
+    """
+    q = q.float()
+    pos = (q * k_pos.detach().float()).sum(-1)  # (B, N, 8)
+    with _full_precision(q):
+        neg = q @ k_neg.detach().float().transpose(-1, -2)  # (B, N, 8, K)
+    logits = torch.cat([pos[..., None], neg], dim=-1) / temperature
+    loss = torch.logsumexp(logits, dim=-1) - pos / temperature
+    return loss.flatten(1), pos.detach(), neg.detach()
+
+
+def disparity_weights(disparities: Tensor, threshold: float = 0.8) -> Tensor:
+    """Element-wise adaptive weights: ``t = sigmoid(|d|)``, ``2 t^2`` where ``t > threshold``,
+    else 1. Shape as ``disparities``; values in [1, 2)."""
+    t = torch.sigmoid(disparities.abs().float())
+    return torch.where(t > threshold, 2 * t * t, torch.ones_like(t))
+
+
+def reduce_pair_losses(
+    pair_losses: Tensor, disparities: Tensor, mode: AdaptiveMode, threshold: float = 0.8
+) -> Tensor:
+    """Reduce ``(B, S)`` per-pair losses to a scalar, with the disparity-aware weighting.
+
+    Args:
+        pair_losses: ``(B, S)`` InfoNCE terms.
+        disparities: ``(B, S, C)`` raw query disparities ``x_{i->j}`` (before the head).
+        mode:
+            ``"pair"`` (default, the intended behaviour): each pair gets the weight
+            ``w_s = mean_c w_{s,c}`` (element-wise weights averaged over channels, so
+            ``w_s`` in [1, 2) grows with the share and size of large disparities), and the
+            loss is ``mean_s(w_s * loss_s)``. Weights are detached: they rank pairs, they
+            are not optimised. Pairs with larger disparities get larger gradients.
+            ``"authors"``: the authors' arithmetic, ``mean(loss) * mean(w)``: one global
+            scale (weights not detached, as in their code).
+            ``"off"``: ``mean(loss)``.
+    """
+    if mode == "off":
+        return pair_losses.mean()
+    weights = disparity_weights(disparities, threshold)  # (B, S, C)
+    if mode == "pair":
+        return (weights.mean(-1).detach() * pair_losses).mean()
+    if mode == "authors":
+        return pair_losses.mean() * weights.mean()
+    raise ValueError(f"unknown adaptive mode {mode!r}; valid: 'pair', 'authors', 'off'")

@@ -1,0 +1,175 @@
+"""``ASCCLMetric``: the learnable spatial coherent correlation metric (backbone + heads)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from asccl.metric.config import MetricConfig
+from asccl.metric.contrastive import patch_nce, random_nce, reduce_pair_losses
+from asccl.metric.heads import ProjectionHeads
+from asccl.metric.iresnet import STAGE_CHANNELS, build_iresnet, load_arcface_weights
+from asccl.metric.sampler import Regions, gather_disparities, sample_regions
+
+StageFeatures = tuple[Tensor, ...]
+
+
+@dataclass
+class ContrastiveOutput:
+    """Result of comparing a query and a key image batch.
+
+    Attributes:
+        loss: scalar, ``loss_scale * sum over stages`` of the reduced InfoNCE.
+        stage_losses: ``(4,)`` per-stage reduced InfoNCE (before ``loss_scale``).
+        positive_cosine: ``(4,)`` mean cosine of positive pairs per stage (detached).
+        negative_cosine: ``(4,)`` mean cosine of negative pairs per stage (detached).
+            The gap ``positive - negative`` is the metric's health signal.
+        regions: the regions used, one per stage.
+    """
+
+    loss: Tensor
+    stage_losses: Tensor
+    positive_cosine: Tensor
+    negative_cosine: Tensor
+    regions: list[Regions]
+
+
+class ASCCLMetric(nn.Module):
+    """ArcFace IResNet + per-stage projection heads, trained contrastively on paired frames.
+
+    ``metric(x, y)`` samples regions, computes disparities ``x_{i->j}`` (query, with
+    gradients) and ``y_{i->j}`` (key, no gradients: the backbone runs under ``no_grad``
+    for ``y``, which is exactly the authors' detached key) and returns a
+    :class:`ContrastiveOutput`.
+
+    Args:
+        config: a :class:`MetricConfig` (default: the paper's settings).
+        **overrides: fields of :class:`MetricConfig` to change, e.g. ``backbone="iresnet18"``.
+
+    Inputs are ``(B, 3, S, S)`` in [-1, 1] with ``S = config.image_size``, channels in
+    ``config.channel_order``; :func:`asccl.metric.preprocess.to_metric_input` converts.
+    """
+
+    def __init__(self, config: MetricConfig | None = None, **overrides: Any) -> None:
+        super().__init__()
+        config = config or MetricConfig()
+        self.config = config.replace(**overrides) if overrides else config
+        self.backbone = build_iresnet(self.config.backbone, with_head=False)
+        self.heads = ProjectionHeads(STAGE_CHANNELS, self.config.head_reduction)
+
+    def init_backbone_from_arcface(self, path: str | Path | None) -> ASCCLMetric:
+        """Initialise the backbone from an insightface ``backbone.pth`` (strict; the identity
+        head's keys are the only ones dropped). ``None`` reads ``ASCCL_ARCFACE_WEIGHTS``."""
+        load_arcface_weights(self.backbone, path)
+        return self
+
+    def features(self, images: Tensor) -> StageFeatures:
+        """The four stage maps of ``(B, 3, S, S)`` images in [-1, 1]."""
+        return self.backbone.forward_stages(images)
+
+    def sample_regions(
+        self,
+        features: StageFeatures,
+        generator: torch.Generator | None = None,
+    ) -> list[Regions]:
+        """Draw regions for each stage of ``features`` with this metric's settings.
+
+        Returns one :class:`Regions` per stage, on the features' device.
+        """
+        cfg = self.config
+        regions = []
+        for stage, feat in enumerate(features):
+            drawn = sample_regions(
+                feat.shape[-2],
+                feat.shape[-1],
+                cfg.num_anchors[stage],
+                batch_size=feat.shape[0],
+                per_image=cfg.per_image_regions,
+                authors_window=cfg.authors_window,
+                num_negatives=cfg.num_random_negatives if cfg.negatives == "random" else 0,
+                generator=generator,
+            )
+            regions.append(drawn.to(feat.device))
+        return regions
+
+    def contrast(
+        self,
+        query: StageFeatures,
+        key: StageFeatures,
+        regions: list[Regions] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ContrastiveOutput:
+        """The ASCCL loss between stage features of the query and key images.
+
+        Args:
+            query: four ``(B, C_l, H_l, W_l)`` maps; gradients flow into these.
+            key: four maps of the same shapes; treated as constants.
+            regions: regions to use (from :meth:`sample_regions`); drawn when ``None``.
+            generator: CPU generator for the draw when ``regions`` is ``None``.
+        """
+        cfg = self.config
+        if len(query) != 4 or len(key) != 4:
+            raise ValueError(f"expected 4 stage maps each, got {len(query)} and {len(key)}")
+        for q, k in zip(query, key, strict=True):
+            if q.shape != k.shape:
+                raise ValueError(
+                    f"query and key shapes differ: {tuple(q.shape)} vs {tuple(k.shape)}"
+                )
+        if regions is None:
+            regions = self.sample_regions(query, generator)
+        stage_losses, pos_cos, neg_cos = [], [], []
+        for stage, (fq, fk, reg) in enumerate(zip(query, key, regions, strict=True)):
+            dq = gather_disparities(fq, reg.anchor_index, reg.neighbour_index)  # (B, N, 8, C)
+            dk = gather_disparities(fk.detach(), reg.anchor_index, reg.neighbour_index)
+            q = self.heads(stage, dq)  # (B, N, 8, D)
+            k = self.heads(stage, dk)
+            if cfg.negatives == "patch":
+                pairs, cosine = patch_nce(q.flatten(1, 2), k.flatten(1, 2), cfg.temperature)
+                positive = cosine.diagonal(dim1=1, dim2=2).mean()
+                s = cosine.shape[-1]
+                negative = (cosine.sum((1, 2)) - cosine.diagonal(dim1=1, dim2=2).sum(-1)).mean()
+                negative = negative / (s * (s - 1))
+            else:
+                if reg.negative_index is None:
+                    raise ValueError("'random' negatives need regions drawn with num_negatives")
+                dn = gather_disparities(fk.detach(), reg.anchor_index, reg.negative_index)
+                pairs, pos, neg = random_nce(q, k, self.heads(stage, dn), cfg.temperature)
+                positive, negative = pos.mean(), neg.mean()
+            stage_losses.append(
+                reduce_pair_losses(
+                    pairs, dq.flatten(1, 2), cfg.adaptive, cfg.adaptive_threshold
+                )
+            )
+            pos_cos.append(positive)
+            neg_cos.append(negative)
+        per_stage = torch.stack(stage_losses)
+        return ContrastiveOutput(
+            loss=cfg.loss_scale * per_stage.sum(),
+            stage_losses=per_stage,
+            positive_cosine=torch.stack(pos_cos),
+            negative_cosine=torch.stack(neg_cos),
+            regions=regions,
+        )
+
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        regions: list[Regions] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> ContrastiveOutput:
+        """Contrast ``x`` (query, e.g. the neutral frame) with ``y`` (key, its paired
+        emotional frame), both ``(B, 3, S, S)`` in [-1, 1]."""
+        if x.shape != y.shape:
+            raise ValueError(
+                f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
+            )
+        query = self.features(x)
+        with torch.no_grad():
+            key = self.features(y)
+        return self.contrast(query, key, regions, generator)

@@ -45,8 +45,7 @@ def require_weights_file(path: str | os.PathLike | None, spec: WeightsSpec) -> P
     how = f"pass its path with {spec.flag} or set {spec.env_var}"
     if not given:
         raise MissingWeightsError(
-            f"{spec.what} weights are needed: get {spec.filename} from {spec.source}, "
-            f"then {how}."
+            f"{spec.what} weights are needed: get {spec.filename} from {spec.source}, then {how}."
         )
     file = Path(given).expanduser()
     if not file.is_file():

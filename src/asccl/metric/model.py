@@ -140,9 +140,7 @@ class ASCCLMetric(nn.Module):
                 pairs, pos, neg = random_nce(q, k, self.heads(stage, dn), cfg.temperature)
                 positive, negative = pos.mean(), neg.mean()
             stage_losses.append(
-                reduce_pair_losses(
-                    pairs, dq.flatten(1, 2), cfg.adaptive, cfg.adaptive_threshold
-                )
+                reduce_pair_losses(pairs, dq.flatten(1, 2), cfg.adaptive, cfg.adaptive_threshold)
             )
             pos_cos.append(positive)
             neg_cos.append(negative)

@@ -55,7 +55,7 @@ class Regions:
 
     def to(self, device: torch.device | str) -> Regions:
         """The same regions with index tensors on ``device``."""
-        move = (lambda t: None if t is None else t.to(device, non_blocking=True))  # noqa: E731
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
         return Regions(
             move(self.anchor_index),
             move(self.neighbour_index),

@@ -1,0 +1,147 @@
+import pytest
+import torch
+from tests.conftest import random_images
+
+from asccl import ASCCLLoss
+from asccl.metric import ASCCLMetric, CheckpointError, save_metric
+
+SIZE = 112
+
+
+@pytest.fixture(scope="module")
+def metric():
+    torch.manual_seed(3)
+    return ASCCLMetric(backbone="iresnet18", image_size=SIZE)
+
+
+@pytest.fixture(scope="module")
+def loss_fn(metric):
+    return ASCCLLoss(metric=metric)
+
+
+def fixed_regions(loss_fn, batch=2, seed=0):
+    feats = loss_fn.metric.features(random_images(batch, SIZE))
+    return loss_fn.metric.sample_regions(feats, torch.Generator().manual_seed(seed))
+
+
+def test_one_line_from_a_checkpoint(metric, tmp_path):
+    path = save_metric(metric, tmp_path / "asccl.safetensors")
+    loss_fn = ASCCLLoss(checkpoint=path)
+    value = loss_fn(random_images(2, SIZE, 1), random_images(2, SIZE, 2))
+    assert value.shape == () and value.dtype == torch.float32 and torch.isfinite(value)
+
+
+def test_frozen_and_always_in_eval_mode(loss_fn):
+    assert not any(p.requires_grad for p in loss_fn.parameters())
+    loss_fn.train()
+    assert not loss_fn.training and not loss_fn.metric.training
+    assert not any(m.training for m in loss_fn.modules())
+    bn = loss_fn.metric.backbone.bn1
+    before = bn.running_mean.clone()
+    loss_fn(random_images(2, SIZE, 3), random_images(2, SIZE, 4))
+    assert torch.equal(bn.running_mean, before)  # BatchNorm statistics never drift
+
+
+def test_the_given_metric_is_copied_not_frozen_in_place(metric, loss_fn):
+    assert all(p.requires_grad for p in metric.heads.parameters())
+    assert loss_fn.metric is not metric
+
+
+def test_gradients_flow_into_generated_only(loss_fn):
+    generated = random_images(2, SIZE, 5).requires_grad_()
+    real = random_images(2, SIZE, 6).requires_grad_()
+    loss_fn(generated, real).backward()
+    assert generated.grad is not None and generated.grad.abs().sum() > 0
+    assert real.grad is None
+    assert all(p.grad is None for p in loss_fn.parameters())
+
+
+def test_identical_images_score_lower_than_unrelated(loss_fn):
+    x, other = random_images(2, SIZE, 7), random_images(2, SIZE, 8)
+    regions = fixed_regions(loss_fn)
+    assert loss_fn(x, x, regions=regions) < loss_fn(x, other, regions=regions)
+
+
+def test_zero_one_range_matches_minus_one_one(metric):
+    signed = ASCCLLoss(metric=metric)
+    unsigned = ASCCLLoss(metric=metric, input_range=(0, 1))
+    x, y = random_images(2, SIZE, 9), random_images(2, SIZE, 10)
+    regions = fixed_regions(signed)
+    torch.testing.assert_close(
+        signed(x, y, regions=regions), unsigned((x + 1) / 2, (y + 1) / 2, regions=regions)
+    )
+
+
+def test_channel_order_is_converted(metric):
+    bgr_metric = ASCCLMetric(metric.config.replace(channel_order="bgr"))
+    bgr_metric.load_state_dict(metric.state_dict())
+    rgb_loss, bgr_loss = ASCCLLoss(metric=metric), ASCCLLoss(metric=bgr_metric)
+    x, y = random_images(2, SIZE, 11), random_images(2, SIZE, 12)
+    regions = fixed_regions(rgb_loss)
+    # RGB inputs into a BGR-trained metric are flipped: same as giving it BGR directly
+    torch.testing.assert_close(
+        bgr_loss(x, y, regions=regions), rgb_loss(x.flip(1), y.flip(1), regions=regions)
+    )
+    bgr_inputs = ASCCLLoss(metric=bgr_metric, channel_order="bgr")
+    torch.testing.assert_close(bgr_inputs(x, y, regions=regions), rgb_loss(x, y, regions=regions))
+
+
+def test_other_sizes_are_resized_with_antialiasing(loss_fn):
+    big = random_images(2, 256, 13)
+    small = torch.nn.functional.interpolate(
+        big, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False
+    )
+    other = random_images(2, 256, 14)
+    other_small = torch.nn.functional.interpolate(
+        other, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False
+    )
+    regions = fixed_regions(loss_fn)
+    torch.testing.assert_close(
+        loss_fn(big, other, regions=regions), loss_fn(small, other_small, regions=regions)
+    )
+    generated = big.clone().requires_grad_()
+    loss_fn(generated, other).backward()
+    assert generated.grad.shape == big.shape and generated.grad.abs().sum() > 0
+
+
+def test_works_under_bf16_autocast(loss_fn):
+    generated = random_images(2, SIZE, 15).requires_grad_()
+    real = random_images(2, SIZE, 16)
+    regions = fixed_regions(loss_fn)
+    full = loss_fn(generated, real, regions=regions)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = loss_fn(generated, real, regions=regions)
+    half.backward()
+    assert half.dtype == torch.float32 and torch.isfinite(generated.grad).all()
+    assert abs(half.item() - full.item()) / full.item() < 0.05
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_works_under_cuda_autocast(metric, dtype):
+    loss_fn = ASCCLLoss(metric=metric).cuda()
+    generated = random_images(4, 224, 17).cuda().requires_grad_()
+    with torch.autocast("cuda", dtype=dtype):
+        value = loss_fn(generated, random_images(4, 224, 18).cuda())
+    value.backward()
+    assert torch.isfinite(value) and torch.isfinite(generated.grad).all()
+
+
+def test_weight_scales_the_loss(metric):
+    x, y = random_images(2, SIZE, 19), random_images(2, SIZE, 20)
+    one, three = ASCCLLoss(metric=metric), ASCCLLoss(metric=metric, weight=3.0)
+    regions = fixed_regions(one)
+    torch.testing.assert_close(three(x, y, regions=regions), 3 * one(x, y, regions=regions))
+
+
+def test_clear_errors(metric, loss_fn, tmp_path):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such checkpoint"):
+        ASCCLLoss(checkpoint=tmp_path / "missing.safetensors")
+    with pytest.raises(ValueError, match="exactly one of"):
+        ASCCLLoss()
+    with pytest.raises(ValueError, match=r"same shape, got \(2, 3, 112, 112\) and \(1, 3"):
+        loss_fn(random_images(2, SIZE), random_images(1, SIZE))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\), got \(2, 1, 112, 112\)"):
+        loss_fn(torch.zeros(2, 1, SIZE, SIZE), torch.zeros(2, 1, SIZE, SIZE))
+    with pytest.raises(ValueError, match="channel_order"):
+        ASCCLLoss(metric=metric, channel_order="rbg")

@@ -1,0 +1,157 @@
+import pytest
+import torch
+from tests.conftest import random_images
+
+from asccl.metric import ASCCLMetric, MetricConfig
+
+SIZE = 112  # small inputs keep these tests fast; the metric works at any multiple of 16
+
+
+@pytest.fixture(scope="module")
+def metric():
+    torch.manual_seed(0)
+    return ASCCLMetric(backbone="iresnet18", image_size=SIZE).eval()
+
+
+def test_loss_is_lower_for_identical_images_than_unrelated_ones(metric):
+    x, unrelated = random_images(2, SIZE, seed=1), random_images(2, SIZE, seed=2)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        feats = metric.features(x)
+        regions = metric.sample_regions(feats, g)
+        same = metric(x, x, regions=regions)
+        other = metric(x, unrelated, regions=regions)
+    assert same.loss < other.loss
+    assert (same.stage_losses < other.stage_losses).all()
+    # identical images: positives have cosine 1, the health gap is large
+    torch.testing.assert_close(same.positive_cosine, torch.ones(4), atol=1e-4, rtol=0)
+    assert ((same.positive_cosine - same.negative_cosine) > 0.05).all()
+
+
+def test_output_structure_and_loss_scale(metric):
+    x, y = random_images(2, SIZE, seed=3), random_images(2, SIZE, seed=4)
+    out = metric(x, y, generator=torch.Generator().manual_seed(1))
+    assert out.loss.shape == () and out.stage_losses.shape == (4,)
+    torch.testing.assert_close(out.loss, 0.3 * out.stage_losses.sum())
+    assert len(out.regions) == 4
+    assert [r.num_pairs for r in out.regions] == [32 * 8, 16 * 8, 8 * 8, 4 * 8]
+
+
+def test_gradients_reach_the_query_only(metric):
+    x = random_images(2, SIZE, seed=5).requires_grad_()
+    y = random_images(2, SIZE, seed=6).requires_grad_()
+    out = metric(x, y, generator=torch.Generator().manual_seed(2))
+    out.loss.backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert y.grad is None
+    assert metric.heads.heads[0][0].weight.grad is not None
+    metric.zero_grad(set_to_none=True)
+
+
+def test_given_regions_are_reused_exactly(metric):
+    x, y = random_images(2, SIZE, seed=7), random_images(2, SIZE, seed=8)
+    with torch.no_grad():
+        first = metric(x, y, generator=torch.Generator().manual_seed(3))
+        again = metric(x, y, regions=first.regions)
+        other = metric(x, y, generator=torch.Generator().manual_seed(4))
+    torch.testing.assert_close(first.loss, again.loss)
+    assert not torch.isclose(first.loss, other.loss)
+
+
+@pytest.mark.parametrize("per_image", [False, True])
+def test_random_negative_mode(per_image):
+    torch.manual_seed(0)
+    m = ASCCLMetric(
+        backbone="iresnet18", image_size=SIZE, negatives="random", per_image_regions=per_image
+    ).eval()
+    x, y = random_images(3, SIZE, seed=9), random_images(3, SIZE, seed=10)
+    with torch.no_grad():
+        out = m(x, y, generator=torch.Generator().manual_seed(0))
+        same = m(x, x, regions=out.regions)
+    assert out.regions[0].negative_index.shape == (3 if per_image else 1, 32, 8)
+    assert torch.isfinite(out.loss) and same.loss < out.loss
+
+
+def test_patch_and_random_modes_differ(metric):
+    x, y = random_images(2, SIZE, seed=11), random_images(2, SIZE, seed=12)
+    random_mode = ASCCLMetric(metric.config.replace(negatives="random")).eval()
+    random_mode.load_state_dict(metric.state_dict())
+    g = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        feats_x, feats_y = metric.features(x), metric.features(y)
+        regions = random_mode.sample_regions(feats_x, g)  # has negatives; patch ignores them
+        patch = metric.contrast(feats_x, feats_y, regions).loss
+        rand = random_mode.contrast(feats_x, feats_y, regions).loss
+    assert not torch.isclose(patch, rand)
+
+
+def test_adaptive_modes_give_different_losses(metric):
+    x, y = random_images(2, SIZE, seed=13), random_images(2, SIZE, seed=14)
+    g = torch.Generator().manual_seed(6)
+    values = {}
+    with torch.no_grad():
+        fx, fy = metric.features(x), metric.features(y)
+        regions = metric.sample_regions(fx, g)
+        for mode in ("pair", "authors", "off"):
+            metric.config = metric.config.replace(adaptive=mode)
+            values[mode] = float(metric.contrast(fx, fy, regions).loss)
+    metric.config = metric.config.replace(adaptive="pair")
+    assert len(set(values.values())) == 3
+
+
+@pytest.mark.slow
+def test_a_few_steps_of_training_separate_positives_from_negatives():
+    torch.manual_seed(0)
+    m = ASCCLMetric(backbone="iresnet18", image_size=64)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    x = random_images(4, 64, seed=15)
+    y = (x + 0.1 * random_images(4, 64, seed=16)).clamp(-1, 1)  # a paired, similar view
+    g = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(4):
+        out = m(x, y, generator=g)
+        opt.zero_grad()
+        out.loss.backward()
+        opt.step()
+        losses.append(out.loss.item())
+    assert losses[-1] < losses[0]
+
+
+def test_config_validation_and_round_trip():
+    cfg = MetricConfig(backbone="iresnet34", negatives="random", num_anchors=[8, 8, 4, 2])
+    assert MetricConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown metric config keys"):
+        MetricConfig.from_dict({**cfg.to_dict(), "tau": 0.1})
+    with pytest.raises(ValueError, match="unknown backbone 'resnet50'"):
+        MetricConfig(backbone="resnet50")
+    with pytest.raises(ValueError, match="negatives"):
+        MetricConfig(negatives="hard")
+    with pytest.raises(ValueError, match="multiple of 16"):
+        ASCCLMetric(image_size=100)
+
+
+def test_bf16_autocast_matches_fp32(metric):
+    x, y = random_images(2, SIZE, seed=17), random_images(2, SIZE, seed=18)
+    with torch.no_grad():
+        regions = metric.sample_regions(metric.features(x), torch.Generator().manual_seed(7))
+        full = metric(x, y, regions=regions).loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            half = metric(x, y, regions=regions).loss
+    assert half.dtype == torch.float32 and torch.isfinite(half)
+    assert abs(float(half) - float(full)) / float(full) < 0.05
+
+
+def test_channels_last_matches(metric):
+    x, y = random_images(2, SIZE, seed=19), random_images(2, SIZE, seed=20)
+    g = torch.Generator().manual_seed(8)
+    with torch.no_grad():
+        regions = metric.sample_regions(metric.features(x), g)
+        ref = metric(x, y, regions=regions).loss
+        metric.to(memory_format=torch.channels_last)
+        cl = metric(
+            x.contiguous(memory_format=torch.channels_last),
+            y.contiguous(memory_format=torch.channels_last),
+            regions=regions,
+        ).loss
+        metric.to(memory_format=torch.contiguous_format)
+    torch.testing.assert_close(ref, cl, rtol=1e-4, atol=1e-4)

@@ -87,7 +87,7 @@ def test_missing_and_empty_files(tmp_path):
 def test_corrupt_and_foreign_files(metric, tmp_path):
     bad = tmp_path / "garbage.safetensors"
     bad.write_bytes(b"\x00\x01not a checkpoint" * 10)
-    with pytest.raises(CheckpointError, match="garbage.safetensors: not a readable safetensors"):
+    with pytest.raises(CheckpointError, match=r"garbage\.safetensors: not a readable safetensors"):
         load_metric(bad)
     plain = tmp_path / "plain.safetensors"
     save_file({"w": torch.zeros(2)}, plain)
@@ -105,7 +105,7 @@ def test_corrupt_and_foreign_files(metric, tmp_path):
         load_metric(wrong)
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(save_metric(metric, tmp_path / "ok.safetensors").read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match="cut.safetensors"):
+    with pytest.raises(CheckpointError, match=r"cut\.safetensors"):
         load_metric(truncated)
 
 
@@ -114,7 +114,7 @@ def test_insightface_backbone_is_not_a_metric(tmp_path):
 
     path = tmp_path / "backbone.pth"
     torch.save(build_iresnet("iresnet18").state_dict(), path)
-    with pytest.raises(CheckpointError, match="insightface backbone.pth initialises a metric"):
+    with pytest.raises(CheckpointError, match=r"insightface backbone\.pth initialises a metric"):
         load_metric(path)
 
 

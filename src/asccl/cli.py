@@ -1,0 +1,105 @@
+"""The ``asccl`` command line: the only module that parses arguments.
+
+Each sub-command takes ``--config FILE.toml`` and ``--key value`` overrides of its typed
+config, then calls a plain function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from asccl import __version__
+
+
+def _demo(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.demo import DemoConfig, run_demo
+
+    run_demo(load_config(DemoConfig, args.config, overrides))
+    return 0
+
+
+def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from safetensors import safe_open
+
+    from asccl.metric import read_metric_config
+
+    config = read_metric_config(args.checkpoint)
+    with safe_open(str(args.checkpoint), framework="pt") as handle:
+        metadata = handle.metadata()
+        count = len(list(handle.keys()))
+    print(
+        f"{args.checkpoint}: asccl metric, {count} tensors, "
+        f"written by asccl {metadata.get('asccl_version', '?')}"
+    )
+    print(json.dumps(config.to_dict(), indent=2))
+    return 0
+
+
+def _metric_convert(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.metric import load_metric, save_metric
+
+    metric = load_metric(args.source, channel_order=args.channel_order)
+    path = save_metric(metric, args.output)
+    print(f"wrote {path} ({metric.config.backbone}, channel order {metric.config.channel_order})")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="asccl",
+        description="ASCCL: spatial coherent correlation metric and loss for SPFEM.",
+    )
+    parser.add_argument("--version", action="version", version=f"asccl {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="run the pipeline (as far as it exists) on bundled data",
+        description="Run the demo. Extra --key value options override the config.",
+    )
+    demo.add_argument("--config", help="TOML config (default: built-in demo settings)")
+    demo.set_defaults(handler=_demo, takes_overrides=True)
+
+    metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
+    metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")
+    info = metric_commands.add_parser("info", help="print a checkpoint's config")
+    info.add_argument("checkpoint")
+    info.set_defaults(handler=_metric_info)
+    convert = metric_commands.add_parser(
+        "convert", help="convert the authors' .pth checkpoint to an asccl .safetensors file"
+    )
+    convert.add_argument("source", help="the authors' checkpoint (resnet50.* / mlp.* keys)")
+    convert.add_argument("output", help="output .safetensors path")
+    convert.add_argument(
+        "--channel-order",
+        choices=("rgb", "bgr"),
+        default="bgr",
+        help="channel order the checkpoint was trained on (authors: bgr)",
+    )
+    convert.set_defaults(handler=_metric_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``asccl`` command."""
+    from asccl.config import ConfigError
+    from asccl.metric import CheckpointError
+    from asccl.weights import MissingWeightsError
+
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "takes_overrides", False):
+        parser.error(f"unrecognised arguments: {' '.join(extra)}")
+    try:
+        return args.handler(args, extra)
+    except (ConfigError, CheckpointError, MissingWeightsError) as exc:
+        print(f"asccl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+import json
+
+import pytest
+import torch
+
+from asccl.cli import main
+from asccl.metric import ASCCLMetric, save_metric
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(tmp_path, capsys):
+    code = main(
+        [
+            "demo",
+            "--config",
+            "configs/demo.toml",
+            "--output-dir",
+            str(tmp_path),
+            "--image-size",
+            "64",
+            "--optimise-steps",
+            "3",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    for name in (
+        "loss_table.md",
+        "loss_table.csv",
+        "loss_variants.png",
+        "sampled_regions.png",
+        "optimisation.png",
+        "metric_random.safetensors",
+        "config.json",
+    ):
+        assert (tmp_path / name).is_file(), name
+        assert name in printed
+    rows = (tmp_path / "loss_table.csv").read_text().splitlines()
+    assert rows[0] == "variant,asccl_loss" and len(rows) == 6
+    losses = {r.split(",")[0]: float(r.split(",")[1]) for r in rows[1:]}
+    assert losses["identical"] < losses["unrelated"]
+    assert json.loads((tmp_path / "config.json").read_text())["image_size"] == 64
+
+
+def test_demo_rejects_unknown_option(capsys):
+    assert main(["demo", "--no-such-option", "1"]) == 2
+    assert "unknown key(s) ['no_such_option']" in capsys.readouterr().err
+
+
+def test_metric_info_and_convert(tmp_path, capsys):
+    torch.manual_seed(0)
+    metric = ASCCLMetric(backbone="iresnet18")
+    path = save_metric(metric, tmp_path / "m.safetensors")
+    assert main(["metric", "info", str(path)]) == 0
+    assert '"backbone": "iresnet18"' in capsys.readouterr().out
+    # an authors'-layout file converts to a BGR asccl checkpoint
+    authors = {"resnet50." + k: v for k, v in ASCCLMetric().backbone.state_dict().items()}
+    heads = ASCCLMetric().heads.heads
+    for stage in range(4):
+        for layer, index in ((0, 3 * stage), (2, 3 * stage + 2)):
+            authors[f"mlp.{index}.weight"] = heads[stage][layer].weight.detach()
+            authors[f"mlp.{index}.bias"] = heads[stage][layer].bias.detach()
+    torch.save(authors, tmp_path / "authors.pth")
+    out = tmp_path / "converted.safetensors"
+    assert main(["metric", "convert", str(tmp_path / "authors.pth"), str(out)]) == 0
+    assert "channel order bgr" in capsys.readouterr().out
+    assert main(["metric", "info", str(out)]) == 0
+    assert '"channel_order": "bgr"' in capsys.readouterr().out
+
+
+def test_metric_info_on_a_bad_file_is_a_one_line_error(tmp_path, capsys):
+    assert main(["metric", "info", str(tmp_path / "none.safetensors")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("asccl: error:") and "no such checkpoint file" in err

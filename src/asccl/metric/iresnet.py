@@ -154,6 +154,8 @@ class IResNet(nn.Module):
         Returns:
             ``(B, num_features)`` embedding (not L2-normalised, as insightface returns it).
         """
+        if not self.with_head:
+            raise RuntimeError("this IResNet was built with with_head=False: no embedding")
         if x.shape[-2:] != (112, 112):
             raise ValueError(f"the embedding needs (B, 3, 112, 112) faces, got {tuple(x.shape)}")
         return self.embed_from_stage4(self.forward_stages(x)[3])
@@ -214,6 +216,9 @@ def load_arcface_weights(model: IResNet, path: str | Path | None) -> IResNet:
             f"({len(missing)} missing keys, e.g. {missing[:3]}; "
             f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
         )
+    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
+    if not_tensors:
+        raise ValueError(f"{file}: values of {not_tensors[:3]} are not tensors")
     bad = [k for k, v in state.items() if v.shape != expected[k].shape]
     if bad:
         k = bad[0]

@@ -103,8 +103,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     face, other = _face_images(size)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
-        feats = loss_fn.metric.features(loss_fn.preprocess(face))
-        regions = loss_fn.metric.sample_regions(feats, generator)
+        regions = loss_fn.metric.sample_regions(1, generator=generator)
         images = {name: _variant(name, face, other) for name in config.variants}
         rows = [(name, loss_fn(img, face, regions=regions).item()) for name, img in images.items()]
     table_md, table_csv = out / "loss_table.md", out / "loss_table.csv"

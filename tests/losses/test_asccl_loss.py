@@ -20,8 +20,7 @@ def loss_fn(metric):
 
 
 def fixed_regions(loss_fn, batch=2, seed=0):
-    feats = loss_fn.metric.features(random_images(batch, SIZE))
-    return loss_fn.metric.sample_regions(feats, torch.Generator().manual_seed(seed))
+    return loss_fn.metric.sample_regions(batch, generator=torch.Generator().manual_seed(seed))
 
 
 def test_one_line_from_a_checkpoint(metric, tmp_path):

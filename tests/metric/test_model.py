@@ -17,8 +17,7 @@ def test_loss_is_lower_for_identical_images_than_unrelated_ones(metric):
     x, unrelated = random_images(2, SIZE, seed=1), random_images(2, SIZE, seed=2)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
-        feats = metric.features(x)
-        regions = metric.sample_regions(feats, g)
+        regions = metric.sample_regions(2, image_size=SIZE, generator=g)
         same = metric(x, x, regions=regions)
         other = metric(x, unrelated, regions=regions)
     assert same.loss < other.loss
@@ -79,7 +78,9 @@ def test_patch_and_random_modes_differ(metric):
     g = torch.Generator().manual_seed(5)
     with torch.no_grad():
         feats_x, feats_y = metric.features(x), metric.features(y)
-        regions = random_mode.sample_regions(feats_x, g)  # has negatives; patch ignores them
+        regions = random_mode.sample_regions(
+            2, image_size=SIZE, generator=g
+        )  # has negatives; patch ignores them
         patch = metric.contrast(feats_x, feats_y, regions).loss
         rand = random_mode.contrast(feats_x, feats_y, regions).loss
     assert not torch.isclose(patch, rand)
@@ -91,7 +92,7 @@ def test_adaptive_modes_give_different_losses(metric):
     values = {}
     with torch.no_grad():
         fx, fy = metric.features(x), metric.features(y)
-        regions = metric.sample_regions(fx, g)
+        regions = metric.sample_regions(2, image_size=SIZE, generator=g)
         for mode in ("pair", "authors", "off"):
             metric.config = metric.config.replace(adaptive=mode)
             values[mode] = float(metric.contrast(fx, fy, regions).loss)
@@ -133,7 +134,9 @@ def test_config_validation_and_round_trip():
 def test_bf16_autocast_matches_fp32(metric):
     x, y = random_images(2, SIZE, seed=17), random_images(2, SIZE, seed=18)
     with torch.no_grad():
-        regions = metric.sample_regions(metric.features(x), torch.Generator().manual_seed(7))
+        regions = metric.sample_regions(
+            2, image_size=SIZE, generator=torch.Generator().manual_seed(7)
+        )
         full = metric(x, y, regions=regions).loss
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = metric(x, y, regions=regions).loss
@@ -145,7 +148,7 @@ def test_channels_last_matches(metric):
     x, y = random_images(2, SIZE, seed=19), random_images(2, SIZE, seed=20)
     g = torch.Generator().manual_seed(8)
     with torch.no_grad():
-        regions = metric.sample_regions(metric.features(x), g)
+        regions = metric.sample_regions(2, image_size=SIZE, generator=g)
         ref = metric(x, y, regions=regions).loss
         metric.to(memory_format=torch.channels_last)
         cl = metric(
@@ -155,3 +158,10 @@ def test_channels_last_matches(metric):
         ).loss
         metric.to(memory_format=torch.contiguous_format)
     torch.testing.assert_close(ref, cl, rtol=1e-4, atol=1e-4)
+
+
+def test_regions_for_another_size_are_rejected(metric):
+    x = random_images(1, SIZE, seed=21)
+    regions = metric.sample_regions(1, image_size=224)
+    with pytest.raises(ValueError, match="regions drawn for a 112x112 map"):
+        metric(x, x, regions=regions)

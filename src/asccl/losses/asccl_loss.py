@@ -104,8 +104,8 @@ class ASCCLLoss(nn.Module):
         Args:
             generated: ``(B, 3, H, W)`` generator output, values in ``input_range``.
             real: ``(B, 3, H, W)`` the frame it must stay coherent with (e.g. the source).
-            regions: regions to evaluate on (see :meth:`ASCCLMetric.sample_regions`);
-                drawn afresh when ``None``.
+            regions: regions to evaluate on, drawn for the metric's ``image_size`` (see
+                :meth:`ASCCLMetric.sample_regions`); drawn afresh when ``None``.
             generator: CPU ``torch.Generator`` for that draw (``None``: global RNG).
 
         Returns:
@@ -116,7 +116,11 @@ class ASCCLLoss(nn.Module):
                 f"generated and real must have the same shape, got {tuple(generated.shape)} "
                 f"and {tuple(real.shape)}"
             )
+        if regions is None:  # drawn first: the index copies overlap with the backbone
+            regions = self.metric.sample_regions(
+                generated.shape[0], generator=generator, device=generated.device
+            )
         with torch.no_grad():
             key = self.metric.features(self.preprocess(real))
         query = self.metric.features(self.preprocess(generated))
-        return self.weight * self.metric.contrast(query, key, regions, generator).loss
+        return self.weight * self.metric.contrast(query, key, regions).loss

@@ -73,27 +73,42 @@ class ASCCLMetric(nn.Module):
 
     def sample_regions(
         self,
-        features: StageFeatures,
+        batch_size: int,
+        *,
+        image_size: int | tuple[int, int] | None = None,
         generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
     ) -> list[Regions]:
-        """Draw regions for each stage of ``features`` with this metric's settings.
+        """Draw regions for each of the four stages with this metric's settings.
 
-        Returns one :class:`Regions` per stage, on the features' device.
+        Args:
+            batch_size: images in the batch (matters with ``per_image_regions``).
+            image_size: input side (or ``(H, W)``); default ``config.image_size``. Stage
+                maps are ``H/2, H/4, H/8, H/16``.
+            generator: CPU ``torch.Generator`` for reproducible draws (``None``: global RNG).
+            device: where the index tensors go (the features' device).
+
+        Returns:
+            One :class:`Regions` per stage. Drawing needs no features, so a caller can draw
+            before the backbone runs and the index copies overlap with it.
         """
         cfg = self.config
+        size = image_size or cfg.image_size
+        height, width = (size, size) if isinstance(size, int) else size
         regions = []
-        for stage, feat in enumerate(features):
+        for stage, count in enumerate(cfg.num_anchors):
+            stride = 2 ** (stage + 1)
             drawn = sample_regions(
-                feat.shape[-2],
-                feat.shape[-1],
-                cfg.num_anchors[stage],
-                batch_size=feat.shape[0],
+                height // stride,
+                width // stride,
+                count,
+                batch_size=batch_size,
                 per_image=cfg.per_image_regions,
                 authors_window=cfg.authors_window,
                 num_negatives=cfg.num_random_negatives if cfg.negatives == "random" else 0,
                 generator=generator,
             )
-            regions.append(drawn.to(feat.device))
+            regions.append(drawn.to(device))
         return regions
 
     def contrast(
@@ -120,7 +135,16 @@ class ASCCLMetric(nn.Module):
                     f"query and key shapes differ: {tuple(q.shape)} vs {tuple(k.shape)}"
                 )
         if regions is None:
-            regions = self.sample_regions(query, generator)
+            b, _, h, w = query[0].shape
+            regions = self.sample_regions(
+                b, image_size=(2 * h, 2 * w), generator=generator, device=query[0].device
+            )
+        for feat, reg in zip(query, regions, strict=True):
+            if (reg.height, reg.width) != tuple(feat.shape[-2:]):
+                raise ValueError(
+                    f"regions drawn for a {reg.height}x{reg.width} map, features are "
+                    f"{tuple(feat.shape[-2:])}: draw them for this image size"
+                )
         stage_losses, pos_cos, neg_cos = [], [], []
         for stage, (fq, fk, reg) in enumerate(zip(query, key, regions, strict=True)):
             dq = gather_disparities(fq, reg.anchor_index, reg.neighbour_index)  # (B, N, 8, C)
@@ -162,12 +186,17 @@ class ASCCLMetric(nn.Module):
         generator: torch.Generator | None = None,
     ) -> ContrastiveOutput:
         """Contrast ``x`` (query, e.g. the neutral frame) with ``y`` (key, its paired
-        emotional frame), both ``(B, 3, S, S)`` in [-1, 1]."""
+        emotional frame), both ``(B, 3, S, S)`` in [-1, 1]. ``regions`` (from
+        :meth:`sample_regions`) are drawn with ``generator`` when not given."""
         if x.shape != y.shape:
             raise ValueError(
                 f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
             )
+        if regions is None:
+            regions = self.sample_regions(
+                x.shape[0], image_size=tuple(x.shape[-2:]), generator=generator, device=x.device
+            )
         query = self.features(x)
         with torch.no_grad():
             key = self.features(y)
-        return self.contrast(query, key, regions, generator)
+        return self.contrast(query, key, regions)

@@ -193,19 +193,21 @@ def gather_disparities(features: Tensor, anchor_index: Tensor, other_index: Tens
             (its 8 neighbours, or K random regions).
 
     Returns:
-        ``(B, N, M, C)`` disparities, anchor-major (the authors' order after reshaping
-        to ``(B, N * M, C)``).
+        ``(B, N, M, C)`` contiguous disparities, anchor-major (the authors' order after
+        reshaping to ``(B, N * M, C)``).
     """
     b, c = features.shape[:2]
-    flat = features.flatten(2)  # (B, C, H*W); a view for contiguous and channels_last
     g, n, m = other_index.shape
+    # One gather per call: anchors and their partners together, so the backward pass
+    # scatters into a single full-size gradient map instead of two.
+    index = torch.cat([anchor_index[..., None], other_index], dim=-1)  # (G, N, 1 + M)
+    flat = features.flatten(2)  # (B, C, H*W); a view for contiguous and channels_last
     if g == 1:
-        anchors = flat[:, :, anchor_index[0]]  # (B, C, N)
-        others = flat[:, :, other_index[0].reshape(-1)].view(b, c, n, m)
+        picked = flat.index_select(2, index.reshape(-1))
+    elif g == b:
+        picked = flat.gather(2, index.reshape(b, 1, -1).expand(b, c, -1))
     else:
-        if g != b:
-            raise ValueError(f"regions were drawn for {g} images, features have {b}")
-        anchors = flat.gather(2, anchor_index[:, None, :].expand(b, c, n))
-        others = flat.gather(2, other_index.reshape(b, 1, n * m).expand(b, c, n * m))
-        others = others.view(b, c, n, m)
-    return (anchors[..., None] - others).permute(0, 2, 3, 1)  # (B, N, M, C)
+        raise ValueError(f"regions were drawn for {g} images, features have {b}")
+    picked = picked.view(b, c, n, 1 + m)
+    # (B, N, M, C), contiguous so each head runs as one matrix product
+    return (picked[..., :1] - picked[..., 1:]).permute(0, 2, 3, 1).contiguous()

@@ -1,0 +1,108 @@
+"""Index MEAD as distributed: ``<speaker>/video/<view>/<emotion>/level_<n>/NNN.mp4`` and
+``<speaker>/audio/<emotion>/level_<n>/NNN.m4a`` (each speaker's ``video.tar`` and
+``audio.tar`` extracted in place).
+
+Unknown or malformed names are reported, never guessed: :func:`index_mead` returns the
+clips it understood and one :class:`~asccl.data.errors.DataError` per thing it did not.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from asccl.data.clips import MEAD_EMOTIONS, Clip
+from asccl.data.errors import DataError
+
+SPEAKER = re.compile(r"^[MW]\d{3}$")
+LEVEL = re.compile(r"^level_(\d)$")
+SENTENCE = re.compile(r"^(\d{3})\.(mp4|m4a)$")
+MEAD_VIEWS = ("front", "down", "left_30", "left_60", "right_30", "right_60", "top")
+
+
+def index_mead(
+    root: str | Path, *, view: str = "front", speakers: list[str] | None = None
+) -> tuple[list[Clip], list[DataError]]:
+    """List MEAD clips under ``root``, matching each video with its audio.
+
+    Args:
+        root: folder holding the speaker folders (``M003``, ``W015``, ...).
+        view: camera view folder (``front``, as ASCCL uses).
+        speakers: restrict to these speakers (default: every speaker folder).
+
+    Returns:
+        ``(clips, problems)``: clips sorted by id; a clip missing its video or its audio is
+        kept (the other path is ``None``) and also reported.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "MEAD root is not a folder")
+    if view not in MEAD_VIEWS:
+        raise DataError(root, f"unknown MEAD view {view!r}; valid: {', '.join(MEAD_VIEWS)}")
+    problems: list[DataError] = []
+    found: dict[tuple[str, str, int, str], dict[str, Path]] = {}
+    for speaker_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        speaker = speaker_dir.name
+        if not SPEAKER.match(speaker):
+            problems.append(DataError(speaker_dir, "not a MEAD speaker folder (like M003, W015)"))
+            continue
+        if speakers is not None and speaker not in speakers:
+            continue
+        media = {"video": speaker_dir / "video" / view, "audio": speaker_dir / "audio"}
+        for kind, folder in media.items():
+            if not folder.is_dir():
+                problems.append(DataError(folder, f"missing {kind} folder (extract {kind}.tar)"))
+                continue
+            for emotion_dir in sorted(folder.iterdir()):
+                _scan_emotion(speaker, kind, emotion_dir, found, problems)
+    clips = []
+    for (speaker, emotion, level, sentence), files in sorted(found.items()):
+        clip = Clip(
+            dataset="mead",
+            speaker=speaker,
+            emotion=emotion,
+            intensity=level,
+            sentence=sentence,
+            clip_id=f"{speaker}/{emotion}/level_{level}/{sentence}",
+            video=files.get("video"),
+            audio=files.get("audio"),
+        )
+        for kind in ("video", "audio"):
+            if kind not in files:
+                other = files["audio" if kind == "video" else "video"]
+                problems.append(DataError(other, f"no matching {kind} file for {clip.clip_id}"))
+        clips.append(clip)
+    return clips, problems
+
+
+def _scan_emotion(
+    speaker: str,
+    kind: str,
+    emotion_dir: Path,
+    found: dict[tuple[str, str, int, str], dict[str, Path]],
+    problems: list[DataError],
+) -> None:
+    emotion = emotion_dir.name
+    if not emotion_dir.is_dir() or emotion not in MEAD_EMOTIONS:
+        problems.append(
+            DataError(emotion_dir, f"unknown MEAD emotion; valid: {', '.join(MEAD_EMOTIONS)}")
+        )
+        return
+    for level_dir in sorted(emotion_dir.iterdir()):
+        level = LEVEL.match(level_dir.name)
+        if not level_dir.is_dir() or not level:
+            problems.append(DataError(level_dir, "expected a level_<n> folder"))
+            continue
+        suffix = ".mp4" if kind == "video" else ".m4a"
+        try:
+            files = sorted(level_dir.iterdir())
+        except OSError as exc:
+            problems.append(DataError(level_dir, f"unreadable folder ({exc.strerror})"))
+            continue
+        for file in files:
+            name = SENTENCE.match(file.name)
+            if not name or file.suffix != suffix:
+                problems.append(DataError(file, f"expected NNN{suffix}"))
+                continue
+            key = (speaker, emotion, int(level.group(1)), name.group(1))
+            found.setdefault(key, {})[kind] = file

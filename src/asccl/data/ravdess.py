@@ -1,0 +1,111 @@
+"""Index RAVDESS from its file-name code: ``MM-VV-EE-II-SS-RR-AA.mp4`` / ``.wav``.
+
+Fields: modality (01 audio-video, 02 video only, 03 audio only), vocal channel (01 speech,
+02 song), emotion (01 neutral, 02 calm, 03 happy, 04 sad, 05 angry, 06 fearful, 07 disgust,
+08 surprised), intensity (01 normal, 02 strong; neutral has no strong), statement (01 "Kids
+are talking by the door", 02 "Dogs are sitting by the door"), repetition (01, 02), actor
+(01-24, odd male, even female), in folders ``Actor_NN``.
+
+One :class:`~asccl.data.clips.Clip` per recording (actor, channel, emotion, intensity,
+statement, repetition): video from the audio-video file (else video-only), audio from the
+audio-only ``.wav`` when present, else the audio-video file's own track. Emotions are mapped
+to MEAD's names (fearful -> fear, disgust -> disgusted); ``sentence`` is
+``"<statement>-<repetition>"`` so that pairing matches the same take number.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from asccl.data.clips import Clip
+from asccl.data.errors import DataError
+
+RAVDESS_EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fear", "07": "disgusted", "08": "surprised",
+}  # fmt: skip
+NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.(mp4|wav)$")
+ACTOR = re.compile(r"^Actor_(\d{2})$")
+
+
+def parse_ravdess_name(path: Path) -> dict[str, str]:
+    """The seven fields of a RAVDESS file name, validated; :class:`DataError` otherwise."""
+    match = NAME.match(path.name)
+    if not match:
+        raise DataError(path, "not a RAVDESS name (MM-VV-EE-II-SS-RR-AA.mp4 or .wav)")
+    modality, channel, emotion, intensity, statement, repetition, actor = match.groups()[:7]
+    checks = [
+        (modality in ("01", "02", "03"), f"modality {modality} (01-03)"),
+        (channel in ("01", "02"), f"vocal channel {channel} (01 speech, 02 song)"),
+        (emotion in RAVDESS_EMOTIONS, f"emotion {emotion} (01-08)"),
+        (intensity in ("01", "02"), f"intensity {intensity} (01-02)"),
+        (not (emotion == "01" and intensity == "02"), "neutral has no strong intensity"),
+        (statement in ("01", "02"), f"statement {statement} (01-02)"),
+        (repetition in ("01", "02"), f"repetition {repetition} (01-02)"),
+        (1 <= int(actor) <= 24, f"actor {actor} (01-24)"),
+        ((modality == "03") == (match.group(8) == "wav"), "modality and extension disagree"),
+    ]
+    for ok, what in checks:
+        if not ok:
+            raise DataError(path, f"invalid RAVDESS field: {what}")
+    return {
+        "modality": modality, "channel": channel, "emotion": emotion, "intensity": intensity,
+        "statement": statement, "repetition": repetition, "actor": actor,
+    }  # fmt: skip
+
+
+def index_ravdess(
+    root: str | Path, *, include_song: bool = False
+) -> tuple[list[Clip], list[DataError]]:
+    """List RAVDESS recordings under ``root`` (the folder of ``Actor_NN`` folders, possibly
+    nested one level as in the Zenodo archives). Song recordings are skipped unless
+    ``include_song``."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "RAVDESS root is not a folder")
+    problems: list[DataError] = []
+    takes: dict[tuple[str, ...], dict[str, Path]] = {}
+    actor_dirs = sorted({p for p in root.rglob("Actor_*") if p.is_dir()})
+    if not actor_dirs:
+        problems.append(DataError(root, "no Actor_NN folders found"))
+    for actor_dir in actor_dirs:
+        folder_actor = ACTOR.match(actor_dir.name)
+        if not folder_actor:
+            problems.append(DataError(actor_dir, "expected a folder named Actor_NN"))
+            continue
+        for file in sorted(actor_dir.iterdir()):
+            try:
+                fields = parse_ravdess_name(file)
+            except DataError as exc:
+                problems.append(exc)
+                continue
+            if fields["actor"] != folder_actor.group(1):
+                problems.append(
+                    DataError(file, f"actor field differs from folder {actor_dir.name}")
+                )
+                continue
+            if fields["channel"] == "02" and not include_song:
+                continue
+            key = tuple(
+                fields[k]
+                for k in ("actor", "channel", "emotion", "intensity", "statement", "repetition")
+            )
+            takes.setdefault(key, {})[fields["modality"]] = file
+    clips = []
+    for (actor, channel, emotion, intensity, statement, repetition), files in sorted(takes.items()):
+        speaker = f"Actor_{actor}"
+        name = f"{channel}-{emotion}-{intensity}-{statement}-{repetition}-{actor}"
+        clips.append(
+            Clip(
+                dataset="ravdess",
+                speaker=speaker,
+                emotion=RAVDESS_EMOTIONS[emotion],
+                intensity=int(intensity),
+                sentence=f"{statement}-{repetition}" + ("-song" if channel == "02" else ""),
+                clip_id=f"{speaker}/{name}",
+                video=files.get("01") or files.get("02"),
+                audio=files.get("03") or files.get("01"),
+            )
+        )
+    return clips, problems

@@ -1,5 +1,6 @@
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -15,6 +16,7 @@ class Inner:
 @dataclass
 class Outer:
     name: str = "run"
+    mode: Literal["mel", "mfcc"] = "mel"
     steps: int = 10
     out: Path = Path("runs")
     weights: Path | None = None
@@ -47,6 +49,8 @@ def test_unknown_keys_are_errors(tmp_path):
 def test_bad_values_and_files(tmp_path):
     with pytest.raises(ConfigError, match="steps must be int"):
         load_config(Outer, None, ["--steps", "many"])
+    with pytest.raises(ConfigError, match=r"mode must be one of \['mel', 'mfcc'\], got 'mfc'"):
+        load_config(Outer, None, ["--mode", "mfc"])
     with pytest.raises(ConfigError, match="needs a value"):
         load_config(Outer, None, ["--steps"])
     with pytest.raises(ConfigError, match="no such config file"):

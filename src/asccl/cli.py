@@ -22,6 +22,23 @@ def _demo(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+def _data(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.data import prepare
+
+    config = load_config(prepare.DataConfig, args.config, overrides)
+    run = {
+        "index": lambda: [prepare.run_index(config)],
+        "pairs": lambda: [prepare.run_pairs(config)],
+        "crops": lambda: [prepare.run_crops(config)],
+        "prepare": lambda: prepare.run_prepare(config),
+    }[args.data_command]
+    summaries = run()
+    for summary in summaries:
+        print(summary.report())
+    return 1 if any(s.failures for s in summaries) else 0
+
+
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from safetensors import safe_open
 
@@ -64,6 +81,23 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", help="TOML config (default: built-in demo settings)")
     demo.set_defaults(handler=_demo, takes_overrides=True)
 
+    data = commands.add_parser(
+        "data",
+        help="stage 1: index clips, DTW frame pairs, face crops",
+        description="Stage 1 of the pipeline. Extra --key value options override the config "
+        "(e.g. --root /data/MEAD --out runs/mead --shard 0/8 --workers 16).",
+    )
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    for action, text in (
+        ("index", "list clips (speaker, emotion, level, sentence, paths, fps, frames)"),
+        ("pairs", "align neutral/emotional clip pairs by DTW on audio"),
+        ("crops", "detect landmarks and store face crops per clip"),
+        ("prepare", "index, pairs and crops in turn"),
+    ):
+        sub = data_commands.add_parser(action, help=text, description=text)
+        sub.add_argument("--config", help="TOML config, e.g. configs/data/mead.toml")
+        sub.set_defaults(handler=_data, takes_overrides=True)
+
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")
     info = metric_commands.add_parser("info", help="print a checkpoint's config")
@@ -87,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asccl`` command."""
     from asccl.config import ConfigError
+    from asccl.data.errors import DataError
     from asccl.metric import CheckpointError
     from asccl.weights import MissingWeightsError
 
@@ -96,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         return args.handler(args, extra)
-    except (ConfigError, CheckpointError, MissingWeightsError) as exc:
+    except (ConfigError, CheckpointError, MissingWeightsError, DataError) as exc:
         print(f"asccl: error: {exc}", file=sys.stderr)
         return 2
 

@@ -123,6 +123,11 @@ def _convert(hint: Any, value: Any, where: str) -> Any:
         if value is None or len(options) != 1:
             return value
         return _convert(options[0], value, where)
+    if origin is typing.Literal:
+        choices = typing.get_args(hint)
+        if value not in choices:
+            raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
+        return value
     if origin is tuple and isinstance(value, list):
         return tuple(value)
     if hint is Path and isinstance(value, str):

@@ -44,7 +44,8 @@ class DataConfig:
     view: str = "front"  #: MEAD camera view
     speakers: list[str] | None = None  #: restrict to these speakers
     pairing: PairingRule | None = None  #: None: the dataset's default rule
-    features: Literal["mel", "mfcc"] = "mel"  #: audio features for DTW (paper: Mel)
+    #: audio features for DTW: "mel" (the paper), "mfcc", or "mfcc_psf" (the authors' file)
+    features: Literal["mel", "mfcc", "mfcc_psf"] = "mel"
     dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
     sample_rate: int = 16000
     crop_size: int = 224

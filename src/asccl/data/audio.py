@@ -1,0 +1,277 @@
+"""Audio of stage 1: decode a clip's sound track, and compute one feature vector per video frame.
+
+Decoding uses PyAV (FFmpeg), so MEAD's ``.m4a`` (AAC), ``.wav`` and the audio track of an
+``.mp4`` all load the same way. Features follow the video frame grid so that a DTW path over
+them is directly a path over video frames (see :func:`frame_features`).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from asccl.data.errors import DataError
+
+#: Feature kinds of :func:`frame_features`.
+FEATURE_KINDS: tuple[str, ...] = ("mel", "mfcc", "mfcc_psf")
+
+_AMIN = 1e-10  # power floor of the log-Mel, as librosa.power_to_db's default amin
+
+
+def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``.
+
+    Channels are averaged (as ``librosa.to_mono``; FFmpeg's own downmix would scale stereo by
+    1/sqrt(2) instead), then resampled with soxr's high-quality mode, as ``librosa.load``
+    does by default (the authors' pair file was made that way). The result is trimmed to the
+    stream's declared duration when it runs over by at most one codec frame (AAC decoders
+    emit whole 1024-sample frames, so 32000 samples come back as 32768 without it; MP4/M4A
+    edit lists already drop the encoder's leading priming samples), and clipped to [-1, 1].
+
+    Returns:
+        ``(S,)`` float32 in [-1, 1], ``S ~= duration * sample_rate``.
+
+    Raises:
+        DataError: missing, empty or undecodable file, or one without an audio stream.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if not path.is_file():
+        raise DataError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    av = _import_av()
+    try:
+        container = _open(av, path)
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
+    with container:
+        if not container.streams.audio:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise DataError(path, f"no audio stream (streams: {kinds})")
+        stream = container.streams.audio[0]
+        try:
+            audio, native_rate, codec_frame = _decode_mono(av, container, stream)
+        except (av.FFmpegError, OSError, ValueError) as err:  # ValueError: layout changed
+            raise DataError(path, f"corrupt audio stream ({_reason(err)})") from None
+        declared = _declared_samples(stream, container, sample_rate)
+    if len(audio) == 0:
+        raise DataError(path, "audio stream decodes to no samples")
+    if native_rate != sample_rate:
+        audio = _resample(audio, native_rate, sample_rate)
+    # Trim the padding of the last codec frame only: an excess of more than one frame means
+    # the declared duration was an estimate (raw ADTS: from the bit rate), not the truth.
+    excess = len(audio) - (declared or 0)
+    if declared and 0 < excess <= math.ceil(codec_frame * sample_rate / native_rate) + 1:
+        audio = audio[:declared]
+    return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def num_video_frames(num_samples: int, sample_rate: float, fps: float) -> int:
+    """Frames of a ``fps`` video as long as ``num_samples`` of audio: ``ceil(duration * fps)``.
+
+    Frame k is shown from k/fps on, so every frame that starts before the sound ends counts.
+    A 1e-6-frame tolerance absorbs float error (64000 samples at 16 kHz, 30 fps -> 120).
+    """
+    return max(0, math.ceil(num_samples * fps / sample_rate - 1e-6))
+
+
+def frame_features(
+    audio: np.ndarray,
+    sample_rate: int,
+    fps: float,
+    kind: str = "mel",
+    n_mels: int = 80,
+    n_mfcc: int = 13,
+    *,
+    window_s: float = 0.025,
+) -> np.ndarray:
+    """One feature vector per video frame: ``(T, D)`` float32, ``T = num_video_frames(...)``.
+
+    The hop is ``sample_rate / fps`` samples, which need not be an integer (16000 / 30 =
+    533.33): instead of rounding the hop (whose error accumulates: 40 samples over 4 s),
+    frame k is an analysis window centred on sample ``round(k * sample_rate / fps)``, the
+    instant video frame k is shown, with the signal zero-padded at both ends (librosa's
+    ``center=True``). With an integer hop this equals librosa's STFT frame for frame.
+
+    Kinds:
+        ``"mel"``: log-Mel power in dB, ``10 log10(max(S, 1e-10))`` with no ``top_db``
+            clipping (so values compare across clips); Hann window of ``window_s`` seconds,
+            FFT size the next power of two, librosa's Slaney Mel filterbank. D = ``n_mels``.
+        ``"mfcc"``: the first ``n_mfcc`` coefficients of the orthonormal DCT-II of that
+            log-Mel (``librosa.feature.mfcc`` of it). D = ``n_mfcc``.
+        ``"mfcc_psf"``: python_speech_features' MFCC with the settings of the authors'
+            released pair file (13 coefficients, 25 ms window, 26 filters, FFT 512,
+            pre-emphasis 0.97, lifter 22, log energy as coefficient 0), called as they did
+            with ``winstep=1/fps``. For reproduction only: its frames *start* at
+            ``k * round(sample_rate / fps)`` and its T is its own,
+            ``1 + ceil((S - win) / hop)``, often one more than the video has.
+
+    Args:
+        audio: ``(S,)`` float mono samples in [-1, 1].
+        sample_rate: of ``audio``, Hz.
+        fps: video frame rate.
+    """
+    if kind not in FEATURE_KINDS:
+        raise ValueError(f"unknown feature kind {kind!r}; valid: {', '.join(FEATURE_KINDS)}")
+    audio = np.asarray(audio)
+    if audio.ndim != 1:
+        raise ValueError(f"audio must be (S,) mono samples, got shape {audio.shape}")
+    if sample_rate <= 0 or fps <= 0:
+        raise ValueError(f"sample_rate and fps must be positive, got {sample_rate}, {fps}")
+    if kind == "mfcc_psf":
+        return _psf_mfcc(audio, sample_rate, fps)
+    win_length = round(window_s * sample_rate)
+    n_fft = 1 << max(0, win_length - 1).bit_length()
+    power = _framed_power(audio, sample_rate, fps, n_fft, win_length)  # (T, F)
+    mel = np.asarray(power @ _mel_basis(sample_rate, n_fft, n_mels))  # (T, n_mels)
+    log_mel = 10.0 * np.log10(np.maximum(mel, _AMIN))
+    if kind == "mel":
+        return log_mel.astype(np.float32)
+    if not 1 <= n_mfcc <= n_mels:
+        raise ValueError(f"n_mfcc must be in 1..n_mels={n_mels}, got {n_mfcc}")
+    from scipy.fft import dct
+
+    return dct(log_mel, type=2, norm="ortho", axis=-1)[:, :n_mfcc].astype(np.float32)
+
+
+def _framed_power(
+    audio: np.ndarray, sample_rate: float, fps: float, n_fft: int, win_length: int
+) -> np.ndarray:
+    """``(T, n_fft // 2 + 1)`` power spectra of Hann windows centred on each video frame."""
+    num_frames = num_video_frames(len(audio), sample_rate, fps)
+    centres = np.rint(np.arange(num_frames) * (sample_rate / fps)).astype(np.int64)  # (T,)
+    half = n_fft // 2
+    padded = np.pad(audio.astype(np.float32, copy=False), (half, n_fft - half + 1))
+    frames = padded[centres[:, None] + np.arange(n_fft)]  # (T, n_fft), centre at index half
+    spectrum = np.fft.rfft(frames * _window(n_fft, win_length), axis=-1)
+    return (spectrum.real**2 + spectrum.imag**2).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _window(n_fft: int, win_length: int) -> np.ndarray:
+    """Periodic Hann of ``win_length`` zero-padded to ``n_fft``, centred (librosa's stft)."""
+    hann = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(win_length) / win_length)
+    left = (n_fft - win_length) // 2
+    return np.pad(hann, (left, n_fft - win_length - left)).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sample_rate: int, n_fft: int, n_mels: int):
+    """``(n_fft // 2 + 1, n_mels)`` librosa's Slaney-normalised Mel filterbank, as a sparse
+    matrix: about 2% of it is non-zero, and a dense BLAS product of this size is slower
+    (and, when other processes hold the cores, waits milliseconds on its threads)."""
+    try:
+        import librosa
+    except ImportError as err:
+        raise ImportError("Mel features need librosa: pip install librosa") from err
+    from scipy.sparse import csr_array
+
+    basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)  # (n_mels, F)
+    return csr_array(basis.T.astype(np.float32))
+
+
+def _psf_mfcc(audio: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
+    try:
+        import python_speech_features as psf
+    except ImportError as err:
+        raise ImportError(
+            "kind='mfcc_psf' needs python_speech_features: pip install python_speech_features"
+        ) from err
+    return psf.mfcc(audio.astype(np.float64), samplerate=sample_rate, winstep=1.0 / fps).astype(
+        np.float32
+    )
+
+
+def _open(av, path: Path):
+    """Open with a 4 KiB probe, which is enough for headers that describe their streams (WAV,
+    MP4/M4A) and saves FFmpeg's default 5 MB read (9 ms per WAV); reopen with the default
+    probe when that leaves no audio stream or one without a rate or channel count (MPEG-TS,
+    raw ADTS or MP3 without headers need to decode packets to know those)."""
+    container = av.open(str(path), options={"probesize": "4096"})
+    audio = container.streams.audio
+    if audio and audio[0].codec_context.sample_rate > 0 and audio[0].codec_context.channels > 0:
+        return container
+    container.close()
+    return av.open(str(path))
+
+
+#: Sample formats read straight from the frame (name without the planar "p") -> scale to
+#: [-1, 1): libsndfile's and FFmpeg's conventions. Others go through FFmpeg's converter.
+_DIRECT_FORMATS: dict[str, float] = {"flt": 1.0, "dbl": 1.0, "s16": 2.0**-15, "s32": 2.0**-31}
+
+
+def _decode_mono(av, container, stream) -> tuple[np.ndarray, int, int]:
+    """Decode ``stream``: ``(S,)`` float32 channel mean at the native rate, that rate, and the
+    longest decoded frame in samples."""
+    chunks: list[np.ndarray] = []
+    converter = None
+    native_rate, codec_frame = 0, 0
+    for frame in container.decode(stream):
+        if native_rate and frame.sample_rate != native_rate:
+            raise ValueError(f"sample rate changes from {native_rate} to {frame.sample_rate} Hz")
+        native_rate, codec_frame = frame.sample_rate, max(codec_frame, frame.samples)
+        if frame.format.name.rstrip("p") in _DIRECT_FORMATS:
+            chunks.append(_frame_mono(frame))
+        else:
+            converter = converter or av.AudioResampler(format="fltp")
+            chunks.extend(_frame_mono(f) for f in converter.resample(frame))
+    if converter is not None:
+        chunks.extend(_frame_mono(f) for f in converter.resample(None))
+    audio = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
+    return audio, native_rate, codec_frame
+
+
+def _frame_mono(frame) -> np.ndarray:
+    """``(S_i,)`` float32 mean of a frame's channels, scaled to [-1, 1)."""
+    name = frame.format.name
+    scale = _DIRECT_FORMATS[name.rstrip("p")]
+    samples = frame.to_ndarray()  # planar: (C, S_i); packed: (1, S_i * C) interleaved
+    channels = len(frame.layout.channels)
+    if not name.endswith("p"):
+        samples = samples.reshape(-1, channels).T
+    mono = samples[0] if channels == 1 else samples.mean(axis=0)
+    return (mono * scale).astype(np.float32, copy=False)
+
+
+def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
+    """soxr's high-quality resampler, as ``librosa.load`` (its default ``res_type``), with
+    the length set to ``ceil(S * rate_out / rate_in)`` as librosa does."""
+    try:
+        import soxr
+    except ImportError as err:
+        raise ImportError("resampling needs soxr (librosa brings it): pip install soxr") from err
+    out = soxr.resample(audio, rate_in, rate_out, quality="HQ")
+    length = math.ceil(len(audio) * rate_out / rate_in)
+    return np.pad(out, (0, max(0, length - len(out))))[:length].astype(np.float32, copy=False)
+
+
+def _declared_samples(stream, container, sample_rate: int) -> int | None:
+    """Samples at ``sample_rate`` of the stream's (else the container's) declared duration."""
+    if stream.duration is not None and stream.time_base is not None:
+        seconds = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        seconds = container.duration / 1_000_000  # av.time_base
+    else:
+        return None
+    return round(seconds * sample_rate)
+
+
+def _reason(err: BaseException) -> str:
+    """FFmpeg's message without the errno and the repeated file name."""
+    return str(getattr(err, "strerror", None) or err).strip() or type(err).__name__
+
+
+def _import_av():
+    try:
+        import av
+    except ImportError as err:
+        raise ImportError("audio decoding needs PyAV: pip install av") from err
+    return av

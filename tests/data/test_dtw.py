@@ -1,0 +1,221 @@
+"""DTW against librosa.sequence.dtw (same path, same cost), frame pairs, diagnostics."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from asccl.data.audio import frame_features, load_audio
+from asccl.data.dtw import (
+    _accumulate_py,
+    _backtrack_py,
+    accumulated_cost,
+    align_audio,
+    alignment_quality,
+    cost_matrix,
+    dtw,
+    frame_pairs,
+)
+
+librosa = pytest.importorskip("librosa")
+
+SR, FPS = 16000, 30
+
+
+def librosa_dtw(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """librosa's accumulated cost ``(N, M)`` and path, turned to run from (0, 0) forward."""
+    acc, path = librosa.sequence.dtw(C=cost)
+    return acc, path[::-1].astype(np.int64)
+
+
+def assert_same_as_librosa(cost: np.ndarray) -> np.ndarray:
+    path, total = dtw(cost)
+    ref_acc, ref_path = librosa_dtw(cost)
+    np.testing.assert_array_equal(path, ref_path)
+    assert path.dtype == np.int64
+    assert total == ref_acc[-1, -1]
+    np.testing.assert_array_equal(accumulated_cost(cost), ref_acc)
+    return path
+
+
+# ----------------------------------------------------------------------------- dtw vs librosa
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 9), (9, 1), (2, 2), (12, 12), (17, 29), (40, 23)])
+def test_random_costs_match_librosa(shape):
+    rng = np.random.default_rng(sum(shape))
+    for _ in range(5):
+        assert_same_as_librosa(rng.random(shape))
+
+
+def test_tied_integer_costs_match_librosa():
+    """Costs in {0, 1, 2} make many exact ties: the path shows the tie-breaking order."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, m = rng.integers(1, 25, size=2)
+        assert_same_as_librosa(rng.integers(0, 3, size=(n, m)).astype(np.float64))
+    for cost in (np.zeros((6, 9)), np.ones((9, 6)), np.ones((1, 5))):
+        assert_same_as_librosa(cost)
+
+
+def test_tie_order_diagonal_then_advance_b_then_advance_a():
+    # All-zero costs tie everywhere: the diagonal wins, then (i, j-1) before (i-1, j).
+    path, total = dtw(np.zeros((3, 5)))
+    assert total == 0.0
+    np.testing.assert_array_equal(path, [[0, 0], [0, 1], [0, 2], [1, 3], [2, 4]])
+    path, _ = dtw(np.zeros((5, 3)))
+    np.testing.assert_array_equal(path, [[0, 0], [1, 0], [2, 0], [3, 1], [4, 2]])
+
+
+def test_compiled_kernels_equal_the_python_ones():
+    rng = np.random.default_rng(3)
+    cost = rng.integers(0, 4, size=(15, 21)).astype(np.float64)
+    acc, steps = _accumulate_py(cost)
+    np.testing.assert_array_equal(acc, accumulated_cost(cost))
+    np.testing.assert_array_equal(_backtrack_py(steps), dtw(cost)[0])
+
+
+def test_path_properties_and_total_cost():
+    cost = np.random.default_rng(4).random((30, 45))
+    path, total = dtw(cost)
+    assert tuple(path[0]) == (0, 0) and tuple(path[-1]) == (29, 44)
+    steps = {tuple(s) for s in np.diff(path, axis=0).tolist()}
+    assert steps <= {(1, 1), (0, 1), (1, 0)}
+    assert 45 <= len(path) <= 30 + 45 - 1
+    assert total == pytest.approx(cost[path[:, 0], path[:, 1]].sum(), rel=1e-12)
+
+
+def test_dtw_rejects_bad_costs():
+    with pytest.raises(ValueError, match=r"\(0, 3\)"):
+        dtw(np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="shape"):
+        dtw(np.zeros(4))
+    with pytest.raises(ValueError, match="NaN"):
+        dtw(np.array([[0.0, np.nan]]))
+
+
+def stretched_pair(seconds: float = 3.0, stretch: float = 1.3):
+    """A speech-like signal (AM tone with pitch glides and pauses) and the same signal
+    slowed down by ``stretch`` via resampling the time axis: the true warp is known."""
+    t = np.arange(int(seconds * SR)) / SR
+    syllables = np.clip(np.sin(2 * np.pi * 2.7 * t) + 0.4 * np.sin(2 * np.pi * 0.9 * t), 0, None)
+    pitch = 140 + 40 * np.sin(2 * np.pi * 0.7 * t)
+    phase = 2 * np.pi * np.cumsum(pitch) / SR
+    carrier = np.sin(phase) + 0.5 * np.sin(2 * phase)
+    x = (0.3 * syllables * carrier).astype(np.float32)
+    t_slow = np.arange(int(seconds * stretch * SR)) / SR
+    y = np.interp(t_slow / stretch, t, x).astype(np.float32)
+    return x, y
+
+
+@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+def test_speech_like_pair_matches_librosa_and_recovers_the_stretch(kind):
+    stretch = 1.3
+    x, y = stretched_pair(stretch=stretch)
+    a, b = frame_features(x, SR, FPS, kind=kind), frame_features(y, SR, FPS, kind=kind)
+    path = assert_same_as_librosa(cost_matrix(a, b, "l1"))
+    # Frame k of x is frame k * stretch of y: the path must follow that line.
+    error = np.abs(path[:, 1] - path[:, 0] * stretch)
+    assert np.median(error) <= 1.0 and np.percentile(error, 95) <= 3.0, error.max()
+
+
+@pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng is not installed")
+def test_synthetic_speech_with_espeak(tmp_path):
+    text = "the quick brown fox jumps over the lazy dog"
+    other = "seven green apples sit in a wooden box"
+    paths = {}
+    for name, speed, words in (("slow", 120, text), ("fast", 190, text), ("other", 120, other)):
+        paths[name] = tmp_path / f"{name}.wav"
+        subprocess.run(["espeak-ng", "-s", str(speed), "-w", str(paths[name]), words], check=True)
+    feats = {k: frame_features(load_audio(p), SR, FPS) for k, p in paths.items()}
+    same = cost_matrix(feats["slow"], feats["fast"])
+    assert_same_as_librosa(same)
+    other = cost_matrix(feats["other"], feats["fast"])
+    q_same = alignment_quality(dtw(same)[0], same)
+    q_other = alignment_quality(dtw(other)[0], other)
+    assert q_same["mean_step_cost"] < 0.8 * q_other["mean_step_cost"]
+
+
+# ----------------------------------------------------------------------------- cost_matrix
+
+
+def test_cost_matrix_metrics():
+    rng = np.random.default_rng(5)
+    a, b = rng.standard_normal((7, 4)), rng.standard_normal((9, 4))
+    diff = a[:, None] - b[None]  # (N, M, D)
+    np.testing.assert_allclose(cost_matrix(a, b), np.abs(diff).sum(-1))
+    np.testing.assert_allclose(cost_matrix(a, b, "euclidean"), np.sqrt((diff**2).sum(-1)))
+    cos = (a / np.linalg.norm(a, axis=1, keepdims=True)) @ (
+        b / np.linalg.norm(b, axis=1, keepdims=True)
+    ).T
+    np.testing.assert_allclose(cost_matrix(a, b, "cosine"), 1 - cos, atol=1e-12)
+    assert cost_matrix(a.astype(np.float32), b).dtype == np.float64
+    with pytest.raises(ValueError, match="l1, euclidean, cosine"):
+        cost_matrix(a, b, "manhattan")
+    with pytest.raises(ValueError, match=r"\(7, 4\) and \(9, 3\)"):
+        cost_matrix(a, b[:, :3])
+
+
+# ----------------------------------------------------------------------------- frame_pairs
+
+
+def test_frame_pairs_identity_inside_the_videos():
+    path = np.array([[0, 0], [1, 0], [2, 1], [2, 2], [3, 3]])
+    idx_a, idx_b = frame_pairs(path, 4, 4)
+    np.testing.assert_array_equal(idx_a, path[:, 0])
+    np.testing.assert_array_equal(idx_b, path[:, 1])
+    assert idx_a.dtype == idx_b.dtype == np.int64
+
+
+def test_frame_pairs_clip_to_the_real_frame_counts():
+    # Audio ran 2 frames past video a and 1 past video b.
+    path = np.array([[0, 0], [1, 1], [2, 2], [3, 2], [4, 3], [5, 4], [5, 5], [6, 5]])
+    idx_a, idx_b = frame_pairs(path, n_frames_a=5, n_frames_b=5)
+    assert idx_a.max() == 4 and idx_b.max() == 4
+    assert len(idx_a) == len(idx_b)
+    assert np.all(np.diff(idx_a) >= 0) and np.all(np.diff(idx_b) >= 0)
+    np.testing.assert_array_equal(idx_a, [0, 1, 2, 3, 4, 4])  # clipped duplicates dropped
+    np.testing.assert_array_equal(idx_b, [0, 1, 2, 2, 3, 4])
+
+
+def test_frame_pairs_validation():
+    with pytest.raises(ValueError, match=">= 1"):
+        frame_pairs(np.zeros((3, 2), np.int64), 0, 5)
+    with pytest.raises(ValueError, match=r"\(3,\)"):
+        frame_pairs(np.zeros(3, np.int64), 5, 5)
+
+
+# ----------------------------------------------------------------------------- quality
+
+
+def test_alignment_quality_on_a_hand_made_path():
+    cost = np.arange(12, dtype=np.float64).reshape(3, 4)
+    path = np.array([[0, 0], [0, 1], [0, 2], [1, 3], [2, 3]])
+    q = alignment_quality(path, cost)
+    assert q == {
+        "mean_step_cost": pytest.approx((0 + 1 + 2 + 7 + 11) / 5),
+        "diagonal_fraction": 0.25,
+        "max_repeat_a": 3.0,
+        "max_repeat_b": 2.0,
+        "length_ratio": 5 / 4,
+    }
+    diag = alignment_quality(np.stack([np.arange(4)] * 2, axis=1), np.zeros((4, 4)))
+    assert diag["diagonal_fraction"] == 1.0 and diag["length_ratio"] == 1.0
+    assert diag["max_repeat_a"] == diag["max_repeat_b"] == 1.0
+    assert alignment_quality(np.zeros((1, 2), np.int64), np.ones((1, 1)))["diagonal_fraction"] == 1
+
+
+def test_align_audio_end_to_end():
+    x, y = stretched_pair(seconds=2.0, stretch=1.2)
+    a, b = frame_features(x, SR, FPS), frame_features(y, SR, FPS)
+    # The videos are a frame shorter than the audio says: pairs must stay inside them.
+    idx_n, idx_e, total, quality = align_audio(a, b, len(a) - 1, len(b) - 1)
+    assert idx_n.max() == len(a) - 2 and idx_e.max() == len(b) - 2
+    assert len(idx_n) == len(idx_e) >= len(b) - 2
+    assert total == dtw(cost_matrix(a, b))[1]
+    assert set(quality) == {
+        "mean_step_cost", "diagonal_fraction", "max_repeat_a", "max_repeat_b", "length_ratio",
+    }  # fmt: skip

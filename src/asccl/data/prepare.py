@@ -49,7 +49,7 @@ class DataConfig:
     dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
     sample_rate: int = 16000
     crop_size: int = 224
-    crop_format: str = "npy"  #: crop store format (see asccl.data.crop_store)
+    crop_format: Literal["jpeg", "npy"] = "jpeg"  #: crop store (see asccl.data.crop_store)
     landmark_backend: str = "dlib"
     detect_every: int = 10  #: run the face detector every N frames, track in between
     crop_all_clips: bool = False  #: crop every clip, not only those in pairs
@@ -302,11 +302,15 @@ def run_pairs(config: DataConfig) -> StageSummary:
 # ----------------------------------------------------------------------------- crops
 
 
+STORE_SUFFIX = {"jpeg": ".npz", "npy": ".crops"}  # a file, or a folder
+
+
 def crop_path(out: Path, clip_id: str, fmt: str) -> Path:
     """Where a clip's crops are stored."""
-    from asccl.data.crop_store import store_suffix
+    return out / "crops" / f"{clip_id}{STORE_SUFFIX[fmt]}"
 
-    return out / "crops" / f"{clip_id}{store_suffix(fmt)}"
+
+_TRACKERS: dict[tuple[str, int], Any] = {}  # one per process: loading a model takes ~0.7 s
 
 
 @dataclass(frozen=True)
@@ -320,11 +324,18 @@ class _CropWork:
     def __call__(self, clip: Clip) -> None:
         from asccl.data.crop_store import write_clip_crops
         from asccl.data.crops import crop_clip
+        from asccl.data.landmarks import FaceTracker, make_landmarker
 
-        crops = crop_clip(
-            clip.video, size=self.size, backend=self.backend, detect_every=self.detect_every
-        )
-        write_clip_crops(crops, crop_path(self.out, clip.clip_id, self.fmt), format=self.fmt)
+        key = (self.backend, self.detect_every)
+        if key not in _TRACKERS:
+            landmarker = make_landmarker(self.backend)
+            _TRACKERS[key] = FaceTracker(landmarker, detect_every=self.detect_every)
+        crops = crop_clip(clip.video, size=self.size, tracker=_TRACKERS[key])
+        if crops.num_invalid == len(crops):
+            raise DataError(clip.video, "no face found in any frame")
+        path = crop_path(self.out, clip.clip_id, self.fmt)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_clip_crops(crops, path, format=self.fmt)
 
 
 def run_crops(config: DataConfig) -> StageSummary:
@@ -342,7 +353,9 @@ def run_crops(config: DataConfig) -> StageSummary:
     mine = [c for i, c in enumerate(clips) if i % shards == shard]
     todo = [
         c for c in mine
-        if not validate_clip_crops(crop_path(config.out, c.clip_id, config.crop_format))
+        if not validate_clip_crops(
+            crop_path(config.out, c.clip_id, config.crop_format), expected_frames=c.num_frames
+        )
     ]  # fmt: skip
     summary.skipped = len(mine) - len(todo)
     work = _CropWork(config.out, config.crop_size, config.crop_format,

@@ -1,0 +1,216 @@
+"""Read (and, for tests and demos, write) video files with PyAV, which bundles FFmpeg.
+
+Frames come out as ``(H, W, 3)`` uint8 RGB arrays. Every problem with an input file is a
+:class:`~asccl.data.errors.DataError` whose message is one line naming the file.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from asccl.data.errors import DataError
+
+__all__ = ["VideoInfo", "iter_frames", "probe_video", "scaled_size", "write_video"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What :func:`probe_video` learns about a file's first video stream.
+
+    Attributes:
+        fps: frames per second (the stream's average rate).
+        num_frames: number of frames (the container's count, else one counted by demuxing).
+        width, height: frame size in pixels, before any ``scale_to``.
+    """
+
+    fps: float
+    num_frames: int
+    width: int
+    height: int
+
+    @property
+    def duration(self) -> float:
+        """``num_frames / fps``, in seconds."""
+        return self.num_frames / self.fps
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    """Open ``path`` for reading, turning every way it can fail into a :class:`DataError`."""
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if path.is_dir():
+        raise DataError(path, "is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    try:
+        container = av.open(str(path))
+    except (av.error.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot open as a video ({_one_line(err)})") from err
+    if not container.streams.video:
+        found = [s.type for s in container.streams]
+        container.close()
+        if not found:
+            raise DataError(path, "no readable streams (truncated or not a media file?)")
+        raise DataError(path, f"no video stream (only {', '.join(found)})")
+    return container
+
+
+def _one_line(err: BaseException) -> str:
+    """FFmpeg's reason without the file name it repeats, on one line."""
+    text = getattr(err, "strerror", None) or str(err) or type(err).__name__
+    return " ".join(str(text).split())
+
+
+def _fps(stream: av.video.stream.VideoStream) -> float | None:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return float(rate)
+    return None
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Frame rate, frame count and size of the first video stream of ``path``.
+
+    The count is the container's when it records one (MP4, AVI); Matroska/WebM record none
+    (``stream.frames == 0``), and then the video packets are counted by demuxing, which
+    reads the file but decodes nothing.
+
+    Raises:
+        DataError: missing, empty or unreadable file, no video stream, no frames, or no
+            frame rate.
+    """
+    path = Path(path)
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps = _fps(stream)
+        num_frames = stream.frames
+        if num_frames <= 0:
+            try:
+                num_frames = sum(1 for p in container.demux(stream) if p.size > 0)
+            except av.error.FFmpegError as err:
+                raise DataError(path, f"corrupt video stream ({_one_line(err)})") from err
+        width, height = stream.codec_context.width, stream.codec_context.height
+    finally:
+        container.close()
+    if num_frames <= 0:
+        raise DataError(path, "video stream has no frames")
+    if fps is None:
+        raise DataError(path, "video stream has no frame rate")
+    return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height)
+
+
+def scaled_size(width: int, height: int, scale_to: int) -> tuple[int, int]:
+    """``(width, height)`` resized so the longest side is ``scale_to``, aspect kept."""
+    if scale_to < 1:
+        raise ValueError(f"scale_to must be >= 1, got {scale_to}")
+    s = scale_to / max(width, height)
+    return max(1, round(width * s)), max(1, round(height * s))
+
+
+def iter_frames(path: str | os.PathLike, *, scale_to: int | None = None) -> Iterator[np.ndarray]:
+    """Decode the first video stream of ``path`` frame by frame.
+
+    The file is opened (and checked) when this is called, not at the first ``next``.
+    Decoding uses FFmpeg's own threads (``thread_type="AUTO"``).
+
+    Args:
+        path: a video file.
+        scale_to: if given, each frame is resized (by FFmpeg's swscale, area filter) so its
+            longest side is ``scale_to`` pixels, aspect ratio kept.
+
+    Yields:
+        ``(H, W, 3)`` uint8 RGB frames, in presentation order.
+
+    Raises:
+        DataError: as :func:`probe_video`; also, while iterating, when a packet cannot be
+            decoded (saying how many frames came before), when the stream decodes to no
+            frame at all, or (after the last frame) to fewer frames than the container lists.
+    """
+    path = Path(path)
+    container = _open(path)
+    return _frames(path, container, scale_to)
+
+
+def _frames(
+    path: Path, container: av.container.InputContainer, scale_to: int | None
+) -> Iterator[np.ndarray]:
+    n = 0
+    try:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        size = None
+        if scale_to is not None:
+            size = scaled_size(stream.codec_context.width, stream.codec_context.height, scale_to)
+        try:
+            for frame in container.decode(stream):
+                if size is None:
+                    yield frame.to_ndarray(format="rgb24")
+                else:
+                    yield frame.reformat(
+                        width=size[0], height=size[1], format="rgb24", interpolation="AREA"
+                    ).to_ndarray()
+                n += 1
+        except av.error.FFmpegError as err:
+            raise DataError(
+                path, f"undecodable data after {n} decoded frames ({_one_line(err)})"
+            ) from err
+        if n == 0:
+            raise DataError(path, "video stream decodes to no frames")
+        if n < stream.frames:
+            raise DataError(path, f"truncated: decoded {n} of the {stream.frames} frames it lists")
+    finally:
+        container.close()
+
+
+def write_video(
+    path: str | os.PathLike,
+    frames: Iterable[np.ndarray],
+    fps: float = 25.0,
+    *,
+    codec: str = "libx264",
+    crf: int | None = 18,
+    preset: str | None = None,
+) -> int:
+    """Encode ``(H, W, 3)`` uint8 RGB frames to ``path`` (yuv420p); returns the frame count.
+
+    For small test clips and demo outputs, not for datasets. With ``libx264``, ``crf``
+    sets the quality (0 lossless .. 51) and ``preset`` the speed (``"veryfast"`` ..
+    ``"veryslow"``, default ``"medium"``); other codecs ignore both. H and W must be even.
+    """
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames, None)
+    if first is None:
+        raise ValueError(f"{path}: no frames to write")
+    if first.dtype != np.uint8 or first.ndim != 3 or first.shape[2] != 3:
+        raise ValueError(f"frames must be (H, W, 3) uint8, got {first.shape} {first.dtype}")
+    options = {}
+    if codec == "libx264":
+        options = {k: str(v) for k, v in (("crf", crf), ("preset", preset)) if v is not None}
+    count = 0
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream(
+            codec, rate=Fraction(fps).limit_denominator(1001), options=options
+        )
+        stream.height, stream.width = first.shape[:2]
+        stream.pix_fmt = "yuv420p"
+        for frame in itertools.chain([first], frames):
+            if frame.shape != first.shape or frame.dtype != np.uint8:
+                raise ValueError(
+                    f"frame {count} is {frame.shape} {frame.dtype}, expected {first.shape} uint8"
+                )
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+            count += 1
+        for packet in stream.encode():
+            container.mux(packet)
+    return count

@@ -1,0 +1,141 @@
+"""Both crop store formats: round trips, atomic replacement, validation for resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asccl.data import crop_store
+from asccl.data.crop_store import open_clip_crops, validate_clip_crops, write_clip_crops
+from asccl.data.crops import ClipCrops
+from asccl.data.errors import DataError
+
+FORMATS = ("npy", "jpeg")
+
+
+def make_crops(n: int = 6, size: int = 64, seed: int = 0) -> ClipCrops:
+    """Smooth random crops (JPEG-friendly); frame 2 invalid like crop_clip makes it."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    frames = np.stack(
+        [
+            np.stack([np.sin(6 * xx + p) * 100 + 128, yy * 200 + 20, (xx + yy) * 100 + p], -1)
+            for p in rng.random(n) * 3
+        ]
+    ).astype(np.uint8)
+    landmarks = (rng.random((n, 68, 2)) * size).astype(np.float32)
+    boxes = np.tile(np.array([10, 20, 110, 120], np.float32), (n, 1))
+    valid = np.ones(n, bool)
+    valid[2] = False
+    frames[2] = 0
+    landmarks[2] = np.nan
+    boxes[2] = np.nan
+    return ClipCrops(frames, landmarks, landmarks * 2, boxes, valid, 29.97, (640, 480))
+
+
+def store_path(tmp_path, fmt):
+    return tmp_path / ("clip.crops" if fmt == "npy" else "clip.npz")
+
+
+def assert_same_metadata(reader, crops):
+    np.testing.assert_array_equal(reader.landmarks, crops.landmarks)
+    np.testing.assert_array_equal(reader.source_landmarks, crops.source_landmarks)
+    np.testing.assert_array_equal(reader.boxes, crops.boxes)
+    np.testing.assert_array_equal(reader.valid, crops.valid)
+    assert reader.fps == crops.fps and reader.frame_size == crops.frame_size
+    assert reader.size == crops.size and len(reader) == len(crops)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_round_trip(tmp_path, fmt):
+    crops = make_crops()
+    path = write_clip_crops(crops, store_path(tmp_path, fmt), format=fmt)
+    reader = open_clip_crops(path)
+    assert reader.format == fmt
+    assert_same_metadata(reader, crops)
+    for i in range(len(crops)):
+        frame = reader.frame(i)
+        assert frame.shape == (64, 64, 3) and frame.dtype == np.uint8
+        error = np.abs(frame.astype(int) - crops.frames[i]).mean()
+        assert error == 0 if fmt == "npy" else error < 2.0, (i, error)
+    np.testing.assert_array_equal(reader.frame(-1), reader.frame(len(crops) - 1))
+    with pytest.raises(IndexError, match="frame 6 out of range for 6"):
+        reader.frame(6)
+    again = reader.read_all()
+    assert isinstance(again, ClipCrops) and again.frames.shape == crops.frames.shape
+
+
+def test_jpeg_is_the_default_and_keeps_rgb_order(tmp_path):
+    crops = make_crops()
+    crops.frames[:] = (220, 30, 90)
+    reader = open_clip_crops(write_clip_crops(crops, tmp_path / "c.npz"))
+    assert reader.format == "jpeg" and (tmp_path / "c.npz").is_file()
+    np.testing.assert_allclose(reader.frame(0).mean(axis=(0, 1)), (220, 30, 90), atol=2)
+
+
+@pytest.mark.parametrize(("first", "second"), [(a, b) for a in FORMATS for b in FORMATS])
+def test_rewrite_replaces_and_leaves_no_temporaries(tmp_path, first, second):
+    path = tmp_path / "clip.store"
+    write_clip_crops(make_crops(seed=0), path, format=first)
+    write_clip_crops(make_crops(n=4, seed=1), path, format=second)
+    reader = open_clip_crops(path)
+    assert len(reader) == 4 and reader.format == second
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["clip.store"]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_failed_write_keeps_the_old_store(tmp_path, fmt, monkeypatch):
+    path = store_path(tmp_path, fmt)
+    write_clip_crops(make_crops(), path, format=fmt)
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(crop_store.np, "savez", crash)
+    with pytest.raises(OSError, match="disk full"):
+        write_clip_crops(make_crops(n=3), path, format=fmt)
+    monkeypatch.undo()
+    assert len(open_clip_crops(path)) == 6 and validate_clip_crops(path)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_validate(tmp_path, fmt):
+    path = write_clip_crops(make_crops(), store_path(tmp_path, fmt), format=fmt)
+    assert validate_clip_crops(path)
+    assert validate_clip_crops(path, expected_frames=6)
+    assert not validate_clip_crops(path, expected_frames=7)
+    assert not validate_clip_crops(tmp_path / "missing")
+
+
+def test_validate_rejects_damaged_npy_store(tmp_path):
+    path = write_clip_crops(make_crops(), tmp_path / "a.crops", format="npy")
+    frames = path / "frames.npy"
+    data = frames.read_bytes()
+    frames.write_bytes(data[: len(data) - 100])
+    assert not validate_clip_crops(path)
+    path = write_clip_crops(make_crops(), tmp_path / "b.crops", format="npy")
+    (path / "meta.npz").unlink()
+    assert not validate_clip_crops(path)
+    path = write_clip_crops(make_crops(), tmp_path / "c.crops", format="npy")
+    np.save(path / "frames.npy", np.zeros((5, 64, 64, 3), np.uint8))  # one frame short
+    assert not validate_clip_crops(path)
+
+
+def test_validate_rejects_damaged_jpeg_store(tmp_path):
+    path = write_clip_crops(make_crops(), tmp_path / "a.npz", format="jpeg")
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert not validate_clip_crops(path)
+    garbage = tmp_path / "g.npz"
+    garbage.write_bytes(b"not a store" * 100)
+    assert not validate_clip_crops(garbage)
+    with pytest.raises(DataError, match=f"{garbage}: unreadable crop store"):
+        open_clip_crops(garbage)
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="'png'; valid: jpeg, npy"):
+        write_clip_crops(make_crops(), tmp_path / "x", format="png")
+    with pytest.raises(DataError, match="no such crop store"):
+        open_clip_crops(tmp_path / "nothing")

@@ -1,0 +1,152 @@
+"""Video probing and decoding on tiny clips written here with PyAV."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from asccl.data.errors import DataError
+from asccl.data.video import VideoInfo, iter_frames, probe_video, scaled_size, write_video
+
+
+def ramp_frames(n: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
+    """Frame i is a flat colour: red 200, green 20 + 10 i (order shows), blue 40."""
+    return [np.full((height, width, 3), (200, 20 + 10 * i, 40), np.uint8) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def mp4(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("video") / "clip.mp4"
+    write_video(path, ramp_frames(12), fps=25)
+    return str(path)
+
+
+def test_probe_mp4(mp4):
+    info = probe_video(mp4)
+    assert info == VideoInfo(fps=25.0, num_frames=12, width=64, height=48)
+    assert info.duration == pytest.approx(12 / 25)
+
+
+def test_probe_counts_frames_when_the_container_does_not(tmp_path):
+    path = tmp_path / "clip.mkv"
+    write_video(path, ramp_frames(17), fps=30, codec="mpeg4")
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].frames == 0  # Matroska records no count
+    assert probe_video(path) == VideoInfo(fps=30.0, num_frames=17, width=64, height=48)
+
+
+def test_iter_frames_gives_rgb_uint8_in_order(mp4):
+    frames = list(iter_frames(mp4))
+    assert len(frames) == 12
+    for i, frame in enumerate(frames):
+        assert frame.shape == (48, 64, 3) and frame.dtype == np.uint8
+        np.testing.assert_allclose(frame.mean(axis=(0, 1)), (200, 20 + 10 * i, 40), atol=4)
+
+
+def test_iter_frames_scale_to_keeps_aspect(mp4):
+    frames = list(iter_frames(mp4, scale_to=32))
+    assert len(frames) == 12 and frames[0].shape == (24, 32, 3)
+    np.testing.assert_allclose(frames[3].mean(axis=(0, 1)), (200, 50, 40), atol=4)
+
+
+def test_scaled_size():
+    assert scaled_size(1920, 1080, 480) == (480, 270)
+    assert scaled_size(1080, 1920, 480) == (270, 480)
+    assert scaled_size(64, 64, 128) == (128, 128)
+    with pytest.raises(ValueError, match="scale_to"):
+        scaled_size(64, 64, 0)
+
+
+def _audio_only(path):
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=16000)
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 1600), np.int16), "s16", "mono")
+        frame.sample_rate = 16000
+        for packet in [*stream.encode(frame), *stream.encode()]:
+            container.mux(packet)
+
+
+def _bad_file(tmp_path, mp4, kind):
+    path = tmp_path / f"{kind}.mp4"
+    data = Path(mp4).read_bytes()
+    if kind == "missing":
+        pass
+    elif kind == "empty":
+        path.touch()
+    elif kind == "directory":
+        path.mkdir()
+    elif kind == "garbage":
+        path.write_bytes(np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes())
+    elif kind == "truncated":  # moov atom at the end: cut off
+        path.write_bytes(data[: len(data) // 2])
+    elif kind == "audio_only":
+        path = tmp_path / "audio.wav"
+        _audio_only(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("missing", "no such file"),
+        ("empty", "empty file"),
+        ("directory", "is a directory"),
+        ("garbage", "cannot open as a video"),
+        ("truncated", "no readable streams|cannot open as a video"),
+        ("audio_only", "no video stream"),
+    ],
+)
+def test_bad_files_raise_one_line_data_error(tmp_path, mp4, kind, problem):
+    path = _bad_file(tmp_path, mp4, kind)
+    for call in (probe_video, iter_frames):
+        with pytest.raises(DataError, match=problem) as err:
+            call(path)  # iter_frames checks the file when called, before the first frame
+        assert str(err.value).startswith(f"{path}: ")
+        assert "\n" not in str(err.value)
+
+
+@pytest.fixture(scope="module")
+def faststart_mp4(tmp_path_factory) -> bytes:
+    """An mp4 whose header (moov) comes first, so cutting it leaves the header intact."""
+    path = tmp_path_factory.mktemp("video") / "faststart.mp4"
+    rng = np.random.default_rng(0)
+    with av.open(str(path), "w", options={"movflags": "faststart"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for _ in range(8):
+            frame = av.VideoFrame.from_ndarray(rng.integers(0, 256, (64, 64, 3), np.uint8))
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("keep", "problem"),
+    [(0.3, r"undecodable data after \d+ decoded frames"), (0.8, "truncated: decoded 4 of the 8")],
+)
+def test_cut_frame_data_is_an_error(tmp_path, faststart_mp4, keep, problem):
+    path = tmp_path / "cut.mp4"
+    path.write_bytes(faststart_mp4[: int(len(faststart_mp4) * keep)])
+    assert probe_video(path).num_frames == 8  # the header still lists 8
+    with pytest.raises(DataError, match=problem) as err:
+        list(iter_frames(path))
+    assert str(err.value).startswith(f"{path}: ")
+
+
+def test_write_video_checks_frames(tmp_path):
+    with pytest.raises(ValueError, match="no frames"):
+        write_video(tmp_path / "a.mp4", [])
+    with pytest.raises(ValueError, match=r"\(4, 4\)"):
+        write_video(tmp_path / "b.mp4", [np.zeros((4, 4), np.uint8)])
+    with pytest.raises(ValueError, match="frame 1"):
+        write_video(
+            tmp_path / "c.mp4", [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 6, 3), np.uint8)]
+        )
+    assert not os.path.exists(tmp_path / "a.mp4")

@@ -152,3 +152,19 @@ def test_clip_index_round_trip(tmp_path):
         read_clip_index(bad)
     with pytest.raises(DataError, match="run `asccl data index` first"):
         read_clip_index(tmp_path / "none.csv")
+
+
+def test_unreadable_folder_is_reported_and_skipped(tmp_path, monkeypatch):
+    make_mead(tmp_path)
+    locked = tmp_path / "M003/video/front/angry/level_3"
+    real_iterdir = Path.iterdir
+
+    def iterdir(self):
+        if self == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_iterdir(self)
+
+    monkeypatch.setattr(Path, "iterdir", iterdir)  # root can read anything: simulate it
+    clips, problems = index_mead(tmp_path)
+    assert f"{locked}: unreadable folder (Permission denied)" in [str(p) for p in problems]
+    assert any(c.clip_id == "W021/angry/level_3/001" and c.video for c in clips)

@@ -340,7 +340,7 @@ class _CropWork:
 
 def run_crops(config: DataConfig) -> StageSummary:
     """Crop faces from every clip used by a pair (or every clip), this shard's share."""
-    from asccl.data.crop_store import validate_clip_crops
+    from asccl.data.crop_store import open_clip_crops, validate_clip_crops
 
     summary = StageSummary("crops")
     clips = read_clip_index(config.out / "clips.csv")
@@ -361,7 +361,17 @@ def run_crops(config: DataConfig) -> StageSummary:
     work = _CropWork(config.out, config.crop_size, config.crop_format,
                      config.landmark_backend, config.detect_every)  # fmt: skip
     _run_items("cropping faces", todo, work, lambda c: str(c.video), config.workers, summary)
-    summary.notes.append(f"{len(clips)} clips with video, {len(mine)} in shard {config.shard}")
+    frames = no_face = 0
+    for clip in mine:
+        path = crop_path(config.out, clip.clip_id, config.crop_format)
+        if path.exists():
+            valid = open_clip_crops(path).valid
+            frames += len(valid)
+            no_face += int((~valid).sum())
+    summary.notes.append(
+        f"{len(clips)} clips with video, {len(mine)} in shard {config.shard}; "
+        f"{frames} frames cropped, {no_face} without a face (kept, marked invalid)"
+    )
     summary.outputs["crops"] = config.out / "crops"
     _write_log(config.out, summary)
     return summary

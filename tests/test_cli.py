@@ -9,32 +9,20 @@ from asccl.metric import ASCCLMetric, save_metric
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
-    code = main(
-        [
-            "demo",
-            "--config",
-            "configs/demo.toml",
-            "--output-dir",
-            str(tmp_path),
-            "--image-size",
-            "64",
-            "--optimise-steps",
-            "3",
-        ]
-    )
-    assert code == 0
+    args = ["demo", "--config", "configs/demo.toml", "--output-dir", str(tmp_path),
+            "--image-size", "64", "--optimise-steps", "3",
+            "--data.out", str(tmp_path / "data"), "--data.crop-size", "64"]  # fmt: skip
+    assert main(args) == 0
     printed = capsys.readouterr().out
-    for name in (
-        "loss_table.md",
-        "loss_table.csv",
-        "loss_variants.png",
-        "sampled_regions.png",
-        "optimisation.png",
-        "metric_random.safetensors",
-        "config.json",
-    ):
+    outputs = ["loss_table.md", "loss_table.csv", "loss_variants.png", "sampled_regions.png",
+               "optimisation.png", "metric_random.safetensors", "config.json",
+               "dtw_alignment.png", "crops_contact_sheet.png"]  # fmt: skip
+    for name in outputs:
         assert (tmp_path / name).is_file(), name
         assert name in printed
+    for name in ("clips.csv", "pairs.csv", "aligned_pairs.json"):
+        assert (tmp_path / "data" / name).is_file(), name
+    assert "[pairs] 54 done" in printed and "[crops] 63 done" in printed
     rows = (tmp_path / "loss_table.csv").read_text().splitlines()
     assert rows[0] == "variant,asccl_loss" and len(rows) == 6
     losses = {r.split(",")[0]: float(r.split(",")[1]) for r in rows[1:]}

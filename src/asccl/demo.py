@@ -1,9 +1,12 @@
-"""``asccl demo``: the pipeline as far as it exists, on package-shipped images, in seconds.
+"""``asccl demo``: the pipeline as far as it exists, on the bundled demo data, in minutes.
 
-Today: build a metric (random weights unless a checkpoint is given), save and reload it
-through the one-line loss, score a face against edited versions of itself, and optimise
-a degraded image with the loss alone to show that its gradients carry signal. Writes a
-Markdown/CSV table and PNG figures and prints where they are.
+1. Stage 1 on ``demo_data/MEAD``: index, DTW frame pairs, face crops (``asccl data
+   prepare``), with an alignment plot and a contact sheet of crops.
+2. The metric and its loss: build a metric (random weights unless a checkpoint is given),
+   save and reload it through the one-line loss, score a face against edited versions of
+   itself, and optimise a degraded image with the loss alone to show that its gradients
+   carry signal.
+Writes Markdown/CSV tables and PNG figures and prints where they are.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from asccl.config import save_config
+from asccl.data.prepare import DataConfig, run_prepare
 from asccl.losses import ASCCLLoss
 from asccl.metric import ASCCLMetric, Regions, save_metric
 
@@ -35,6 +39,10 @@ class DemoConfig:
     learning_rate: float = 0.02
     variants: list[str] = field(
         default_factory=lambda: ["identical", "brighter", "shifted", "mouth_open", "unrelated"]
+    )
+    run_data_stage: bool = True  #: run stage 1 on ``data.root`` first
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
     )
 
 
@@ -85,10 +93,14 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it wrote."""
     out = config.output_dir
     out.mkdir(parents=True, exist_ok=True)
-    config_path = save_config(config, out / "config.json")
+    paths: dict[str, Path] = {"config": save_config(config, out / "config.json")}
     torch.manual_seed(config.seed)
 
-    # 1. A metric: trained checkpoint if given, else random weights saved as a checkpoint.
+    # 1. Stage 1 on the demo data.
+    if config.run_data_stage:
+        paths.update(_data_stage(config.data, out))
+
+    # 2. A metric: trained checkpoint if given, else random weights saved as a checkpoint.
     if config.checkpoint is None:
         metric = ASCCLMetric(backbone=config.backbone, image_size=config.image_size)
         checkpoint = save_metric(metric, out / "metric_random.safetensors")
@@ -99,7 +111,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     loss_fn = ASCCLLoss(checkpoint=checkpoint, input_range=(0, 1))  # the one-line API
     size = loss_fn.metric.config.image_size
 
-    # 2. Score the face against edited versions of itself, all on the same regions.
+    # 3. Score the face against edited versions of itself, all on the same regions.
     face, other = _face_images(size)
     generator = torch.Generator().manual_seed(config.seed)
     with torch.no_grad():
@@ -110,7 +122,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     _write_tables(rows, table_md, table_csv)
     print(table_md.read_text())
 
-    # 3. Gradients carry signal: recover the face from a degraded copy with the loss alone.
+    # 4. Gradients carry signal: recover the face from a degraded copy with the loss alone.
     start = F.avg_pool2d(face, 5, stride=1, padding=2)  # blurred
     start = (start + 0.08 * torch.randn(start.shape, generator=generator)).clamp(0, 1)
     generated = start.clone().requires_grad_(True)
@@ -136,16 +148,59 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
             face, start, generated.detach(), history, out / "optimisation.png"
         ),
     }
-    paths = {
-        "config": config_path,
-        "checkpoint": Path(checkpoint),
-        "table_md": table_md,
-        "table_csv": table_csv,
-    }
+    paths.update(checkpoint=Path(checkpoint), table_md=table_md, table_csv=table_csv)
     paths.update(figures)
     print("\nDemo outputs:")
     for name, path in paths.items():
         print(f"  {name:<17} {path}")
+    return paths
+
+
+def _data_stage(config: DataConfig, out: Path) -> dict[str, Path]:
+    """Stage 1 on the demo data, then its two figures."""
+    import numpy as np
+
+    from asccl.data.audio import frame_features, load_audio
+    from asccl.data.crop_store import open_clip_crops
+    from asccl.data.dtw import cost_matrix
+    from asccl.data.pair_files import read_pairs_table
+    from asccl.data.plots import plot_alignment, plot_crop_sheet
+    from asccl.data.prepare import crop_path
+
+    print(f"stage 1 on {config.root}:")
+    for summary in run_prepare(config):
+        print(summary.report())
+    paths: dict[str, Path] = {"data": config.out}
+    pairs = read_pairs_table(config.out / "pairs.csv")
+    if pairs:
+        pair = pairs[0]
+        from asccl.data.clip_index import read_clip_index
+
+        clips = {c.clip_id: c for c in read_clip_index(config.out / "clips.csv")}
+        feats = [
+            frame_features(
+                load_audio(clips[cid].audio, config.sample_rate),
+                config.sample_rate,
+                clips[cid].fps,
+                kind=config.features,
+            )
+            for cid in (pair.neutral_clip, pair.emotional_clip)
+        ]
+        cost = cost_matrix(feats[0], feats[1], metric=config.dtw_metric)
+        paths["alignment_png"] = plot_alignment(
+            cost, pair.neutral_frames, pair.emotional_frames, out / "dtw_alignment.png",
+            title=f"{pair.neutral_clip} vs {pair.emotional_clip}",
+        )  # fmt: skip
+        sheet = {}
+        first_per_speaker = {p.speaker: p for p in reversed(pairs)}  # one pair per speaker
+        for p in sorted(first_per_speaker.values(), key=lambda p: p.speaker):
+            for cid in (p.neutral_clip, p.emotional_clip):
+                path = crop_path(config.out, cid, config.crop_format)
+                if path.exists():
+                    reader = open_clip_crops(path)
+                    sheet[cid] = np.stack([reader.frame(i) for i in range(len(reader))])
+        if sheet:
+            paths["crops_png"] = plot_crop_sheet(sheet, out / "crops_contact_sheet.png")
     return paths
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -219,3 +220,22 @@ def test_align_audio_end_to_end():
     assert set(quality) == {
         "mean_step_cost", "diagonal_fraction", "max_repeat_a", "max_repeat_b", "length_ratio",
     }  # fmt: skip
+
+
+DEMO_AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W901/audio"
+
+
+@pytest.mark.parametrize("kind", ["mel", "mfcc"])
+@pytest.mark.parametrize(
+    ("emotion", "sentence"), [("angry", "001"), ("sad", "002"), ("disgusted", "030")]
+)
+def test_same_path_as_librosa_on_demo_speech(kind, emotion, sentence):
+    """The bundled demo speech (espeak-ng, neutral vs emotional prosody), real features."""
+    neutral_sentence = {"030": "003"}.get(sentence, sentence)
+    feats = [
+        frame_features(load_audio(DEMO_AUDIO / f"{e}/{lvl}/{s}.m4a", SR), SR, FPS, kind=kind)
+        for e, lvl, s in (("neutral", "level_1", neutral_sentence), (emotion, "level_3", sentence))
+    ]
+    for metric in ("l1", "euclidean"):
+        path = assert_same_as_librosa(cost_matrix(feats[0], feats[1], metric=metric))
+        assert len(path) >= max(len(feats[0]), len(feats[1]))

@@ -39,6 +39,23 @@ def _data(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 1 if any(s.failures for s in summaries) else 0
 
 
+def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    import logging
+
+    from asccl.config import load_config
+    from asccl.training.config import TrainConfig
+    from asccl.training.train_metric import train_metric
+
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    config = load_config(TrainConfig, args.config, overrides)
+    path = train_metric(config)
+    print(
+        f"metric checkpoint: {path}\ntraining log: {config.out / 'log.csv'}\n"
+        f"curves: {config.out / 'curves.png'}"
+    )
+    return 0
+
+
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from safetensors import safe_open
 
@@ -97,6 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
         sub = data_commands.add_parser(action, help=text, description=text)
         sub.add_argument("--config", help="TOML config, e.g. configs/data/mead.toml")
         sub.set_defaults(handler=_data, takes_overrides=True)
+
+    train = commands.add_parser(
+        "train-metric",
+        help="stage 2: train the ASCCL metric on paired crops",
+        description="Train (or resume) the metric. Extra --key value options override the "
+        "config, e.g. --data runs/mead --arcface-weights backbone.pth --metric.backbone "
+        "iresnet50. Under torchrun it trains with DDP.",
+    )
+    train.add_argument("--config", help="TOML config, e.g. configs/metric/seed.toml")
+    train.set_defaults(handler=_train_metric, takes_overrides=True)
 
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")

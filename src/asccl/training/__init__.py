@@ -1,0 +1,1 @@
+"""Stage 2: fine-tune the ASCCL metric on paired (neutral, emotional) face crops."""

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -9,13 +10,21 @@ from asccl.metric import ASCCLMetric, save_metric
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
+    train = tmp_path / "train.toml"
+    train.write_text(
+        (Path("configs/metric/demo.toml").read_text())
+        .replace('out = "runs/demo/metric"', f'out = "{tmp_path / "metric"}"')
+        .replace("max_steps = 40", "max_steps = 2")
+        .replace("val_every = 10", "val_every = 1")
+        .replace("image_size = 112", "image_size = 64\nnum_anchors = [8, 4, 4, 2]")
+    )
     args = ["demo", "--config", "configs/demo.toml", "--output-dir", str(tmp_path),
-            "--image-size", "64", "--optimise-steps", "3",
+            "--optimise-steps", "3", "--train-config", str(train),
             "--data.out", str(tmp_path / "data"), "--data.crop-size", "64"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
     outputs = ["loss_table.md", "loss_table.csv", "loss_variants.png", "sampled_regions.png",
-               "optimisation.png", "metric_random.safetensors", "config.json",
+               "optimisation.png", "config.json",
                "dtw_alignment.png", "crops_contact_sheet.png"]  # fmt: skip
     for name in outputs:
         assert (tmp_path / name).is_file(), name
@@ -23,11 +32,14 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in ("clips.csv", "pairs.csv", "aligned_pairs.json"):
         assert (tmp_path / "data" / name).is_file(), name
     assert "[pairs] 54 done" in printed and "[crops] 63 done" in printed
+    assert "validation health signal" in printed and "(step 2)" in printed
+    assert (tmp_path / "metric" / "metric.safetensors").is_file()
+    assert (tmp_path / "metric" / "curves.png").is_file()
     rows = (tmp_path / "loss_table.csv").read_text().splitlines()
     assert rows[0] == "variant,asccl_loss" and len(rows) == 6
     losses = {r.split(",")[0]: float(r.split(",")[1]) for r in rows[1:]}
     assert losses["identical"] < losses["unrelated"]
-    assert json.loads((tmp_path / "config.json").read_text())["image_size"] == 64
+    assert json.loads((tmp_path / "config.json").read_text())["train_config"] == str(train)
 
 
 def test_demo_rejects_unknown_option(capsys):

@@ -64,6 +64,7 @@ __all__ = [
     "STORE_FORMATS",
     "ClipCropsReader",
     "open_clip_crops",
+    "read_clip_header",
     "validate_clip_crops",
     "write_clip_crops",
 ]
@@ -265,3 +266,27 @@ def validate_clip_crops(path: str | os.PathLike, expected_frames: int | None = N
         return all(reader.frame(i).shape == (reader.size, reader.size, 3) for i in (0, n - 1))
     except Exception:  # any failure to read means "not a usable store"
         return False
+
+
+def read_clip_header(path: str | os.PathLike) -> tuple[np.ndarray, int]:
+    """A crop store's ``valid`` mask and crop size, without reading its frames.
+
+    Reads only the metadata members of the store's ``.npz`` (the "jpeg" file itself, or
+    "npy"'s ``meta.npz``); :func:`open_clip_crops` would load every frame's JPEG bytes.
+    The full consistency check happens when a frame is first read.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such crop store")
+    try:
+        with np.load(path / _META if path.is_dir() else path) as meta:
+            version = int(meta["format_version"])
+            valid = np.asarray(meta["valid"], dtype=bool)
+            size = int(meta["crop_size"])
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+        raise DataError(path, f"unreadable crop store ({' '.join(str(err).split())})") from err
+    if version != FORMAT_VERSION:
+        raise DataError(path, f"crop store version {version}, expected {FORMAT_VERSION}")
+    if valid.ndim != 1 or not len(valid):
+        raise DataError(path, f"crop store holds no frames (valid mask {valid.shape})")
+    return valid, size

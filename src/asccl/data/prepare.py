@@ -340,7 +340,7 @@ class _CropWork:
 
 def run_crops(config: DataConfig) -> StageSummary:
     """Crop faces from every clip used by a pair (or every clip), this shard's share."""
-    from asccl.data.crop_store import open_clip_crops, validate_clip_crops
+    from asccl.data.crop_store import read_clip_header, validate_clip_crops
 
     summary = StageSummary("crops")
     clips = read_clip_index(config.out / "clips.csv")
@@ -365,7 +365,7 @@ def run_crops(config: DataConfig) -> StageSummary:
     for clip in mine:
         path = crop_path(config.out, clip.clip_id, config.crop_format)
         if path.exists():
-            valid = open_clip_crops(path).valid
+            valid, _ = read_clip_header(path)
             frames += len(valid)
             no_face += int((~valid).sum())
     summary.notes.append(

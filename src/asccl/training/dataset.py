@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
 from collections import Counter, OrderedDict
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from asccl.data.crop_store import FORMAT_VERSION, ClipCropsReader, open_clip_crops
+from asccl.data.crop_store import ClipCropsReader, open_clip_crops, read_clip_header
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
 from asccl.data.prepare import STORE_SUFFIX, crop_path
@@ -95,7 +94,7 @@ class PairedFrames(Dataset):
         sizes: dict[int, list[str]] = {}
         for clip in dict.fromkeys(c for p in pairs for c in (p.neutral_clip, p.emotional_clip)):
             try:
-                valid[clip], size = _read_valid(crop_path(self.data_dir, clip, crop_format))
+                valid[clip], size = read_clip_header(crop_path(self.data_dir, clip, crop_format))
             except DataError as err:
                 self.skipped.append((clip, err.problem))
                 continue
@@ -345,29 +344,6 @@ def _select(pairs: list, data_dir: Path, speakers, exclude_speakers, emotions) -
         and p.speaker not in excluded
         and (emotions is None or p.emotion in emotions)
     ]  # fmt: skip
-
-
-def _read_valid(path: Path) -> tuple[np.ndarray, int]:
-    """A crop store's ``valid`` mask and crop size, without reading its frames.
-
-    Reads the metadata members of the store's ``.npz`` (the "jpeg" file itself, or "npy"'s
-    ``meta.npz``) lazily; :func:`~asccl.data.crop_store.open_clip_crops` would load every
-    frame's JPEG bytes. The full consistency check happens when a frame is first read.
-    """
-    if not path.exists():
-        raise DataError(path, "no such crop store")
-    try:
-        with np.load(path / "meta.npz" if path.is_dir() else path) as meta:
-            version = int(meta["format_version"])
-            valid = np.asarray(meta["valid"], dtype=bool)
-            size = int(meta["crop_size"])
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError(path, f"unreadable crop store ({' '.join(str(err).split())})") from err
-    if version != FORMAT_VERSION:
-        raise DataError(path, f"crop store version {version}, expected {FORMAT_VERSION}")
-    if valid.ndim != 1 or not len(valid):
-        raise DataError(path, f"crop store holds no frames (valid mask {valid.shape})")
-    return valid, size
 
 
 def _reason_kind(problem: str) -> str:

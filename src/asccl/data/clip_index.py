@@ -25,6 +25,7 @@ def write_clip_index(clips: list[Clip], path: str | Path) -> Path:
         for clip in clips:
             row = {name: getattr(clip, name) for name in COLUMNS}
             writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    os.chmod(tmp, 0o644)  # mkstemp creates 0600
     os.replace(tmp, path)
     return path
 

@@ -9,8 +9,9 @@ A checkpoint is a folder ``<out>/checkpoints/step_<N>/`` holding
 * ``state.json``: epoch, step, position in the epoch, optimiser hyper-parameters, AMP scaler.
 
 It is written to a temporary folder and renamed into place, so a run killed at any moment
-(even by SIGKILL) leaves either a complete checkpoint or none; :func:`latest_checkpoint`
-skips a folder that does not load, with a warning. Nothing is unpickled.
+(even by SIGKILL) leaves either a complete checkpoint or none (the next save removes the
+temporary folder it left); :func:`latest_checkpoint` skips a folder that does not load, with
+a warning. Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -57,6 +58,8 @@ def save_checkpoint(
 
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step_*"):  # the temporary folder of a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     final = root / f"step_{progress.step:08d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
@@ -70,6 +73,7 @@ def save_checkpoint(
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         }
         (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)

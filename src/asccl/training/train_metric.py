@@ -22,6 +22,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
+from itertools import islice
 from pathlib import Path
 
 import torch
@@ -30,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
-from asccl.config import save_config
+from asccl.config import ConfigError, save_config
 from asccl.metric import ASCCLMetric, save_metric
 from asccl.training.checkpoints import (
     Progress,
@@ -40,6 +41,7 @@ from asccl.training.checkpoints import (
 )
 from asccl.training.config import TrainConfig
 from asccl.training.history import TrainingLog, plot_curves
+from asccl.weights import ARCFACE_WEIGHTS, require_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -99,12 +101,19 @@ def train_metric(config: TrainConfig) -> Path:
     main_process = rank == 0
     out = config.out
     if config.batch_size % (world * config.grad_accum):
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {config.batch_size} must be divisible by processes ({world}) x "
             f"grad_accum ({config.grad_accum})"
         )
     micro_batch = config.batch_size // (world * config.grad_accum)  # per process, per pass
     torch.manual_seed(config.seed)
+
+    # ---- start from this run's newest checkpoint, else from ArcFace weights (or random);
+    # a missing weights file is reported now, not after a long scan of the data
+    checkpoint = latest_checkpoint(out) if config.resume else None
+    arcface = None
+    if checkpoint is None and config.init == "arcface":
+        arcface = require_weights_file(config.arcface_weights, ARCFACE_WEIGHTS)
 
     # ---- data: DTW-paired crops; validation speakers held out
     from asccl.training.dataset import split_by_speaker, to_model_input
@@ -116,12 +125,11 @@ def train_metric(config: TrainConfig) -> Path:
         log.info("training pairs: %s", train_set.describe())
         log.info("validation pairs (%s): %d", ", ".join(config.val_speakers), len(val_set))
 
-    # ---- model: from a checkpoint of this run, else from ArcFace (or random) weights
-    checkpoint = latest_checkpoint(out) if config.resume else None
+    # ---- model
     metric = ASCCLMetric(config.metric)
     if checkpoint is not None:
         if checkpoint.metric.config != metric.config:
-            raise ValueError(
+            raise ConfigError(
                 f"{checkpoint.path}: its metric config differs from this run's; use another "
                 "--out, or --resume false to start over"
             )
@@ -129,7 +137,7 @@ def train_metric(config: TrainConfig) -> Path:
         if main_process:
             log.info("resuming from %s (step %d)", checkpoint.path, checkpoint.progress.step)
     elif config.init == "arcface":
-        metric.init_backbone_from_arcface(config.arcface_weights)
+        metric.init_backbone_from_arcface(arcface)
     elif main_process:
         log.warning("=" * 70)
         log.warning("RANDOM INITIALISATION (init = 'random'): no ArcFace weights are used.")
@@ -200,7 +208,7 @@ def train_metric(config: TrainConfig) -> Path:
     sampler = EpochSampler(len(train_set), config.seed, rank, world)
     steps_per_epoch = len(sampler) // (micro_batch * config.grad_accum)
     if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training pairs are fewer than one batch")
+        raise ConfigError(f"{len(train_set)} training pairs are fewer than one batch")
     total_steps = config.epochs * steps_per_epoch
     if config.max_steps is not None:
         total_steps = min(total_steps, config.max_steps)
@@ -218,7 +226,10 @@ def train_metric(config: TrainConfig) -> Path:
                             persistent_workers=False)  # fmt: skip
         _set_train_mode(metric, config.batchnorm)
         micro = 0
-        for neutral, emotional in loader:
+        # whole optimiser steps only: a micro-batch left over at the epoch's end would leak
+        # its gradient into the next epoch's first step (and a resumed run lacks it)
+        micro_batches = (steps_per_epoch - progress.batch_in_epoch) * config.grad_accum
+        for neutral, emotional in islice(loader, micro_batches):
             x, y = prepare(neutral), prepare(emotional)  # (b, 3, S, S) in [-1, 1]
             last_micro = micro == config.grad_accum - 1
             sync = model.no_sync() if world > 1 and not last_micro else nullcontext()
@@ -246,24 +257,26 @@ def train_metric(config: TrainConfig) -> Path:
                 })  # fmt: skip
                 bar.set_postfix(loss=f"{output.loss.item():.3f}", pairs_s=f"{rate:.1f}")
                 window_start, window_steps = time.perf_counter(), 0
-            if config.val_every and progress.step % config.val_every == 0:
+            # The last step validates before its checkpoint, like every other: a run
+            # resumed from any checkpoint (even the last) then logs each row exactly once.
+            done = progress.step >= total_steps
+            if done or _due(progress.step, config.val_every):
                 validate()
                 _set_train_mode(metric, config.batchnorm)
-            if progress.step % config.checkpoint_every == 0 or progress.step >= total_steps:
+            if done or _due(progress.step, config.checkpoint_every):
                 checkpoint_now()
-            if progress.step >= total_steps:
+            if done:
                 break
         else:  # the epoch ran out
             progress.epoch += 1
             progress.batch_in_epoch = 0
-            validate()
+            if not _due(progress.step, config.val_every):  # else validated at this step
+                validate()
             checkpoint_now()
     bar.close()
 
     final = out / "metric.safetensors"
     if main_process:
-        if not config.val_every or progress.step % config.val_every:
-            validate()
         save_metric(metric, final)
         history.close()
         plot_curves(history.path, out / "curves.png")
@@ -272,6 +285,11 @@ def train_metric(config: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _due(step: int, every: int) -> bool:
+    """Whether ``step`` is a multiple of ``every`` (0: never)."""
+    return every > 0 and step % every == 0
 
 
 def _cosines(positive: torch.Tensor, negative: torch.Tensor) -> dict[str, float]:

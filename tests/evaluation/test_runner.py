@@ -1,0 +1,200 @@
+"""The evaluation runner on a stand-in results folder from demo_data, random-weight models
+saved in the published formats (insightface backbone.pth, syncnet_v2.model state dict)."""
+
+import csv
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from asccl.cli import main
+from asccl.evaluation import runner
+from asccl.evaluation.results import make_demo_results
+from asccl.evaluation.runner import EvalConfig, run_evaluation
+from asccl.evaluation.syncnet import SyncNet
+from asccl.metric.iresnet import build_iresnet
+
+MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD"
+EMOTIONS = ("happy", "sad")
+SENTENCES = ("001", "002")
+
+
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory) -> dict[str, Path]:
+    folder = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    arcface, syncnet = folder / "backbone.pth", folder / "syncnet_v2.model"
+    torch.save(build_iresnet("iresnet18", with_head=True).state_dict(), arcface)
+    torch.save(SyncNet().state_dict(), syncnet)
+    return {"arcface": arcface, "syncnet": syncnet}
+
+
+@pytest.fixture(scope="module")
+def config(tmp_path_factory, weights) -> EvalConfig:
+    root = tmp_path_factory.mktemp("eval")
+    results = make_demo_results(MEAD, root / "results", emotions=EMOTIONS, sentences=SENTENCES,
+                                frame_folder_frames=12)  # fmt: skip
+    return EvalConfig(
+        results=results,
+        out=root / "out",
+        distribution_metric="fad",
+        metrics=("fad", "csim", "lse"),
+        arcface_weights=weights["arcface"],
+        arcface_backbone="iresnet18",
+        syncnet_weights=weights["syncnet"],
+        max_frames_per_clip=12,  # 30 fps -> 10 frames at 25 fps -> 5 SyncNet windows
+        frame_folder_fps=30.0,
+        batch_size=16,
+        grid_clips=2,
+        methods=("baseline", "asccl"),
+    )
+
+
+class Counter:
+    """Counts feature computations (cache misses) by wrapping Extractors.compute."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[str, Path]] = []
+        compute = runner.Extractors.compute
+
+        def counted(extractors, kind, clip, audio_from):
+            self.calls.append((kind, clip))
+            return compute(extractors, kind, clip, audio_from)
+
+        monkeypatch.setattr(runner.Extractors, "compute", counted)
+
+
+@pytest.fixture(scope="module")
+def first_run(config) -> dict[str, Path]:
+    return run_evaluation(config)
+
+
+def _md_rows(path: Path) -> list[list[str]]:
+    lines = path.read_text().splitlines()
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines if line]
+
+
+def test_outputs_tables_and_plots(first_run, config):
+    names = ["config", "scores", "summary", "report", "plot_inter_id", "grid_inter_id"]
+    names += [f"table_inter_id_{ext}" for ext in ("md", "csv", "tex")]
+    for name in names:
+        assert first_run[name].is_file(), name
+    rows = _md_rows(first_run["table_inter_id_md"])
+    metrics = ["FAD↓", "LSE-D↓", "CSIM↑", "LSE-C↑"]
+    assert rows[0] == ["Emotion"] + [f"{m} {k}" for m in ("baseline", "asccl") for k in metrics]
+    assert [r[0] for r in rows[2:]] == ["Happy", "Sad", "Average"]
+    for png in ("plot_inter_id", "grid_inter_id"):
+        assert first_run[png].read_bytes()[:4] == b"\x89PNG"
+    with open(first_run["scores"]) as handle:
+        scores = {(r["method"], r["emotion"], r["metric"]): float(r["value"])
+                  for r in csv.DictReader(handle)}  # fmt: skip
+    for method in ("baseline", "asccl"):
+        csim = [scores[(method, e, "csim")] for e in EMOTIONS]
+        assert all(-1 <= c <= 1 for c in csim)
+        assert scores[(method, "average", "csim")] == pytest.approx(sum(csim) / 2)
+        assert scores[(method, "average", "lse_d")] > 0
+    # the asccl stand-in holds the baseline's frames: identical identity scores
+    assert scores[("asccl", "happy", "csim")] == pytest.approx(
+        scores[("baseline", "happy", "csim")], abs=1e-5
+    )
+    report = first_run["report"].read_text()
+    assert "no fad" in report and "more frames than feature dimensions" in report  # 24 < 512
+
+
+def test_rerun_computes_nothing_new(first_run, config, monkeypatch):
+    counter = Counter(monkeypatch)
+    before = first_run["scores"].read_text()
+    outputs = run_evaluation(config)
+    assert counter.calls == []
+    assert outputs["scores"].read_text() == before
+    assert '"computed": 0' in outputs["summary"].read_text()
+
+
+def test_adding_a_method_computes_only_its_clips(first_run, config, monkeypatch):
+    shutil.copytree(config.results / "baseline", config.results / "other")
+    counter = Counter(monkeypatch)
+    outputs = run_evaluation(replace(config, methods=("baseline", "asccl", "other")))
+    assert {clip.parts[-4] for _, clip in counter.calls} == {"other"}
+    assert sorted(kind for kind, _ in counter.calls) == ["arcface"] * 4 + ["syncnet"] * 4
+    assert "other LSE-D↓" in outputs["table_inter_id_md"].read_text()
+
+
+def test_corrupt_video_and_missing_emotion_are_reported(tmp_path, weights, capsys):
+    results = make_demo_results(MEAD, tmp_path / "results", emotions=EMOTIONS, sentences=("001",),
+                                frame_folder_frames=2)  # fmt: skip
+    shutil.rmtree(results / "asccl" / "inter_id" / "sad")  # a method missing an emotion
+    good = results / "baseline" / "inter_id" / "happy" / "W901_001.mp4"
+    corrupt = good.with_name("W901_002.mp4")
+    corrupt.write_bytes(good.read_bytes()[: good.stat().st_size // 3])  # truncated file
+    shutil.copyfile(MEAD / "W901/video/front/neutral/level_1/002.mp4",
+                    results / "sources" / "happy" / "W901_002.mp4")  # fmt: skip
+    args = ["evaluate", "--config", "configs/eval/demo.toml", "--results", str(results),
+            "--out", str(tmp_path / "out"), "--metrics", '["csim"]',
+            "--arcface-weights", str(weights["arcface"]), "--arcface-backbone", "iresnet18",
+            "--max-frames-per-clip", "2"]  # fmt: skip
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "W901_002.mp4" in printed and "clips skipped (unreadable or unscored): 1" in printed
+    assert "asccl/inter_id: missing emotion(s) ['sad']" in printed
+    rows = _md_rows(tmp_path / "out" / "tables" / "inter_id.md")
+    assert rows[0] == ["Emotion", "baseline CSIM↑", "asccl CSIM↑"]
+    sad = next(r for r in rows if r[0] == "Sad")
+    assert sad[2] == "-" and sad[1] != "-"
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="unknown"):
+        EvalConfig(metrics=("psnr",))
+    with pytest.raises(ValueError, match="distribution_metric"):
+        EvalConfig(metrics=("fad",), distribution_metric="fid")
+    assert EvalConfig(metrics=("lse", "distribution")).table_metrics == ["fid", "lse_d", "lse_c"]
+
+
+class TinyFeatures(torch.nn.Module):
+    """A stand-in for the Inception extractor: (B, 3, H, W) -> (B, 4) colour statistics."""
+
+    def forward(self, images):
+        return torch.cat([images.mean((2, 3)), images.std((1, 2, 3))[:, None]], 1)
+
+
+def test_fid_route_with_a_small_extractor(tmp_path, config, monkeypatch):
+    model = runner.Extractors.model
+    monkeypatch.setattr(
+        runner.Extractors,
+        "model",
+        lambda self, kind: TinyFeatures() if kind == "inception" else model(self, kind),
+    )
+    cfg = replace(config, out=tmp_path, distribution_metric="fid", metrics=("fid",), grid_clips=0)
+    outputs = run_evaluation(cfg)
+    rows = _md_rows(outputs["table_inter_id_md"])
+    assert rows[0] == ["Emotion", "baseline FID↓", "asccl FID↓"]
+    for row in rows[2:]:  # same frames in both methods: same, finite FID, both marked best
+        assert row[1] == row[2] and row[1].startswith("**") and float(row[1].strip("*")) >= 0
+
+
+def test_corrupt_cache_file_is_recomputed(first_run, config, monkeypatch):
+    clip = config.results / "baseline" / "inter_id" / "happy" / "W901_001.mp4"
+    cache = runner.cache_path(
+        config.out, "arcface", clip, config.max_frames_per_clip, config.arcface_weights
+    )
+    assert cache.is_file()
+    cache.write_bytes(b"half-written")
+    counter = Counter(monkeypatch)
+    run_evaluation(config)
+    assert counter.calls == [("arcface", clip)]
+    assert cache.stat().st_size > len(b"half-written")
+
+
+@pytest.mark.cuda
+def test_cuda_matches_cpu(first_run, config, tmp_path):
+    outputs = run_evaluation(replace(config, device="cuda", out=tmp_path, grid_clips=0))
+    with open(first_run["scores"]) as a, open(outputs["scores"]) as b:
+        cpu, gpu = list(csv.DictReader(a)), list(csv.DictReader(b))
+    assert [(r["method"], r["emotion"], r["metric"]) for r in cpu] == [
+        (r["method"], r["emotion"], r["metric"]) for r in gpu
+    ]
+    for r, g in zip(cpu, gpu, strict=True):
+        if r["metric"] in ("csim", "lse_d"):
+            assert float(g["value"]) == pytest.approx(float(r["value"]), rel=1e-3, abs=1e-3)

@@ -1,0 +1,97 @@
+import math
+
+import pytest
+
+from asccl.evaluation.tables import (
+    best_methods,
+    plot_scores,
+    qualitative_grid,
+    table_rows,
+    to_csv,
+    to_latex,
+    to_markdown,
+    write_tables,
+)
+
+NAN = math.nan
+# hand-made numbers: baseline better on FAD (lower) in happy, asccl better on CSIM (higher)
+SCORES = {
+    "baseline": {
+        "sad": {"fad": 2.0, "lse_d": 9.0, "csim": 0.80},
+        "happy": {"fad": 1.0, "lse_d": 9.5, "csim": 0.70},
+        "average": {"fad": 1.5, "lse_d": 9.25, "csim": 0.75},
+    },
+    "asccl": {
+        "sad": {"fad": 1.5, "lse_d": 9.0, "csim": 0.90},
+        "happy": {"fad": 3.0, "lse_d": NAN, "csim": 0.95},
+        "average": {"fad": 2.25, "lse_d": 9.0, "csim": 0.925},
+    },
+}
+METRICS = ["fad", "lse_d", "csim"]
+
+
+def test_rows_are_emotions_in_paper_order_then_average():
+    assert table_rows(SCORES) == ["happy", "sad", "average"]
+
+
+def test_best_methods_respects_direction_ties_and_nan():
+    assert best_methods(SCORES, "happy", "fad") == {"baseline"}  # lower is better
+    assert best_methods(SCORES, "happy", "csim") == {"asccl"}  # higher is better
+    assert best_methods(SCORES, "sad", "lse_d") == {"baseline", "asccl"}  # tie
+    assert best_methods(SCORES, "happy", "lse_d") == {"baseline"}  # NaN never wins
+    with pytest.raises(ValueError, match="unknown metric"):
+        best_methods(SCORES, "happy", "psnr")
+
+
+def test_markdown_layout_and_bold_marks():
+    lines = to_markdown(SCORES, METRICS).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == ["Emotion", "baseline FAD↓", "baseline LSE-D↓", "baseline CSIM↑",
+                      "asccl FAD↓", "asccl LSE-D↓", "asccl CSIM↑"]  # fmt: skip
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[2:]]
+    assert [r[0] for r in rows] == ["Happy", "Sad", "Average"]
+    happy = rows[0]
+    assert happy[1] == "**1.000**" and happy[4] == "3.000"
+    assert happy[3] == "0.700" and happy[6] == "**0.950**"
+    assert happy[5] == "-"  # missing value
+
+
+def test_csv_marks_best_with_star():
+    lines = to_csv(SCORES, METRICS).splitlines()
+    assert lines[0].split(",") == ["emotion"] + ["baseline"] * 3 + ["asccl"] * 3
+    assert lines[1].split(",") == ["", *METRICS, *METRICS]
+    assert lines[2].split(",") == ["happy", "1.000*", "9.500*", "0.700", "3.000", "-", "0.950*"]
+    assert lines[-1].startswith("average,1.500*")
+
+
+def test_latex_structure():
+    tex = to_latex(SCORES, METRICS, caption="MEAD inter_id")
+    assert tex.count(r"\begin{tabular}{lccc|ccc}") == 1
+    assert r"\multicolumn{3}{c}{baseline} & \multicolumn{3}{c}{asccl}" in tex
+    assert r"\cmidrule(lr){2-4} \cmidrule(lr){5-7}" in tex
+    assert r"\textbf{1.000}" in tex and r"inter\_id" in tex
+    body = [line for line in tex.splitlines() if line.endswith(r"\\")]
+    assert all(line.count("&") == 6 for line in body[1:])  # label + 2 x 3 metrics
+    assert tex.index(r"\midrule" + "\nAverage") > 0  # average separated by a rule
+    for a, b in ((r"\begin{table}", r"\end{table}"), (r"\begin{tabular}", r"\end{tabular}")):
+        assert tex.count(a) == tex.count(b) == 1
+    assert tex.count("{") == tex.count("}")
+
+
+def test_write_tables_and_plots(tmp_path):
+    paths = write_tables(SCORES, METRICS, tmp_path / "tables" / "inter_id")
+    assert [p.name for p in paths] == ["inter_id.md", "inter_id.csv", "inter_id.tex"]
+    png = plot_scores(SCORES, METRICS, tmp_path / "plot.png", title="inter_id")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_qualitative_grid(tmp_path):
+    import numpy as np
+
+    frame = np.zeros((16, 16, 3), np.uint8)
+    rows = [[None, frame, frame, frame], [frame, frame, None, frame]]
+    cols = ["Reference", "Source", "Baseline", "+ASCCL"]
+    path = qualitative_grid(rows, cols, tmp_path / "grid.png", ["a", "b"])
+    assert path.stat().st_size > 0
+    with pytest.raises(ValueError, match="columns"):
+        qualitative_grid([[frame]], cols, tmp_path / "bad.png")

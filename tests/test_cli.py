@@ -29,6 +29,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in outputs:
         assert (tmp_path / name).is_file(), name
         assert name in printed
+    for name in ("eval/tables/inter_id.md", "eval/tables/inter_id.tex", "eval/plots/inter_id.png"):
+        assert (tmp_path / name).is_file(), name
+    assert "| Emotion | baseline FAD" in printed
     for name in ("clips.csv", "pairs.csv", "aligned_pairs.json"):
         assert (tmp_path / "data" / name).is_file(), name
     assert "[pairs] 54 done" in printed and "[crops] 63 done" in printed

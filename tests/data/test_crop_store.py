@@ -139,3 +139,32 @@ def test_bad_arguments(tmp_path):
         write_clip_crops(make_crops(), tmp_path / "x", format="png")
     with pytest.raises(DataError, match="no such crop store"):
         open_clip_crops(tmp_path / "nothing")
+
+
+def test_jpeg_blob_is_memory_mapped_not_read(tmp_path, monkeypatch):
+    """Opening a JPEG store maps its frame blob; frames equal those of a full load."""
+    path = write_clip_crops(_demo_crops_for_mapping(), tmp_path / "clip.npz", format="jpeg")
+    mapped = open_clip_crops(path)
+    assert isinstance(mapped._jpeg, np.memmap)
+    monkeypatch.setattr(crop_store, "_map_npz_member", lambda *_: None)  # the old full read
+    loaded = open_clip_crops(path)
+    assert not isinstance(loaded._jpeg, np.memmap)
+    np.testing.assert_array_equal(np.asarray(mapped._jpeg), loaded._jpeg)
+    for i in range(len(mapped)):
+        np.testing.assert_array_equal(mapped.frame(i), loaded.frame(i))
+
+
+def _demo_crops_for_mapping():
+    from asccl.data.crops import ClipCrops
+
+    rng = np.random.default_rng(0)
+    n, size = 5, 32
+    return ClipCrops(
+        frames=rng.integers(0, 255, (n, size, size, 3), dtype=np.uint8),
+        landmarks=rng.random((n, 68, 2), dtype=np.float32) * size,
+        source_landmarks=rng.random((n, 68, 2), dtype=np.float32) * 100,
+        boxes=np.tile(np.array([0, 0, 100, 100], np.float32), (n, 1)),
+        valid=np.ones(n, bool),
+        fps=30.0,
+        frame_size=(128, 128),
+    )

@@ -33,6 +33,10 @@ npy     151,655      11,000-69,000 (memory-      900-1,800
 * The authors stored JPEG crops too (512x512). Quality 95 changes pixels by ~1 grey level
   on average.
 
+Opening a JPEG store memory-maps its frame blob rather than reading it, so a DataLoader
+read that misses the reader cache costs the metadata plus one frame: measured on a
+166-frame 224x224 store (24 KB/frame), open + one frame 1.09 ms instead of 2.08 ms.
+
 Use ``"npy"`` for small subsets where zero decode matters (e.g. CPU-bound experiments).
 
 Writes are atomic: a temporary sibling is written, then renamed over ``path``; a killed
@@ -170,7 +174,11 @@ class ClipCropsReader:
         else:
             self.format = "jpeg"
             meta = np.load(path)
-            self._jpeg = meta["jpeg_bytes"]
+            # Map the JPEG blob instead of reading it: opening a store then costs its small
+            # metadata only, and a frame read touches just that frame's bytes.
+            self._jpeg = _map_npz_member(path, "jpeg_bytes.npy")
+            if self._jpeg is None:
+                self._jpeg = meta["jpeg_bytes"]
             self._offsets = meta["offsets"]
         with meta:
             version = int(meta["format_version"])
@@ -233,6 +241,40 @@ class ClipCropsReader:
             fps=self.fps,
             frame_size=self.frame_size,
         )
+
+
+def _map_npz_member(path: Path, name: str) -> np.ndarray | None:
+    """Memory-map an uncompressed ``.npz`` member's array (``np.savez`` stores members
+    uncompressed); ``None`` when it cannot be mapped (compressed, odd layout)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            info = archive.getinfo(name)
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+        with open(path, "rb") as handle:
+            handle.seek(info.header_offset)
+            local = handle.read(30)  # the local file header: lengths at bytes 26-29
+            name_len, extra_len = (
+                int.from_bytes(local[26:28], "little"),
+                int.from_bytes(local[28:30], "little"),
+            )
+            handle.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(handle)
+            read_header = {
+                (1, 0): np.lib.format.read_array_header_1_0,
+                (2, 0): np.lib.format.read_array_header_2_0,
+            }.get(version)
+            if read_header is None:
+                return None
+            shape, fortran, dtype = read_header(handle)
+            offset = handle.tell()
+        if fortran or dtype.hasobject or len(shape) != 1:
+            return None
+        if shape[0] == 0:
+            return np.zeros(0, dtype)
+        return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape)
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+        return None
 
 
 def open_clip_crops(path: str | os.PathLike) -> ClipCropsReader:

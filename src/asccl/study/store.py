@@ -1,0 +1,292 @@
+"""The study's vote store: one SQLite file, safe under a multi-threaded WSGI server.
+
+Each call opens its own connection (``busy_timeout`` set, WAL journal), so threads never share
+one. Raters are invite tokens (``secrets.token_urlsafe(24)``: 192 random bits). The client
+layer only ever sees ``left``/``right``: which method is on which side is derived per rater
+and item from a secret salt kept in the database (HMAC-SHA256), and :meth:`StudyStore.record_vote`
+maps the side to the method itself. A second vote for the same (token, item, question) raises
+:class:`DuplicateVote` and changes nothing (``UNIQUE`` constraint).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from asccl.study.definition import StudyDefinition
+
+CHOICES = ("left", "right")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS raters (
+    token TEXT PRIMARY KEY, created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS items (
+    item_id TEXT PRIMARY KEY, emotion TEXT NOT NULL, clip TEXT NOT NULL,
+    method_a TEXT NOT NULL, method_b TEXT NOT NULL, video_a TEXT NOT NULL,
+    video_b TEXT NOT NULL, reference TEXT, expected TEXT, check_question TEXT,
+    position INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS votes (
+    id INTEGER PRIMARY KEY,
+    token TEXT NOT NULL REFERENCES raters(token),
+    item_id TEXT NOT NULL REFERENCES items(item_id),
+    question TEXT NOT NULL,
+    choice TEXT NOT NULL CHECK (choice IN ('left', 'right')),
+    left_method TEXT NOT NULL,
+    method TEXT NOT NULL,
+    created REAL NOT NULL,
+    UNIQUE (token, item_id, question)
+);
+"""
+
+
+class StudyError(ValueError):
+    """A request the store refuses (unknown token, item, question or choice)."""
+
+
+class DuplicateVote(StudyError):
+    """This rater already answered this question for this item; nothing was changed."""
+
+
+class StudyStore:
+    """``StudyStore(path)`` opens (creating if needed) the study database at ``path``.
+
+    Fill it once with :meth:`load_study`, hand out :meth:`create_tokens`, then
+    :meth:`record_vote` per answer; :meth:`export_votes` feeds :mod:`asccl.study.analysis`.
+    """
+
+    def __init__(self, path: str | os.PathLike, busy_timeout_ms: int = 10_000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as con:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_SCHEMA)
+            con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(32),))
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        """A fresh connection, committed on success, rolled back on error, always closed."""
+        con = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000)
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            con.execute("PRAGMA foreign_keys=ON")
+            with con:
+                yield con
+        finally:
+            con.close()
+
+    def _meta(self, con: sqlite3.Connection, key: str) -> str | None:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else row[0]
+
+    # --- set-up -----------------------------------------------------------------------------
+
+    def load_study(self, study: StudyDefinition) -> None:
+        """Store the study's items and questions (once; loading the same items again is a
+        no-op, a different item list is an error)."""
+        rows = [
+            (
+                i.id,
+                i.emotion,
+                i.clip,
+                *i.methods,
+                *i.videos,
+                i.reference,
+                i.expected,
+                i.check_question,
+                pos,
+            )
+            for pos, i in enumerate(study.items)
+        ]
+        with self._connect() as con:
+            existing = con.execute("SELECT item_id FROM items ORDER BY position").fetchall()
+            if existing:
+                if [r[0] for r in existing] != [r[0] for r in rows]:
+                    raise StudyError(f"{self.path}: holds a different study's items")
+                return
+            con.executemany(f"INSERT INTO items VALUES ({','.join('?' * 11)})", rows)
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('questions', ?)",
+                (json.dumps(study.question_ids),),
+            )
+            con.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('methods', ?)", (json.dumps(study.methods),)
+            )
+
+    def create_tokens(self, n: int) -> list[str]:
+        """``n`` new unguessable rater tokens (invite links carry them)."""
+        tokens = [secrets.token_urlsafe(24) for _ in range(n)]
+        now = time.time()
+        with self._connect() as con:
+            con.executemany("INSERT INTO raters VALUES (?, ?)", [(t, now) for t in tokens])
+        return tokens
+
+    # --- reads ------------------------------------------------------------------------------
+
+    @property
+    def questions(self) -> list[str]:
+        with self._connect() as con:
+            return json.loads(self._meta(con, "questions") or "[]")
+
+    @property
+    def methods(self) -> tuple[str, str] | None:
+        with self._connect() as con:
+            value = self._meta(con, "methods")
+        return None if value is None else tuple(json.loads(value))
+
+    def item_ids(self) -> list[str]:
+        with self._connect() as con:
+            return [r[0] for r in con.execute("SELECT item_id FROM items ORDER BY position")]
+
+    def attention_checks(self) -> dict[str, tuple[str, str]]:
+        """``item id -> (question, expected method)``."""
+        with self._connect() as con:
+            rows = con.execute(
+                "SELECT item_id, check_question, expected FROM items WHERE expected IS NOT NULL"
+            ).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def is_token(self, token: str) -> bool:
+        with self._connect() as con:
+            return self._has_token(con, token)
+
+    def _has_token(self, con: sqlite3.Connection, token: str) -> bool:
+        return con.execute("SELECT 1 FROM raters WHERE token = ?", (token,)).fetchone() is not None
+
+    def assignment(self, token: str, item_id: str) -> tuple[str, str]:
+        """``(left_method, right_method)`` for this rater and item: a fixed, secret coin flip
+        (HMAC of the token and item id under the study's salt). Server side only."""
+        with self._connect() as con:
+            return self._assignment(con, token, item_id)
+
+    def _assignment(self, con: sqlite3.Connection, token: str, item_id: str) -> tuple[str, str]:
+        row = con.execute(
+            "SELECT method_a, method_b FROM items WHERE item_id = ?", (item_id,)
+        ).fetchone()
+        if row is None:
+            raise StudyError(f"unknown item {item_id!r}")
+        digest = self._hmac(con, "side", token, item_id)
+        return (row[1], row[0]) if digest[0] & 1 else (row[0], row[1])
+
+    def _hmac(self, con: sqlite3.Connection, *parts: str) -> bytes:
+        salt = bytes.fromhex(self._meta(con, "salt"))
+        return hmac.new(salt, "\x00".join(parts).encode(), hashlib.sha256).digest()
+
+    def video_path(self, token: str, item_id: str, side: str) -> tuple[str, str | None]:
+        """``(video, reference)`` paths (relative to the results root) for the ``side``
+        (``"left"``/``"right"``) this rater sees of ``item_id``. Server side only: the paths
+        name the method, so the client should get them under opaque URLs (item id + side)."""
+        if side not in CHOICES:
+            raise StudyError(f"side must be one of {list(CHOICES)}, got {side!r}")
+        with self._connect() as con:
+            left, right = self._assignment(con, token, item_id)
+            row = con.execute(
+                "SELECT method_a, video_a, video_b, reference FROM items WHERE item_id = ?",
+                (item_id,),
+            ).fetchone()
+        method = left if side == "left" else right
+        return (row[1] if method == row[0] else row[2]), row[3]
+
+    def next_item(self, token: str) -> str | None:
+        """The first item, in this rater's own order (a secret shuffle, HMAC under the salt,
+        so attention checks sit among the others), with a question left unanswered; ``None``
+        when the rater is done."""
+        with self._connect() as con:
+            if not self._has_token(con, token):
+                raise StudyError("unknown token")
+            n_questions = len(json.loads(self._meta(con, "questions") or "[]"))
+            answered = dict(
+                con.execute(
+                    "SELECT item_id, COUNT(*) FROM votes WHERE token = ? GROUP BY item_id",
+                    (token,),
+                ).fetchall()
+            )
+            items = [r[0] for r in con.execute("SELECT item_id FROM items")]
+            order = sorted(items, key=lambda i: self._hmac(con, "order", token, i))
+        return next((i for i in order if answered.get(i, 0) < n_questions), None)
+
+    def progress(self, token: str) -> dict[str, int]:
+        """``{"answered": votes cast, "total": items x questions, "items_done": items with
+        every question answered}`` for one rater."""
+        with self._connect() as con:
+            if not self._has_token(con, token):
+                raise StudyError("unknown token")
+            n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+            n_questions = len(json.loads(self._meta(con, "questions") or "[]"))
+            answered = con.execute(
+                "SELECT COUNT(*) FROM votes WHERE token = ?", (token,)
+            ).fetchone()[0]
+            done = con.execute(
+                "SELECT COUNT(*) FROM (SELECT item_id FROM votes WHERE token = ? "
+                "GROUP BY item_id HAVING COUNT(*) >= ?)",
+                (token, n_questions),
+            ).fetchone()[0]
+        return {"answered": answered, "total": n_items * n_questions, "items_done": done}
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def record_vote(self, token: str, item_id: str, question: str, choice: str) -> str:
+        """Record that rater ``token`` picked the ``choice`` (``"left"``/``"right"``) video for
+        ``question`` on ``item_id``. The method on that side is looked up and stored here, so
+        the client never learns it; returns ``"ok"``.
+
+        Raises:
+            StudyError: unknown token, item or question, or a choice other than left/right.
+            DuplicateVote: this rater already answered this question for this item.
+        """
+        if choice not in CHOICES:
+            raise StudyError(f"choice must be one of {list(CHOICES)}, got {choice!r}")
+        with self._connect() as con:
+            if question not in json.loads(self._meta(con, "questions") or "[]"):
+                raise StudyError(f"unknown question {question!r}")
+            if not self._has_token(con, token):
+                raise StudyError("unknown token")
+            left, right = self._assignment(con, token, item_id)
+            try:
+                con.execute(
+                    "INSERT INTO votes (token, item_id, question, choice, left_method, method,"
+                    " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        token,
+                        item_id,
+                        question,
+                        choice,
+                        left,
+                        left if choice == "left" else right,
+                        time.time(),
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise DuplicateVote(
+                    f"question {question!r} of item {item_id!r} is already answered"
+                ) from None
+        return "ok"
+
+    def export_votes(self) -> list[dict]:
+        """Every vote joined with its item: token, item_id, emotion, clip, question, choice,
+        left_method, method (chosen), methods (the pair), expected, check_question, created."""
+        with self._connect() as con:
+            con.row_factory = sqlite3.Row
+            rows = con.execute(
+                "SELECT v.token, v.item_id, i.emotion, i.clip, v.question, v.choice,"
+                " v.left_method, v.method, i.method_a, i.method_b, i.expected,"
+                " i.check_question, v.created FROM votes v JOIN items i USING (item_id)"
+                " ORDER BY v.id"
+            ).fetchall()
+        out = []
+        for r in rows:
+            d = dict(r)
+            d["methods"] = (d.pop("method_a"), d.pop("method_b"))
+            out.append(d)
+        return out

@@ -1,0 +1,169 @@
+"""SPFEM adapters: where one training step's generated and source images live, and how.
+
+An adapter only *finds and declares* images: it picks the generated frame and the frame it
+must stay coherent with out of a generator's ``batch`` and ``outputs`` dicts, and states
+their value range and channel order. Conversions (range, channel order, size) are done
+by :class:`asccl.ASCCLLoss`, which reads these declarations.
+
+Conventions per generator (``ADAPTERS``):
+
+- ``image2image``: any image-in / image-out generator: ``outputs["generated"]`` vs
+  ``batch["source"]`` (optional ``batch["reference"]``), [-1, 1], RGB.
+- ``ned_renderer``: NED's stage-2 neural renderer (head2head): the query is the generated
+  frame ``outputs["fake_B"]``, the key the real frame ``batch["real_B"]``, 256x256 in
+  [-1, 1], RGB. The renderer works on short windows, so either tensor may hold stacked
+  frames, ``(B, T*3, H, W)`` or ``(B, T, 3, H, W)``; ``frames="last"`` (default) keeps the
+  last frame, the one the renderer generates at this step; ``frames="all"`` folds the
+  window into the batch, ``(B*T, 3, H, W)``.
+- ``icface``: ICface is single stage, image in / image out: ``outputs["generated"]`` vs
+  ``batch["source"]``. Assumed [-1, 1] RGB (a pix2pix-style generator with a tanh output
+  and inputs normalised with mean = std = 0.5); not checked against the authors' code:
+  override ``value_range`` if their loader differs.
+- ``ganmut``: ``outputs["generated"]`` vs ``batch["image"]``, [-1, 1] (tanh output), RGB; no
+  reference input.
+
+Every key name, the range and the channel order can be overridden:
+``get_adapter("ned_renderer", generated_key="fake_frame")``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from torch import Tensor
+
+ChannelOrder = Literal["rgb", "bgr"]
+FrameMode = Literal["last", "all"]
+
+
+@dataclass(frozen=True)
+class ImagePair:
+    """The images of one training step that ASCCL compares.
+
+    Attributes:
+        generated: ``(B, 3, H, W)`` generator output (the query; receives gradients).
+        source: ``(B, 3, H, W)`` the frame ``generated`` must stay coherent with (the key).
+        reference: ``(B, 3, H, W)`` reference-emotion frame, or ``None`` (not used by the
+            loss; carried for logging and for generators that compare against it).
+        value_range: ``(low, high)`` of the pixel values, e.g. ``(-1.0, 1.0)``.
+        channel_order: ``"rgb"`` or ``"bgr"``.
+    """
+
+    generated: Tensor
+    source: Tensor
+    reference: Tensor | None
+    value_range: tuple[float, float]
+    channel_order: ChannelOrder
+
+
+@runtime_checkable
+class SPFEMAdapter(Protocol):
+    """Maps one training step of an SPFEM generator to an :class:`ImagePair`."""
+
+    value_range: tuple[float, float]
+    channel_order: ChannelOrder
+
+    def pair(self, batch: Mapping[str, Any], outputs: Mapping[str, Any] | Tensor) -> ImagePair:
+        """``batch``: the data loader's dict; ``outputs``: the generator's dict (or tensor)."""
+        ...
+
+
+@dataclass(frozen=True)
+class KeyedAdapter:
+    """An adapter that reads images from ``batch`` and ``outputs`` by key.
+
+    Args:
+        generated_key: key of the generated image in ``outputs``. When ``outputs`` is a
+            tensor it is the generated image itself and this key is not used.
+        source_key: key of the source (key-side) image in ``batch``.
+        reference_key: key of an optional reference image in ``batch`` (``None``: none).
+        value_range: declared ``(low, high)`` of all three images.
+        channel_order: declared channel order of all three images.
+        frames: for stacked temporal windows ``(B, T*3, H, W)`` or ``(B, T, 3, H, W)``:
+            ``"last"`` keeps the last frame, ``"all"`` folds them into the batch.
+    """
+
+    generated_key: str
+    source_key: str
+    reference_key: str | None = None
+    value_range: tuple[float, float] = (-1.0, 1.0)
+    channel_order: ChannelOrder = "rgb"
+    frames: FrameMode = "last"
+
+    def __post_init__(self) -> None:
+        if self.channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
+        if self.frames not in ("last", "all"):
+            raise ValueError(f"frames must be 'last' or 'all', got {self.frames!r}")
+        low, high = self.value_range
+        if not low < high:
+            raise ValueError(f"value_range must be (low, high) with low < high, got {low, high}")
+
+    def pair(self, batch: Mapping[str, Any], outputs: Mapping[str, Any] | Tensor) -> ImagePair:
+        """Pick and reshape the images; shapes are checked, values are not."""
+        if isinstance(outputs, Tensor):
+            generated = outputs
+        else:
+            generated = _lookup(outputs, self.generated_key, "outputs")
+        generated = self._frames(generated, "generated")
+        source = self._frames(_lookup(batch, self.source_key, "batch"), "source")
+        if generated.shape != source.shape:
+            raise ValueError(
+                f"generated {tuple(generated.shape)} and source {tuple(source.shape)} "
+                "must have the same shape"
+            )
+        reference = None
+        if self.reference_key is not None and batch.get(self.reference_key) is not None:
+            reference = self._frames(batch[self.reference_key], "reference")
+        return ImagePair(generated, source, reference, self.value_range, self.channel_order)
+
+    def _frames(self, images: Tensor, name: str) -> Tensor:
+        """``(B, 3, H, W)``, ``(B, T*3, H, W)`` or ``(B, T, 3, H, W)`` -> ``(B', 3, H, W)``."""
+        if images.dim() == 4 and images.shape[1] == 3:
+            return images  # one frame: passed through untouched
+        if images.dim() == 4 and images.shape[1] % 3 == 0:
+            images = images.unflatten(1, (images.shape[1] // 3, 3))  # (B, T, 3, H, W)
+        if images.dim() != 5 or images.shape[2] != 3:
+            raise ValueError(
+                f"{name} must be (B, 3, H, W), (B, T*3, H, W) or (B, T, 3, H, W), "
+                f"got {tuple(images.shape)}"
+            )
+        if self.frames == "last":
+            return images[:, -1]
+        return images.flatten(0, 1)  # (B*T, 3, H, W)
+
+    def replace(self, **changes: Any) -> KeyedAdapter:
+        """A copy with some fields changed (unknown fields are an error)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _lookup(mapping: Mapping[str, Any], key: str, where: str) -> Tensor:
+    if key not in mapping:
+        raise KeyError(f"{where} has no {key!r}; its keys are {sorted(mapping)}")
+    value = mapping[key]
+    if not isinstance(value, Tensor):
+        raise TypeError(f"{where}[{key!r}] must be a tensor, got {type(value).__name__}")
+    return value
+
+
+ADAPTERS: dict[str, KeyedAdapter] = {
+    "image2image": KeyedAdapter("generated", "source", reference_key="reference"),
+    "ned_renderer": KeyedAdapter("fake_B", "real_B"),
+    "icface": KeyedAdapter("generated", "source"),
+    "ganmut": KeyedAdapter("generated", "image"),
+}
+
+
+def get_adapter(name: str, **overrides: Any) -> KeyedAdapter:
+    """The adapter registered as ``name``, with fields overridden (e.g. key names).
+
+    Raises:
+        ValueError: ``name`` is not in :data:`ADAPTERS` (the valid names are listed).
+    """
+    if name not in ADAPTERS:
+        raise ValueError(f"unknown SPFEM adapter {name!r}; valid names: {sorted(ADAPTERS)}")
+    adapter = ADAPTERS[name]
+    return adapter.replace(**overrides) if overrides else adapter

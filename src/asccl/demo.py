@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from asccl.config import save_config
 from asccl.data.prepare import DataConfig, run_prepare
+from asccl.figures import pyplot, save_figure
 from asccl.losses import ASCCLLoss
 from asccl.metric import ASCCLMetric, Regions, save_metric
 
@@ -294,10 +295,7 @@ def _as_numpy_image(image: Tensor):
 
 
 def _plot_variants(images: dict[str, Tensor], losses: dict[str, float], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(images), figsize=(2.4 * len(images), 2.8))
     for ax, (name, image) in zip(axes, images.items(), strict=True):
@@ -306,16 +304,11 @@ def _plot_variants(images: dict[str, Tensor], losses: dict[str, float], path: Pa
         ax.axis("off")
     fig.suptitle("ASCCL loss of each image against the source face", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _plot_regions(face: Tensor, regions: list[Regions], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     size = face.shape[-1]
     fig, axes = plt.subplots(1, len(regions), figsize=(2.6 * len(regions), 2.9))
@@ -337,18 +330,13 @@ def _plot_regions(face: Tensor, regions: list[Regions], path: Path) -> Path:
         )
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def _plot_optimisation(
     face: Tensor, start: Tensor, result: Tensor, history: list[float], path: Path
 ) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 4, figsize=(11, 2.8))
     for ax, image, title in zip(
@@ -366,9 +354,7 @@ def _plot_optimisation(
     axes[3].set_title("loss during optimisation", fontsize=9)
     axes[3].grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 __all__ = ["DemoConfig", "run_demo"]

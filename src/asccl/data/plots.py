@@ -6,12 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from asccl.figures import pyplot, save_figure
+
 
 def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     return plt
 
@@ -24,7 +23,7 @@ def plot_alignment(
     title: str = "",
 ) -> Path:
     """Draw the ``(N, M)`` frame-distance matrix with the warping path on top (PNG)."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 4.5))
     image = ax.imshow(cost.T, origin="lower", aspect="auto", cmap="magma")
     ax.plot(neutral_frames, emotional_frames, color="cyan", linewidth=1.5, label="DTW path")
@@ -36,15 +35,12 @@ def plot_alignment(
     ax.legend(loc="upper left", fontsize=7)
     fig.colorbar(image, ax=ax, label="audio feature distance")
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_crop_sheet(clips: dict[str, np.ndarray], path: str | Path, per_clip: int = 6) -> Path:
     """One row per clip: ``per_clip`` crops evenly spread over its ``(N, S, S, 3)`` frames."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = max(len(clips), 1)
     fig, axes = plt.subplots(rows, per_clip, figsize=(1.4 * per_clip, 1.5 * rows), squeeze=False)
     for row, (name, frames) in enumerate(clips.items()):
@@ -58,7 +54,4 @@ def plot_crop_sheet(clips: dict[str, np.ndarray], path: str | Path, per_clip: in
                 ax.set_ylabel(name, fontsize=6, rotation=0, ha="right", va="center")
             ax.set_title(f"#{index}", fontsize=6)
     fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
+from asccl.figures import pyplot, save_figure
+
 AVERAGE = "average"
 
 #: metric -> (column label, LaTeX label, higher is better)
@@ -108,7 +110,8 @@ def to_csv(scores: Scores, metrics: Sequence[str], digits: int = 3) -> str:
     return out.getvalue()
 
 
-def _tex_escape(text: str) -> str:
+def tex_escape(text: str) -> str:
+    """Escape LaTeX's special characters in ``text``."""
     for char in ("\\", "&", "%", "$", "#", "_", "{", "}"):
         text = text.replace(char, "\\" + char if char != "\\" else r"\textbackslash{}")
     return text
@@ -119,7 +122,7 @@ def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: s
     document needs ``\\usepackage{booktabs}``)."""
     n = len(metrics)
     spec = "l" + "|".join("c" * n for _ in scores)
-    groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{_tex_escape(m)}}}" for m in scores)
+    groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(m)}}}" for m in scores)
     rules = " ".join(rf"\cmidrule(lr){{{2 + i * n}-{1 + (i + 1) * n}}}" for i in range(len(scores)))
     labels = " & ".join(METRICS[k][1] for _ in scores for k in metrics)
     lines = [
@@ -139,12 +142,13 @@ def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: s
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
-        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
+        lines.append(rf"\caption{{{tex_escape(caption)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path: Path, text: str) -> Path:
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` via a temporary sibling and a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
@@ -158,19 +162,10 @@ def write_tables(
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns their paths."""
     stem = Path(stem)
     return [
-        _atomic_write(stem.with_suffix(".md"), to_markdown(scores, metrics)),
-        _atomic_write(stem.with_suffix(".csv"), to_csv(scores, metrics)),
-        _atomic_write(stem.with_suffix(".tex"), to_latex(scores, metrics, caption=caption)),
+        write_text_atomic(stem.with_suffix(".md"), to_markdown(scores, metrics)),
+        write_text_atomic(stem.with_suffix(".csv"), to_csv(scores, metrics)),
+        write_text_atomic(stem.with_suffix(".tex"), to_latex(scores, metrics, caption=caption)),
     ]
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 def plot_scores(
@@ -178,7 +173,7 @@ def plot_scores(
 ) -> Path:
     """One PNG, a subplot per metric: grouped bars per row (emotion), one bar per method."""
     _check_metrics(metrics)
-    plt = _pyplot()
+    plt = pyplot()
     rows = table_rows(scores)
     methods = list(scores)
     fig, axes = plt.subplots(
@@ -207,13 +202,7 @@ def plot_scores(
     if title:
         axes[0, 0].set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def qualitative_grid(
@@ -229,7 +218,7 @@ def qualitative_grid(
     for i, row in enumerate(rows):
         if len(row) != len(columns):
             raise ValueError(f"row {i} has {len(row)} frames for {len(columns)} columns")
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(
         len(rows), len(columns), figsize=(2 * len(columns), 2 * len(rows)), squeeze=False
     )
@@ -245,10 +234,4 @@ def qualitative_grid(
             if j == 0 and i < len(row_labels):
                 ax.set_ylabel(row_labels[i], fontsize="x-small")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=100)

@@ -26,7 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from asccl.evaluation.results import EMOTIONS
-from asccl.evaluation.tables import AVERAGE, _atomic_write, _pyplot, _tex_escape
+from asccl.evaluation.tables import AVERAGE, tex_escape, write_text_atomic
+from asccl.figures import pyplot, save_figure
 
 # --- pure maths ---------------------------------------------------------------------------
 
@@ -238,10 +239,10 @@ def to_latex(table: ShareTable, digits: int = 1, caption: str = "") -> str:
     """``table`` + ``tabular`` with a ``\\multicolumn`` per question (needs booktabs)."""
     questions, methods = _header_cells(table)
     groups = " & ".join(
-        rf"\multicolumn{{2}}{{c}}{{{_tex_escape(q.capitalize())}}}" for q in questions
+        rf"\multicolumn{{2}}{{c}}{{{tex_escape(q.capitalize())}}}" for q in questions
     )
     rules = " ".join(rf"\cmidrule(lr){{{2 + 2 * i}-{3 + 2 * i}}}" for i in range(len(questions)))
-    labels = " & ".join(_tex_escape(m) for _ in questions for m in methods)
+    labels = " & ".join(tex_escape(m) for _ in questions for m in methods)
     lines = [
         r"\begin{table}[t]",
         r"\centering",
@@ -256,10 +257,10 @@ def to_latex(table: ShareTable, digits: int = 1, caption: str = "") -> str:
     for i, cells in enumerate(body):
         if cells[0].lower() == AVERAGE and i > 0:
             lines.append(r"\midrule")
-        lines.append(" & ".join([_tex_escape(cells[0]), *cells[1:]]) + r" \\")
+        lines.append(" & ".join([tex_escape(cells[0]), *cells[1:]]) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     if caption:
-        lines.append(rf"\caption{{{_tex_escape(caption)}}}")
+        lines.append(rf"\caption{{{tex_escape(caption)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
 
@@ -304,7 +305,7 @@ def to_stats_csv(table: ShareTable) -> str:
 def plot_shares(table: ShareTable, question: str, path: str | os.PathLike) -> Path:
     """One PNG: a stacked bar per emotion (and Average), the baseline's share below, ours
     above, with ours' Wilson interval and the 50 % line."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = list(table)
     cells = [table[r].get(question) for r in rows]
     methods = next(c for c in cells if c is not None).methods
@@ -325,13 +326,7 @@ def plot_shares(table: ShareTable, question: str, path: str | os.PathLike) -> Pa
     ax.set_title(question.capitalize())
     ax.legend(loc="upper left", bbox_to_anchor=(1, 1), fontsize="small")
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def write_report(
@@ -362,10 +357,10 @@ def write_report(
     questions, methods = _header_cells(table)
     out = Path(out_dir)
     paths = {
-        "markdown": _atomic_write(out / "shares.md", to_markdown(table)),
-        "csv": _atomic_write(out / "shares.csv", to_csv(table)),
-        "latex": _atomic_write(out / "shares.tex", to_latex(table)),
-        "stats": _atomic_write(out / "stats.csv", to_stats_csv(table)),
+        "markdown": write_text_atomic(out / "shares.md", to_markdown(table)),
+        "csv": write_text_atomic(out / "shares.csv", to_csv(table)),
+        "latex": write_text_atomic(out / "shares.tex", to_latex(table)),
+        "stats": write_text_atomic(out / "stats.csv", to_stats_csv(table)),
     }
     summary = {
         "methods": list(methods),
@@ -377,7 +372,7 @@ def write_report(
     summary["fleiss_kappa"] = {
         q: (None if math.isnan(k) else round(k, 4)) for q, k in summary["fleiss_kappa"].items()
     }
-    paths["summary"] = _atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    paths["summary"] = write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for q in questions:
         paths[f"plot_{q}"] = plot_shares(table, q, out / "plots" / f"{q}.png")
     return paths

@@ -7,6 +7,8 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from asccl.figures import pyplot, save_figure
+
 STAGES = 4
 COLUMNS = [
     "step", "epoch", "split", "loss", "positive_cosine", "negative_cosine", "gap",
@@ -74,10 +76,7 @@ def read_log(path: Path) -> list[dict[str, Any]]:
 def plot_curves(log_path: Path, png_path: Path) -> Path:
     """Loss (train and validation) and the validation health signal: mean positive and
     negative cosine and their gap, per step."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = read_log(log_path)
     train = [r for r in rows if r["split"] == "train"]
@@ -101,6 +100,4 @@ def plot_curves(log_path: Path, png_path: Path) -> Path:
     ax_cos.set_ylabel("mean cosine similarity (validation)")
     ax_cos.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(png_path, dpi=120)
-    plt.close(fig)
-    return png_path
+    return save_figure(fig, png_path, dpi=120)

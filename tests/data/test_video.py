@@ -150,3 +150,30 @@ def test_write_video_checks_frames(tmp_path):
             tmp_path / "c.mp4", [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 6, 3), np.uint8)]
         )
     assert not os.path.exists(tmp_path / "a.mp4")
+
+
+DEMO_AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"
+
+
+def test_write_video_copies_audio_from_another_file(tmp_path):
+    from asccl.data.audio import load_audio
+
+    path = tmp_path / "with_audio.mp4"
+    assert write_video(path, ramp_frames(10), fps=25, audio_from=DEMO_AUDIO) == 10
+    assert probe_video(path).num_frames == 10
+    with av.open(str(path)) as container, av.open(str(DEMO_AUDIO)) as original:
+        assert len(container.streams.audio) == 1
+        assert container.streams.audio[0].codec_context.name == (
+            original.streams.audio[0].codec_context.name  # copied, not re-encoded
+        )
+    copied, reference = load_audio(path, 16000), load_audio(DEMO_AUDIO, 16000)
+    assert len(copied) == pytest.approx(len(reference), abs=800)
+    np.testing.assert_allclose(copied[: len(reference) // 2], reference[: len(reference) // 2],
+                               atol=1e-4)  # fmt: skip
+
+
+def test_write_video_audio_errors_name_the_file(tmp_path, mp4):
+    with pytest.raises(DataError, match="has no audio stream"):
+        write_video(tmp_path / "a.mp4", ramp_frames(2), audio_from=mp4)
+    with pytest.raises(DataError, match=r"missing\.m4a"):
+        write_video(tmp_path / "b.mp4", ramp_frames(2), audio_from=tmp_path / "missing.m4a")

@@ -179,12 +179,18 @@ def write_video(
     codec: str = "libx264",
     crf: int | None = 18,
     preset: str | None = None,
+    audio_from: str | os.PathLike | None = None,
 ) -> int:
     """Encode ``(H, W, 3)`` uint8 RGB frames to ``path`` (yuv420p); returns the frame count.
 
     For small test clips and demo outputs, not for datasets. With ``libx264``, ``crf``
     sets the quality (0 lossless .. 51) and ``preset`` the speed (``"veryfast"`` ..
     ``"veryslow"``, default ``"medium"``); other codecs ignore both. H and W must be even.
+    ``audio_from``: a media file whose first audio stream is copied into the output as is
+    (no re-encoding), e.g. the source clip's speech under generated frames.
+
+    Raises:
+        DataError: ``audio_from`` cannot be read or has no audio stream.
     """
     path = Path(path)
     frames = iter(frames)
@@ -197,10 +203,14 @@ def write_video(
     if codec == "libx264":
         options = {k: str(v) for k, v in (("crf", crf), ("preset", preset)) if v is not None}
     count = 0
+    audio = _open_audio_source(audio_from) if audio_from is not None else None
     with av.open(str(path), "w") as container:
         stream = container.add_stream(
             codec, rate=Fraction(fps).limit_denominator(1001), options=options
         )
+        audio_out = None
+        if audio is not None:
+            audio_out = container.add_stream_from_template(audio.streams.audio[0])
         stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = "yuv420p"
         for frame in itertools.chain([first], frames):
@@ -213,4 +223,22 @@ def write_video(
             count += 1
         for packet in stream.encode():
             container.mux(packet)
+        if audio is not None:
+            with audio:
+                for packet in audio.demux(audio.streams.audio[0]):
+                    if packet.dts is None:
+                        continue  # the demuxer's end-of-stream marker
+                    packet.stream = audio_out
+                    container.mux(packet)
     return count
+
+
+def _open_audio_source(path: str | os.PathLike) -> av.container.InputContainer:
+    try:
+        container = av.open(str(path))
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot read audio to copy: {err}") from err
+    if not container.streams.audio:
+        container.close()
+        raise DataError(path, "has no audio stream to copy")
+    return container

@@ -1,0 +1,292 @@
+"""ICface-style reference generator: neutralise the source, then drive it with parameters.
+
+ICface (Tripathy, Kannala, Rahtu, "ICface: Interpretable and Controllable Face Reenactment
+Using GANs", WACV 2020) animates a face in two steps, each a pix2pix-style encoder-residual-
+decoder that sees its condition as constant spatial maps concatenated to the image:
+
+1. the neutraliser ``G_N(source, neutral params) -> neutral`` maps the source to a frontal,
+   expressionless face (ICface's neutral vector: pose 0.5, every AU 0);
+2. the driver ``G_A(neutral, driving params) -> generated`` gives the neutral face the
+   driving frame's head pose and action units.
+
+Here the parameters are either ICface's 20 OpenFace values (``params = "openface"``: the batch
+carries ``"source_params"``/``"target_params"``, e.g. from :func:`read_openface_csv`) or the
+12 landmark-derived values of :func:`landmark_expression_params` (``params = "landmarks"``,
+the default: the data pipeline stores landmarks, not AUs). For SPFEM the driving vector is
+the reference (target-emotion) frame's expression with the source's speech entries (mouth
+opening, width, jaw) and head pose (``mouth_from``/``pose_from``, :func:`mix_params`), so the
+lips keep saying what the source says.
+
+Losses (LSGAN throughout; ``lambda_*`` in :class:`ICfaceConfig`):
+
+- kept from ICface: the adversarial loss on both generated images (neutral and driven) with
+  a PatchGAN discriminator; the parameter regression, where the discriminator has a second
+  head that regresses the parameters (trained on real frames, MSE) and the generator is
+  asked to make that head read the driving parameters from ``generated`` and the neutral
+  parameters from ``neutral``; the reconstruction loss, driving the neutral face with the
+  source's own parameters must give the source back (L1);
+- changed: ICface's self-supervised "drive with another frame of the same video" L1 becomes
+  the paired L1 between ``generated`` and the DTW-aligned target frame (``lambda_paired``;
+  with ``mouth_from = "source"`` the target's mouth is only approximately the driven one,
+  which DTW alignment makes close); ICface's perceptual (VGG) loss is dropped (no pretrained
+  weights at run time); the conditioning maps are concatenated at the input *and* again at
+  the bottleneck (instance normalisation removes spatially constant inputs, which would
+  leave the condition to the border effects of padding), and the first convolution has no
+  normalisation, for the same reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from asccl.spfem.action_units import LAYOUTS, landmark_expression_params, mix_params
+from asccl.spfem.generators.base import Batch, ReferenceGenerator, check_images
+from asccl.spfem.generators.layers import (
+    ConvNormAct,
+    Down,
+    PatchDiscriminator,
+    ResidualBlock,
+    Up,
+    adversarial_d_loss,
+    adversarial_g_loss,
+    init_weights,
+)
+
+
+@dataclass(frozen=True)
+class ICfaceConfig:
+    """Settings of :class:`ICface`.
+
+    Attributes:
+        image_size: side ``S`` of the square frames (a multiple of ``2 ** d_layers`` and of
+            ``2 ** num_down``).
+        params: ``"landmarks"`` (12 values from ``batch["*_landmarks"]``) or ``"openface"``
+            (ICface's 20 values in ``batch["source_params"]``, ``batch["target_params"]``).
+        mouth_from: ``"source"``: the speech entries (mouth opening, width, jaw) of the
+            driving vector come from the source frame; ``"reference"``: from the reference.
+        pose_from: ``"source"`` or ``"reference"``: where the head-pose entries come from.
+        conv_dim: channels of each sub-net's first layer (doubled at each down step).
+        num_down: stride-2 steps of each encoder (and x2 steps of each decoder).
+        res_blocks: residual blocks at each sub-net's bottleneck.
+        d_conv_dim, d_layers: discriminator width and depth (PatchGAN, no normalisation).
+        lambda_adv: adversarial (LSGAN) weight, generator and discriminator side.
+        lambda_param: parameter regression weight, generator side (generated and neutral).
+        lambda_d_param: parameter regression weight, discriminator side (real frames).
+        lambda_rec: L1 weight of ``G_A(neutral, source params)`` vs the source.
+        lambda_paired: L1 weight of ``generated`` vs the DTW-aligned target frame.
+    """
+
+    image_size: int = 64
+    params: str = "landmarks"
+    mouth_from: str = "source"
+    pose_from: str = "source"
+    conv_dim: int = 32
+    num_down: int = 2
+    res_blocks: int = 3
+    d_conv_dim: int = 32
+    d_layers: int = 4
+    lambda_adv: float = 1.0
+    lambda_param: float = 10.0
+    lambda_d_param: float = 10.0
+    lambda_rec: float = 10.0
+    lambda_paired: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.params not in LAYOUTS:
+            raise ValueError(f"params must be one of {sorted(LAYOUTS)}, got {self.params!r}")
+        for name in ("mouth_from", "pose_from"):
+            if getattr(self, name) not in ("source", "reference"):
+                raise ValueError(f"{name} must be 'source' or 'reference', got "
+                                 f"{getattr(self, name)!r}")  # fmt: skip
+        for name in ("image_size", "conv_dim", "num_down", "d_conv_dim", "d_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size % 2 ** max(self.num_down, self.d_layers):
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of "
+                f"2 ** max(num_down, d_layers) = {2 ** max(self.num_down, self.d_layers)}"
+            )
+
+
+class ConditionedTranslator(nn.Module):
+    """Encoder-residual-decoder conditioned on a parameter vector broadcast as maps.
+
+    ``forward(image (B, 3, S, S) in [-1, 1], params (B, P)) -> (B, 3, S, S)`` in [-1, 1]
+    (tanh). The ``P`` maps are concatenated to the image (ICface) and to the bottleneck.
+    """
+
+    def __init__(
+        self, num_params: int, conv_dim: int, num_down: int, res_blocks: int
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [ConvNormAct(3 + num_params, conv_dim, 7, norm="none")]
+        channels = conv_dim
+        for _ in range(num_down):
+            layers.append(Down(channels, channels * 2))
+            channels *= 2
+        self.encoder = nn.Sequential(*layers)
+        self.fuse = ConvNormAct(channels + num_params, channels, 1, norm="none")
+        self.blocks = nn.Sequential(*(ResidualBlock(channels) for _ in range(res_blocks)))
+        layers = []
+        for _ in range(num_down):
+            layers.append(Up(channels, channels // 2))
+            channels //= 2
+        layers += [nn.Conv2d(channels, 3, 7, 1, 3), nn.Tanh()]
+        self.decoder = nn.Sequential(*layers)
+
+    def forward(self, image: Tensor, params: Tensor) -> Tensor:
+        maps = params[:, :, None, None].to(image.dtype)  # (B, P, 1, 1)
+        h = self.encoder(torch.cat([image, maps.expand(-1, -1, *image.shape[-2:])], 1))
+        h = self.fuse(torch.cat([h, maps.expand(-1, -1, *h.shape[-2:])], 1))
+        return self.decoder(self.blocks(h))
+
+
+class ICface(ReferenceGenerator):
+    """ICface-style two-step generator (see the module docstring).
+
+    ``generator_losses`` outputs: ``"generated"`` (the driven face, what ASCCL supervises),
+    ``"neutral"``, ``"reconstructed"`` (all ``(B, 3, S, S)`` in [-1, 1]) and
+    ``"driving_params"`` ``(B, P)``.
+    """
+
+    name = "icface"
+    adapter = "icface"
+    Config = ICfaceConfig
+
+    def __init__(self, config: ICfaceConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or ICfaceConfig()
+        self.layout = LAYOUTS[config.params]
+        p = self.layout.size
+        self.neutraliser = ConditionedTranslator(p, config.conv_dim, config.num_down,
+                                                 config.res_blocks)  # fmt: skip
+        self.driver = ConditionedTranslator(p, config.conv_dim, config.num_down,
+                                            config.res_blocks)  # fmt: skip
+        self.discriminator = PatchDiscriminator(
+            config.image_size, 3, config.d_conv_dim, config.d_layers, aux_outputs=p
+        )
+        self.register_buffer(
+            "neutral_params", torch.tensor(self.layout.neutral, dtype=torch.float32),
+            persistent=False,
+        )  # fmt: skip
+        init_weights(self)
+
+    # ------------------------------------------------------------------ parameters
+    def generator_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.neutraliser.parameters()
+        yield from self.driver.parameters()
+
+    def discriminator_parameters(self) -> Iterator[nn.Parameter]:
+        yield from self.discriminator.parameters()
+
+    def frame_params(self, batch: Batch, which: str) -> Tensor:
+        """``(B, P)`` parameters of the ``"source"`` or ``"target"`` frame of ``batch``.
+
+        ``params = "landmarks"``: computed from ``batch[f"{which}_landmarks"]``;
+        ``"openface"``: ``batch[f"{which}_params"]``. No gradient flows into them. Landmark
+        parameters are clamped to [-0.5, 1.5] (about [0, 1] for real faces).
+        """
+        if self.config.params == "landmarks":
+            key = f"{which}_landmarks"
+            if key not in batch:
+                raise KeyError(f"batch has no {key!r} (params = 'landmarks'); keys: "
+                               f"{sorted(batch)}")  # fmt: skip
+            with torch.no_grad():  # clamped: a failed landmark fit must not blow up the MSE
+                return landmark_expression_params(batch[key]).clamp(-0.5, 1.5)
+        key = f"{which}_params"
+        if key not in batch:
+            raise KeyError(f"batch has no {key!r} (params = 'openface': ICface's 20 values per "
+                           f"frame, see AUTrack.icface_params); keys: {sorted(batch)}")  # fmt: skip
+        return self._check_params(batch[key], key)
+
+    def _check_params(self, params: Tensor, name: str) -> Tensor:
+        if params.dim() != 2 or params.shape[1] != self.layout.size:
+            raise ValueError(
+                f"{name} must be (B, {self.layout.size}) {self.config.params} parameters, got "
+                f"{tuple(params.shape)}"
+            )
+        return params.float().detach()
+
+    def driving_params(self, source: Tensor, reference: Tensor) -> Tensor:
+        """Reference expression with the source's speech/pose entries (as configured)."""
+        return mix_params(source, reference, self.layout, mouth_from=self.config.mouth_from,
+                          pose_from=self.config.pose_from)  # fmt: skip
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, source: Tensor, driving: Tensor) -> tuple[Tensor, Tensor]:
+        """``(generated, neutral)``: ``source`` ``(B, 3, S, S)`` in [-1, 1] neutralised, then
+        driven by ``driving`` ``(B, P)``."""
+        check_images(source, "source", self.config.image_size)
+        neutral = self.neutraliser(source, self.neutral_params.expand(source.shape[0], -1))
+        return self.driver(neutral, driving), neutral
+
+    def _step(self, batch: Batch) -> dict[str, Tensor]:
+        source = batch["source"]
+        p_source = self.frame_params(batch, "source")
+        p_target = self.frame_params(batch, "target")
+        driving = self.driving_params(p_source, p_target)
+        generated, neutral = self(source, driving)
+        return {"generated": generated, "neutral": neutral, "driving_params": driving,
+                "source_params": p_source, "target_params": p_target}  # fmt: skip
+
+    # ------------------------------------------------------------------ losses
+    def discriminator_losses(self, batch: Batch) -> dict[str, Tensor]:
+        """LSGAN real/fake on real frames (source, target) vs fakes (generated, neutral),
+        and the parameter head regressing the real frames' parameters (MSE)."""
+        cfg = self.config
+        with torch.no_grad():
+            out = self._step(batch)
+        real = torch.cat([batch["source"], batch["target"]])  # (2B, 3, S, S)
+        fake = torch.cat([out["generated"], out["neutral"]])
+        real_scores, real_params = self.discriminator(real)
+        fake_scores, _ = self.discriminator(fake)
+        target_params = torch.cat([out["source_params"], out["target_params"]])
+        return {
+            "d_adv": cfg.lambda_adv * adversarial_d_loss("lsgan", real_scores, fake_scores),
+            "d_param": cfg.lambda_d_param * F.mse_loss(real_params.float(), target_params),
+        }
+
+    def generator_losses(self, batch: Batch) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """Adversarial, parameter regression, reconstruction and paired L1 (weighted)."""
+        cfg = self.config
+        out = self._step(batch)
+        generated, neutral = out["generated"], out["neutral"]
+        b = generated.shape[0]
+        scores, params = self.discriminator(torch.cat([generated, neutral]))
+        wanted = torch.cat([out["driving_params"], self.neutral_params.expand(b, -1)])
+        reconstructed = self.driver(neutral, out["source_params"])
+        out["reconstructed"] = reconstructed
+        terms = {
+            "adv": cfg.lambda_adv * adversarial_g_loss("lsgan", scores),
+            "param": cfg.lambda_param * F.mse_loss(params.float(), wanted),
+            "rec": cfg.lambda_rec * F.l1_loss(reconstructed, batch["source"]),
+            "paired": cfg.lambda_paired * F.l1_loss(generated, batch["target"]),
+        }
+        return terms, out
+
+    # ------------------------------------------------------------------ inference
+    @torch.no_grad()
+    def translate(self, batch: Batch) -> Tensor:
+        """``batch["source"]`` driven by the reference's expression: ``(B, 3, S, S)`` in
+        [-1, 1].
+
+        The reference's parameters are ``batch["reference_params"]`` when given (``(B, P)``
+        in this model's layout, e.g. ``AUTrack.icface_params()`` rows for ``params =
+        "openface"``), else those of the target frame (``"target_landmarks"`` or
+        ``"target_params"``). The source's are needed only for entries taken from it.
+        """
+        source = batch["source"]
+        if "reference_params" in batch:
+            reference = self._check_params(batch["reference_params"], "reference_params")
+        else:
+            reference = self.frame_params(batch, "target")
+        if self.config.mouth_from == "reference" and self.config.pose_from == "reference":
+            driving = reference
+        else:
+            driving = self.driving_params(self.frame_params(batch, "source"), reference)
+        return self(source, driving.to(source.device))[0]

@@ -1,0 +1,148 @@
+"""What ``asccl study create | invite | serve | report`` do (the CLI only parses arguments).
+
+A study lives in one folder, named after its definition file::
+
+    study.toml           the definition (items, questions; :mod:`asccl.study.definition`)
+    study.sqlite         the votes (:class:`~asccl.study.store.StudyStore`, WAL)
+    study.secret.json    admin token and the key of CSRF values / item keys (mode 0600)
+    study_media/         clips a browser cannot play, encoded to MP4 once
+    report/              ``asccl study report`` output (tables, stats, summary, plots)
+
+The videos stay in the results folder the definition points to (``results_root``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asccl.study.definition import build_study, read_study_toml, write_study_toml
+from asccl.study.store import StudyStore
+
+DEFAULT_BASE_URL = "http://127.0.0.1:8000"
+ADMIN_TOKEN_ENV = "ASCCL_STUDY_ADMIN_TOKEN"
+
+
+def study_files(study_toml: str | os.PathLike) -> dict[str, Path]:
+    """The files of the study defined by ``study_toml`` (see the module docstring)."""
+    toml = Path(study_toml)
+    return {
+        "toml": toml,
+        "db": toml.with_name(f"{toml.stem}.sqlite"),
+        "secrets": toml.with_name(f"{toml.stem}.secret.json"),
+        "media": toml.with_name(f"{toml.stem}_media"),
+        "report": toml.with_name("report"),
+    }
+
+
+def create(
+    results_root: str | os.PathLike,
+    study_toml: str | os.PathLike = "study.toml",
+    *,
+    methods: tuple[str, str] = ("baseline", "asccl"),
+    setting: str = "inter_id",
+    items_per_emotion: int = 10,
+    seed: int = 0,
+    attention_checks: int = 2,
+) -> Path:
+    """Draw a study from a results folder, write ``study_toml`` and its database; returns the
+    TOML's path. An existing database of another study is an error (nothing is overwritten)."""
+    study = build_study(results_root, methods, setting, items_per_emotion, seed,
+                        attention_checks)  # fmt: skip
+    files = study_files(study_toml)
+    StudyStore(files["db"]).load_study(study)  # raises if it holds another study's items
+    path = write_study_toml(study, files["toml"])
+    n_checks = len(study.attention_checks)
+    print(f"{path}: {len(study.items) - n_checks} items + {n_checks} attention checks, "
+          f"{len(study.questions)} questions; database {files['db']}")  # fmt: skip
+    return path
+
+
+def _open(study_toml: str | os.PathLike):
+    files = study_files(study_toml)
+    if not files["toml"].is_file():
+        raise FileNotFoundError(f"{files['toml']}: study definition not found "
+                                "(make one with `asccl study create`)")  # fmt: skip
+    study = read_study_toml(files["toml"])
+    store = StudyStore(files["db"])
+    store.load_study(study)
+    return study, store, files
+
+
+def invite(study_toml: str | os.PathLike, n: int, base_url: str = DEFAULT_BASE_URL) -> list[str]:
+    """Create ``n`` rater tokens and print (and return) their invitation links."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    _, store, _ = _open(study_toml)
+    links = [f"{base_url.rstrip('/')}/r/{t}" for t in store.create_tokens(n)]
+    for link in links:
+        print(link)
+    return links
+
+
+def make_app(study_toml: str | os.PathLike, admin_token: str | None = None, **kwargs):
+    """The ASGI app of a study (see :func:`asccl.study.server.create_app` for ``kwargs``).
+    The admin token is ``admin_token``, else ``$ASCCL_STUDY_ADMIN_TOKEN``, else the one in
+    the study's secrets file (made on first use)."""
+    from dataclasses import replace
+
+    from asccl.study.server import create_app, load_secrets
+
+    study, store, files = _open(study_toml)
+    secrets_ = load_secrets(files["secrets"])
+    admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    if admin_token:
+        secrets_ = replace(secrets_, admin_token=admin_token)
+    results_root = Path(study.results_root)
+    if not results_root.is_absolute():  # relative to the definition file
+        results_root = files["toml"].parent / results_root
+    return create_app(study, store, secrets_, results_root=results_root,
+                      media_cache=files["media"], **kwargs)  # fmt: skip
+
+
+def serve(
+    study_toml: str | os.PathLike,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    *,
+    admin_token: str | None = None,
+    allowed_origins: tuple[str, ...] = (),
+    access_log: bool = False,
+) -> None:
+    """Serve the study with uvicorn until interrupted (binds loopback by default).
+
+    Access logs are off by default: request lines carry rater tokens."""
+    try:
+        import uvicorn
+    except ModuleNotFoundError:
+        raise ModuleNotFoundError(
+            'asccl study serve needs uvicorn and starlette: pip install "asccl[study]"'
+        ) from None
+    app = make_app(study_toml, admin_token, allowed_origins=allowed_origins)
+    files = study_files(study_toml)
+    url = f"http://{host}:{port}"
+    print(f"Serving {files['toml']} on {url} (Ctrl-C stops)")
+    print(f"  invite raters: asccl study invite --study {files['toml']} -n 25 --base-url {url}")
+    print(f"  admin: {url}/admin/status and {url}/admin/export.csv with header X-Admin-Token "
+          f"(the token is in {files['secrets']} or ${ADMIN_TOKEN_ENV})")  # fmt: skip
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        print("  warning: plain HTTP on a public address; put a TLS reverse proxy in front "
+              "(and pass its origin as allowed_origins)")  # fmt: skip
+    uvicorn.run(app, host=host, port=port, access_log=access_log, log_level="info")
+
+
+def report(
+    source: str | os.PathLike, out_dir: str | os.PathLike | None = None, min_pass: float = 1.0
+) -> dict[str, Path]:
+    """Write the study's tables, statistics and plots (:func:`asccl.study.analysis.write_report`)
+    from ``source``: a ``study.toml`` (its database next to it) or a database file. Default
+    output: ``report/`` next to it. Prints and returns ``name -> path``."""
+    from asccl.study.analysis import write_report
+
+    source = Path(source)
+    db = study_files(source)["db"] if source.suffix == ".toml" else source
+    out = Path(out_dir) if out_dir else source.with_name("report")
+    paths = write_report(db, out, min_pass=min_pass)
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return paths

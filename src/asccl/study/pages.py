@@ -1,0 +1,197 @@
+"""The rater's HTML, CSS and JavaScript, as strings (no template engine, no CDN: works offline).
+
+Every value put into the HTML goes through :func:`html.escape` (quotes included), so question
+prompts or file names with markup in them show as text. The pages carry no method names and no
+file paths: media URLs are opaque (per rater and item, see :mod:`asccl.study.server`).
+The page works without JavaScript (native video controls, ``required`` radios); the script
+only keeps the videos in sync (play, pause and seek together) and adds a "Play all" button.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from html import escape
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """What one item page shows. URLs are opaque; ``questions`` are ``(id, prompt)``."""
+
+    title: str
+    action: str
+    csrf: str
+    item_key: str
+    answered: int
+    total: int
+    item_number: int
+    n_items: int
+    left: str
+    right: str
+    questions: Sequence[tuple[str, str]]
+    source: str | None = None
+    reference: str | None = None
+    error: str | None = None
+
+
+CSS = """\
+body { font: 16px/1.45 system-ui, sans-serif; margin: 0; color: #1a1a1a; background: #fafafa; }
+main { max-width: 1040px; margin: 0 auto; padding: 1rem 1.25rem 3rem; }
+h1 { font-size: 1.4rem; margin: 0 0 .5rem; }
+.progress { display: flex; align-items: center; gap: .75rem; margin: .25rem 0 1rem; }
+progress { flex: 1; height: 1rem; }
+.row { display: flex; flex-wrap: wrap; gap: 1rem; justify-content: center; margin-bottom: .75rem; }
+figure { margin: 0; text-align: center; }
+figcaption { font-weight: 600; margin-top: .25rem; }
+video { width: 240px; height: 240px; background: #000; border-radius: 4px; }
+.pair video { width: 300px; height: 300px; }
+.controls { text-align: center; margin: .5rem 0 1rem; }
+fieldset { border: 1px solid #bbb; border-radius: 6px; margin: 0 0 .75rem; padding: .5rem 1rem; }
+legend { font-weight: 600; padding: 0 .25rem; }
+label { display: inline-block; margin-right: 2rem; padding: .25rem 0; cursor: pointer; }
+input[type=radio] { width: 1.1rem; height: 1.1rem; vertical-align: -.15rem; }
+button { font: inherit; padding: .45rem 1.2rem; border-radius: 6px; border: 1px solid #335;
+         background: #2b4c8c; color: #fff; cursor: pointer; }
+button.secondary { background: #fff; color: #2b4c8c; }
+:focus-visible { outline: 3px solid #f0a500; outline-offset: 2px; }
+.error { background: #fde8e8; border: 1px solid #c33; padding: .5rem 1rem; border-radius: 6px; }
+"""
+
+JS = """\
+// Keep every video of the page in step: play, pause and seek one, the others follow.
+(function () {
+  "use strict";
+  var videos = Array.prototype.slice.call(document.querySelectorAll("video.sync"));
+  if (!videos.length) { return; }
+  function others(v) { return videos.filter(function (o) { return o !== v; }); }
+  videos.forEach(function (v) {
+    v.addEventListener("play", function () {
+      others(v).forEach(function (o) {
+        if (o.paused) {
+          o.currentTime = v.currentTime;
+          var p = o.play();
+          if (p && p.catch) { p.catch(function () {}); }
+        }
+      });
+    });
+    v.addEventListener("pause", function () {
+      others(v).forEach(function (o) { if (!o.paused) { o.pause(); } });
+    });
+    v.addEventListener("seeked", function () {
+      others(v).forEach(function (o) {
+        if (Math.abs(o.currentTime - v.currentTime) > 0.05) { o.currentTime = v.currentTime; }
+      });
+    });
+  });
+  var button = document.getElementById("play-all");
+  if (!button) { return; }
+  button.hidden = false;
+  function label() {
+    var playing = videos.some(function (v) { return !v.paused; });
+    button.textContent = playing ? "Pause all" : "Play all";
+  }
+  videos.forEach(function (v) {
+    v.addEventListener("play", label);
+    v.addEventListener("pause", label);
+  });
+  button.addEventListener("click", function () {
+    if (videos.some(function (v) { return !v.paused; })) {
+      videos.forEach(function (v) { v.pause(); });
+      return;
+    }
+    var restart = videos.some(function (v) { return v.ended; });
+    videos.forEach(function (v) {
+      if (restart) { v.currentTime = 0; }
+      var p = v.play();
+      if (p && p.catch) { p.catch(function () {}); }
+    });
+  });
+})();
+"""
+
+
+def _page(title: str, body: str) -> str:
+    return (
+        '<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+        f"<title>{escape(title)}</title>\n"
+        '<link rel="stylesheet" href="/static/study.css">\n</head>\n<body>\n<main>\n'
+        f"{body}</main>\n</body>\n</html>\n"
+    )
+
+
+def _video(url: str, caption: str, slot: str) -> str:
+    return (
+        f'<figure><video class="sync" id="video-{escape(slot)}" src="{escape(url)}" '
+        'muted playsinline preload="auto" controls '
+        f'aria-label="{escape(caption)} video"></video>'
+        f"<figcaption>{escape(caption)}</figcaption></figure>\n"
+    )
+
+
+def item_page(page: ItemPage) -> str:
+    """The page of one item: progress, videos, the questions (each required), submit."""
+    parts = [f"<h1>{escape(page.title)}</h1>\n"]
+    parts.append(
+        '<div class="progress">'
+        f'<progress id="progress" value="{page.answered}" max="{page.total}" '
+        f'aria-label="Progress">{page.answered} of {page.total}</progress>'
+        f'<span id="progress-text">Item {page.item_number} of {page.n_items}</span></div>\n'
+    )
+    if page.error:
+        parts.append(f'<p class="error" role="alert">{escape(page.error)}</p>\n')
+    parts.append(
+        "<p>Watch the videos (they play together), then answer each question by choosing the "
+        "left or the right video of the lower row.</p>\n"
+    )
+    refs = []
+    if page.source:
+        refs.append(_video(page.source, "Source", "source"))
+    if page.reference:
+        refs.append(_video(page.reference, "Reference", "reference"))
+    if refs:
+        parts.append(f'<div class="row refs">\n{"".join(refs)}</div>\n')
+    parts.append(
+        '<div class="row pair">\n'
+        + _video(page.left, "Left", "left")
+        + _video(page.right, "Right", "right")
+        + "</div>\n"
+    )
+    parts.append(
+        '<div class="controls"><button type="button" id="play-all" class="secondary" hidden>'
+        "Play all</button></div>\n"
+    )
+    parts.append(
+        f'<form method="post" action="{escape(page.action)}" id="vote">\n'
+        f'<input type="hidden" name="csrf" value="{escape(page.csrf)}">\n'
+        f'<input type="hidden" name="item" value="{escape(page.item_key)}">\n'
+    )
+    for qid, prompt in page.questions:
+        name = escape(f"q_{qid}")
+        parts.append(f"<fieldset>\n<legend>{escape(prompt)}</legend>\n")
+        for side, text in (("left", "Left video"), ("right", "Right video")):
+            parts.append(
+                f'<label><input type="radio" name="{name}" value="{side}" required> '
+                f"{text}</label>\n"
+            )
+        parts.append("</fieldset>\n")
+    parts.append('<button type="submit" id="submit">Submit and continue</button>\n</form>\n')
+    parts.append('<script src="/static/study.js"></script>\n')
+    return _page(f"{page.title}: item {page.item_number} of {page.n_items}", "".join(parts))
+
+
+def done_page(title: str, n_items: int) -> str:
+    """The page a rater sees once every item is answered."""
+    return _page(
+        title,
+        f"<h1>{escape(title)}</h1>\n"
+        '<div class="progress"><progress id="progress" value="1" max="1" '
+        'aria-label="Progress">done</progress>'
+        f'<span id="progress-text">{n_items} of {n_items} items</span></div>\n'
+        '<p id="done">Thank you: every item is answered. You can close this page.</p>\n',
+    )
+
+
+def message_page(title: str, message: str) -> str:
+    """A short page for errors and for the site root."""
+    return _page(title, f"<h1>{escape(title)}</h1>\n<p>{escape(message)}</p>\n")

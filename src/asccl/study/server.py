@@ -1,0 +1,528 @@
+"""The study's web app: :func:`create_app` returns a Starlette (ASGI) app, served by uvicorn.
+
+Routes (``<token>`` is a rater's invitation token, see :class:`~asccl.study.store.StudyStore`):
+
+- ``GET /r/<token>``: the rater's next unanswered item (so closing the browser and coming back
+  resumes), or the thank-you page; progress bar; the source and reference videos and the pair,
+  left/right as the store assigns them (a secret HMAC coin flip per rater and item).
+- ``POST /r/<token>/vote``: one answer per question (``q_<question>`` = ``left``/``right``),
+  the page's CSRF value and its item key; 303 back to ``GET /r/<token>``.
+- ``GET /r/<token>/m/<item key>/<slot>``: a video (slot ``left``, ``right``, ``source`` or
+  ``reference``). Item keys are opaque per rater (HMAC), so neither URLs nor the HTML name a
+  method, an attention check or a file; HTTP range requests work (seeking).
+- ``GET /admin/status`` (JSON) and ``GET /admin/export.csv``: need the admin token, in an
+  ``X-Admin-Token`` or ``Authorization: Bearer`` header or an ``admin_token`` query parameter
+  (compared in constant time). The export names raters by a hash of their token, never the token.
+
+Safety: every input is checked here (token shape, item key, question ids, choices, field set,
+content type); a request the checks refuse is answered 4xx before the store is written to.
+Votes of one POST go in question order and the store's UNIQUE (token, item, question) refuses a
+second vote, so a repeated POST is a 409 that changes nothing. Posts need the per-rater CSRF
+value (HMAC of the token under the app's key) and, when the browser sends an ``Origin``, one of
+the allowed origins (the server's own by default). Bodies over ``max_body`` bytes get 413.
+Responses carry a strict Content-Security-Policy (no inline script), ``Referrer-Policy:
+no-referrer`` (tokens live in URLs), ``X-Frame-Options: DENY`` and ``nosniff``.
+
+Media are served only from the results folder (paths from the study, relative, no ``..``) and
+from the media cache, where clips a browser cannot play (PNG/JPG frame folders, ``.avi``,
+``.mkv``, ``.mov``) are encoded to H.264 MP4 once, at start-up.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import parse_qs
+
+from asccl.evaluation.results import SOURCES, VIDEO_SUFFIXES
+from asccl.study import pages
+from asccl.study.definition import StudyDefinition, StudyItem
+from asccl.study.store import CHOICES, DuplicateVote, StudyError, StudyStore
+
+try:
+    from starlette.applications import Starlette
+    from starlette.concurrency import run_in_threadpool
+    from starlette.requests import Request
+    from starlette.responses import (
+        FileResponse,
+        HTMLResponse,
+        JSONResponse,
+        PlainTextResponse,
+        RedirectResponse,
+        Response,
+    )
+    from starlette.routing import Route
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
+    raise ModuleNotFoundError(
+        f"the study web app needs starlette and uvicorn ({exc}); "
+        'install them with: pip install "asccl[study]"'
+    ) from None
+
+#: Browsers play these as they are; other clips are encoded to MP4 into the media cache.
+PLAYABLE_SUFFIXES = (".mp4", ".webm")
+SLOTS = ("left", "right", "source", "reference")
+TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
+KEY_RE = re.compile(r"^[0-9a-f]{20}$")
+MAX_BODY = 16 * 1024
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; media-src 'self'; "
+        "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+    "x-frame-options": "DENY",
+}
+
+
+# --- secrets --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StudySecrets:
+    """The admin token and the key behind CSRF values and item keys (kept across restarts,
+    so pages open in a browser stay valid)."""
+
+    admin_token: str
+    key: bytes
+
+
+def load_secrets(path: str | os.PathLike) -> StudySecrets:
+    """Read the secrets file at ``path``, creating it (mode 0600, atomically) when absent."""
+    path = Path(path)
+    if not path.exists():
+        data = {"admin_token": secrets.token_urlsafe(24), "key": secrets.token_hex(32)}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(data, f)
+        os.replace(tmp, path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return StudySecrets(str(data["admin_token"]), bytes.fromhex(data["key"]))
+    except (ValueError, KeyError, TypeError) as exc:
+        problem = f"not a study secrets file ({exc}); delete it to make a new one"
+        raise ValueError(f"{path}: {problem}") from None
+
+
+# --- media ----------------------------------------------------------------------------------
+
+
+def _inside(root: Path, relative: str, what: str) -> Path:
+    """``root / relative`` when ``relative`` stays inside ``root`` (no absolute path, no
+    ``..``); links placed inside the folder are followed (results folders may link)."""
+    rel = Path(relative)
+    if rel.is_absolute() or ".." in rel.parts or not relative:
+        raise ValueError(f"{what}: {relative!r} is not a path inside {root}")
+    path = Path(os.path.normpath(root / rel))
+    if os.path.commonpath([path, root]) != str(root):
+        raise ValueError(f"{what}: {relative!r} leaves {root}")
+    return path
+
+
+def _find_source(root: Path, item: StudyItem) -> Path | None:
+    """``sources/<emotion>/<clip>`` (a video or a frame folder) when the results folder has it."""
+    folder = _inside(root, f"{SOURCES}/{item.emotion}", f"item {item.id!r}")
+    if not folder.is_dir():
+        return None
+    for suffix in ("", *VIDEO_SUFFIXES):
+        path = _inside(folder, f"{item.clip}{suffix}", f"item {item.id!r}")
+        if path.exists():
+            return path
+    return None
+
+
+def playable(path: Path, cache: Path) -> Path:
+    """``path`` itself when a browser plays it, else its H.264 MP4 in ``cache`` (made once:
+    the cached file is named by a hash of the path, size and modification time)."""
+    if path.is_file() and path.suffix.lower() in PLAYABLE_SUFFIXES:
+        return path
+    from asccl.data.video import probe_video, write_video
+    from asccl.evaluation.results import read_frames
+
+    stat = path.stat()
+    tag = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
+    out = cache / f"{tag}.mp4"
+    if out.is_file():
+        return out
+    fps = 25.0 if path.is_dir() else probe_video(path).fps
+    frames = read_frames(path)
+    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # libx264 needs even sizes
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = cache / f".{tag}.{os.getpid()}.tmp.mp4"
+    write_video(tmp, (f[:h, :w] for f in frames), fps=fps, preset="veryfast")
+    os.replace(tmp, out)
+    return out
+
+
+@dataclass(frozen=True)
+class ItemMedia:
+    """Server-side only: the files of one item (the method names and paths never leave)."""
+
+    by_method: dict[str, Path]
+    source: Path | None
+    reference: Path | None
+
+
+def study_media(study: StudyDefinition, results_root: Path, cache: Path) -> dict[str, ItemMedia]:
+    """``item id -> ItemMedia``, every file checked to exist inside ``results_root`` and made
+    playable (see :func:`playable`). Raises ``FileNotFoundError`` naming a missing file."""
+    root = Path(os.path.abspath(results_root))
+    media = {}
+    for item in study.items:
+        where = f"item {item.id!r}"
+        paths = {m: _inside(root, v, where) for m, v in zip(item.methods, item.videos, strict=True)}
+        reference = _inside(root, item.reference, where) if item.reference else None
+        for path in [*paths.values(), *([reference] if reference else [])]:
+            if not path.exists():
+                raise FileNotFoundError(f"{path}: video of study {where} not found")
+        source = _find_source(root, item)
+        media[item.id] = ItemMedia(
+            by_method={m: playable(p, cache) for m, p in paths.items()},
+            source=playable(source, cache) if source else None,
+            reference=playable(reference, cache) if reference else None,
+        )
+    return media
+
+
+# --- the app --------------------------------------------------------------------------------
+
+
+class _Guard:
+    """ASGI middleware: refuses bodies over ``max_body`` bytes (413, before the app sees the
+    request) and adds the security headers to every response."""
+
+    def __init__(self, app, max_body: int):
+        self.app = app
+        self.max_body = max_body
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                for name, value in SECURITY_HEADERS.items():
+                    if name.encode() not in present:
+                        headers.append((name.encode(), value.encode()))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        if scope["method"] in ("GET", "HEAD"):
+            await self.app(scope, receive, send_with_headers)
+            return
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        too_big = declared is not None and (not declared.isdigit() or int(declared) > self.max_body)
+        chunks, size = [], 0
+        while not too_big:
+            message = await receive()
+            if message["type"] != "http.request":
+                break
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            too_big = size > self.max_body
+            if not message.get("more_body", False):
+                break
+        if too_big:
+            response = PlainTextResponse("request body too large", status_code=413)
+            await response(scope, receive, send_with_headers)
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send_with_headers)
+
+
+class StudyApp:
+    """The request handlers, over one study and its store (see the module docstring)."""
+
+    def __init__(
+        self,
+        study: StudyDefinition,
+        store: StudyStore,
+        media: dict[str, ItemMedia],
+        secrets_: StudySecrets,
+        title: str = "Video study",
+        allowed_origins: Sequence[str] = (),
+    ):
+        self.study = study
+        self.store = store
+        self.media = media
+        self.secrets = secrets_
+        self.title = title
+        self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
+        self.items = {i.id: i for i in study.items}
+        self.question_ids = study.question_ids
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _mac(self, *parts: str) -> str:
+        return hmac.new(self.secrets.key, "\x00".join(parts).encode(), hashlib.sha256).hexdigest()
+
+    def csrf_value(self, token: str) -> str:
+        return self._mac("csrf", token)
+
+    def item_key(self, token: str, item_id: str) -> str:
+        """The opaque per-rater name of an item in URLs and forms."""
+        return self._mac("item", token, item_id)[:20]
+
+    def item_for_key(self, token: str, key: str) -> str | None:
+        if not KEY_RE.fullmatch(key):
+            return None
+        for item_id in self.items:
+            if hmac.compare_digest(self.item_key(token, item_id), key):
+                return item_id
+        return None
+
+    def _error(self, status: int, message: str) -> HTMLResponse:
+        return HTMLResponse(pages.message_page(self.title, message), status_code=status)
+
+    async def _rater(self, request: Request) -> str | None:
+        token = request.path_params["token"]
+        if not TOKEN_RE.fullmatch(token):
+            return None
+        return token if await run_in_threadpool(self.store.is_token, token) else None
+
+    def _origin_ok(self, request: Request) -> bool:
+        origin = request.headers.get("origin")
+        if origin is None:  # non-browser clients and some older browsers send none
+            return request.headers.get("sec-fetch-site", "same-origin") in (
+                "same-origin",
+                "none",
+            )
+        origin = origin.rstrip("/")
+        own = f"{request.url.scheme}://{request.headers.get('host', '')}"
+        return origin == own or origin in self.allowed_origins
+
+    # --- rater routes -----------------------------------------------------------------------
+
+    async def index(self, request: Request) -> Response:
+        return HTMLResponse(
+            pages.message_page(self.title, "Please open the invitation link you were sent.")
+        )
+
+    async def rater_page(self, request: Request) -> Response:
+        token = await self._rater(request)
+        if token is None:
+            return self._error(404, "Unknown invitation link.")
+        item_id = await run_in_threadpool(self.store.next_item, token)
+        progress = await run_in_threadpool(self.store.progress, token)
+        n_items = len(self.items)
+        if item_id is None:
+            return HTMLResponse(
+                pages.done_page(self.title, n_items), headers={"cache-control": "no-store"}
+            )
+        key = self.item_key(token, item_id)
+        media = self.media[item_id]
+        base = f"/r/{token}/m/{key}"
+        page = pages.ItemPage(
+            title=self.title,
+            action=f"/r/{token}/vote",
+            csrf=self.csrf_value(token),
+            item_key=key,
+            answered=progress["answered"],
+            total=progress["total"],
+            item_number=min(progress["items_done"] + 1, n_items),
+            n_items=n_items,
+            left=f"{base}/left",
+            right=f"{base}/right",
+            source=f"{base}/source" if media.source else None,
+            reference=f"{base}/reference" if media.reference else None,
+            questions=[(q.id, q.prompt) for q in self.study.questions],
+        )
+        return HTMLResponse(pages.item_page(page), headers={"cache-control": "no-store"})
+
+    async def vote(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/x-www-form-urlencoded":
+            return self._error(415, "Answers must be sent by the page's form.")
+        if not self._origin_ok(request):
+            return self._error(403, "This form was sent from another site.")
+        token = await self._rater(request)
+        if token is None:
+            return self._error(404, "Unknown invitation link.")
+        try:
+            body = (await request.body()).decode("utf-8")
+            form = parse_qs(body, keep_blank_values=True, strict_parsing=bool(body),
+                            max_num_fields=8 + len(self.question_ids))  # fmt: skip
+        except (UnicodeDecodeError, ValueError):
+            return self._error(400, "Malformed form data.")
+        fields = {"csrf", "item", *(f"q_{q}" for q in self.question_ids)}
+        if set(form) - fields or any(len(v) != 1 for v in form.values()):
+            return self._error(400, "Unexpected form fields.")
+        form = {k: v[0] for k, v in form.items()}
+        if not hmac.compare_digest(form.get("csrf", "").encode(), self.csrf_value(token).encode()):
+            return self._error(403, "This form has expired; please reload the page.")
+        item_id = self.item_for_key(token, form.get("item", ""))
+        if item_id is None:
+            return self._error(404, "Unknown item.")
+        answers = [(q, form.get(f"q_{q}")) for q in self.question_ids]
+        missing = [q for q, a in answers if a not in CHOICES]
+        if missing:
+            return self._error(400, "Please answer every question (left or right).")
+        recorded = 0
+        for question, choice in answers:
+            try:
+                await run_in_threadpool(self.store.record_vote, token, item_id, question, choice)
+                recorded += 1
+            except DuplicateVote:
+                continue  # a question answered before (a re-sent form): keep the first answer
+            except StudyError as exc:
+                return self._error(400, str(exc))
+        if recorded == 0:
+            return self._error(409, "This item is already answered.")
+        return RedirectResponse(f"/r/{token}", status_code=303)
+
+    async def media_file(self, request: Request) -> Response:
+        token = await self._rater(request)
+        slot = request.path_params["slot"]
+        if token is None:
+            return PlainTextResponse("unknown invitation", status_code=404)
+        item_id = self.item_for_key(token, request.path_params["key"])
+        if item_id is None or slot not in SLOTS:
+            return PlainTextResponse("not found", status_code=404)
+        media = self.media[item_id]
+        if slot in ("left", "right"):
+            left, right = await run_in_threadpool(self.store.assignment, token, item_id)
+            path = media.by_method[left if slot == "left" else right]
+        else:
+            path = media.source if slot == "source" else media.reference
+        if path is None:
+            return PlainTextResponse("not found", status_code=404)
+        return FileResponse(
+            path,
+            media_type="video/webm" if path.suffix.lower() == ".webm" else "video/mp4",
+            headers={"cache-control": "private, max-age=3600"},
+        )
+
+    # --- admin routes -----------------------------------------------------------------------
+
+    def _admin_ok(self, request: Request) -> bool:
+        given = request.headers.get("x-admin-token") or request.query_params.get("admin_token")
+        auth = request.headers.get("authorization", "")
+        if not given and auth.lower().startswith("bearer "):
+            given = auth[7:].strip()
+        expected = self.secrets.admin_token.encode()
+        return bool(given) and hmac.compare_digest(given.encode(), expected)
+
+    async def admin_status(self, request: Request) -> Response:
+        if not self._admin_ok(request):
+            return JSONResponse({"error": "admin token required"}, status_code=403)
+        votes = await run_in_threadpool(self.store.export_votes)
+        per_rater: dict[str, int] = {}
+        for v in votes:
+            per_rater[v["token"]] = per_rater.get(v["token"], 0) + 1
+        full = len(self.items) * len(self.question_ids)
+        return JSONResponse(
+            {
+                "items": len(self.items),
+                "questions": self.question_ids,
+                "votes": len(votes),
+                "raters_started": len(per_rater),
+                "raters_done": sum(n >= full for n in per_rater.values()),
+            },
+            headers={"cache-control": "no-store"},
+        )
+
+    async def admin_export(self, request: Request) -> Response:
+        if not self._admin_ok(request):
+            return PlainTextResponse("admin token required", status_code=403)
+        votes = await run_in_threadpool(self.store.export_votes)
+        return PlainTextResponse(
+            export_csv(votes),
+            media_type="text/csv; charset=utf-8",
+            headers={
+                "content-disposition": 'attachment; filename="votes.csv"',
+                "cache-control": "no-store",
+            },
+        )
+
+    async def css(self, request: Request) -> Response:
+        return Response(pages.CSS, media_type="text/css")
+
+    async def js(self, request: Request) -> Response:
+        return Response(pages.JS, media_type="text/javascript")
+
+
+EXPORT_COLUMNS = (
+    "rater", "item_id", "emotion", "clip", "question", "choice", "left_method", "method",
+    "method_a", "method_b", "expected", "check_question", "created",
+)  # fmt: skip
+
+
+def rater_id(token: str) -> str:
+    """A rater's pseudonym in exports: the first 12 hex digits of SHA-256(token)."""
+    return hashlib.sha256(token.encode()).hexdigest()[:12]
+
+
+def export_csv(votes: Sequence[dict]) -> str:
+    """Votes (from :meth:`StudyStore.export_votes`) as CSV, tokens replaced by :func:`rater_id`."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for v in votes:
+        row = dict(v, rater=rater_id(v["token"]), method_a=v["methods"][0],
+                   method_b=v["methods"][1])  # fmt: skip
+        writer.writerow(["" if row[c] is None else row[c] for c in EXPORT_COLUMNS])
+    return buffer.getvalue()
+
+
+def create_app(
+    study: StudyDefinition,
+    store: StudyStore,
+    secrets_: StudySecrets,
+    *,
+    results_root: str | os.PathLike | None = None,
+    media_cache: str | os.PathLike | None = None,
+    title: str = "Video study",
+    max_body: int = MAX_BODY,
+    allowed_origins: Sequence[str] = (),
+):
+    """The ASGI app for ``study`` (its items loaded into ``store``).
+
+    Args:
+        results_root: where the study's videos are (default: ``study.results_root``).
+        media_cache: where clips a browser cannot play are encoded to MP4 (default:
+            ``<store folder>/media_cache``).
+        max_body: largest accepted request body in bytes (larger: 413).
+        allowed_origins: extra ``Origin`` values accepted on posts, e.g. the public
+            ``https://study.example.org`` of a TLS reverse proxy in front of the server.
+    """
+    store.load_study(study)  # no-op when loaded; refuses a database of another study
+    root = Path(results_root or study.results_root)
+    cache = Path(media_cache) if media_cache else store.path.parent / "media_cache"
+    handlers = StudyApp(
+        study, store, study_media(study, root, cache), secrets_, title, allowed_origins
+    )
+    routes = [
+        Route("/", handlers.index),
+        Route("/static/study.css", handlers.css),
+        Route("/static/study.js", handlers.js),
+        Route("/r/{token}", handlers.rater_page, methods=["GET"]),
+        Route("/r/{token}/vote", handlers.vote, methods=["POST"]),
+        Route("/r/{token}/m/{key}/{slot}", handlers.media_file, methods=["GET"]),
+        Route("/admin/status", handlers.admin_status),
+        Route("/admin/export.csv", handlers.admin_export),
+    ]
+    guarded = _Guard(Starlette(routes=routes), max_body)
+    guarded.handlers = handlers  # for tests and tools: item keys, CSRF values
+    return guarded

@@ -199,6 +199,11 @@ class SPFEMFrames(PairedFrames):
             self._landmarks[clip] = landmarks
         return landmarks
 
+    def first_item_per_emotion(self) -> list[int]:
+        """The index of the first item of each target emotion, in label order."""
+        labels = self._target_labels[self._items[:, 0]]
+        return [int(np.flatnonzero(labels == label)[0]) for label in np.unique(labels)]
+
     def clip_pairs(self) -> list[ClipPairFrames]:
         """The aligned clip pairs these items come from, in ``pairs.csv`` order: a whole
         neutral clip and its alignment to each emotional clip of the same sentence."""

@@ -153,7 +153,9 @@ def test_convert_flame_pickle_to_npz_and_load(arrays, tmp_path, monkeypatch):
     direct = FLAME(arrays, n_shape=N_SHAPE, n_exp=N_EXP, shape_total=SHAPE_TOTAL)
     exp = torch.randn(2, N_EXP)
     jaw = torch.tensor([[0.2, 0.0, 0.0], [0.0, 0.1, 0.0]])
-    torch.testing.assert_close(loaded(expression=exp, jaw_pose=jaw), direct(expression=exp, jaw_pose=jaw))
+    torch.testing.assert_close(
+        loaded(expression=exp, jaw_pose=jaw), direct(expression=exp, jaw_pose=jaw)
+    )
     assert loaded.parents == (-1, 0, 1, 1, 1)
 
 

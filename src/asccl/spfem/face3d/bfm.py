@@ -111,10 +111,11 @@ def load_bfm(path: str | os.PathLike, *, recenter: bool = True) -> BFM:
         arrays = _read_bfm2017_h5(file)
     else:
         from scipy.io import loadmat
+        from scipy.io.matlab import MatReadError
 
         try:
             content = loadmat(file)
-        except (OSError, ValueError, TypeError, NotImplementedError) as exc:
+        except (OSError, ValueError, TypeError, NotImplementedError, MatReadError) as exc:
             raise Face3DModelError(file, f"not a readable .mat file ({exc})", BFM_SOURCE) from exc
         missing = [key for key in BFM_KEYS if key not in content]
         if missing:

@@ -2,8 +2,9 @@
 
 Per pixel ``p`` and triangle ``j`` (all in pixel units):
 
-* ``d_j(p)``: signed distance to the triangle, approximated by the smallest signed distance to
-  its three edge lines (positive inside); coverage ``D_j = sigmoid(d_j / sigma)``;
+* ``d_j(p)``: signed distance to the triangle's boundary, positive inside (the distance to the
+  nearest edge line), negative outside (minus the distance to the nearest edge segment);
+  coverage ``D_j = sigmoid(d_j / sigma)``, exactly 0 beyond ``5 sigma``;
 * barycentric coordinates ``w_j(p)``, clamped at 0 and renormalised outside the triangle; they
   interpolate depth and the per-vertex attributes ``a_j(p)``;
 * triangles facing away from the camera are skipped (``cull_backfaces``);
@@ -194,8 +195,9 @@ def _shade_pixels(
     ``(n, P, 2)`` pixel centres, ``(n,)`` depth tolerance -> ``(n, P, C)`` colour, ``(n, P)``
     coverage.
 
-    Barycentrics and edge distances are affine in the pixel position: per face, six rows
-    ``(gx, gy, c)`` evaluated for all pixels of the tile by one batched matmul.
+    Barycentrics, distances to the edge lines and positions along the edges are affine in the
+    pixel position: per face, nine rows ``(gx, gy, c)`` evaluated for all pixels of the tile by
+    one batched matmul.
     """
     n, k = valid.shape
     start = tri[..., :2]  # (n, K, 3, 2): edge i runs from vertex i+1 to vertex i+2
@@ -207,12 +209,23 @@ def _shade_pixels(
     length = torch.sqrt(gx * gx + gy * gy).clamp_min(1e-12)
     scale = torch.cat([1 / area.expand_as(gx), torch.sign(area) / length], -1)  # (n, K, 6)
     coef = torch.stack([gx, gy, c], -1).repeat(1, 1, 2, 1) * scale[..., None]  # (n, K, 6, 3)
+    # position along each edge from its start, in pixels: (p - a) . (b - a) / |b - a|
+    along = torch.stack([gy, -gx, -(a[..., 0] * gy - a[..., 1] * gx)], -1) / length[..., None]
+    coef = torch.cat([coef, along], 2)  # (n, K, 9, 3)
     homogeneous = torch.cat([points, torch.ones_like(points[..., :1])], -1)  # (n, P, 3)
-    # (n, 3, 6 K): rows grouped by quantity so that each slice below is contiguous in K
-    values = homogeneous @ coef.permute(0, 3, 2, 1).reshape(n, 3, 6 * k)  # (n, P, 6 K)
-    values = values.unflatten(-1, (6, k))
-    bary, dist = values[:, :, :3], values[:, :, 3:].amin(2)  # (n, P, 3, K), (n, P, K)
-    cover = torch.sigmoid(dist / sigma) * valid[:, None, :]
+    # (n, 3, 9 K): rows grouped by quantity so that each slice below is contiguous in K
+    values = homogeneous @ coef.permute(0, 3, 2, 1).reshape(n, 3, 9 * k)  # (n, P, 9 K)
+    values = values.unflatten(-1, (9, k))
+    bary, perp, pos = values[:, :, :3], values[:, :, 3:6], values[:, :, 6:]  # (n, P, 3, K)
+    # signed distance: inside, to the nearest edge line (= the boundary); outside, the true
+    # distance to the nearest edge segment (edge lines alone would let slivers spike out)
+    edge_length = length.transpose(1, 2)[:, None]  # (n, 1, 3, K)
+    overshoot = torch.relu(-pos) + torch.relu(pos - edge_length)
+    outside = -torch.sqrt(perp**2 + overshoot**2 + 1e-12).amin(2)  # (n, P, K)
+    inner = perp.amin(2)
+    dist = torch.where(inner >= 0, inner, outside)
+    # beyond the margin coverage is exactly 0, whichever tile the pixel was binned with
+    cover = torch.sigmoid(dist / sigma) * (valid[:, None, :] & (dist > -MARGIN_SIGMAS * sigma))
     clamped = bary.clamp_min(0)
     clamped = clamped / clamped.sum(2, keepdim=True).clamp_min(1e-12)
     with torch.no_grad():

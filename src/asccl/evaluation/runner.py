@@ -442,6 +442,13 @@ def _grid(
 ) -> Path | None:
     methods = [m for m in methods if index.select(method=m, setting=setting)]
     names = sorted({(c.emotion, c.name) for c in index.select(setting=setting)})
+    # one clip per emotion first (the paper's figures show every emotion), then the next
+    rank: dict[tuple[str, str], int] = {}
+    per_emotion: dict[str, int] = {}
+    for emotion, name in names:
+        rank[emotion, name] = per_emotion.get(emotion, 0)
+        per_emotion[emotion] = rank[emotion, name] + 1
+    names.sort(key=lambda key: (rank[key], key))
     rows, labels = [], []
 
     def frame(p: Path | None):
@@ -464,7 +471,10 @@ def _grid(
         labels.append(f"{emotion}/{name}")
     if not rows:
         return None
-    return qualitative_grid(rows, ["Reference", "Source", *methods], path, labels)
+    columns = ["Reference", "Source", *methods]
+    if all(row[0] is None for row in rows):  # no reference input (e.g. GANmut): no column
+        rows, columns = [row[1:] for row in rows], columns[1:]
+    return qualitative_grid(rows, columns, path, labels)
 
 
 def run_evaluation(config: EvalConfig) -> dict[str, Path]:

@@ -18,11 +18,12 @@ with warnings.catch_warnings():  # newer starlette prefers httpx2; httpx works
     warnings.filterwarnings("ignore", message="Using `httpx` with")
     from starlette.testclient import TestClient
 
-from asccl.study.commands import invite, make_app, study_files  # noqa: E402
-from asccl.study.definition import read_study_toml, write_study_toml  # noqa: E402
-from asccl.study.server import rater_id  # noqa: E402
-from asccl.study.store import StudyStore  # noqa: E402
-from tests.study.conftest import EVIL_CLIP, db_snapshot, form_values  # noqa: E402
+from tests.study.conftest import EVIL_CLIP, db_snapshot, form_values
+
+from asccl.study.commands import invite, make_app, study_files
+from asccl.study.definition import read_study_toml, write_study_toml
+from asccl.study.server import rater_id
+from asccl.study.store import StudyStore
 
 ADMIN = "test-admin-token-0123456789"
 ANSWERS = {"q_realism": "left", "q_emotion": "right", "q_mouth": "left"}
@@ -85,7 +86,7 @@ def test_security_headers(setup):
     reply = client.get(f"/r/{token}")
     csp = reply.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    assert reply.headers["referrer-policy"] == "no-referrer"
+    assert reply.headers["referrer-policy"] == "same-origin"
     assert reply.headers["x-frame-options"] == "DENY"
     assert reply.headers["cache-control"] == "no-store"
     assert client.get("/static/study.js").headers["content-type"].startswith("text/javascript")
@@ -214,7 +215,7 @@ def test_oversized_body(setup):
 
 
 def test_media_routes_follow_the_assignment(setup, study_toml):
-    app, client, (token, *_), db = setup
+    _, client, (token, *_), db = setup
     study = read_study_toml(study_toml)
     store = StudyStore(db)
     root = study.results_root
@@ -250,7 +251,7 @@ def test_study_paths_must_stay_inside_the_results_folder(study_toml, tmp_path):
     for bad in ["../outside.mp4", "/etc/passwd", "baseline/../../x.mp4"]:
         evil = replace(study, items=(replace(item, videos=(bad, item.videos[1])),))
         toml = write_study_toml(evil, tmp_path / "evil" / f"s{len(bad)}.toml")
-        with pytest.raises(ValueError, match="inside|leaves"):
+        with pytest.raises(ValueError, match=r"inside|leaves"):
             make_app(toml)
 
 
@@ -276,7 +277,7 @@ def test_markup_in_prompts_and_file_names_is_escaped(study_toml, tmp_path):
 
 
 def test_admin_routes_need_the_admin_token(setup):
-    _, client, (token, *_), db = setup
+    _, client, (token, *_), _ = setup
     assert answer(client, token).status_code == 303
     for url in ["/admin/status", "/admin/export.csv"]:
         assert client.get(url).status_code == 403

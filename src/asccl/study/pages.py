@@ -4,7 +4,8 @@ Every value put into the HTML goes through :func:`html.escape` (quotes included)
 prompts or file names with markup in them show as text. The pages carry no method names and no
 file paths: media URLs are opaque (per rater and item, see :mod:`asccl.study.server`).
 The page works without JavaScript (native video controls, ``required`` radios); the script
-only keeps the videos in sync (play, pause and seek together) and adds a "Play all" button.
+keeps the videos in sync (play, pause and seek together) and swaps the native controls for
+one bar (play/pause button, seek slider) that drives them all.
 """
 
 from __future__ import annotations
@@ -45,7 +46,12 @@ figure { margin: 0; text-align: center; }
 figcaption { font-weight: 600; margin-top: .25rem; }
 video { width: 240px; height: 240px; background: #000; border-radius: 4px; }
 .pair video { width: 300px; height: 300px; }
-.controls { text-align: center; margin: .5rem 0 1rem; }
+.controls { display: flex; align-items: center; justify-content: center; gap: .75rem;
+            margin: .25rem 0 1rem; }
+.controls[hidden] { display: none; }
+#seek { width: 420px; max-width: 60vw; }
+#clock { font-variant-numeric: tabular-nums; min-width: 6.5rem; }
+video { cursor: pointer; }
 fieldset { border: 1px solid #bbb; border-radius: 6px; margin: 0 0 .75rem; padding: .5rem 1rem; }
 legend { font-weight: 600; padding: 0 .25rem; }
 label { display: inline-block; margin-right: 2rem; padding: .25rem 0; cursor: pointer; }
@@ -59,53 +65,64 @@ button.secondary { background: #fff; color: #2b4c8c; }
 
 JS = """\
 // Keep every video of the page in step: play, pause and seek one, the others follow.
+// With this script the native controls give way to one bar (play/pause, seek) for all.
 (function () {
   "use strict";
-  var videos = Array.prototype.slice.call(document.querySelectorAll("video.sync"));
+  const videos = Array.from(document.querySelectorAll("video.sync"));
   if (!videos.length) { return; }
-  function others(v) { return videos.filter(function (o) { return o !== v; }); }
-  videos.forEach(function (v) {
-    v.addEventListener("play", function () {
-      others(v).forEach(function (o) {
-        if (o.paused) {
-          o.currentTime = v.currentTime;
-          var p = o.play();
-          if (p && p.catch) { p.catch(function () {}); }
-        }
-      });
+  const others = (v) => videos.filter((o) => o !== v);
+  const play = (v) => { const p = v.play(); if (p && p.catch) { p.catch(() => {}); } };
+  const playing = () => videos.some((v) => !v.paused);
+  const atEnd = (v) => v.ended || (v.duration > 0 && v.currentTime >= v.duration - 0.05);
+  videos.forEach((v) => {
+    v.addEventListener("play", () => others(v).forEach((o) => {
+      if (o.paused) { o.currentTime = v.currentTime; play(o); }
+    }));
+    // A shorter clip that ran out (or was clamped by a seek) stays on its last frame and
+    // neither stops nor pulls back the others.
+    v.addEventListener("pause", () => {
+      if (!atEnd(v)) { others(v).forEach((o) => { if (!o.paused) { o.pause(); } }); }
     });
-    v.addEventListener("pause", function () {
-      others(v).forEach(function (o) { if (!o.paused) { o.pause(); } });
-    });
-    v.addEventListener("seeked", function () {
-      others(v).forEach(function (o) {
-        if (Math.abs(o.currentTime - v.currentTime) > 0.05) { o.currentTime = v.currentTime; }
+    v.addEventListener("seeked", () => {
+      if (atEnd(v)) { return; }
+      others(v).forEach((o) => {
+        const t = Math.min(v.currentTime, o.duration || v.currentTime);
+        if (Math.abs(o.currentTime - t) > 0.05) { o.currentTime = t; }
       });
     });
   });
-  var button = document.getElementById("play-all");
-  if (!button) { return; }
-  button.hidden = false;
-  function label() {
-    var playing = videos.some(function (v) { return !v.paused; });
-    button.textContent = playing ? "Pause all" : "Play all";
+  const bar = document.getElementById("controls");
+  const button = document.getElementById("play-all");
+  const seek = document.getElementById("seek");
+  const clock = document.getElementById("clock");
+  if (!bar || !button || !seek || !clock) { return; }
+  const duration = () => Math.max(0, ...videos.map((v) => (isFinite(v.duration) ? v.duration : 0)));
+  function toggle() {
+    if (playing()) { videos.forEach((v) => v.pause()); return; }
+    const restart = videos.some((v) => v.ended);
+    videos.forEach((v) => { if (restart) { v.currentTime = 0; } play(v); });
   }
-  videos.forEach(function (v) {
-    v.addEventListener("play", label);
-    v.addEventListener("pause", label);
-  });
-  button.addEventListener("click", function () {
-    if (videos.some(function (v) { return !v.paused; })) {
-      videos.forEach(function (v) { v.pause(); });
-      return;
+  function show() {
+    const d = duration(), t = Math.max(...videos.map((v) => v.currentTime));
+    button.textContent = playing() ? "Pause" : "Play";
+    if (document.activeElement !== seek && d > 0) {  // not while the rater moves it
+      seek.value = String(Math.round((1000 * t) / d));
     }
-    var restart = videos.some(function (v) { return v.ended; });
-    videos.forEach(function (v) {
-      if (restart) { v.currentTime = 0; }
-      var p = v.play();
-      if (p && p.catch) { p.catch(function () {}); }
-    });
+    clock.textContent = t.toFixed(1) + " / " + d.toFixed(1) + " s";
+  }
+  videos.forEach((v) => {
+    v.controls = false;
+    v.addEventListener("click", toggle);
+    ["play", "pause", "timeupdate", "loadedmetadata", "seeked"].forEach(
+      (e) => v.addEventListener(e, show));
   });
+  button.addEventListener("click", toggle);
+  seek.addEventListener("input", () => {
+    const t = (Number(seek.value) / 1000) * duration();
+    videos.forEach((v) => { v.currentTime = Math.min(t, v.duration || t); });
+  });
+  bar.hidden = false;
+  show();
 })();
 """
 
@@ -158,8 +175,10 @@ def item_page(page: ItemPage) -> str:
         + "</div>\n"
     )
     parts.append(
-        '<div class="controls"><button type="button" id="play-all" class="secondary" hidden>'
-        "Play all</button></div>\n"
+        '<div class="controls" id="controls" hidden>'
+        '<button type="button" id="play-all" class="secondary">Play</button> '
+        '<input type="range" id="seek" min="0" max="1000" value="0" '
+        'aria-label="Position of all videos"> <span id="clock" aria-live="off"></span></div>\n'
     )
     parts.append(
         f'<form method="post" action="{escape(page.action)}" id="vote">\n'

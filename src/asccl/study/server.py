@@ -21,7 +21,9 @@ second vote, so a repeated POST is a 409 that changes nothing. Posts need the pe
 value (HMAC of the token under the app's key) and, when the browser sends an ``Origin``, one of
 the allowed origins (the server's own by default). Bodies over ``max_body`` bytes get 413.
 Responses carry a strict Content-Security-Policy (no inline script), ``Referrer-Policy:
-no-referrer`` (tokens live in URLs), ``X-Frame-Options: DENY`` and ``nosniff``.
+same-origin`` (tokens live in URLs, so no other site may get them as a referrer; with
+``no-referrer`` browsers send ``Origin: null`` on form posts), ``X-Frame-Options: DENY`` and
+``nosniff``.
 
 Media are served only from the results folder (paths from the study, relative, no ``..``) and
 from the media cache, where clips a browser cannot play (PNG/JPG frame folders, ``.avi``,
@@ -79,7 +81,7 @@ SECURITY_HEADERS = {
         "img-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
     ),
     "x-content-type-options": "nosniff",
-    "referrer-policy": "no-referrer",
+    "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
 }
 

@@ -1,0 +1,199 @@
+"""train_spfem: the loop, the ASCCL term, resume after a kill, weight 0 == baseline."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+import torch
+from safetensors.torch import load_file
+from tests.spfem.test_data import write_stage1
+
+from asccl.config import load_config
+from asccl.metric import save_metric
+from asccl.spfem.generators.ganmut import GANmut, GANmutConfig
+from asccl.spfem.supervision import ASCCLSupervision
+from asccl.spfem.train import (
+    SPFEMTrainConfig,
+    load_generator,
+    spfem_train_command,
+    train_spfem,
+)
+
+TINY = GANmutConfig(image_size=32, g_channels=8, g_res_blocks=1, d_channels=8, d_layers=3,
+                    num_random=1)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread (tiny convolutions; shared 2-core machines)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory) -> Path:
+    return write_stage1(tmp_path_factory.mktemp("spfem_train_stage1"))
+
+
+@pytest.fixture(scope="module")
+def metric_file(tmp_path_factory, small_metric) -> Path:
+    return save_metric(small_metric, tmp_path_factory.mktemp("metric") / "m.safetensors")
+
+
+def tiny_config(stage1: Path, out: Path, **changes) -> SPFEMTrainConfig:
+    settings = dict(model="ganmut", data=stage1, out=out, steps=4, batch_size=4, n_critic=2,
+                    image_size=32, workers=0, device="cpu", sample_every=2,
+                    checkpoint_every=2, log_every=1, ganmut=TINY)  # fmt: skip
+    settings.update(changes)
+    return SPFEMTrainConfig(**settings)
+
+
+def weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_weights(a: Path, b: Path) -> None:
+    wa, wb = weights(a), weights(b)
+    assert wa.keys() == wb.keys()
+    different = [k for k in wa if not torch.equal(wa[k], wb[k])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+def test_a_run_writes_its_outputs_and_loads_back(stage1, tmp_path):
+    final = train_spfem(tiny_config(stage1, tmp_path / "run"))
+    assert final == tmp_path / "run" / "generator.safetensors" and final.is_file()
+    with (tmp_path / "run" / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]
+    for column in ("d_adv", "d_gp", "d_cls", "g_adv", "g_cls", "g_cycle", "g_identity",
+                   "asccl", "asccl_weight", "g_total", "total"):  # fmt: skip
+        assert column in rows[0]
+    assert all(r["asccl"] == "" and float(r["asccl_weight"]) == 0 for r in rows)
+    samples = sorted((tmp_path / "run" / "samples").glob("*.png"))
+    assert [p.name for p in samples] == [f"step_0000000{i}.png" for i in (0, 2, 4)]
+    grid = cv2.imread(str(samples[-1]))
+    assert grid.shape == (2 * 32, (1 + 2 + 1) * 32, 3)  # 2 emotions: source | 2 | target
+    assert (tmp_path / "run" / "curves.png").is_file()
+    steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
+    assert steps == ["step_00000002", "step_00000004"]
+
+    model = load_generator(final)
+    assert isinstance(model, GANmut) and model.config == TINY and not model.training
+    again = load_generator(tmp_path / "run")  # a run folder: its final file
+    batch = {"source": torch.zeros(2, 3, 32, 32), "target_emotion": torch.tensor([1, 2])}
+    assert torch.equal(model.translate(batch), again.translate(batch))
+    with pytest.raises(FileNotFoundError):
+        load_generator(tmp_path / "nothing")
+
+
+def test_stopping_and_resuming_equals_an_uninterrupted_run(stage1, tmp_path):
+    # 6 batches per epoch, 2 per step: steps 1-4 cross an epoch boundary
+    whole = train_spfem(tiny_config(stage1, tmp_path / "whole"))
+    train_spfem(tiny_config(stage1, tmp_path / "parts", steps=3, checkpoint_every=0))
+    resumed = train_spfem(tiny_config(stage1, tmp_path / "parts"))
+    assert_same_weights(whole, resumed)
+    with (tmp_path / "parts" / "log.csv").open() as handle:
+        assert [int(r["step"]) for r in csv.DictReader(handle)] == [1, 2, 3, 4]
+    # resume = false starts over (and so ends the same too)
+    again = train_spfem(tiny_config(stage1, tmp_path / "parts", resume=False))
+    assert_same_weights(whole, again)
+
+
+def test_weight_zero_is_exactly_the_baseline(stage1, tmp_path, metric_file):
+    base = train_spfem(tiny_config(stage1, tmp_path / "base", steps=2))
+    zero = train_spfem(tiny_config(stage1, tmp_path / "zero", steps=2, asccl_weight=0.0,
+                                   asccl_checkpoint=metric_file))  # fmt: skip
+    assert_same_weights(base, zero)
+
+
+@pytest.mark.slow
+def test_asccl_weight_changes_training_and_is_logged(stage1, tmp_path, metric_file):
+    base = train_spfem(tiny_config(stage1, tmp_path / "base", steps=2, n_critic=1))
+    config = tiny_config(stage1, tmp_path / "asccl", steps=2, n_critic=1, asccl_weight=5.0,
+                         asccl_checkpoint=metric_file)
+    with_asccl = train_spfem(config)
+    wb, wa = weights(base), weights(with_asccl)
+    assert any(not torch.equal(wb[k], wa[k]) for k in wb if k.startswith("generator."))
+    with (tmp_path / "asccl" / "log.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert all(float(r["asccl"]) > 0 and float(r["asccl_weight"]) == 5.0 for r in rows)
+    for r in rows:  # total = generator terms + weight * asccl
+        assert float(r["total"]) == pytest.approx(
+            float(r["g_total"]) + 5.0 * float(r["asccl"]), rel=1e-4
+        )
+
+
+def test_asccl_gradient_reaches_the_generator_never_the_metric(small_metric):
+    torch.manual_seed(0)
+    model = GANmut(TINY)
+    asccl = ASCCLSupervision(metric=small_metric, adapter=model.adapter, weight=1.0)
+    source = torch.rand(2, 3, 32, 32) * 2 - 1
+    batch = {"image": source, "source": source, "target": source.flip(0),
+             "emotion": torch.zeros(2, dtype=torch.int64),
+             "target_emotion": torch.tensor([1, 4])}  # fmt: skip
+    _, outputs = model.generator_losses(batch)
+    extra, logs = asccl(batch, outputs, step=0, generator=torch.Generator().manual_seed(0))
+    assert extra.item() > 0 and logs["asccl"] > 0
+    extra.backward()
+    grads = [p.grad for p in model.generator.parameters()]
+    assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
+    assert all(p.grad is None for p in model.discriminator_parameters())
+    assert all(p.grad is None and not p.requires_grad for p in asccl.parameters())
+
+
+def test_the_cli_entry_point_reads_a_config_and_overrides(stage1, tmp_path):
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'data = "{stage1}"\nout = "{tmp_path / "cli"}"\nsteps = 1\nbatch_size = 4\n'
+                    'image_size = 32\nworkers = 0\ndevice = "cpu"\n'
+                    '[ganmut]\ng_channels = 8\ng_res_blocks = 1\nd_channels = 8\n'
+                    'd_layers = 3\n')  # fmt: skip
+    final = spfem_train_command("ganmut", toml, ["--exclude-speakers", "B02"], asccl_weight=0)
+    assert load_generator(final).config.image_size == 32
+    config = load_config(SPFEMTrainConfig, toml, ["--exclude-speakers", "B02"])
+    assert config.exclude_speakers == ("B02",)  # a single name becomes a tuple
+    with pytest.raises(ValueError, match="needs asccl_checkpoint"):
+        spfem_train_command("ganmut", toml, [], asccl_weight=1.0)
+
+
+_SCRIPT = """
+import sys, torch
+from pathlib import Path
+from asccl.spfem.generators.ganmut import GANmutConfig
+from asccl.spfem.train import SPFEMTrainConfig, train_spfem
+torch.set_num_threads(1)
+tiny = GANmutConfig(image_size=32, g_channels=8, g_res_blocks=1, d_channels=8, d_layers=3,
+                    num_random=1)
+train_spfem(SPFEMTrainConfig(model="ganmut", data=Path(sys.argv[1]), out=Path(sys.argv[2]),
+            steps=int(sys.argv[3]), batch_size=4, n_critic=2, image_size=32, workers=0,
+            device="cpu", sample_every=0, checkpoint_every=1, log_every=1, ganmut=tiny))
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_an_uninterrupted_run(stage1, tmp_path):
+    steps = 40
+    whole = train_spfem(tiny_config(stage1, tmp_path / "whole", steps=steps, sample_every=0,
+                                    checkpoint_every=1))  # fmt: skip
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", _SCRIPT, str(stage1), str(out), str(steps)],
+                            env={**os.environ, "PYTHONPATH": os.getcwd()})  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoints" / "step_00000005").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "generator.safetensors").exists()  # it was killed mid-run
+    resumed = train_spfem(tiny_config(stage1, out, steps=steps, sample_every=0,
+                                      checkpoint_every=1))  # fmt: skip
+    assert_same_weights(whole, resumed)

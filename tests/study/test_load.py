@@ -97,3 +97,34 @@ def test_fifty_concurrent_raters_lose_and_double_nothing(study_toml, tmp_path):
     summary = json.loads(paths["summary"].read_text())
     assert summary["raters"] == RATERS  # (those who failed the attention check are excluded)
     assert summary["votes_analysed"] == (RATERS - summary["raters_excluded"]) * (n_items - 1) * 3
+
+
+def test_racing_forms_of_one_rater_never_mix_answers(study_toml):
+    """The same item sent 12 times at once with different answers (tabs, double clicks):
+    one form is recorded whole, the others get 409."""
+    app = make_app(study_toml)
+    (token,) = [link.rsplit("/", 1)[1] for link in invite(study_toml, 1)]
+    variants = [
+        {f"q_{q}": ["left", "right"][(i >> k) & 1] for k, q in enumerate(QUESTIONS)}
+        for i in range(12)
+    ]
+    with LoopbackServer(app) as server:
+        with urllib.request.urlopen(f"{server.url}/r/{token}", timeout=30) as reply:
+            fields = form_values(reply.read().decode())
+        barrier = threading.Barrier(len(variants))
+
+        def post(answers: dict) -> int:
+            body = urllib.parse.urlencode({**fields, **answers}).encode()
+            barrier.wait(timeout=30)
+            try:
+                with urllib.request.urlopen(f"{server.url}/r/{token}/vote", body, timeout=30):
+                    return 303
+            except urllib.error.HTTPError as err:
+                return err.code
+
+        with ThreadPoolExecutor(len(variants)) as pool:
+            codes = list(pool.map(post, variants))
+    assert sorted(codes) == [303] + [409] * (len(variants) - 1)
+    votes = StudyStore(study_files(study_toml)["db"]).export_votes()
+    stored = {f"q_{v['question']}": v["choice"] for v in votes}
+    assert len(votes) == 3 and stored == variants[codes.index(303)]

@@ -211,6 +211,7 @@ def done_page(title: str, n_items: int) -> str:
     )
 
 
-def message_page(title: str, message: str) -> str:
-    """A short page for errors and for the site root."""
-    return _page(title, f"<h1>{escape(title)}</h1>\n<p>{escape(message)}</p>\n")
+def message_page(title: str, message: str, link: str | None = None) -> str:
+    """A short page for errors and for the site root; ``link``: a "Continue" link."""
+    more = f'<p><a href="{escape(link)}" id="continue">Continue the study</a></p>\n' if link else ""
+    return _page(title, f"<h1>{escape(title)}</h1>\n<p>{escape(message)}</p>\n{more}")

@@ -32,6 +32,7 @@ from the media cache, where clips a browser cannot play (PNG/JPG frame folders, 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import hashlib
 import hmac
@@ -40,6 +41,7 @@ import json
 import os
 import re
 import secrets
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -179,9 +181,11 @@ class ItemMedia:
 def study_media(study: StudyDefinition, results_root: Path, cache: Path) -> dict[str, ItemMedia]:
     """``item id -> ItemMedia``, every file checked to exist inside ``results_root`` and made
     playable (see :func:`playable`). Raises ``FileNotFoundError`` naming a missing file."""
+    from tqdm import tqdm
+
     root = Path(os.path.abspath(results_root))
     media = {}
-    for item in study.items:
+    for item in tqdm(study.items, desc="study videos", unit="item", leave=False, disable=None):
         where = f"item {item.id!r}"
         paths = {m: _inside(root, v, where) for m, v in zip(item.methods, item.videos, strict=True)}
         reference = _inside(root, item.reference, where) if item.reference else None
@@ -274,6 +278,7 @@ class StudyApp:
         self.allowed_origins = {o.rstrip("/") for o in allowed_origins}
         self.items = {i.id: i for i in study.items}
         self.question_ids = study.question_ids
+        self._locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
 
     # --- helpers ----------------------------------------------------------------------------
 
@@ -295,8 +300,9 @@ class StudyApp:
                 return item_id
         return None
 
-    def _error(self, status: int, message: str) -> HTMLResponse:
-        return HTMLResponse(pages.message_page(self.title, message), status_code=status)
+    def _error(self, status: int, message: str, token: str | None = None) -> HTMLResponse:
+        link = f"/r/{token}" if token else None
+        return HTMLResponse(pages.message_page(self.title, message, link), status_code=status)
 
     async def _rater(self, request: Request) -> str | None:
         token = request.path_params["token"]
@@ -367,31 +373,34 @@ class StudyApp:
             form = parse_qs(body, keep_blank_values=True, strict_parsing=bool(body),
                             max_num_fields=8 + len(self.question_ids))  # fmt: skip
         except (UnicodeDecodeError, ValueError):
-            return self._error(400, "Malformed form data.")
+            return self._error(400, "Malformed form data.", token)
         fields = {"csrf", "item", *(f"q_{q}" for q in self.question_ids)}
         if set(form) - fields or any(len(v) != 1 for v in form.values()):
-            return self._error(400, "Unexpected form fields.")
+            return self._error(400, "Unexpected form fields.", token)
         form = {k: v[0] for k, v in form.items()}
         if not hmac.compare_digest(form.get("csrf", "").encode(), self.csrf_value(token).encode()):
-            return self._error(403, "This form has expired; please reload the page.")
+            return self._error(403, "This form has expired; please reload the page.", token)
         item_id = self.item_for_key(token, form.get("item", ""))
         if item_id is None:
-            return self._error(404, "Unknown item.")
+            return self._error(404, "Unknown item.", token)
         answers = [(q, form.get(f"q_{q}")) for q in self.question_ids]
         missing = [q for q, a in answers if a not in CHOICES]
         if missing:
-            return self._error(400, "Please answer every question (left or right).")
+            return self._error(400, "Please answer every question (left or right).", token)
         recorded = 0
-        for question, choice in answers:
-            try:
-                await run_in_threadpool(self.store.record_vote, token, item_id, question, choice)
-                recorded += 1
-            except DuplicateVote:
-                continue  # a question answered before (a re-sent form): keep the first answer
-            except StudyError as exc:
-                return self._error(400, str(exc))
+        async with self._locks[token]:  # one form of a rater at a time: answers never mix
+            for question, choice in answers:
+                try:
+                    await run_in_threadpool(
+                        self.store.record_vote, token, item_id, question, choice
+                    )
+                    recorded += 1
+                except DuplicateVote:
+                    continue  # answered before (e.g. a crash mid-form): the first answer stays
+                except StudyError as exc:
+                    return self._error(400, str(exc), token)
         if recorded == 0:
-            return self._error(409, "This item is already answered.")
+            return self._error(409, "This item is already answered.", token)
         return RedirectResponse(f"/r/{token}", status_code=303)
 
     async def media_file(self, request: Request) -> Response:

@@ -191,3 +191,12 @@ def _screenshot(browser, tmp_path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert browser.save_screenshot(str(path))
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_missing_browser_fails_on_ci_and_skips_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "1")
+    with pytest.raises(pytest.fail.Exception, match="apt-get install -y chromium chromium-driver"):
+        _missing("chromium not found")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match="chromium-driver"):
+        _missing("chromium not found")

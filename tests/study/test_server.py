@@ -90,6 +90,8 @@ def test_security_headers(setup):
     assert reply.headers["x-frame-options"] == "DENY"
     assert reply.headers["cache-control"] == "no-store"
     assert client.get("/static/study.js").headers["content-type"].startswith("text/javascript")
+    # offline: every script, style sheet and video comes from this server
+    assert re.findall(r'(?:src|href)="(?!/)', reply.text) == []
 
 
 # --- bad inputs: a clean 4xx and nothing written -------------------------------------------

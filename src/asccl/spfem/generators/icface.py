@@ -262,10 +262,10 @@ class ICface(ReferenceGenerator):
         reconstructed = self.driver(neutral, out["source_params"])
         out["reconstructed"] = reconstructed
         terms = {
-            "adv": cfg.lambda_adv * adversarial_g_loss("lsgan", scores),
-            "param": cfg.lambda_param * F.mse_loss(params.float(), wanted),
-            "rec": cfg.lambda_rec * F.l1_loss(reconstructed, batch["source"]),
-            "paired": cfg.lambda_paired * F.l1_loss(generated, batch["target"]),
+            "g_adv": cfg.lambda_adv * adversarial_g_loss("lsgan", scores),
+            "g_param": cfg.lambda_param * F.mse_loss(params.float(), wanted),
+            "g_rec": cfg.lambda_rec * F.l1_loss(reconstructed.float(), batch["source"].float()),
+            "g_paired": cfg.lambda_paired * F.l1_loss(generated.float(), batch["target"].float()),
         }
         return terms, out
 

@@ -121,3 +121,17 @@ def test_bad_arguments_are_named():
         MeshRenderer(16, backend="opengl")
     with pytest.raises(ValueError, match=r"\(B, V, 3\)"):
         MeshRenderer(16)(torch.zeros(1, 4, 3), QUAD, torch.zeros(1, 5, 3))
+
+
+def test_a_flame_sized_batch_of_two_renders_and_backpropagates_at_224():
+    from asccl.spfem.face3d.synthetic import FLAME_SIZED_GRID
+
+    model = synthetic_flame(*FLAME_SIZED_GRID)
+    assert model.v_template.shape[0] > 5000 and model.faces.shape[0] > 9900  # FLAME: 5023, 9976
+    expression = torch.zeros(2, model.n_exp, requires_grad=True)
+    vertices = model(expression=expression)
+    camera = torch.tensor([[7.0, 0.0, 0.0]] * 2)
+    out = MeshRenderer(224)(vertices, model.faces, orthographic_project(vertices, camera))
+    assert out.image.shape == (2, 3, 224, 224)
+    out.image.mean().backward()
+    assert torch.isfinite(expression.grad).all() and expression.grad.abs().sum() > 0

@@ -25,9 +25,8 @@ same-origin`` (tokens live in URLs, so no other site may get them as a referrer;
 ``no-referrer`` browsers send ``Origin: null`` on form posts), ``X-Frame-Options: DENY`` and
 ``nosniff``.
 
-Media are served only from the results folder (paths from the study, relative, no ``..``) and
-from the media cache, where clips a browser cannot play (PNG/JPG frame folders, ``.avi``,
-``.mkv``, ``.mov``) are encoded to H.264 MP4 once, at start-up.
+Media are served only from the results folder and the media cache (see
+:mod:`asccl.study.media`).
 """
 
 from __future__ import annotations
@@ -47,9 +46,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
-from asccl.evaluation.results import SOURCES, VIDEO_SUFFIXES
 from asccl.study import pages
-from asccl.study.definition import StudyDefinition, StudyItem
+from asccl.study.definition import StudyDefinition
+from asccl.study.media import ItemMedia, study_media
 from asccl.study.store import CHOICES, DuplicateVote, StudyError, StudyStore
 
 try:
@@ -71,8 +70,6 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
         'install them with: pip install "asccl[study]"'
     ) from None
 
-#: Browsers play these as they are; other clips are encoded to MP4 into the media cache.
-PLAYABLE_SUFFIXES = (".mp4", ".webm")
 SLOTS = ("left", "right", "source", "reference")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")
 KEY_RE = re.compile(r"^[0-9a-f]{20}$")
@@ -117,88 +114,6 @@ def load_secrets(path: str | os.PathLike) -> StudySecrets:
     except (ValueError, KeyError, TypeError) as exc:
         problem = f"not a study secrets file ({exc}); delete it to make a new one"
         raise ValueError(f"{path}: {problem}") from None
-
-
-# --- media ----------------------------------------------------------------------------------
-
-
-def _inside(root: Path, relative: str, what: str) -> Path:
-    """``root / relative`` when ``relative`` stays inside ``root`` (no absolute path, no
-    ``..``); links placed inside the folder are followed (results folders may link)."""
-    rel = Path(relative)
-    if rel.is_absolute() or ".." in rel.parts or not relative:
-        raise ValueError(f"{what}: {relative!r} is not a path inside {root}")
-    path = Path(os.path.normpath(root / rel))
-    if os.path.commonpath([path, root]) != str(root):
-        raise ValueError(f"{what}: {relative!r} leaves {root}")
-    return path
-
-
-def _find_source(root: Path, item: StudyItem) -> Path | None:
-    """``sources/<emotion>/<clip>`` (a video or a frame folder) when the results folder has it."""
-    folder = _inside(root, f"{SOURCES}/{item.emotion}", f"item {item.id!r}")
-    if not folder.is_dir():
-        return None
-    for suffix in ("", *VIDEO_SUFFIXES):
-        path = _inside(folder, f"{item.clip}{suffix}", f"item {item.id!r}")
-        if path.exists():
-            return path
-    return None
-
-
-def playable(path: Path, cache: Path) -> Path:
-    """``path`` itself when a browser plays it, else its H.264 MP4 in ``cache`` (made once:
-    the cached file is named by a hash of the path, size and modification time)."""
-    if path.is_file() and path.suffix.lower() in PLAYABLE_SUFFIXES:
-        return path
-    from asccl.data.video import probe_video, write_video
-    from asccl.evaluation.results import read_frames
-
-    stat = path.stat()
-    tag = hashlib.sha256(f"{path}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:24]
-    out = cache / f"{tag}.mp4"
-    if out.is_file():
-        return out
-    fps = 25.0 if path.is_dir() else probe_video(path).fps
-    frames = read_frames(path)
-    h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # libx264 needs even sizes
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{tag}.{os.getpid()}.tmp.mp4"
-    write_video(tmp, (f[:h, :w] for f in frames), fps=fps, preset="veryfast")
-    os.replace(tmp, out)
-    return out
-
-
-@dataclass(frozen=True)
-class ItemMedia:
-    """Server-side only: the files of one item (the method names and paths never leave)."""
-
-    by_method: dict[str, Path]
-    source: Path | None
-    reference: Path | None
-
-
-def study_media(study: StudyDefinition, results_root: Path, cache: Path) -> dict[str, ItemMedia]:
-    """``item id -> ItemMedia``, every file checked to exist inside ``results_root`` and made
-    playable (see :func:`playable`). Raises ``FileNotFoundError`` naming a missing file."""
-    from tqdm import tqdm
-
-    root = Path(os.path.abspath(results_root))
-    media = {}
-    for item in tqdm(study.items, desc="study videos", unit="item", leave=False, disable=None):
-        where = f"item {item.id!r}"
-        paths = {m: _inside(root, v, where) for m, v in zip(item.methods, item.videos, strict=True)}
-        reference = _inside(root, item.reference, where) if item.reference else None
-        for path in [*paths.values(), *([reference] if reference else [])]:
-            if not path.exists():
-                raise FileNotFoundError(f"{path}: video of study {where} not found")
-        source = _find_source(root, item)
-        media[item.id] = ItemMedia(
-            by_method={m: playable(p, cache) for m, p in paths.items()},
-            source=playable(source, cache) if source else None,
-            reference=playable(reference, cache) if reference else None,
-        )
-    return media
 
 
 # --- the app --------------------------------------------------------------------------------

@@ -25,14 +25,27 @@ Losses (LSGAN throughout; ``lambda_*`` in :class:`ICfaceConfig`):
   asked to make that head read the driving parameters from ``generated`` and the neutral
   parameters from ``neutral``; the reconstruction loss, driving the neutral face with the
   source's own parameters must give the source back (L1);
-- changed: ICface's self-supervised "drive with another frame of the same video" L1 becomes
-  the paired L1 between ``generated`` and the DTW-aligned target frame (``lambda_paired``;
-  with ``mouth_from = "source"`` the target's mouth is only approximately the driven one,
-  which DTW alignment makes close); ICface's perceptual (VGG) loss is dropped (no pretrained
-  weights at run time); the conditioning maps are concatenated at the input *and* again at
-  the bottleneck (instance normalisation removes spatially constant inputs, which would
-  leave the condition to the border effects of padding), and the first convolution has no
-  normalisation, for the same reason.
+- changed: ICface trains self-supervised on two frames of one video (the source driven with
+  the other frame's parameters must reproduce that frame); here that L1 is the paired L1
+  between ``generated`` and the DTW-aligned target frame of the same speaker and sentence
+  (``lambda_paired``; with ``mouth_from = "source"`` the target's mouth is only approximately
+  the driven one, which the audio alignment keeps close). No perceptual (VGG) term (the
+  released code defines one; it needs pretrained weights, and nothing downloads here).
+  ICface's optimiser is RMSprop; the shared trainer uses Adam. The discriminator is
+  unconditional, as ICface's. Instance normalisation instead of the released model's batch
+  normalisation; as it removes spatially constant inputs (which would leave the condition
+  to the border effects of padding), the conditioning maps are concatenated at the input
+  *and* at the bottleneck, and the first convolution has no normalisation.
+
+Quick start (``batch``: an :class:`asccl.spfem.data.SPFEMFrames` batch)::
+
+    model = ICface(ICfaceConfig(image_size=64))
+    d_terms = model.discriminator_losses(batch)         # {"d_adv", "d_param"}
+    g_terms, outputs = model.generator_losses(batch)    # {"g_adv", "g_param", "g_rec", "g_paired"}
+    frames = model.translate(batch)                     # (B, 3, 64, 64) in [-1, 1]
+
+A model trained with ``params = "openface"`` is driven by OpenFace CSVs: pass ``(B, 20)`` rows
+of :meth:`AUTrack.icface_params` as ``"source_params"`` and ``"reference_params"``.
 """
 
 from __future__ import annotations

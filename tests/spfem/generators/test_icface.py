@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from tests.spfem.test_action_units import face_template
 from tests.spfem.test_data import write_stage1
 
@@ -211,3 +212,21 @@ def test_train_spfem_runs_icface(tmp_path):
     assert (tmp_path / "run" / "samples" / "step_00000003.png").is_file()
     model = load_generator(final)
     assert isinstance(model, ICface) and model.config == tiny_config()
+
+
+def test_train_spfem_icface_resume_equals_uninterrupted(tmp_path):
+    stage1 = write_stage1(tmp_path / "stage1")
+
+    def config(out: Path, steps: int) -> SPFEMTrainConfig:
+        return SPFEMTrainConfig(
+            model="icface", data=stage1, out=out, steps=steps, batch_size=2, image_size=SIZE,
+            workers=0, device="cpu", sample_every=0, checkpoint_every=2, log_every=1,
+            icface=tiny_config(),
+        )  # fmt: skip
+
+    straight = train_spfem(config(tmp_path / "straight", 4))
+    train_spfem(config(tmp_path / "resumed", 2))  # "killed" after its step-2 checkpoint
+    resumed = train_spfem(config(tmp_path / "resumed", 4))
+    a, b = load_file(str(straight)), load_file(str(resumed))
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)

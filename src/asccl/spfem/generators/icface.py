@@ -202,7 +202,7 @@ class ICface(ReferenceGenerator):
 
         ``params = "landmarks"``: computed from ``batch[f"{which}_landmarks"]``;
         ``"openface"``: ``batch[f"{which}_params"]``. No gradient flows into them. Landmark
-        parameters are clamped to [-0.5, 1.5] (about [0, 1] for real faces).
+        parameters are clamped to [-0.5, 1.5] (about [0, 1] for real faces), NaN -> 0.5.
         """
         if self.config.params == "landmarks":
             key = f"{which}_landmarks"
@@ -210,7 +210,8 @@ class ICface(ReferenceGenerator):
                 raise KeyError(f"batch has no {key!r} (params = 'landmarks'); keys: "
                                f"{sorted(batch)}")  # fmt: skip
             with torch.no_grad():  # clamped: a failed landmark fit must not blow up the MSE
-                return landmark_expression_params(batch[key]).clamp(-0.5, 1.5)
+                params = landmark_expression_params(batch[key])
+                return params.nan_to_num(0.5).clamp(-0.5, 1.5)
         key = f"{which}_params"
         if key not in batch:
             raise KeyError(f"batch has no {key!r} (params = 'openface': ICface's 20 values per "

@@ -102,14 +102,13 @@ def soft_rasterize(
     pairs_per_face = tile * tile
     start = 0
     while start < len(order):
-        end = start + 1
         # a chunk is padded to its largest tile: keep sizes within 25% of each other
         limit = min(max_elements // (pairs_per_face * max(1, sizes[start])), len(order) - start)
         end = bisect.bisect_right(sizes, int(sizes[start] * 1.25), start + 1, start + limit)
         while end > start + 1 and (end - start) * sizes[end - 1] * pairs_per_face > max_elements:
             end = start + max(1, (end - start) // 2)
         ids = order[start:end]
-        k = int(counts[ids].max())
+        k = sizes[end - 1]  # the largest of the chunk (host-side: no device sync)
         face_ids = table[ids, :k]  # (n, K), -1 padded
         valid = face_ids >= 0
         b = ids // num_tiles

@@ -152,6 +152,19 @@ def test_a_few_steps_reduce_the_generator_losses():
     assert after < 0.7 * before, (before, after)
 
 
+def test_skip_starts_at_the_identity():
+    torch.manual_seed(0)
+    model = ICface(tiny_config(skip=True))
+    batch = tiny_batch()
+    batch["source"] = batch["source"].clamp(-0.99, 0.99)
+    torch.testing.assert_close(model.translate(batch), batch["source"], atol=1e-5, rtol=0)
+    terms, out = model.generator_losses(batch)
+    torch.testing.assert_close(out["neutral"], batch["source"], atol=1e-5, rtol=0)
+    assert terms["g_rec"].item() < 1e-3
+    sum(terms.values()).backward()
+    assert model.driver.head.weight.grad.abs().sum() > 0
+
+
 def test_translate_uses_reference_params_and_checks_them():
     torch.manual_seed(0)
     model = ICface(tiny_config()).eval()

@@ -92,6 +92,9 @@ class ICfaceConfig:
         lambda_d_param: parameter regression weight, discriminator side (real frames).
         lambda_rec: L1 weight of ``G_A(neutral, source params)`` vs the source.
         lambda_paired: L1 weight of ``generated`` vs the DTW-aligned target frame.
+        skip: each sub-net outputs ``tanh(head + atanh(input image))`` with a zero-initialised
+            head, so both start at the identity and learn the change (not ICface; for short
+            CPU budgets such as the demo, as GANmut's ``skip``).
     """
 
     image_size: int = 64
@@ -108,6 +111,7 @@ class ICfaceConfig:
     lambda_d_param: float = 10.0
     lambda_rec: float = 10.0
     lambda_paired: float = 10.0
+    skip: bool = False
 
     def __post_init__(self) -> None:
         if self.params not in LAYOUTS:
@@ -131,12 +135,15 @@ class ConditionedTranslator(nn.Module):
 
     ``forward(image (B, 3, S, S) in [-1, 1], params (B, P)) -> (B, 3, S, S)`` in [-1, 1]
     (tanh). The ``P`` maps are concatenated to the image (ICface) and to the bottleneck.
+    ``skip``: the output is ``tanh(head + atanh(image))`` (zero the head to start at the
+    identity).
     """
 
     def __init__(
-        self, num_params: int, conv_dim: int, num_down: int, res_blocks: int
+        self, num_params: int, conv_dim: int, num_down: int, res_blocks: int, skip: bool = False
     ) -> None:
         super().__init__()
+        self.skip = skip
         layers: list[nn.Module] = [ConvNormAct(3 + num_params, conv_dim, 7, norm="none")]
         channels = conv_dim
         for _ in range(num_down):
@@ -149,14 +156,17 @@ class ConditionedTranslator(nn.Module):
         for _ in range(num_down):
             layers.append(Up(channels, channels // 2))
             channels //= 2
-        layers += [nn.Conv2d(channels, 3, 7, 1, 3), nn.Tanh()]
         self.decoder = nn.Sequential(*layers)
+        self.head = nn.Conv2d(channels, 3, 7, 1, 3)
 
     def forward(self, image: Tensor, params: Tensor) -> Tensor:
         maps = params[:, :, None, None].to(image.dtype)  # (B, P, 1, 1)
         h = self.encoder(torch.cat([image, maps.expand(-1, -1, *image.shape[-2:])], 1))
         h = self.fuse(torch.cat([h, maps.expand(-1, -1, *h.shape[-2:])], 1))
-        return self.decoder(self.blocks(h))
+        out = self.head(self.decoder(self.blocks(h)))
+        if self.skip:
+            out = out + torch.atanh(image.clamp(-0.999, 0.999)).to(out.dtype)
+        return torch.tanh(out)
 
 
 class ICface(ReferenceGenerator):
@@ -177,9 +187,9 @@ class ICface(ReferenceGenerator):
         self.layout = LAYOUTS[config.params]
         p = self.layout.size
         self.neutraliser = ConditionedTranslator(p, config.conv_dim, config.num_down,
-                                                 config.res_blocks)  # fmt: skip
+                                                 config.res_blocks, config.skip)  # fmt: skip
         self.driver = ConditionedTranslator(p, config.conv_dim, config.num_down,
-                                            config.res_blocks)  # fmt: skip
+                                            config.res_blocks, config.skip)  # fmt: skip
         self.discriminator = PatchDiscriminator(
             config.image_size, 3, config.d_conv_dim, config.d_layers, aux_outputs=p
         )
@@ -188,6 +198,10 @@ class ICface(ReferenceGenerator):
             persistent=False,
         )  # fmt: skip
         init_weights(self)
+        if config.skip:  # both sub-nets start at the identity
+            for net in (self.neutraliser, self.driver):
+                nn.init.zeros_(net.head.weight)
+                nn.init.zeros_(net.head.bias)
 
     # ------------------------------------------------------------------ parameters
     def generator_parameters(self) -> Iterator[nn.Parameter]:

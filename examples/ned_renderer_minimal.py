@@ -5,8 +5,9 @@ Run: ``python examples/ned_renderer_minimal.py``
 Everything is a stand-in: a random-weight IResNet-18 metric at 64x64 saved to a temporary
 file (use your trained ``metric.safetensors`` instead), a two-layer "renderer" mapping a
 conditioning image (NED's NMFC render) to a frame, and random 2-frame windows as data.
-The wiring is the real one: ``fake_B`` vs ``real_B`` in [-1, 1], RGB, the last frame of
-the window, ASCCL added to the renderer's own loss with a linear warm-up.
+The wiring is the real one: NED's renderer generates every frame of its window in a step,
+``fake_B`` ``(B, T, 3, H, W)`` vs ``real_B`` in [-1, 1], RGB, all T frames folded into the
+batch, ASCCL added to the renderer's own loss with a linear warm-up.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ def stand_in_renderer() -> nn.Module:
 
 
 def fake_batch(generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """NED-like batch: ``nmfc`` (B, 3, H, W) and a real window ``real_B`` (B, T*3, H, W)."""
-    real_b = torch.rand(BATCH, WINDOW * 3, SIZE, SIZE, generator=generator) * 2 - 1
-    nmfc = real_b[:, -3:].flip(1)  # stand-in conditioning derived from the last real frame
+    """NED-like batch: ``nmfc`` and the real window ``real_B``, both (B, T, 3, H, W)."""
+    real_b = torch.rand(BATCH, WINDOW, 3, SIZE, SIZE, generator=generator) * 2 - 1
+    nmfc = real_b.flip(2)  # stand-in conditioning derived from the real frames
     return {"nmfc": nmfc, "real_B": real_b}
 
 
@@ -51,8 +52,9 @@ def main(steps: int = 4, seed: int = 0) -> list[dict[str, float]]:
     history = []
     for step in range(steps):
         batch = fake_batch(data_rng)
-        outputs = {"fake_B": renderer(batch["nmfc"])}  # (B, 3, H, W)
-        l1 = (outputs["fake_B"] - batch["real_B"][:, -3:]).abs().mean()  # renderer's own loss
+        fake_b = renderer(batch["nmfc"].flatten(0, 1)).unflatten(0, (BATCH, WINDOW))
+        outputs = {"fake_B": fake_b}  # (B, T, 3, H, W): every frame of the window
+        l1 = (outputs["fake_B"] - batch["real_B"]).abs().mean()  # renderer's own loss
         extra, logs = asccl(batch, outputs, step)
         optimiser.zero_grad(set_to_none=True)
         (l1 + extra).backward()

@@ -12,9 +12,11 @@ def images(channels=3, value=0.0):
 
 def test_every_adapter_is_an_spfem_adapter_and_declares_its_conventions():
     assert set(ADAPTERS) == {"image2image", "ned_renderer", "icface", "ganmut"}
-    for adapter in ADAPTERS.values():
+    for name, adapter in ADAPTERS.items():
         assert isinstance(adapter, SPFEMAdapter)
-        assert adapter.value_range == (-1.0, 1.0) and adapter.channel_order == "rgb"
+        assert adapter.value_range == (-1.0, 1.0)
+        # GANmut's loader reads with OpenCV and never swaps channels: BGR
+        assert adapter.channel_order == ("bgr" if name == "ganmut" else "rgb")
 
 
 @pytest.mark.parametrize(
@@ -34,7 +36,8 @@ def test_each_adapter_maps_a_fake_batch(name, generated_key, source_key):
     assert pair.generated.shape == pair.source.shape == (B, 3, H, W)
     assert torch.all(pair.generated == -1) and torch.all(pair.source == 1)
     assert pair.reference is None
-    assert (pair.value_range, pair.channel_order) == ((-1.0, 1.0), "rgb")
+    assert pair.value_range == (-1.0, 1.0)
+    assert pair.channel_order == ("bgr" if name == "ganmut" else "rgb")
 
 
 def test_image2image_carries_an_optional_reference_and_accepts_a_tensor_output():
@@ -46,18 +49,19 @@ def test_image2image_carries_an_optional_reference_and_accepts_a_tensor_output()
     assert adapter.pair({"source": images()}, generated).reference is None
 
 
-def test_ned_renderer_takes_the_last_frame_of_a_stacked_window():
+def test_frames_last_takes_the_last_frame_of_a_stacked_window():
     frames = torch.arange(3.0).view(1, 3, 1, 1, 1).expand(B, 3, 3, H, W)  # (B, T, 3, H, W)
     batch = {"real_B": frames.flatten(1, 2)}  # (B, T*3, H, W): frame t holds value t
     outputs = {"fake_B": frames}
-    pair = get_adapter("ned_renderer").pair(batch, outputs)
+    pair = get_adapter("ned_renderer", frames="last").pair(batch, outputs)
     assert pair.source.shape == pair.generated.shape == (B, 3, H, W)
     assert torch.all(pair.source == 2) and torch.all(pair.generated == 2)
 
 
-def test_frames_all_folds_the_window_into_the_batch():
+def test_ned_renderer_folds_its_whole_window_into_the_batch_by_default():
+    # NED's renderer generates every frame of its window in one step
     window = torch.arange(2.0).view(1, 2, 1, 1, 1).expand(B, 2, 3, H, W).flatten(1, 2)
-    pair = get_adapter("ned_renderer", frames="all").pair({"real_B": window}, {"fake_B": window})
+    pair = get_adapter("ned_renderer").pair({"real_B": window}, {"fake_B": window})
     assert pair.source.shape == (B * 2, 3, H, W)
     assert pair.source[:, 0, 0, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
 

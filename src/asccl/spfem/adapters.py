@@ -5,22 +5,24 @@ must stay coherent with out of a generator's ``batch`` and ``outputs`` dicts, an
 their value range and channel order. Conversions (range, channel order, size) are done
 by :class:`asccl.ASCCLLoss`, which reads these declarations.
 
-Conventions per generator (``ADAPTERS``):
+Conventions per generator (``ADAPTERS``), checked against the upstream code (see
+``docs/recipes/``):
 
 - ``image2image``: any image-in / image-out generator: ``outputs["generated"]`` vs
-  ``batch["source"]`` (optional ``batch["reference"]``), [-1, 1], RGB.
-- ``ned_renderer``: NED's stage-2 neural renderer (head2head): the query is the generated
-  frame ``outputs["fake_B"]``, the key the real frame ``batch["real_B"]``, 256x256 in
-  [-1, 1], RGB. The renderer works on short windows, so either tensor may hold stacked
-  frames, ``(B, T*3, H, W)`` or ``(B, T, 3, H, W)``; ``frames="last"`` (default) keeps the
-  last frame, the one the renderer generates at this step; ``frames="all"`` folds the
-  window into the batch, ``(B*T, 3, H, W)``.
-- ``icface``: ICface is single stage, image in / image out: ``outputs["generated"]`` vs
-  ``batch["source"]``. Assumed [-1, 1] RGB (a pix2pix-style generator with a tanh output
-  and inputs normalised with mean = std = 0.5); not checked against the authors' code:
-  override ``value_range`` if their loader differs.
-- ``ganmut``: ``outputs["generated"]`` vs ``batch["image"]``, [-1, 1] (tanh output), RGB; no
-  reference input.
+  ``batch["source"]`` (optional ``batch["reference"]``), [-1, 1], RGB. asccl's own reference
+  generators (:mod:`asccl.spfem.generators`) use it.
+- ``ned_renderer``: NED's stage-2 neural renderer (head2head): the generated frames
+  ``outputs["fake_B"]`` vs the real ones ``batch["real_B"]``, 256x256 in [-1, 1], RGB. The
+  renderer generates a whole window of T frames per step (``fake_B`` is
+  ``(B, T, 3, H, W)``, T = ``--max_frames_per_gpu``); stacked ``(B, T*3, H, W)`` works too.
+  ``frames="all"`` (default) folds the window into the batch, ``(B*T, 3, H, W)``;
+  ``frames="last"`` keeps only the last frame.
+- ``icface``: ICface's generated image ``outputs["generated"]`` vs its input
+  ``batch["source"]`` (upstream: ``fake_B_recon`` vs ``real_A`` in ``backward_G``), 128x128
+  in [-1, 1] (tanh output, inputs normalised with mean = std = 0.5), RGB (PIL-loaded).
+- ``ganmut``: ``outputs["generated"]`` vs ``batch["image"]`` (upstream: ``x_fake`` vs
+  ``x_real`` in ``Solver.train``), 128x128 in [-1, 1], **BGR**: GANmut's loader reads
+  images with OpenCV and never swaps channels; no reference input.
 
 Every key name, the range and the channel order can be overridden:
 ``get_adapter("ned_renderer", generated_key="fake_frame")``.
@@ -151,9 +153,9 @@ def _lookup(mapping: Mapping[str, Any], key: str, where: str) -> Tensor:
 
 ADAPTERS: dict[str, KeyedAdapter] = {
     "image2image": KeyedAdapter("generated", "source", reference_key="reference"),
-    "ned_renderer": KeyedAdapter("fake_B", "real_B"),
+    "ned_renderer": KeyedAdapter("fake_B", "real_B", frames="all"),
     "icface": KeyedAdapter("generated", "source"),
-    "ganmut": KeyedAdapter("generated", "image"),
+    "ganmut": KeyedAdapter("generated", "image", channel_order="bgr"),
 }
 
 

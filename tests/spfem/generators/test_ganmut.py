@@ -42,7 +42,7 @@ def test_registered_and_built_from_a_dict():
     assert GENERATORS["ganmut"] is GANmut
     model = build_generator("ganmut", {**TINY, "variant": "gaussian"})
     assert isinstance(model, GANmut) and model.config.variant == "gaussian"
-    assert model.adapter == "ganmut" and model.Config is GANmutConfig
+    assert model.adapter == "image2image" and model.Config is GANmutConfig
     with pytest.raises(ValueError, match="unknown config field"):
         build_generator("ganmut", {"widht": 3})
     with pytest.raises(ValueError, match="unknown generator"):

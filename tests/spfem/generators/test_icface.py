@@ -61,7 +61,7 @@ def tiny_batch(batch: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_registered_and_built_by_name():
     assert GENERATORS["icface"] is ICface
     model = build_generator("icface", {"image_size": SIZE, "conv_dim": 8, "d_layers": 3})
-    assert isinstance(model, ICface) and model.adapter == "icface"
+    assert isinstance(model, ICface) and model.adapter == "image2image"
     with pytest.raises(ValueError, match="params must be one of"):
         ICfaceConfig(params="aus")
     with pytest.raises(ValueError, match="mouth_from"):

@@ -152,7 +152,7 @@ class GANmut(ReferenceGenerator):
     docstring for the conditioning and the losses)."""
 
     name: ClassVar[str] = "ganmut"
-    adapter: ClassVar[str] = "ganmut"
+    adapter: ClassVar[str] = "image2image"  # outputs["generated"] vs batch["source"], RGB
     Config: ClassVar[type] = GANmutConfig
 
     def __init__(self, config: GANmutConfig | None = None) -> None:

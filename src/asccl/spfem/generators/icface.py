@@ -178,7 +178,7 @@ class ICface(ReferenceGenerator):
     """
 
     name = "icface"
-    adapter = "icface"
+    adapter = "image2image"  # outputs["generated"] vs batch["source"], [-1, 1], RGB
     Config = ICfaceConfig
 
     def __init__(self, config: ICfaceConfig | None = None) -> None:

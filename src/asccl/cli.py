@@ -100,6 +100,34 @@ def _experiment(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.study import commands as study
+
+    try:
+        if args.study_command == "create":
+            study.create(
+                args.results,
+                args.study,
+                methods=tuple(args.methods),
+                setting=args.setting,
+                items_per_emotion=args.items_per_emotion,
+                seed=args.seed,
+                attention_checks=args.attention_checks,
+            )
+        elif args.study_command == "invite":
+            study.invite(args.study, args.n, base_url=args.base_url)
+        elif args.study_command == "serve":
+            study.serve(
+                args.study, host=args.host, port=args.port, allowed_origins=tuple(args.allow_origin)
+            )
+        else:
+            study.report(args.db or args.study, args.out, min_pass=args.min_pass)
+    except (ValueError, FileNotFoundError) as exc:  # StudyError is a ValueError
+        print(f"asccl: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from safetensors import safe_open
 
@@ -201,6 +229,55 @@ def build_parser() -> argparse.ArgumentParser:
     )
     experiment.add_argument("--config", help="TOML config, e.g. configs/experiments/demo.toml")
     experiment.set_defaults(handler=_experiment, takes_overrides=True)
+
+    study = commands.add_parser(
+        "study",
+        help="blinded forced-choice user study: create, invite, serve, report",
+        description="A web user study: raters compare two methods' results side by side. "
+        "Needs the study extra: pip install 'asccl[study]'.",
+    )
+    study_commands = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    study_create = study_commands.add_parser(
+        "create", help="draw the study's items from a results folder -> study.toml + database"
+    )
+    study_create.add_argument(
+        "--results", required=True, help="results folder (<method>/<setting>/<emotion>/<clip>)"
+    )
+    study_create.add_argument("--study", default="study.toml", help="definition to write")
+    study_create.add_argument(
+        "--methods", nargs=2, default=["baseline", "asccl"], metavar=("BASELINE", "OURS")
+    )
+    study_create.add_argument("--setting", default="inter_id")
+    study_create.add_argument("--items-per-emotion", type=int, default=10)
+    study_create.add_argument("--seed", type=int, default=0, help="seed of the item draw")
+    study_create.add_argument("--attention-checks", type=int, default=2)
+    study_invite = study_commands.add_parser("invite", help="make rater tokens, print links")
+    study_invite.add_argument("--study", default="study.toml")
+    study_invite.add_argument("-n", type=int, default=25, help="number of raters")
+    study_invite.add_argument(
+        "--base-url", default="http://127.0.0.1:8000", help="public address of the server"
+    )
+    study_serve = study_commands.add_parser("serve", help="serve the study (uvicorn)")
+    study_serve.add_argument("--study", default="study.toml")
+    study_serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback)")
+    study_serve.add_argument("--port", type=int, default=8000)
+    study_serve.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        help="public origin of a TLS reverse proxy in front, e.g. https://study.example.org",
+    )
+    study_report = study_commands.add_parser(
+        "report", help="tables (MD/CSV/LaTeX), statistics, agreement, charts from the votes"
+    )
+    study_report.add_argument("--study", default="study.toml")
+    study_report.add_argument("--db", help="a study database instead of --study's")
+    study_report.add_argument("--out", help="output folder (default: report/ beside it)")
+    study_report.add_argument(
+        "--min-pass", type=float, default=1.0, help="share of attention checks a rater must pass"
+    )
+    for sub in (study_create, study_invite, study_serve, study_report):
+        sub.set_defaults(handler=_study)
 
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")

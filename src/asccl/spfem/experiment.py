@@ -30,6 +30,7 @@ weights unless real ones are given, so the numbers show the plumbing, not the me
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import math
 import os
@@ -274,9 +275,18 @@ def generate_results(
 
 
 def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
-    """Results are kept across runs only while they come from the same checkpoint file."""
-    stat = Path(checkpoint).stat()
-    stamp = f"{Path(checkpoint).resolve()} {stat.st_size} {stat.st_mtime_ns}\n"
+    """Results are kept across runs only while they come from the same weights: a SHA-256
+    of the checkpoint's tensors and metadata (not of its bytes: safetensors does not fix
+    the order of its header, and a finished run that is run again rewrites the file)."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        digest.update(json.dumps(handle.metadata(), sort_keys=True).encode())
+        for key in sorted(handle.keys()):
+            digest.update(key.encode())
+            digest.update(handle.get_tensor(key).numpy().tobytes())
+    stamp = f"{digest.hexdigest()} {Path(checkpoint).resolve()}\n"
     stamp_file = method_dir / ".checkpoint"
     if stamp_file.is_file() and stamp_file.read_text() == stamp:
         return
@@ -373,6 +383,9 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     """Train, generate, evaluate, compare; returns ``{name: path}`` of what it wrote."""
     from asccl.config import save_config
 
+    test, _ = test_clips(config)  # a bad data folder or test speaker fails before training
+    if not test:
+        raise DataError(config.data / "pairs.csv", "no clip pairs of the test speakers")
     config.out.mkdir(parents=True, exist_ok=True)
     paths = {"config": save_config(config, config.out / "config.json")}
     results = config.out / "results"

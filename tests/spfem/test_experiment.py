@@ -1,0 +1,154 @@
+"""asccl experiment: train both variants, write results in the evaluate layout, compare."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+from pathlib import Path
+
+import av
+import pytest
+import torch
+from tests.spfem.test_data import FRAMES, write_stage1
+
+from asccl.data.clip_index import write_clip_index
+from asccl.data.clips import Clip
+from asccl.data.errors import DataError
+from asccl.evaluation.results import scan_results
+from asccl.metric import build_iresnet, save_metric
+from asccl.spfem.experiment import ExperimentConfig, run_experiment
+from asccl.training.history import read_log
+
+AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"
+EMOTIONS = ("angry", "happy")
+
+GANMUT_TOML = """
+model = "ganmut"
+steps = 2
+batch_size = 4
+image_size = 32
+workers = 0
+device = "cpu"
+sample_every = 0
+checkpoint_every = 2
+log_every = 1
+[ganmut]
+g_channels = 8
+g_res_blocks = 1
+d_channels = 8
+d_layers = 3
+num_random = 1
+"""
+
+EVAL_TOML = """
+distribution_metric = "fad"
+metrics = ["csim"]
+arcface_backbone = "iresnet18"
+grid_clips = 2
+"""
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
+    root = tmp_path_factory.mktemp("experiment")
+    data = write_stage1(root / "data", emotions=EMOTIONS)
+    clips = [
+        Clip("mead", speaker, emotion, 1 if emotion == "neutral" else 3, "001",
+             f"{speaker}/{emotion}/level_{1 if emotion == 'neutral' else 3}/001",
+             audio=AUDIO, fps=25.0, num_frames=FRAMES)
+        for speaker in ("A01", "B02")
+        for emotion in ("neutral", *EMOTIONS)
+    ]
+    write_clip_index(clips, data / "clips.csv")
+    (root / "ganmut.toml").write_text(GANMUT_TOML)
+    (root / "eval.toml").write_text(EVAL_TOML)
+    arcface = root / "backbone.pth"
+    torch.manual_seed(0)
+    torch.save(build_iresnet("iresnet18").state_dict(), arcface)
+    return ExperimentConfig(
+        data=data,
+        metric=save_metric(small_metric, root / "metric.safetensors"),
+        out=root / "out",
+        models=("ganmut",),
+        ganmut_config=root / "ganmut.toml",
+        test_speakers=("B02",),
+        eval_config=root / "eval.toml",
+        eval_overrides=("--arcface-weights", str(arcface)),
+    )
+
+
+@pytest.fixture(scope="module")
+def outputs(setup) -> dict[str, Path]:
+    return run_experiment(setup)
+
+
+def test_results_follow_the_evaluate_layout_frame_aligned_with_sources(setup, outputs):
+    index = scan_results(outputs["results"])
+    assert index.methods == ["ganmut", "ganmut_asccl"]
+    assert index.settings == ["single"]
+    assert sorted(index.emotions) == sorted(EMOTIONS)
+    assert {c.name for c in index.clips} == {"B02_001"}  # the held-out speaker only
+    assert [p for p in index.problems if "no method has emotion(s)" not in p] == []
+    for clip in index.clips:
+        assert clip.source is not None
+        with av.open(str(clip.path)) as result, av.open(str(clip.source)) as source:
+            assert result.streams.video[0].frames == source.streams.video[0].frames == FRAMES
+            assert result.streams.video[0].width == 32  # the generator's size
+            assert not result.streams.audio  # silent: LSE reads the source's speech
+            assert len(source.streams.audio) == 1  # the neutral clip's audio, copied
+
+
+def test_both_variants_train_with_the_same_budget_and_only_one_uses_asccl(setup, outputs):
+    base = read_log(setup.out / "train" / "ganmut" / "log.csv")
+    ours = read_log(setup.out / "train" / "ganmut_asccl" / "log.csv")
+    assert [r["step"] for r in base] == [r["step"] for r in ours]
+    assert all(r.get("asccl") in (None, "") for r in base)
+    assert all(float(r["asccl"]) > 0 for r in ours)
+
+
+def test_comparison_reports_both_variants_and_the_better_one(setup, outputs):
+    with open(outputs["comparison_csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r["model"], r["setting"], r["metric"]) for r in rows] == [
+        ("ganmut", "single", "CSIM↑")
+    ]
+    (row,) = rows
+    base, ours = float(row["baseline"]), float(row["+ASCCL"])
+    assert -1 <= base <= 1 and -1 <= ours <= 1
+    assert float(row["difference"]) == pytest.approx(ours - base, abs=1e-3)
+    assert row["better"] == ("+ASCCL" if ours > base else "baseline" if ours < base else "tie")
+    assert "ganmut_asccl" in outputs["eval_table_single_md"].read_text()
+    assert outputs["eval_grid_single"].is_file()
+
+
+def test_a_rerun_keeps_results_and_a_new_checkpoint_remakes_them(setup, outputs):
+    result = outputs["results"] / "ganmut" / "single" / "angry" / "B02_001.mp4"
+    ours = outputs["results"] / "ganmut_asccl" / "single" / "angry" / "B02_001.mp4"
+    before = result.stat().st_mtime_ns, ours.stat().st_mtime_ns
+    run_experiment(dataclasses.replace(setup, eval_config=None))
+    assert (result.stat().st_mtime_ns, ours.stat().st_mtime_ns) == before
+    # three steps instead of two: only the changed runs' results are made again
+    more = dataclasses.replace(setup, eval_config=None, train_overrides=("--steps", "3"))
+    run_experiment(more)
+    assert result.stat().st_mtime_ns != before[0] and ours.stat().st_mtime_ns != before[1]
+
+
+def test_an_unknown_test_speaker_is_a_clear_error(setup, tmp_path):
+    config = dataclasses.replace(setup, test_speakers=("Z99",), out=tmp_path)
+    with pytest.raises(DataError, match=r"pairs\.csv.*Z99"):
+        run_experiment(config)
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="asccl_weight"):
+        ExperimentConfig(asccl_weight=0)
+    with pytest.raises(ValueError, match="unknown"):
+        ExperimentConfig(models=("stargan",))

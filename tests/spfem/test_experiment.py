@@ -40,6 +40,23 @@ d_layers = 3
 num_random = 1
 """
 
+ICFACE_TOML = """
+model = "icface"
+steps = 2
+batch_size = 4
+image_size = 32
+workers = 0
+device = "cpu"
+sample_every = 0
+checkpoint_every = 2
+log_every = 1
+[icface]
+conv_dim = 8
+res_blocks = 1
+d_conv_dim = 8
+d_layers = 3
+"""
+
 EVAL_TOML = """
 distribution_metric = "fad"
 metrics = ["csim"]
@@ -69,6 +86,7 @@ def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
     ]
     write_clip_index(clips, data / "clips.csv")
     (root / "ganmut.toml").write_text(GANMUT_TOML)
+    (root / "icface.toml").write_text(ICFACE_TOML)
     (root / "eval.toml").write_text(EVAL_TOML)
     arcface = root / "backbone.pth"
     torch.manual_seed(0)
@@ -77,8 +95,9 @@ def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
         data=data,
         metric=save_metric(small_metric, root / "metric.safetensors"),
         out=root / "out",
-        models=("ganmut",),
+        models=("ganmut", "icface"),
         ganmut_config=root / "ganmut.toml",
+        icface_config=root / "icface.toml",
         test_speakers=("B02",),
         eval_config=root / "eval.toml",
         eval_overrides=("--arcface-weights", str(arcface)),
@@ -92,13 +111,19 @@ def outputs(setup) -> dict[str, Path]:
 
 def test_results_follow_the_evaluate_layout_frame_aligned_with_sources(setup, outputs):
     index = scan_results(outputs["results"])
-    assert index.methods == ["ganmut", "ganmut_asccl"]
-    assert index.settings == ["single"]
+    assert index.methods == ["ganmut", "ganmut_asccl", "icface", "icface_asccl"]
+    assert sorted(index.settings) == ["cross_id", "inter_id", "single"]
+    assert {c.method for c in index.select(setting="single")} == {"ganmut", "ganmut_asccl"}
+    assert {c.method for c in index.select(setting="cross_id")} == {"icface", "icface_asccl"}
     assert sorted(index.emotions) == sorted(EMOTIONS)
     assert {c.name for c in index.clips} == {"B02_001"}  # the held-out speaker only
     assert [p for p in index.problems if "no method has emotion(s)" not in p] == []
     for clip in index.clips:
         assert clip.source is not None
+        if clip.setting != "single":  # ICface: the reference that drove it, frame-aligned
+            assert clip.reference is not None
+            with av.open(str(clip.reference)) as reference:
+                assert reference.streams.video[0].frames == FRAMES
         with av.open(str(clip.path)) as result, av.open(str(clip.source)) as source:
             assert result.streams.video[0].frames == source.streams.video[0].frames == FRAMES
             assert result.streams.video[0].width == 32  # the generator's size
@@ -118,15 +143,20 @@ def test_comparison_reports_both_variants_and_the_better_one(setup, outputs):
     with open(outputs["comparison_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(r["model"], r["setting"], r["metric"]) for r in rows] == [
-        ("ganmut", "single", "CSIM↑")
+        ("ganmut", "single", "CSIM↑"),
+        ("icface", "inter_id", "CSIM↑"),
+        ("icface", "cross_id", "CSIM↑"),
     ]
-    (row,) = rows
-    base, ours = float(row["baseline"]), float(row["+ASCCL"])
-    assert -1 <= base <= 1 and -1 <= ours <= 1
-    assert float(row["difference"]) == pytest.approx(ours - base, abs=1e-3)
-    assert row["better"] == ("+ASCCL" if ours > base else "baseline" if ours < base else "tie")
+    for row in rows:
+        base, ours = float(row["baseline"]), float(row["+ASCCL"])
+        assert -1 <= base <= 1 and -1 <= ours <= 1
+        assert float(row["difference"]) == pytest.approx(ours - base, abs=1e-3)
+        better = "+ASCCL" if ours > base else "baseline" if ours < base else "tie"
+        assert row["better"] == better
     assert "ganmut_asccl" in outputs["eval_table_single_md"].read_text()
-    assert outputs["eval_grid_single"].is_file()
+    assert "icface_asccl" in outputs["eval_table_cross_id_md"].read_text()
+    for setting in ("single", "inter_id", "cross_id"):
+        assert outputs[f"eval_grid_{setting}"].is_file()
 
 
 def test_a_rerun_keeps_results_and_a_new_checkpoint_remakes_them(setup, outputs):

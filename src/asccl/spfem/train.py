@@ -108,6 +108,8 @@ class SPFEMTrainConfig:
     emotions: tuple[str, ...] | None = None  #: target emotions to train on (None: all)
     crop_format: Literal["jpeg", "npy"] = "jpeg"
     device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"
+    #: CPU threads for torch (0: torch's default); 1 is fastest on a busy shared machine
+    threads: int = 0
     resume: bool = True  #: continue from the newest checkpoint in ``out``
     ganmut: GANmutConfig = field(default_factory=GANmutConfig)
     icface: ICfaceConfig = field(default_factory=ICfaceConfig)
@@ -413,6 +415,8 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         raise ConfigError(f"batch_size {config.batch_size} must be divisible by the number "
                           f"of processes ({world})")  # fmt: skip
     local_batch = config.batch_size // world
+    if config.threads > 0:
+        torch.set_num_threads(config.threads)
     torch.manual_seed(config.seed)
 
     # ---- data: DTW frame pairs (neutral source, aligned emotional target)

@@ -17,7 +17,7 @@ Per pixel ``p`` and triangle ``j`` (all in pixel units):
   seams, while the silhouette fades over about ``4 sigma`` pixels.
 
 Gradients reach the vertices through ``d_j`` (edges and silhouettes) and through the
-attributes (shading). Memory: the image is cut into ``tile x tile`` tiles (2 x 2 by default),
+attributes (shading). Memory: the image is cut into ``tile x tile`` tiles (4 x 4 by default),
 each tile sees only the triangles whose box (grown by the coverage margin ``5 sigma``) overlaps
 it, and tiles are
 processed in chunks of at most ``max_elements`` pixel-triangle pairs under activation
@@ -49,7 +49,7 @@ def soft_rasterize(
     sigma: float = 0.5,
     depth_tolerance: float = 0.02,
     cull_backfaces: bool = True,
-    tile: int = 2,
+    tile: int = 4,
     max_elements: int = 1 << 21,
 ) -> tuple[Tensor, Tensor]:
     """Rasterise a batch of meshes sharing one topology.

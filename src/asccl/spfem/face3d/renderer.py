@@ -63,7 +63,7 @@ class MeshRenderer(nn.Module):
         light_direction: tuple[float, float, float] = (0.0, 0.4, 1.0),
         ambient: float = 0.3,
         diffuse: float = 0.7,
-        tile: int = 2,
+        tile: int = 4,
         max_elements: int = 1 << 21,
         backend: Backend = "torch",
     ) -> None:

@@ -135,3 +135,16 @@ def test_a_few_steps_on_a_fixed_batch_reduce_the_losses():
     assert last["g_cycle"] + last["g_identity"] < 0.5 * (first["g_cycle"] + first["g_identity"])
     assert last["d_cls"] < 0.5 * first["d_cls"]
     assert last["d_gp"] < first["d_gp"]
+
+
+@pytest.mark.parametrize("skip", [False, True])
+def test_bf16_autocast_gives_finite_losses_and_gradients(skip):
+    torch.manual_seed(0)
+    model = GANmut(GANmutConfig(**TINY, skip=skip))
+    batch = make_batch()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        d_terms = model.discriminator_losses(batch)
+        g_terms, _ = model.generator_losses(batch)
+    assert all(torch.isfinite(v) for v in (*d_terms.values(), *g_terms.values()))
+    sum(g_terms.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.generator.parameters())

@@ -142,8 +142,8 @@ class GamutGenerator(nn.Module):
         b, _, h, w = images.shape
         condition = points.to(images.dtype).view(b, 2, 1, 1).expand(b, 2, h, w)
         out = self.head(self.net(torch.cat([images, condition], dim=1)))
-        if self.skip:
-            out = out + torch.atanh(images.clamp(-0.999, 0.999)).to(out.dtype)
+        if self.skip:  # in float32: 0.999 rounds to 1 in bf16, and atanh(1) = inf
+            out = out.float() + torch.atanh(images.float().clamp(-0.999, 0.999))
         return torch.tanh(out)
 
 

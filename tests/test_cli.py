@@ -7,6 +7,20 @@ import torch
 from asccl.cli import main
 from asccl.metric import ASCCLMetric, save_metric
 
+# The demo's experiment, shrunk: both generators, 2 steps at 32 px, one clip per emotion.
+EXPERIMENT_TOML = """
+models = ["ganmut", "icface"]
+ganmut_config = "configs/spfem/ganmut_demo.toml"
+icface_config = "configs/spfem/icface_demo.toml"
+test_speakers = ["W903"]
+max_clips_per_emotion = 1
+train_overrides = ["--steps", "2", "--image-size", "32", "--batch-size", "4",
+                   "--sample-every", "0", "--checkpoint-every", "2",
+                   "--ganmut.d-layers", "3", "--icface.d-layers", "3"]
+eval_config = "configs/eval/demo.toml"
+eval_overrides = ["--metrics", '["csim"]', "--max-frames-per-clip", "8"]
+"""
+
 
 @pytest.mark.slow
 def test_demo_runs_end_to_end(tmp_path, capsys):
@@ -18,8 +32,11 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
         .replace("val_every = 10", "val_every = 1")
         .replace("image_size = 112", "image_size = 64\nnum_anchors = [8, 4, 4, 2]")
     )
+    experiment = tmp_path / "experiment.toml"
+    experiment.write_text(EXPERIMENT_TOML)
     args = ["demo", "--config", "configs/demo.toml", "--output-dir", str(tmp_path),
             "--optimise-steps", "3", "--train-config", str(train),
+            "--experiment-config", str(experiment),
             "--data.out", str(tmp_path / "data"), "--data.crop-size", "64"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -29,9 +46,13 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     for name in outputs:
         assert (tmp_path / name).is_file(), name
         assert name in printed
-    for name in ("eval/tables/inter_id.md", "eval/tables/inter_id.tex", "eval/plots/inter_id.png"):
-        assert (tmp_path / name).is_file(), name
-    assert "| Emotion | baseline FAD" in printed
+    for setting in ("single", "inter_id", "cross_id"):
+        for name in (f"tables/{setting}.md", f"tables/{setting}.tex", f"plots/{setting}.png",
+                     f"grids/{setting}.png"):  # fmt: skip
+            assert (tmp_path / "experiment" / "eval" / name).is_file(), name
+    assert "| Emotion | ganmut CSIM" in printed and "icface_asccl CSIM" in printed
+    assert "# Baseline vs +ASCCL" in printed
+    assert (tmp_path / "experiment" / "comparison.md").is_file()
     for name in ("clips.csv", "pairs.csv", "aligned_pairs.json"):
         assert (tmp_path / "data" / name).is_file(), name
     assert "[pairs] 54 done" in printed and "[crops] 63 done" in printed

@@ -7,9 +7,13 @@
 3. The trained metric as a loss (``ASCCLLoss``): score a face against edited versions of
    itself, and optimise a degraded image with the loss alone to show that its gradients
    carry signal.
-4. Evaluation (``asccl evaluate``) of a stand-in results folder made from the demo clips,
-   with random-weight ArcFace and SyncNet saved in their published formats: the tables,
-   plots and grids of the paper's layout (the numbers show the plumbing, nothing more).
+4. The experiment (``asccl experiment`` with ``configs/experiments/demo.toml``): the
+   GANmut-style and ICface-style reference generators, each trained as a baseline and with
+   the trained metric as an extra loss (same seed, data and steps), their results for the
+   held-out speaker, evaluated (``asccl evaluate``) with random-weight ArcFace and SyncNet
+   saved in their published formats, and compared: the tables, plots and grids of the
+   paper's layout. With random evaluation networks and a minute of CPU training per model,
+   the numbers show the plumbing, not the method.
 Writes Markdown/CSV tables and PNG figures and prints where they are.
 """
 
@@ -48,8 +52,9 @@ class DemoConfig:
     run_data_stage: bool = True  #: run stage 1 on ``data.root`` first
     #: metric training config for stage 2 (its ``data`` is set to ``data.out``); none: skip
     train_config: Path | None = Path("configs/metric/demo.toml")
-    #: evaluation config for stage 4 (random weights are generated for it); none: skip
-    eval_config: Path | None = Path("configs/eval/demo.toml")
+    #: experiment config for stage 4 (random evaluation weights are generated for it);
+    #: none: skip
+    experiment_config: Path | None = Path("configs/experiments/demo.toml")
     data: DataConfig = field(
         default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
     )
@@ -169,22 +174,23 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     paths.update(checkpoint=Path(checkpoint), table_md=table_md, table_csv=table_csv)
     paths.update(figures)
 
-    # 5. Evaluation of a stand-in results folder.
-    if config.eval_config is not None:
-        paths.update(_eval_stage(config))
+    # 5. Baseline vs +ASCCL for the reference generators, evaluated.
+    if config.experiment_config is not None:
+        paths.update(_experiment_stage(config, Path(checkpoint)))
     print("\nDemo outputs:")
     for name, path in paths.items():
         print(f"  {name:<17} {path}")
     return paths
 
 
-def _eval_stage(config: DemoConfig) -> dict[str, Path]:
-    """``asccl evaluate`` on stand-in results (demo clips), with random-weight models."""
+def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
+    """``asccl experiment`` on the demo crops with ``metric``, random-weight evaluators."""
+    from dataclasses import replace
+
     from asccl.config import load_config
-    from asccl.evaluation.results import make_demo_results
-    from asccl.evaluation.runner import EvalConfig, run_evaluation
     from asccl.evaluation.syncnet import SyncNet
     from asccl.metric import build_iresnet
+    from asccl.spfem.experiment import ExperimentConfig, run_experiment
 
     weights = config.output_dir / "random_weights"
     weights.mkdir(parents=True, exist_ok=True)
@@ -192,21 +198,24 @@ def _eval_stage(config: DemoConfig) -> dict[str, Path]:
     arcface, syncnet = weights / "backbone.pth", weights / "syncnet_v2.model"
     torch.save(build_iresnet("iresnet18").state_dict(), arcface)
     torch.save(SyncNet().state_dict(), syncnet)
-    results = make_demo_results(config.data.root, config.output_dir / "results",
-                                frame_folder_frames=30)  # fmt: skip
-    evaluation = load_config(EvalConfig, config.eval_config, [
-        "--results", str(results), "--out", str(config.output_dir / "eval"),
-        "--arcface-weights", str(arcface), "--arcface-backbone", "iresnet18",
-        "--syncnet-weights", str(syncnet),
+    evaluators = ["--arcface-weights", str(arcface), "--arcface-backbone", "iresnet18",
+                  "--syncnet-weights", str(syncnet)]  # fmt: skip
+    experiment = load_config(ExperimentConfig, config.experiment_config, [
+        "--data", str(config.data.out), "--metric", str(metric),
+        "--out", str(config.output_dir / "experiment"), "--seed", str(config.seed),
     ])  # fmt: skip
-    print(f"\nstage 4: asccl evaluate on {results} (stand-in results: baseline = the emotional")
-    print("clips, asccl = the same as frame folders; ArcFace and SyncNet have RANDOM weights)")
-    outputs = run_evaluation(evaluation)
-    print(outputs["report"].read_text(), end="")
+    experiment = replace(experiment, eval_overrides=(*evaluators, *experiment.eval_overrides))
+    print(f"\nstage 4: asccl experiment ({config.experiment_config}): "
+          f"{' and '.join(experiment.models)}, baseline vs +ASCCL, test speakers "
+          f"{', '.join(experiment.test_speakers)}")  # fmt: skip
+    print("(evaluation with RANDOM-weight ArcFace and SyncNet: the numbers show the plumbing)")
+    outputs = run_experiment(experiment)
     for name, path in outputs.items():
-        if name.startswith("table_") and name.endswith("_md"):
+        if name.startswith("eval_table_") and name.endswith("_md"):
             print(path.read_text())
-    return {f"eval_{name}": path for name, path in outputs.items()}
+    if "comparison_md" in outputs:
+        print(outputs["comparison_md"].read_text())
+    return {f"experiment_{name}": path for name, path in outputs.items()}
 
 
 def _train_stage(config: DemoConfig) -> tuple[Path, dict[str, Path]]:

@@ -135,3 +135,22 @@ def test_a_flame_sized_batch_of_two_renders_and_backpropagates_at_224():
     assert out.image.shape == (2, 3, 224, 224)
     out.image.mean().backward()
     assert torch.isfinite(expression.grad).all() and expression.grad.abs().sum() > 0
+
+
+@pytest.mark.cuda
+def test_cuda_renders_match_cpu_and_nvdiffrast_roughly_agrees():
+    model = synthetic_flame(24, 24)
+    vertices = model(expression=torch.randn(2, model.n_exp))
+    camera = torch.tensor([[6.0, 0.0, 0.0]] * 2)
+    screen = orthographic_project(vertices, camera)
+    cpu = MeshRenderer(64)(vertices, model.faces, screen)
+    cuda = MeshRenderer(64)(vertices.cuda(), model.faces.cuda(), screen.cuda())
+    torch.testing.assert_close(cuda.image.cpu(), cpu.image, atol=1e-4, rtol=1e-4)
+    pytest.importorskip("nvdiffrast.torch")
+    hard = MeshRenderer(64, backend="nvdiffrast")(
+        vertices.cuda(), model.faces.cuda(), screen.cuda()
+    )
+    inside = (hard.mask.cpu() > 0.5) & (cpu.mask > 0.5)
+    union = (hard.mask.cpu() > 0.5) | (cpu.mask > 0.5)
+    assert inside.sum() / union.sum() > 0.95  # same silhouette, up to antialiasing
+    assert (hard.image.cpu() - cpu.image)[inside.expand_as(cpu.image)].abs().mean() < 0.05

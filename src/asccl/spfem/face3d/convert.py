@@ -26,6 +26,7 @@ from __future__ import annotations
 import copyreg
 import os
 import pickle
+import struct
 from pathlib import Path
 from typing import Any
 
@@ -157,7 +158,16 @@ def read_flame_pickle(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise Face3DModelError(
             file, f"refused or unreadable as a FLAME pickle ({exc})", FLAME_SOURCE
         ) from exc
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+    except (
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+        OverflowError,
+        struct.error,
+    ) as exc:
         raise Face3DModelError(
             file, f"not a FLAME pickle ({type(exc).__name__}: {exc})", FLAME_SOURCE
         ) from exc

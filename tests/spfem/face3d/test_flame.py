@@ -221,3 +221,12 @@ def test_load_flame_errors_name_the_file_and_the_source(arrays, tmp_path):
     garbage.write_bytes(b"garbage")
     with pytest.raises(Face3DModelError, match="not a readable"):
         load_flame(garbage)
+
+
+def test_every_truncation_of_a_pickle_is_a_named_error(arrays, tmp_path):
+    whole = pickle.dumps({"v_template": arrays["v_template"]}, protocol=2)
+    src = tmp_path / "generic_model.pkl"
+    for cut in range(1, len(whole), max(1, len(whole) // 40)):
+        src.write_bytes(whole[:cut])
+        with pytest.raises(Face3DModelError):
+            read_flame_pickle(src)

@@ -96,3 +96,20 @@ def test_metric_info_on_a_bad_file_is_a_one_line_error(tmp_path, capsys):
     assert main(["metric", "info", str(tmp_path / "none.safetensors")]) == 2
     err = capsys.readouterr().err
     assert err.startswith("asccl: error:") and "no such checkpoint file" in err
+
+
+def test_face3d_convert_flame_errors_are_one_line(tmp_path, capsys):
+    assert (
+        main(["face3d", "convert-flame", str(tmp_path / "missing.pkl"), str(tmp_path / "o.npz")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.startswith("asccl: error:") and "missing.pkl" in err and "flame.is.tue.mpg.de" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_spfem_train_and_experiment_reject_unknown_keys(capsys):
+    assert main(["spfem", "train", "--model", "ganmut", "--no-such-key", "1"]) == 2
+    assert "no_such_key" in capsys.readouterr().err
+    assert main(["experiment", "--models", '["stargan"]']) == 2
+    assert "stargan" in capsys.readouterr().err

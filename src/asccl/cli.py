@@ -128,6 +128,13 @@ def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+def _face3d_convert_flame(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.spfem.face3d import convert_flame
+
+    print(f"wrote {convert_flame(args.source, args.output)}")
+    return 0
+
+
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from safetensors import safe_open
 
@@ -214,8 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="train (or resume) a GANmut- or ICface-style generator, optionally with ASCCL",
         description="Train a reference generator on stage-1 crops. Extra --key value options "
         "override the config, e.g. --model ganmut --asccl-weight 1 --asccl-checkpoint "
-        "metric.safetensors --data runs/mead --out runs/ganmut_asccl. Under torchrun it "
-        "trains with DDP.",
+        "metric.safetensors --data runs/mead --out runs/ganmut_asccl. Under torchrun each "
+        "process trains on its share of the batch and gradients are averaged.",
     )
     spfem_train.add_argument("--config", help="TOML config, e.g. configs/spfem/ganmut_demo.toml")
     spfem_train.set_defaults(handler=_spfem_train, takes_overrides=True)
@@ -279,6 +286,18 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (study_create, study_invite, study_serve, study_report):
         sub.set_defaults(handler=_study)
 
+    face3d = commands.add_parser(
+        "face3d", help="3DMM route: FLAME/BFM models for NED stage 1 and DSM"
+    )
+    face3d_commands = face3d.add_subparsers(dest="face3d_command", required=True, metavar="ACTION")
+    convert_flame = face3d_commands.add_parser(
+        "convert-flame",
+        help="FLAME generic_model.pkl -> .npz (restricted unpickler: no code from the file runs)",
+    )
+    convert_flame.add_argument("source", help="FLAME's generic_model.pkl (flame.is.tue.mpg.de)")
+    convert_flame.add_argument("output", help="output .npz path")
+    convert_flame.set_defaults(handler=_face3d_convert_flame)
+
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")
     info = metric_commands.add_parser("info", help="print a checkpoint's config")
@@ -304,6 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from asccl.config import ConfigError
     from asccl.data.errors import DataError
     from asccl.metric import CheckpointError
+    from asccl.spfem.face3d.errors import Face3DModelError
     from asccl.weights import MissingWeightsError
 
     parser = build_parser()
@@ -312,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:
         return args.handler(args, extra)
-    except (ConfigError, CheckpointError, MissingWeightsError, DataError) as exc:
+    except (ConfigError, CheckpointError, MissingWeightsError, DataError, Face3DModelError) as exc:
         print(f"asccl: error: {exc}", file=sys.stderr)
         return 2
 

@@ -354,8 +354,10 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
                 if math.isnan(a) and math.isnan(b):
                     continue
                 higher = METRICS[metric][2]
-                if math.isnan(a) or math.isnan(b) or a == b:
-                    better = "-" if (math.isnan(a) or math.isnan(b)) else "tie"
+                if math.isnan(a) or math.isnan(b):
+                    better = "-"
+                elif f"{a:.3f}" == f"{b:.3f}":
+                    better = "tie"  # equal to the table's precision
                 else:
                     better = "+ASCCL" if (b > a) == higher else "baseline"
                 table.append((model, setting, METRICS[metric][0], a, b, b - a, better))

@@ -63,7 +63,7 @@ from asccl.spfem.data import SPFEMFrames
 from asccl.spfem.generators import GENERATORS, ReferenceGenerator, build_generator
 from asccl.spfem.generators.ganmut import GANmutConfig
 from asccl.spfem.generators.icface import ICfaceConfig
-from asccl.training.checkpoints import _flatten_optimizer, _unflatten_optimizer
+from asccl.training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
 from asccl.training.train_metric import EpochSampler
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ def _save_checkpoint(out: Path, model: ReferenceGenerator, optimizers: dict, sca
         meta: dict[str, Any] = {"progress": dataclasses.asdict(progress), "optimizers": {},
                                 "scalers": {}}  # fmt: skip
         for name, optimizer in optimizers.items():
-            tensors, meta["optimizers"][name] = _flatten_optimizer(optimizer.state_dict())
+            tensors, meta["optimizers"][name] = flatten_optimizer_state(optimizer.state_dict())
             save_file(tensors, str(tmp / f"optimizer_{name}.safetensors"))
         for name, scaler in scalers.items():
             meta["scalers"][name] = scaler.state_dict() if scaler.is_enabled() else None
@@ -259,7 +259,7 @@ def _load_latest(out: Path) -> tuple[Path, dict, dict[str, Tensor], dict] | None
             state = load_file(str(folder / MODEL_FILE))
             rng = load_file(str(folder / "rng.safetensors"))
             meta["optimizer_states"] = {
-                name: _unflatten_optimizer(
+                name: unflatten_optimizer_state(
                     load_file(str(folder / f"optimizer_{name}.safetensors")), opt_meta
                 )
                 for name, opt_meta in meta["optimizers"].items()

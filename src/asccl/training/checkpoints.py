@@ -64,7 +64,7 @@ def save_checkpoint(
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
     try:
         save_metric(metric, tmp / "metric.safetensors")
-        opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+        opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
         save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
         save_file(_rng_tensors(region_generator), str(tmp / "rng.safetensors"))
         state = {
@@ -110,7 +110,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
-    optimizer_state = _unflatten_optimizer(
+    optimizer_state = unflatten_optimizer_state(
         load_file(str(path / "optimizer.safetensors")), state["optimizer"]
     )
     return Checkpoint(
@@ -150,7 +150,7 @@ def _rng_tensors(region_generator: torch.Generator) -> dict[str, Tensor]:
     return tensors
 
 
-def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+def flatten_optimizer_state(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Split an optimiser state dict into tensors (``state.<param>.<name>``) and JSON."""
     tensors: dict[str, Tensor] = {}
     scalars: dict[str, dict[str, Any]] = {}
@@ -163,7 +163,8 @@ def _flatten_optimizer(state_dict: dict[str, Any]) -> tuple[dict[str, Tensor], d
     return tensors, {"param_groups": state_dict["param_groups"], "scalars": scalars}
 
 
-def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+def unflatten_optimizer_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    """Inverse of :func:`flatten_optimizer_state`."""
     state: dict[int, dict[str, Any]] = {}
     for key, value in tensors.items():
         _, param, name = key.split(".", 2)

@@ -6,8 +6,8 @@
 
 Rows (same generator weights, same batch, steps interleaved round-robin, median reported):
 
-* baseline: one discriminator step and one generator step of ``--model`` (what
-  ``asccl spfem train`` runs per step with ``asccl_weight = 0``);
+* baseline: ``--n-critic`` discriminator steps and one generator step of ``--model`` (what
+  ``asccl spfem train`` runs per step with ``asccl_weight = 0``; GANmut trains with 5);
 * +ASCCL: the same, with ``ASCCLSupervision`` (random-weight metric of ``--backbone`` at
   ``--metric-size``; the generator's 128 px output is resized to it) added to the generator
   loss before its backward.
@@ -43,6 +43,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--backbone", help="metric backbone (default: iresnet50 CUDA, iresnet18 CPU)")
     p.add_argument("--metric-size", type=int, help="metric input (default: 224 CUDA, 112 CPU)")
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
+    p.add_argument("--n-critic", type=int, default=1, help="D steps per G step (GANmut: 5)")
     p.add_argument("--steps", type=int, help="timed steps per row (default: 20 CUDA, 5 CPU)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
@@ -100,10 +101,11 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        model.zero_grad(set_to_none=True)
-        with autocast():
-            d_loss = sum(model.discriminator_losses(batch).values())
-        d_loss.backward()
+        for _ in range(args.n_critic):
+            model.zero_grad(set_to_none=True)
+            with autocast():
+                d_loss = sum(model.discriminator_losses(batch).values())
+            d_loss.backward()
         with autocast():
             terms, outputs = model.generator_losses(batch)
             total = sum(terms.values())
@@ -124,7 +126,8 @@ def main() -> None:
     base, ours = statistics.median(times[False]), statistics.median(times[True])
     print(f"device {device}, torch {torch.__version__}, threads {torch.get_num_threads()}, "
           f"model {args.model} {args.size}px batch {args.batch}, metric {args.backbone} at "
-          f"{args.metric_size}px, amp {args.amp}, {args.steps} steps per row")  # fmt: skip
+          f"{args.metric_size}px, amp {args.amp}, n_critic {args.n_critic}, "
+          f"{args.steps} steps per row")  # fmt: skip
     print("| row | median ms | min ms | max ms |\n|---|---:|---:|---:|")
     for name, values in (("baseline", times[False]), ("+ASCCL", times[True])):
         print(f"| {name} | {1e3 * statistics.median(values):.1f} | {1e3 * min(values):.1f} | "

@@ -65,14 +65,6 @@ grid_clips = 2
 """
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
     root = tmp_path_factory.mktemp("experiment")

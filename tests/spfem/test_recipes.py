@@ -69,16 +69,6 @@ def existing_recipes() -> list[str]:
     return [name for name in index_links() if (RECIPES / f"{name}.md").exists()]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The models here are tiny: intra-op threads only add contention on a shared machine
-    (measured: a GANmut example run 18.7 s with 2 threads under load, 1.5 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def metric_folder(tmp_path_factory):
     """A folder holding what the recipes load: ``metric.safetensors`` (a small random metric),
@@ -90,7 +80,8 @@ def metric_folder(tmp_path_factory):
     save_metric(metric, folder / "metric.safetensors")
     pkl = folder / "DECA" / "data" / "generic_model.pkl"
     pkl.parent.mkdir(parents=True)
-    pkl.write_bytes(pickle.dumps(synthetic_flame_arrays(shape_total=300, exp_total=100), protocol=2))
+    arrays = synthetic_flame_arrays(shape_total=300, exp_total=100)  # FLAME's 300 + 100
+    pkl.write_bytes(pickle.dumps(arrays, protocol=2))
     convert_flame(pkl, folder / "flame.npz")
     return folder
 

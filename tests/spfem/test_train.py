@@ -31,15 +31,6 @@ TINY = GANmutConfig(image_size=32, g_channels=8, g_res_blocks=1, d_channels=8, d
                     num_random=1)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (tiny convolutions; shared 2-core machines)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def stage1(tmp_path_factory) -> Path:
     return write_stage1(tmp_path_factory.mktemp("spfem_train_stage1"))

@@ -41,7 +41,6 @@ import dataclasses
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -63,13 +62,17 @@ from asccl.spfem.data import SPFEMFrames
 from asccl.spfem.generators import GENERATORS, ReferenceGenerator, build_generator
 from asccl.spfem.generators.ganmut import GANmutConfig
 from asccl.spfem.generators.icface import ICfaceConfig
-from asccl.training.checkpoints import flatten_optimizer_state, unflatten_optimizer_state
+from asccl.training.checkpoints import (
+    checkpoint_dirs,
+    flatten_optimizer_state,
+    unflatten_optimizer_state,
+)
+from asccl.training.distributed import setup_distributed
 from asccl.training.train_metric import EpochSampler
 
 log = logging.getLogger(__name__)
 
 MODEL_FILE = "generator.safetensors"
-STEP_DIR = re.compile(r"^step_(\d+)$")
 SAMPLES_DIR = "samples"
 
 
@@ -175,7 +178,7 @@ def load_generator(path: str | os.PathLike) -> ReferenceGenerator:
 
     path = Path(path)
     if path.is_dir():
-        candidates = [path / MODEL_FILE, *(d / MODEL_FILE for d in _step_dirs(path)[::-1])]
+        candidates = [path / MODEL_FILE, *(d / MODEL_FILE for d in checkpoint_dirs(path)[::-1])]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
             raise FileNotFoundError(f"{path}: no {MODEL_FILE} here nor in checkpoints/step_*")
@@ -192,14 +195,6 @@ def load_generator(path: str | os.PathLike) -> ReferenceGenerator:
     except RuntimeError as exc:
         raise ValueError(f"{path}: weights do not fit the saved config ({exc})") from exc
     return model.eval()
-
-
-def _step_dirs(out: Path) -> list[Path]:
-    root = out / "checkpoints"
-    if not root.is_dir():
-        return []
-    dirs = [p for p in root.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
-    return sorted(dirs, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
 @dataclass
@@ -244,7 +239,7 @@ def _save_checkpoint(out: Path, model: ReferenceGenerator, optimizers: dict, sca
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in _step_dirs(out)[:-keep] if keep > 0 else []:
+    for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -253,7 +248,7 @@ def _load_latest(out: Path) -> tuple[Path, dict, dict[str, Tensor], dict] | None
     """``(folder, model state, rng tensors, meta)`` of the newest loadable checkpoint."""
     from safetensors.torch import load_file
 
-    for folder in reversed(_step_dirs(out)):
+    for folder in reversed(checkpoint_dirs(out)):
         try:
             meta = json.loads((folder / "state.json").read_text())
             state = load_file(str(folder / MODEL_FILE))
@@ -379,23 +374,6 @@ def write_sample_grid(model: ReferenceGenerator, batch: dict[str, Tensor], path:
 # ----------------------------------------------------------------------------- the loop
 
 
-def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
 def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
     """All-reduce (mean) the gradients of ``parameters`` over the processes."""
     if world == 1:
@@ -408,7 +386,7 @@ def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None
 
 def train_spfem(config: SPFEMTrainConfig) -> Path:
     """Run (or resume) a training run; returns the final ``generator.safetensors``."""
-    rank, world, device = _setup_distributed(config.device)
+    rank, world, device = setup_distributed(config.device)
     main_process = rank == 0
     out = Path(config.out)
     if config.batch_size % world:

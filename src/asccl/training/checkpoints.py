@@ -80,12 +80,13 @@ def save_checkpoint(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    for old in _checkpoint_dirs(out)[:-keep] if keep > 0 else []:
+    for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def _checkpoint_dirs(out: Path) -> list[Path]:
+def checkpoint_dirs(out: Path) -> list[Path]:
+    """``out/checkpoints/step_N`` folders, oldest first (by N)."""
     root = out / "checkpoints"
     if not root.is_dir():
         return []
@@ -125,7 +126,7 @@ def load_checkpoint(path: Path) -> Checkpoint:
 
 def latest_checkpoint(out: Path) -> Checkpoint | None:
     """The newest checkpoint under ``out`` that loads; broken ones are skipped with a warning."""
-    for path in reversed(_checkpoint_dirs(out)):
+    for path in reversed(checkpoint_dirs(out)):
         try:
             return load_checkpoint(path)
         except Exception as exc:  # partial copy, corrupt file, wrong format...

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from collections.abc import Iterator
 from contextlib import nullcontext
@@ -40,6 +39,7 @@ from asccl.training.checkpoints import (
     save_checkpoint,
 )
 from asccl.training.config import TrainConfig
+from asccl.training.distributed import setup_distributed
 from asccl.training.history import TrainingLog, plot_curves
 from asccl.weights import ARCFACE_WEIGHTS, require_weights_file
 
@@ -70,23 +70,6 @@ class EpochSampler(Sampler[int]):
         return self.per_rank - self.start
 
 
-def _setup_distributed(device: str) -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda":
-        device = f"cuda:{local_rank}"
-    dev = torch.device(device)
-    if dev.type == "cuda":
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    return rank, world, dev
-
-
 def _set_train_mode(metric: nn.Module, batchnorm: str) -> None:
     metric.train()
     if batchnorm == "frozen":  # running statistics only: BN layers stay in eval mode
@@ -97,7 +80,7 @@ def _set_train_mode(metric: nn.Module, batchnorm: str) -> None:
 
 def train_metric(config: TrainConfig) -> Path:
     """Run (or resume) a training run; returns the final metric checkpoint's path."""
-    rank, world, device = _setup_distributed(config.device)
+    rank, world, device = setup_distributed(config.device)
     main_process = rank == 0
     out = config.out
     if config.batch_size % (world * config.grad_accum):

@@ -11,17 +11,6 @@ from asccl.spfem.data import EMOTIONS, emotion_label
 from asccl.spfem.generators import GENERATORS, build_generator
 from asccl.spfem.generators.ganmut import GANmut, GANmutConfig
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: tiny convolutions gain nothing from more, and on a shared
-    2-core machine spinning OpenMP threads make them 10-50x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 TINY = dict(image_size=32, g_channels=8, g_res_blocks=1, d_channels=8, d_layers=3)
 
 

@@ -21,15 +21,6 @@ from asccl.spfem.train import SPFEMTrainConfig, load_generator, train_spfem
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (tiny convolutions; shared 2-core machines)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny_config(**changes) -> ICfaceConfig:
     fields = dict(image_size=SIZE, conv_dim=8, num_down=2, res_blocks=1, d_conv_dim=8,
                   d_layers=3)  # fmt: skip

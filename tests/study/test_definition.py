@@ -90,3 +90,10 @@ def test_toml_unknown_keys_are_errors(tmp_path):
     path.write_text(text.replace('check_question = "emotion"', 'check_question = "fun"'))
     with pytest.raises(ValueError, match="check_question"):
         read_study_toml(path)
+
+
+def test_default_questions_are_the_seeds_three():
+    # realism; emotion like the reference's; mouth shapes like the source's (speech kept)
+    prompts = {q.id: q.prompt for q in DEFAULT_QUESTIONS}
+    assert list(prompts) == ["realism", "emotion", "mouth"]
+    assert "reference" in prompts["emotion"] and "source" in prompts["mouth"]

@@ -39,7 +39,7 @@ class Question:
 DEFAULT_QUESTIONS = (
     Question("realism", "Which video looks more realistic?"),
     Question("emotion", "Which video's emotion is more similar to the reference video's?"),
-    Question("mouth", "Which video's mouth shapes are more similar to the reference video's?"),
+    Question("mouth", "Which video's mouth shapes are more similar to the source video's?"),
 )
 
 #: The question an attention check asks, and the "methods" it compares (expected one last).

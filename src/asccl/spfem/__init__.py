@@ -1,7 +1,15 @@
-"""ASCCL supervision for SPFEM generators (NED, ICface, GANmut, ...): adapters + schedule.
+"""Stage 3: ASCCL inside SPFEM generators (NED, ICface, GANmut, DSM).
 
-``ADAPTERS`` says where each generator keeps its generated and source images and in which
-range and channel order; ``ASCCLSupervision`` turns one training step into a weighted loss.
+- ``ADAPTERS`` / ``get_adapter``: where each generator keeps its generated and source images,
+  and in which range and channel order; ``ASCCLSupervision`` turns one training step into a
+  weighted, scheduled loss.
+- :mod:`asccl.spfem.face3d`: the 3DMM route (FLAME/BFM, differentiable renderer, NED stage 1
+  and DSM adapters via ``get_coefficient_adapter``).
+- :mod:`asccl.spfem.generators`, :mod:`asccl.spfem.train`: the GANmut- and ICface-style
+  reference generators and ``asccl spfem train``.
+- :mod:`asccl.spfem.experiment`: ``asccl experiment`` (baseline vs +ASCCL, evaluated).
+
+Only the adapters and the supervision are imported here; the rest loads on import.
 """
 
 from asccl.spfem.adapters import ADAPTERS, ImagePair, KeyedAdapter, SPFEMAdapter, get_adapter

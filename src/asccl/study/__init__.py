@@ -1,1 +1,1 @@
-"""User study (issue 8): forced-choice study definition, vote store and analysis."""
+"""User study: forced-choice study definition, vote store, analysis and web app (`asccl study`)."""

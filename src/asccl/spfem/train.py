@@ -41,8 +41,6 @@ import dataclasses
 import json
 import logging
 import os
-import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -64,6 +62,7 @@ from asccl.spfem.generators.ganmut import GANmutConfig
 from asccl.spfem.generators.icface import ICfaceConfig
 from asccl.training.checkpoints import (
     checkpoint_dirs,
+    checkpoint_folder,
     flatten_optimizer_state,
     unflatten_optimizer_state,
 )
@@ -211,37 +210,22 @@ def _save_checkpoint(out: Path, model: ReferenceGenerator, optimizers: dict, sca
     written to a temporary folder and renamed into place (a kill leaves it whole or absent)."""
     from safetensors.torch import save_file
 
-    root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step_*"):
-        shutil.rmtree(stale, ignore_errors=True)
-    final = root / f"step_{progress.step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        save_generator(model, tmp / MODEL_FILE)
+    with checkpoint_folder(out, progress.step, keep) as folder:
+        save_generator(model, folder / MODEL_FILE)
         meta: dict[str, Any] = {"progress": dataclasses.asdict(progress), "optimizers": {},
                                 "scalers": {}}  # fmt: skip
         for name, optimizer in optimizers.items():
             tensors, meta["optimizers"][name] = flatten_optimizer_state(optimizer.state_dict())
-            save_file(tensors, str(tmp / f"optimizer_{name}.safetensors"))
+            save_file(tensors, str(folder / f"optimizer_{name}.safetensors"))
         for name, scaler in scalers.items():
             meta["scalers"][name] = scaler.state_dict() if scaler.is_enabled() else None
         rng = {"torch_cpu": torch.get_rng_state(), **{k: g.get_state() for k, g in rngs.items()}}
         if torch.cuda.is_available():
             for i, state in enumerate(torch.cuda.get_rng_state_all()):
                 rng[f"torch_cuda_{i}"] = state
-        save_file(rng, str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps(meta, indent=1))
-        os.chmod(tmp, 0o755)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
-        shutil.rmtree(old, ignore_errors=True)
-    return final
+        save_file(rng, str(folder / "rng.safetensors"))
+        (folder / "state.json").write_text(json.dumps(meta, indent=1))
+    return out / "checkpoints" / f"step_{progress.step:08d}"
 
 
 def _load_latest(out: Path) -> tuple[Path, dict, dict[str, Tensor], dict] | None:

@@ -22,6 +22,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -56,23 +58,34 @@ def save_checkpoint(
     """Write a checkpoint for ``progress.step`` atomically; keep the ``keep`` newest."""
     from safetensors.torch import save_file
 
-    root = out / "checkpoints"
-    root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step_*"):  # the temporary folder of a run killed mid-write
-        shutil.rmtree(stale, ignore_errors=True)
-    final = root / f"step_{progress.step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
-        save_metric(metric, tmp / "metric.safetensors")
+    with checkpoint_folder(out, progress.step, keep) as folder:
+        save_metric(metric, folder / "metric.safetensors")
         opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
-        save_file(opt_tensors, str(tmp / "optimizer.safetensors"))
-        save_file(_rng_tensors(region_generator), str(tmp / "rng.safetensors"))
+        save_file(opt_tensors, str(folder / "optimizer.safetensors"))
+        save_file(_rng_tensors(region_generator), str(folder / "rng.safetensors"))
         state = {
             "progress": asdict(progress),
             "optimizer": opt_meta,
             "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
         }
-        (tmp / "state.json").write_text(json.dumps(state, indent=1))
+        (folder / "state.json").write_text(json.dumps(state, indent=1))
+    return out / "checkpoints" / f"step_{progress.step:08d}"
+
+
+@contextmanager
+def checkpoint_folder(out: Path, step: int, keep: int) -> Iterator[Path]:
+    """A temporary folder to fill; on leaving the block it becomes
+    ``out/checkpoints/step_<step>`` by one rename (a kill leaves a whole checkpoint or none)
+    and all but the ``keep`` newest step folders are removed (``keep <= 0``: none). An error
+    inside the block removes the temporary folder and leaves the old checkpoints alone."""
+    root = out / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    for stale in root.glob(".step_*"):  # the temporary folder of a run killed mid-write
+        shutil.rmtree(stale, ignore_errors=True)
+    final = root / f"step_{step:08d}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
+    try:
+        yield tmp
         os.chmod(tmp, 0o755)  # mkdtemp creates 0700
         if final.exists():
             shutil.rmtree(final)
@@ -82,7 +95,6 @@ def save_checkpoint(
         raise
     for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def checkpoint_dirs(out: Path) -> list[Path]:

@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 from tests.spfem.test_data import write_stage1
 
+from asccl.cli import main
 from asccl.config import load_config
 from asccl.metric import save_metric
 from asccl.spfem.generators.ganmut import GANmut, GANmutConfig
@@ -23,7 +24,6 @@ from asccl.spfem.supervision import ASCCLSupervision
 from asccl.spfem.train import (
     SPFEMTrainConfig,
     load_generator,
-    spfem_train_command,
     train_spfem,
 )
 
@@ -142,18 +142,20 @@ def test_asccl_gradient_reaches_the_generator_never_the_metric(small_metric):
     assert all(p.grad is None and not p.requires_grad for p in asccl.parameters())
 
 
-def test_the_cli_entry_point_reads_a_config_and_overrides(stage1, tmp_path):
+def test_the_cli_entry_point_reads_a_config_and_overrides(stage1, tmp_path, capsys):
     toml = tmp_path / "c.toml"
     toml.write_text(f'data = "{stage1}"\nout = "{tmp_path / "cli"}"\nsteps = 1\nbatch_size = 4\n'
                     'image_size = 32\nworkers = 0\ndevice = "cpu"\n'
                     '[ganmut]\ng_channels = 8\ng_res_blocks = 1\nd_channels = 8\n'
                     'd_layers = 3\n')  # fmt: skip
-    final = spfem_train_command("ganmut", toml, ["--exclude-speakers", "B02"], asccl_weight=0)
-    assert load_generator(final).config.image_size == 32
+    args = ["spfem", "train", "--config", str(toml), "--model", "ganmut",
+            "--exclude-speakers", "B02", "--asccl-weight", "0"]  # fmt: skip
+    assert main(args) == 0
+    assert load_generator(tmp_path / "cli" / "generator.safetensors").config.image_size == 32
     config = load_config(SPFEMTrainConfig, toml, ["--exclude-speakers", "B02"])
     assert config.exclude_speakers == ("B02",)  # a single name becomes a tuple
-    with pytest.raises(ValueError, match="needs asccl_checkpoint"):
-        spfem_train_command("ganmut", toml, [], asccl_weight=1.0)
+    assert main(["spfem", "train", "--config", str(toml), "--asccl-weight", "1"]) == 2
+    assert "needs asccl_checkpoint" in capsys.readouterr().err
 
 
 _SCRIPT = """

@@ -573,26 +573,11 @@ def _due(step: int, every: int) -> bool:
     return every > 0 and step % every == 0
 
 
-def spfem_train_command(model: str, config_path: str | os.PathLike | None,
-                        overrides: list[str] | None = None,
-                        asccl_weight: float | None = None) -> Path:  # fmt: skip
-    """What ``asccl spfem train --model M --config FILE [--asccl-weight W] [--key value ...]``
-    runs: load the config with the overrides, then :func:`train_spfem`."""
-    from asccl.config import load_config
-
-    args = [*(overrides or []), "--model", model]
-    if asccl_weight is not None:
-        args += ["--asccl-weight", repr(float(asccl_weight))]
-    config = load_config(SPFEMTrainConfig, config_path, args)
-    return train_spfem(config)
-
-
 __all__ = [
     "SPFEMTrainConfig",
     "load_generator",
     "plot_spfem_curves",
     "save_generator",
-    "spfem_train_command",
     "train_spfem",
     "write_sample_grid",
 ]

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asccl.data.audio import FEATURE_KINDS, frame_features, load_audio, num_video_frames
+from asccl.data.audio import (
+    FEATURE_KINDS,
+    SILENCE_PEAK,
+    frame_features,
+    load_audio,
+    num_video_frames,
+    require_alignable,
+)
 from asccl.data.errors import DataError
 
 av = pytest.importorskip("av")
@@ -181,6 +188,29 @@ def test_error_video_without_audio(tmp_path):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode(None))
     _assert_one_line_error(path, "no audio stream (streams: video)")
+
+
+def test_error_nan_samples(tmp_path):
+    x = chirp(16000)
+    x[5000] = np.nan
+    path = write_audio(tmp_path / "nan.wav", x[None], SR, "pcm_f32le")
+    _assert_one_line_error(path, "NaN or infinite samples")
+
+
+def test_require_alignable_names_the_file(tmp_path):
+    path = tmp_path / "clip.m4a"
+    require_alignable(chirp(16000), path, SR, 30)  # one second of sound: fine
+    # 534 samples at 30 fps span 2 frames (frame 1 starts at sample 533.3): the minimum
+    require_alignable(np.full(534, 0.1, np.float32), path, SR, 30)
+    for short in (np.zeros(0, np.float32), np.full(533, 0.1, np.float32)):
+        with pytest.raises(DataError, match="audio too short for DTW") as info:
+            require_alignable(short, path, SR, 30)
+        assert info.value.path == str(path)
+    # silence: at most one 16-bit step, however long; one step more is sound
+    for quiet in (np.zeros(32000, np.float32), np.full(32000, SILENCE_PEAK, np.float32)):
+        with pytest.raises(DataError, match=r"^.*clip\.m4a: silent audio track"):
+            require_alignable(quiet, path, SR, 30)
+    require_alignable(np.full(32000, 2 * SILENCE_PEAK, np.float32), path, SR, 30)
 
 
 # ----------------------------------------------------------------------------- frame_features

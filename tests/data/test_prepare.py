@@ -1,6 +1,7 @@
 """The stage-1 commands end to end on a slice of the bundled demo data: outputs, resume,
 shards, and bad inputs reported by path."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from asccl.data.pairing import PairingRule
 from asccl.data.prepare import (
     DataConfig,
     crop_path,
+    crop_settings_path,
     pair_path,
     parse_shard,
     run_crops,
@@ -36,7 +38,8 @@ def dataset(tmp_path):
 
 
 def config_for(root: Path, out: Path, **changes) -> DataConfig:
-    return DataConfig(root=root, out=out, pairing=RULE, crop_size=64, workers=0, **changes)
+    settings = {"pairing": RULE, "crop_size": 64, "workers": 0, **changes}
+    return DataConfig(root=root, out=out, **settings)
 
 
 def test_index_pairs_crops_end_to_end(dataset, tmp_path):
@@ -130,3 +133,163 @@ def _pair(config):
     from asccl.data.pairing import pair_clips
 
     return pair_clips(read_clip_index(config.out / "clips.csv"), RULE)[0][0]
+
+
+# ----------------------------------------------------------------------------- reruns
+
+ONE_PAIR = PairingRule(emotions=("angry",), sentences=("001",))
+
+
+def test_rerun_with_other_crop_size_redoes_crops(dataset, tmp_path):
+    config = config_for(dataset, tmp_path / "out", pairing=ONE_PAIR, crop_size=32)
+    run_index(config)
+    assert run_crops(config).done == 2
+    store = crop_path(config.out, f"{SPEAKER}/angry/level_3/001", "jpeg")
+    assert open_clip_crops(store).size == 32
+    same = run_crops(config)  # same settings: nothing to do
+    assert (same.done, same.skipped, same.notes[:-1]) == (0, 2, [])
+    bigger = run_crops(config_for(dataset, config.out, pairing=ONE_PAIR, crop_size=48))
+    assert (bigger.done, bigger.skipped, bigger.failures) == (2, 0, [])
+    assert "2 crop stores made with other settings (crop_size: 32 -> 48): redone" in bigger.notes
+    assert open_clip_crops(store).size == 48 and open_clip_crops(store).frame(0).shape[0] == 48
+    assert json.loads(crop_settings_path(store).read_text())["crop_size"] == 48
+    # a store of an older asccl (no settings beside it) is redone too, and says so
+    crop_settings_path(store).unlink()
+    legacy = run_crops(config_for(dataset, config.out, pairing=ONE_PAIR, crop_size=48))
+    assert (legacy.done, legacy.skipped) == (1, 1)
+    assert any("1 crop stores made without recorded settings" in n for n in legacy.notes)
+
+
+def test_rerun_with_other_features_and_metric_redoes_pairs(dataset, tmp_path):
+    config = config_for(dataset, tmp_path / "out")
+    run_index(config)
+    assert run_pairs(config).done == 4
+    before = {
+        (p.neutral_clip, p.emotional_clip): p for p in read_pairs_table(config.out / "pairs.csv")
+    }
+    same = run_pairs(config)
+    assert (same.done, same.skipped) == (0, 4)
+    other = config_for(dataset, config.out, features="mfcc", dtw_metric="cosine")
+    again = run_pairs(other)
+    assert (again.done, again.skipped, again.failures) == (4, 0, [])
+    assert (
+        "4 pairs made with other settings (features: mel -> mfcc; dtw_metric: l1 -> cosine): "
+        "redone" in again.notes
+    )
+    record = json.loads(pair_path(config.out, _pair(config)).read_text())
+    assert record["settings"] == {"features": "mfcc", "dtw_metric": "cosine", "sample_rate": 16000}
+    after = read_pairs_table(config.out / "pairs.csv")
+    assert len(after) == 4
+    # cosine distances lie in [0, 2]: the mel/L1 costs (hundreds of dB per step) are gone
+    assert all(p.quality["mean_step_cost"] <= 2.0 for p in after)
+    assert all(
+        before[(p.neutral_clip, p.emotional_clip)].quality["mean_step_cost"] > 2.0 for p in after
+    )
+    assert (run_pairs(other).done, run_pairs(other).skipped) == (0, 4)
+
+
+def test_pairs_without_settings_are_redone_and_failed_redos_leave_the_merge(dataset, tmp_path):
+    config = config_for(dataset, tmp_path / "out")
+    run_index(config)
+    run_pairs(config)
+    first = sorted((config.out / "pairs").rglob("*.json"))[0]
+    record = json.loads(first.read_text())
+    del record["settings"]  # as the code before settings were recorded wrote it
+    first.write_text(json.dumps(record))
+    legacy = run_pairs(config)
+    assert (legacy.done, legacy.skipped) == (1, 3)
+    assert any("1 pairs made without recorded settings" in n for n in legacy.notes)
+    # a redo that fails keeps the old file, which the merged files then leave out
+    broken = dataset / SPEAKER / "audio/angry/level_3/001.m4a"
+    broken.write_bytes(b"")
+    kept = pair_path(config.out, _pair(config)).read_bytes()
+    cosine = run_pairs(config_for(dataset, config.out, dtw_metric="cosine"))
+    assert (cosine.done, len(cosine.failures)) == (3, 1)
+    assert pair_path(config.out, _pair(config)).read_bytes() == kept
+    assert len(read_pairs_table(config.out / "pairs.csv")) == 3
+    assert any("1 pair files on disk made with other settings left out" in n for n in cosine.notes)
+
+
+def test_merge_holds_only_pairs_of_the_current_rule(dataset, tmp_path):
+    config = config_for(dataset, tmp_path / "out")
+    run_index(config)
+    run_pairs(config)
+    narrower = run_pairs(config_for(dataset, config.out, pairing=ONE_PAIR))
+    assert (narrower.done, narrower.skipped) == (0, 1)
+    assert [p.emotional_clip for p in read_pairs_table(config.out / "pairs.csv")] == [
+        f"{SPEAKER}/angry/level_3/001"
+    ]
+    assert any("3 pair files on disk not formed by the current pairing rule" in n
+               for n in narrower.notes)  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize(
+    ("changes", "key"),
+    [
+        ({"crop_size": 0}, "crop_size"),
+        ({"crop_size": 100000}, "crop_size"),
+        ({"crop_size": 64.5}, "crop_size"),
+        ({"crop_size": True}, "crop_size"),
+        ({"sample_rate": 0}, "sample_rate"),
+        ({"detect_every": 0}, "detect_every"),
+        ({"workers": -1}, "workers"),
+        ({"shard": "2/2"}, "shard"),
+        ({"shard": "-1/2"}, "shard"),
+        ({"shard": "1/0"}, "shard"),
+        ({"shard": "half"}, "shard"),
+        ({"features": "wav2vec"}, "features"),
+        ({"dtw_metric": "l3"}, "dtw_metric"),
+        ({"crop_format": "png"}, "crop_format"),
+        ({"out": 5}, "out"),
+        ({"out": ""}, "out"),
+        ({"speakers": "W901"}, "speakers"),
+        ({"crop_all_clips": "yes"}, "crop_all_clips"),
+    ],
+)
+def test_data_config_refuses_bad_values_naming_the_key(changes, key):
+    from asccl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"^{key}: ") as info:
+        DataConfig(**changes)
+    assert "\n" not in str(info.value)
+
+
+def test_data_config_takes_sane_values():
+    config = DataConfig(root="data", out="runs/x", crop_size=16, workers=0, shard="3/4")
+    assert config.out == Path("runs/x") and config.crop_size == 16
+    assert config.pair_settings() == {"features": "mel", "dtw_metric": "l1", "sample_rate": 16000}
+    assert config.crop_settings()["crop_size"] == 16
+
+
+def test_pair_failures_name_the_file(dataset, tmp_path):
+    short = dataset / SPEAKER / "audio/angry/level_3/001.m4a"
+    silent = dataset / SPEAKER / "audio/disgusted/level_3/028.m4a"
+    write_wav(short, np.full(200, 0.3, np.float32))  # 12.5 ms: under one 30 fps frame
+    write_wav(silent, np.zeros(32000, np.float32))
+    config = config_for(dataset, tmp_path / "out")
+    run_index(config)
+    result = run_pairs(config)
+    reasons = dict(result.failures)
+    assert result.done == 2 and len(reasons) == 2
+    assert reasons[f"{SPEAKER}/angry/001_001"].startswith(f"{short}: audio too short for DTW")
+    assert reasons[f"{SPEAKER}/disgusted/001_028"].startswith(f"{silent}: silent audio track")
+    log = next((config.out / "logs").glob("pairs-*.log")).read_text()
+    assert str(short) in log and str(silent) in log
+    line = result.error_line()
+    assert line is not None and str(short) in line and "[pairs] 2 items failed, listed in" in line
+
+
+def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
+    """Mono 16-bit PCM WAV (under the dataset's .m4a name: FFmpeg reads the content)."""
+    import av
+
+    with av.open(str(path), "w", format="wav") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        data = (np.clip(samples, -1, 1) * 32767).round().astype(np.int16)[None]
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate = rate
+        container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))

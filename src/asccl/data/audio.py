@@ -64,6 +64,8 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
         declared = _declared_samples(stream, container, sample_rate)
     if len(audio) == 0:
         raise DataError(path, "audio stream decodes to no samples")
+    if not np.all(np.isfinite(audio)):
+        raise DataError(path, "audio holds NaN or infinite samples")
     if native_rate != sample_rate:
         audio = _resample(audio, native_rate, sample_rate)
     # Trim the padding of the last codec frame only: an excess of more than one frame means
@@ -72,6 +74,36 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if declared and 0 < excess <= math.ceil(codec_frame * sample_rate / native_rate) + 1:
         audio = audio[:declared]
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+#: Peak amplitude at or below which a track is silent: one step of 16-bit PCM.
+SILENCE_PEAK = 2.0**-15
+
+
+def require_alignable(
+    audio: np.ndarray,
+    path: str | os.PathLike,
+    sample_rate: int,
+    fps: float,
+    min_frames: int = 2,
+) -> None:
+    """Refuse a track DTW cannot align meaningfully: :class:`DataError` naming ``path``.
+
+    ``audio`` ``(S,)`` (from :func:`load_audio`) must span at least ``min_frames`` video
+    frames at ``fps`` (:func:`num_video_frames`) and must not be silent (a peak amplitude of
+    at most :data:`SILENCE_PEAK`: every feature frame would then be the same, and any
+    warping path as cheap as any other).
+    """
+    frames = num_video_frames(len(audio), sample_rate, fps)
+    if frames < min_frames:
+        raise DataError(
+            path,
+            f"audio too short for DTW ({len(audio) / sample_rate:.3f} s = {frames} video "
+            f"frame(s) at {fps:g} fps; need at least {min_frames})",
+        )
+    peak = float(np.max(np.abs(audio))) if len(audio) else 0.0
+    if peak <= SILENCE_PEAK:
+        raise DataError(path, f"silent audio track (peak amplitude {peak:.2g}): nothing to align")
 
 
 def num_video_frames(num_samples: int, sample_rate: float, fps: float) -> int:

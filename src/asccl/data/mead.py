@@ -3,7 +3,9 @@
 ``audio.tar`` extracted in place).
 
 Unknown or malformed names are reported, never guessed: :func:`index_mead` returns the
-clips it understood and one :class:`~asccl.data.errors.DataError` per thing it did not.
+clips it understood and one :class:`~asccl.data.errors.DataError` per thing it did not. A
+name whose bytes are not UTF-8 is one of those (reported with the bytes escaped, e.g.
+``\\xff01.mp4``); a root path that is not UTF-8 is refused whole.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from asccl.data.clip_index import require_utf8
 from asccl.data.clips import MEAD_EMOTIONS, Clip
 from asccl.data.errors import DataError
 
@@ -33,8 +36,12 @@ def index_mead(
     Returns:
         ``(clips, problems)``: clips sorted by id; a clip missing its video or its audio is
         kept (the other path is ``None``) and also reported.
+
+    Raises:
+        DataError: ``root`` is not a folder, or not valid UTF-8; an unknown view.
     """
     root = Path(root)
+    require_utf8(root, "MEAD root")
     if not root.is_dir():
         raise DataError(root, "MEAD root is not a folder")
     if view not in MEAD_VIEWS:
@@ -43,6 +50,8 @@ def index_mead(
     found: dict[tuple[str, str, int, str], dict[str, Path]] = {}
     for speaker_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         speaker = speaker_dir.name
+        if _not_utf8(speaker_dir, problems):
+            continue
         if not SPEAKER.match(speaker):
             problems.append(DataError(speaker_dir, "not a MEAD speaker folder (like M003, W015)"))
             continue
@@ -83,12 +92,16 @@ def _scan_emotion(
     problems: list[DataError],
 ) -> None:
     emotion = emotion_dir.name
+    if _not_utf8(emotion_dir, problems):
+        return
     if not emotion_dir.is_dir() or emotion not in MEAD_EMOTIONS:
         problems.append(
             DataError(emotion_dir, f"unknown MEAD emotion; valid: {', '.join(MEAD_EMOTIONS)}")
         )
         return
     for level_dir in sorted(emotion_dir.iterdir()):
+        if _not_utf8(level_dir, problems):
+            continue
         level = LEVEL.match(level_dir.name)
         if not level_dir.is_dir() or not level:
             problems.append(DataError(level_dir, "expected a level_<n> folder"))
@@ -100,9 +113,21 @@ def _scan_emotion(
             problems.append(DataError(level_dir, f"unreadable folder ({exc.strerror})"))
             continue
         for file in files:
+            if _not_utf8(file, problems):
+                continue
             name = SENTENCE.match(file.name)
             if not name or file.suffix != suffix:
                 problems.append(DataError(file, f"expected NNN{suffix}"))
                 continue
             key = (speaker, emotion, int(level.group(1)), name.group(1))
             found.setdefault(key, {})[kind] = file
+
+
+def _not_utf8(path: Path, problems: list[DataError]) -> bool:
+    """Whether ``path``'s name is not valid UTF-8; if so, it is added to ``problems``."""
+    try:
+        require_utf8(path, "name")
+    except DataError as err:
+        problems.append(err)
+        return True
+    return False

@@ -11,6 +11,9 @@ statement, repetition): video from the audio-video file (else video-only), audio
 audio-only ``.wav`` when present, else the audio-video file's own track. Emotions are mapped
 to MEAD's names (fearful -> fear, disgust -> disgusted); ``sentence`` is
 ``"<statement>-<repetition>"`` so that pairing matches the same take number.
+
+A file or folder whose name is not valid UTF-8 is reported (bytes escaped, e.g. ``\\xff``)
+and skipped; a root path that is not UTF-8 is refused whole.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from asccl.data.clip_index import require_utf8
 from asccl.data.clips import Clip
 from asccl.data.errors import DataError
 
@@ -60,8 +64,13 @@ def index_ravdess(
 ) -> tuple[list[Clip], list[DataError]]:
     """List RAVDESS recordings under ``root`` (the folder of ``Actor_NN`` folders, possibly
     nested one level as in the Zenodo archives). Song recordings are skipped unless
-    ``include_song``."""
+    ``include_song``.
+
+    Raises:
+        DataError: ``root`` is not a folder, or not valid UTF-8.
+    """
     root = Path(root)
+    require_utf8(root, "RAVDESS root")
     if not root.is_dir():
         raise DataError(root, "RAVDESS root is not a folder")
     problems: list[DataError] = []
@@ -70,12 +79,18 @@ def index_ravdess(
     if not actor_dirs:
         problems.append(DataError(root, "no Actor_NN folders found"))
     for actor_dir in actor_dirs:
+        try:
+            require_utf8(actor_dir, "folder path")
+        except DataError as exc:
+            problems.append(exc)
+            continue
         folder_actor = ACTOR.match(actor_dir.name)
         if not folder_actor:
             problems.append(DataError(actor_dir, "expected a folder named Actor_NN"))
             continue
         for file in sorted(actor_dir.iterdir()):
             try:
+                require_utf8(file, "name")
                 fields = parse_ravdess_name(file)
             except DataError as exc:
                 problems.append(exc)

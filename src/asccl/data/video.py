@@ -1,4 +1,6 @@
-"""Read (and, for tests and demos, write) video files with PyAV, which bundles FFmpeg.
+"""Read (and, for tests and demos, write) video files with PyAV, which bundles FFmpeg; probe
+a video's frame rate and count (:func:`probe_video`) and an audio track's duration
+(:func:`probe_audio`) from their headers.
 
 Frames come out as ``(H, W, 3)`` uint8 RGB arrays. Every problem with an input file is a
 :class:`~asccl.data.errors.DataError` whose message is one line naming the file.
@@ -18,7 +20,15 @@ import numpy as np
 
 from asccl.data.errors import DataError
 
-__all__ = ["VideoInfo", "iter_frames", "probe_video", "scaled_size", "write_video"]
+__all__ = [
+    "AudioInfo",
+    "VideoInfo",
+    "iter_frames",
+    "probe_audio",
+    "probe_video",
+    "scaled_size",
+    "write_video",
+]
 
 
 @dataclass(frozen=True)
@@ -42,18 +52,23 @@ class VideoInfo:
         return self.num_frames / self.fps
 
 
-def _open(path: Path) -> av.container.InputContainer:
+def _open_media(path: Path, kind: str) -> av.container.InputContainer:
     """Open ``path`` for reading, turning every way it can fail into a :class:`DataError`."""
     if not path.exists():
         raise DataError(path, "no such file")
     if path.is_dir():
-        raise DataError(path, "is a directory, not a video file")
+        raise DataError(path, f"is a directory, not {kind} file")
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
     try:
-        container = av.open(str(path))
+        return av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot open as a video ({_one_line(err)})") from err
+        raise DataError(path, f"cannot open as {kind} ({_one_line(err)})") from err
+
+
+def _open(path: Path) -> av.container.InputContainer:
+    """Open ``path`` and check it has a video stream; :class:`DataError` otherwise."""
+    container = _open_media(path, "a video")
     if not container.streams.video:
         found = [s.type for s in container.streams]
         container.close()
@@ -106,6 +121,59 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     if fps is None:
         raise DataError(path, "video stream has no frame rate")
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height)
+
+
+@dataclass(frozen=True)
+class AudioInfo:
+    """What :func:`probe_audio` learns about a file's first audio stream.
+
+    Attributes:
+        duration: seconds, as the stream (else the container) declares it, else the sum of
+            its packets' durations.
+        sample_rate: Hz.
+    """
+
+    duration: float
+    sample_rate: int
+
+
+def probe_audio(path: str | os.PathLike) -> AudioInfo:
+    """Duration and rate of the first audio stream of ``path`` (a ``.m4a``, ``.wav`` or
+    the sound track of a video), from its headers; decodes nothing.
+
+    When neither the stream nor the container declares a duration (raw ADTS, some WAVs
+    written to a pipe), the packets are demuxed and their durations summed. A stream with
+    no samples has duration 0 (not an error here: :func:`asccl.data.clip_index.probe_clip`
+    decides what is too short).
+
+    Raises:
+        DataError: missing, empty or unreadable file, or no audio stream.
+    """
+    path = Path(path)
+    container = _open_media(path, "an audio")
+    try:
+        if not container.streams.audio:
+            found = [s.type for s in container.streams]
+            raise DataError(path, f"no audio stream (streams: {', '.join(found) or 'none'})")
+        stream = container.streams.audio[0]
+        rate = stream.codec_context.sample_rate or stream.rate or 0
+        duration = None
+        if stream.duration is not None and stream.time_base is not None:
+            duration = float(stream.duration * stream.time_base)
+        elif container.duration is not None:
+            duration = container.duration / av.time_base
+        if duration is None:
+            try:
+                duration = sum(
+                    float(p.duration * p.time_base)
+                    for p in container.demux(stream)
+                    if p.duration is not None and p.time_base is not None
+                )
+            except av.error.FFmpegError as err:
+                raise DataError(path, f"corrupt audio stream ({_one_line(err)})") from err
+    finally:
+        container.close()
+    return AudioInfo(duration=max(0.0, duration), sample_rate=int(rate))
 
 
 def scaled_size(width: int, height: int, scale_to: int) -> tuple[int, int]:

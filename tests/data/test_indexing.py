@@ -1,8 +1,20 @@
+import os
+import wave
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from asccl.data.clip_index import read_clip_index, write_clip_index
+from asccl.data.clip_index import (
+    FPS_RANGE,
+    MIN_DURATION_S,
+    duration_tolerance,
+    probe_clip,
+    read_clip_index,
+    write_clip_index,
+)
+from asccl.data.clips import Clip
 from asccl.data.errors import DataError
 from asccl.data.mead import index_mead
 from asccl.data.pairing import MEAD_RULE, RAVDESS_RULE, pair_clips
@@ -168,3 +180,164 @@ def test_unreadable_folder_is_reported_and_skipped(tmp_path, monkeypatch):
     clips, problems = index_mead(tmp_path)
     assert f"{locked}: unreadable folder (Permission denied)" in [str(p) for p in problems]
     assert any(c.clip_id == "W021/angry/level_3/001" and c.video for c in clips)
+
+
+# ----------------------------------------------------------------------------- media checks
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """Mono 16-bit WAV, exactly ``round(seconds * rate)`` samples (a WAV declares its length
+    exactly, so the checks below can be tested to the sample)."""
+    n = round(seconds * rate)
+    samples = (3000 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.int16)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+    return path
+
+
+def write_clip(folder: Path, frames: int, fps: float, audio_s: float | None) -> Clip:
+    """A 32x32 clip of ``frames`` frames at ``fps`` and (unless None) ``audio_s`` of sound."""
+    from asccl.data.video import write_video
+
+    folder.mkdir(parents=True, exist_ok=True)
+    video = folder / "clip.mp4"
+    write_video(video, [np.full((32, 32, 3), 8 * (i % 30), np.uint8) for i in range(frames)],
+                fps=fps, preset="ultrafast")  # fmt: skip
+    audio = None if audio_s is None else write_wav(folder / "clip.wav", audio_s)
+    return Clip("mead", "M003", "angry", 3, "001", "M003/angry/level_3/001", video, audio)
+
+
+def test_a_clip_whose_video_matches_its_audio_is_indexed_with_its_rate_and_count(tmp_path):
+    clip = probe_clip(write_clip(tmp_path, 30, 30, 1.0))
+    assert (clip.fps, clip.num_frames) == (30.0, 30)
+    ntsc = probe_clip(write_clip(tmp_path / "ntsc", 30, 30000 / 1001, 30 * 1001 / 30000))
+    assert ntsc.fps == pytest.approx(29.97, abs=0.01)  # RAVDESS's rate
+    no_audio = probe_clip(write_clip(tmp_path / "mute", 30, 30, None))
+    assert no_audio.num_frames == 30  # video checks only; the indexer reports the missing file
+
+
+def test_duration_tolerance_is_two_frames_and_the_aac_slack():
+    assert duration_tolerance(30) == pytest.approx(2 / 30 + 0.07)
+    assert (2112 + 1024) / 48000 <= 0.07  # AAC delay + last-frame padding at 48 kHz
+    assert duration_tolerance(30) < 5 / 30  # a couple of frames, not a different take
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_lengths_are_compared_to_the_tolerance(tmp_path, sign):
+    """1 s of video; audio 10 ms inside the tolerance passes, 10 ms outside fails."""
+    tolerance = duration_tolerance(30)
+    inside = write_clip(tmp_path / "in", 30, 30, 1.0 + sign * (tolerance - 0.01))
+    assert probe_clip(inside).num_frames == 30
+    outside = write_clip(tmp_path / "out", 30, 30, 1.0 + sign * (tolerance + 0.01))
+    with pytest.raises(DataError, match="shorter than its audio" if sign > 0 else "longer than"):
+        probe_clip(outside)
+
+
+@pytest.mark.parametrize(
+    ("frames", "fps", "audio_s", "fault", "problem"),
+    [
+        (13, 12.5, 1.04, "video", r"frame rate 12\.5 fps outside 20-60 fps"),
+        (600, 1000, 0.6, "video", r"frame rate 1000 fps outside 20-60 fps"),
+        (1, 30, 1 / 30, "video", r"video too short: 1 frame\(s\) at 30 fps = 0\.033 s"),
+        (1, 30, 3.0, "video", r"video too short: 1 frame"),
+        (30, 30, 2.0, "video", r"video 1\.000 s \(30 frames at 30 fps\) is shorter than its "
+                               r"audio .*clip\.wav \(2\.000 s\) by 1\.000 s, more than the "
+                               r"0\.137 s allowed"),
+        (60, 30, 1.0, "video", r"video 2\.000 s .* is longer than its audio .* by 1\.000 s"),
+        (30, 30, 0.0, "audio", r"audio track is empty \(0 s of sound\)"),
+    ],
+)  # fmt: skip
+def test_bad_clips_are_refused_naming_the_file(tmp_path, frames, fps, audio_s, fault, problem):
+    clip = write_clip(tmp_path, frames, fps, audio_s)
+    with pytest.raises(DataError, match=problem) as info:
+        probe_clip(clip)
+    assert info.value.path == str(getattr(clip, fault))
+    assert "\n" not in str(info.value)
+
+
+def test_the_rules_hold_the_datasets_rates():
+    low, high = FPS_RANGE
+    assert low <= 30000 / 1001 <= 30 <= high  # RAVDESS, MEAD
+    assert not low <= 12.5 <= high and not low <= 1000 <= high
+    assert MIN_DURATION_S * 30 == 15  # frames of the shortest clip at MEAD's rate
+
+
+def test_unreadable_audio_is_refused_naming_it(tmp_path):
+    clip = write_clip(tmp_path, 30, 30, 1.0)
+    clip.audio.write_bytes(b"\x00garbage" * 100)
+    with pytest.raises(DataError, match="cannot open as an audio") as info:
+        probe_clip(clip)
+    assert info.value.path == str(clip.audio)
+
+
+# ----------------------------------------------------------------------------- non-UTF-8 names
+
+
+def bad(path: Path, name: bytes) -> Path:
+    """``path / name`` where ``name`` holds bytes that are not UTF-8."""
+    return path / os.fsdecode(name)
+
+
+def test_mead_names_that_are_not_utf8_are_reported_with_escapes(tmp_path):
+    make_mead(tmp_path)
+    touch(bad(tmp_path / "M003/video/front/angry/level_3", b"\xff01.mp4"))
+    touch(bad(tmp_path, b"W\xff21") / "video/front/angry/level_3/001.mp4")
+    touch(bad(tmp_path / "M003/audio", b"ang\xe9ry") / "level_3/001.m4a")  # Latin-1 é
+    touch(bad(tmp_path / "M003/audio/angry", b"level_\xff") / "001.m4a")
+    clips, problems = index_mead(tmp_path)
+    assert len(clips) == 2 * 9  # the good clips, all of them
+    messages = sorted(str(p) for p in problems)
+    assert len(messages) == 4
+    assert all("name is not valid UTF-8" in m for m in messages)
+    assert f"{tmp_path}/M003/video/front/angry/level_3/\\xff01.mp4: name" in " ".join(messages)
+    assert any("M003/audio/ang\\xe9ry: name" in m for m in messages)
+    for message in messages:
+        message.encode("utf-8")  # printable, and writable to a UTF-8 log
+    path = write_clip_index(clips, tmp_path / "out" / "clips.csv")
+    assert read_clip_index(path) == clips
+
+
+def test_a_root_that_is_not_utf8_is_refused_in_one_line(tmp_path):
+    root = bad(tmp_path, b"caf\xe9")
+    make_mead(root)
+    with pytest.raises(DataError, match=r"caf\\xe9: MEAD root is not valid UTF-8") as info:
+        index_mead(root)
+    assert "\n" not in str(info.value)
+    (root / "Actor_01").mkdir()
+    with pytest.raises(DataError, match=r"caf\\xe9: RAVDESS root is not valid UTF-8"):
+        index_ravdess(root)
+
+
+def test_ravdess_folders_and_files_that_are_not_utf8_are_reported(tmp_path):
+    good = tmp_path / "Actor_02"
+    touch(good / "01-01-01-01-01-01-02.mp4")
+    touch(bad(good, b"01-01-01-01-01-02-02\xff.mp4"))
+    touch(bad(tmp_path, b"Video\xff") / "Actor_03" / "01-01-01-01-01-01-03.mp4")
+    clips, problems = index_ravdess(tmp_path)
+    assert [c.speaker for c in clips] == ["Actor_02"]
+    messages = sorted(str(p) for p in problems)
+    assert messages == [
+        f"{tmp_path}/Actor_02/01-01-01-01-01-02-02\\xff.mp4: name is not valid UTF-8 (bytes "
+        "shown as \\xNN): rename it, or reach it through a symlink with a UTF-8 name",
+        f"{tmp_path}/Video\\xff/Actor_03: folder path is not valid UTF-8 (bytes shown as "
+        "\\xNN): rename it, or reach it through a symlink with a UTF-8 name",
+    ]
+
+
+def test_clip_index_refuses_paths_it_cannot_write_as_utf8(tmp_path):
+    clip = Clip("mead", "M003", "angry", 3, "001", "M003/angry/level_3/001",
+                video=bad(tmp_path, b"\xff.mp4"))  # fmt: skip
+    target = tmp_path / "out" / "clips.csv"
+    with pytest.raises(DataError, match=r"\\xff\.mp4: path is not valid UTF-8"):
+        write_clip_index([clip], target)
+    assert not target.parent.exists()  # refused before anything is written
+    target.parent.mkdir()
+    target.write_bytes(b"dataset,speaker\n\xff\xfe\n")
+    with pytest.raises(DataError, match="not UTF-8 text"):
+        read_clip_index(target)
+    good = replace(clip, video=tmp_path / "caf\u00e9.mp4")  # UTF-8 names go through
+    assert read_clip_index(write_clip_index([good], target)) == [good]

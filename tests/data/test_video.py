@@ -1,4 +1,4 @@
-"""Video probing and decoding on tiny clips written here with PyAV."""
+"""Video probing and decoding, audio probing, on tiny clips written here with PyAV."""
 
 from __future__ import annotations
 
@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from asccl.data.errors import DataError
-from asccl.data.video import VideoInfo, iter_frames, probe_video, scaled_size, write_video
+from asccl.data.video import (
+    AudioInfo,
+    VideoInfo,
+    iter_frames,
+    probe_audio,
+    probe_video,
+    scaled_size,
+    write_video,
+)
 
 
 def ramp_frames(n: int, width: int = 64, height: int = 48) -> list[np.ndarray]:
@@ -177,3 +185,62 @@ def test_write_video_audio_errors_name_the_file(tmp_path, mp4):
         write_video(tmp_path / "a.mp4", ramp_frames(2), audio_from=mp4)
     with pytest.raises(DataError, match=r"missing\.m4a"):
         write_video(tmp_path / "b.mp4", ramp_frames(2), audio_from=tmp_path / "missing.m4a")
+
+
+def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
+    """A mono 16-bit WAV of ``round(seconds * rate)`` samples of a quiet tone."""
+    import wave
+
+    n = round(seconds * rate)
+    samples = (3000 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.int16)
+    with wave.open(str(path), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(rate)
+        handle.writeframes(samples.tobytes())
+    return path
+
+
+def test_probe_audio_reads_the_declared_duration(tmp_path):
+    assert probe_audio(write_wav(tmp_path / "a.wav", 1.25)) == AudioInfo(1.25, 16000)
+    assert probe_audio(write_wav(tmp_path / "b.wav", 0.5, rate=48000)) == AudioInfo(0.5, 48000)
+    assert probe_audio(write_wav(tmp_path / "empty.wav", 0.0)).duration == 0.0  # header only
+    demo = probe_audio(DEMO_AUDIO)  # AAC in .m4a: the edit list's length, not whole frames
+    from asccl.data.audio import load_audio
+
+    assert demo.sample_rate == 16000
+    assert demo.duration == pytest.approx(len(load_audio(DEMO_AUDIO, 16000)) / 16000, abs=1e-3)
+
+
+def test_probe_audio_of_raw_adts(tmp_path):
+    """Raw ADTS AAC has no header with a length: FFmpeg's estimate (whole frames)."""
+    path = tmp_path / "raw.aac"
+    with av.open(str(path), "w", format="adts") as container:
+        stream = container.add_stream("aac", rate=16000, layout="mono")
+        for start in range(0, 16000, 1024):  # 1 s of samples
+            chunk = np.zeros((1, min(1024, 16000 - start)), np.float32)
+            frame = av.AudioFrame.from_ndarray(chunk, format="fltp", layout="mono")
+            frame.sample_rate, frame.pts = 16000, start
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    info = probe_audio(path)
+    # whole 1024-sample AAC frames, plus the encoder's priming frame: 1-1.2 s
+    assert 1.0 <= info.duration <= 1.0 + 3 * 1024 / 16000
+
+
+@pytest.mark.parametrize(
+    ("kind", "problem"),
+    [
+        ("missing", "no such file"),
+        ("empty", "empty file"),
+        ("directory", "is a directory, not an audio file"),
+        ("garbage", "cannot open as an audio"),
+    ],
+)
+def test_probe_audio_errors_name_the_file(tmp_path, mp4, kind, problem):
+    path = _bad_file(tmp_path, mp4, kind)
+    with pytest.raises(DataError, match=problem) as err:
+        probe_audio(path)
+    assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    with pytest.raises(DataError, match=f"{mp4}: no audio stream \\(streams: video\\)"):
+        probe_audio(mp4)

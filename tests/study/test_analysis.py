@@ -146,9 +146,9 @@ def test_share_table_counts_and_average():
 
 
 def test_write_report_from_store(tmp_path):
-    from tests.study.test_store import make_study
+    from tests.study.test_store import KEY, make_study
 
-    store = StudyStore(tmp_path / "study.sqlite")
+    store = StudyStore(tmp_path / "study.sqlite", KEY)
     store.load_study(make_study(4))
     tokens = store.create_tokens(5)
     for n, token in enumerate(tokens):

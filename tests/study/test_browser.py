@@ -22,8 +22,7 @@ pytest.importorskip("uvicorn")
 from tests.study.conftest import LoopbackServer
 
 from asccl.evaluation.results import make_demo_results
-from asccl.study.commands import create, invite, make_app, study_files
-from asccl.study.store import StudyStore
+from asccl.study.commands import create, invite, make_app, open_store
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = REPO / "docs" / "images" / "study_page.png"
@@ -90,7 +89,7 @@ def test_rater_session_in_chromium(browser, tmp_path):
     toml = create(results, tmp_path / "study" / "study.toml", items_per_emotion=1,
                   attention_checks=1)  # fmt: skip
     (token,) = [link.rsplit("/", 1)[1] for link in invite(toml, 1)]
-    store = StudyStore(study_files(toml)["db"])
+    store = open_store(toml)
     app = make_app(toml)
     n_items = len(app.handlers.items)
     assert n_items == 4  # angry, happy, sad + one attention check

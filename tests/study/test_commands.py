@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("starlette")
 
-from asccl.study.commands import ADMIN_TOKEN_ENV, create, invite, make_app, report, serve
+from asccl.cli import main
+from asccl.study.commands import (
+    ADMIN_TOKEN_ENV,
+    create,
+    invite,
+    make_app,
+    open_store,
+    report,
+    serve,
+)
 from asccl.study.commands import study_files as files_of
 from asccl.study.definition import read_study_toml
 from asccl.study.store import StudyError, StudyStore
@@ -36,21 +49,24 @@ def test_invite_prints_links(study_toml, capsys):
     links = invite(study_toml, 4, base_url="https://study.example.org/")
     printed = capsys.readouterr().out.split()
     assert printed == links and len(set(links)) == 4
-    store = StudyStore(files_of(study_toml)["db"])
+    store = open_store(study_toml)
     for link in links:
         assert link.startswith("https://study.example.org/r/")
         assert store.is_token(link.rsplit("/", 1)[1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="-n: must be between 1 and"):
         invite(study_toml, 0)
+    with pytest.raises(ValueError, match="--base-url: must start with http"):
+        invite(study_toml, 1, base_url="javascript:alert(1)//")
     with pytest.raises(FileNotFoundError, match="asccl study create"):
         invite(study_toml.with_name("missing.toml"), 1)
 
 
 def test_secrets_file_and_admin_token(study_toml, monkeypatch):
-    app = make_app(study_toml)
     secrets_file = files_of(study_toml)["secrets"]
+    saved = json.loads(secrets_file.read_text())  # made by create: the key hashes tokens
+    app = make_app(study_toml)
     assert stat.S_IMODE(secrets_file.stat().st_mode) == 0o600
-    saved = json.loads(secrets_file.read_text())
+    assert json.loads(secrets_file.read_text()) == saved
     assert app.handlers.secrets.admin_token == saved["admin_token"]
     # the key survives a restart (open pages stay valid); the environment overrides the token
     monkeypatch.setenv(ADMIN_TOKEN_ENV, "from-the-environment")
@@ -72,13 +88,24 @@ def test_serve_binds_loopback_by_default(study_toml, monkeypatch, capsys):
     assert len(app.handlers.items) == 6
     out = capsys.readouterr().out
     assert "http://127.0.0.1:8123" in out and "warning" not in out
+    # the admin instructions put the token in a header, never in a URL; the printed curl
+    # line, run by a shell (curl replaced by a function printing its arguments), sends it
+    assert "export.csv?" not in out and "status?" not in out and "admin_token=" not in out
+    (line,) = [x.strip() for x in out.splitlines() if x.strip().startswith("curl ")]
+    shell = f'curl() {{ printf "%s\\n" "$@"; }}; {line}'
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    args = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, env=env,
+                          check=True).stdout.splitlines()  # fmt: skip
+    admin = json.loads(files_of(study_toml)["secrets"].read_text())["admin_token"]
+    assert args[args.index("-H") + 1] == f"Authorization: Bearer {admin}"
+    assert args[-1] == "http://127.0.0.1:8123/admin/export.csv"
     serve(study_toml, host="0.0.0.0", port=8124)
     assert "warning: plain HTTP" in capsys.readouterr().out
 
 
 def test_report_from_toml_or_database(study_toml, tmp_path, capsys):
     files = files_of(study_toml)
-    store = StudyStore(files["db"])
+    store = open_store(study_toml)
     checks = store.attention_checks()
     for token in store.create_tokens(3):
         for item_id in store.item_ids():
@@ -96,3 +123,93 @@ def test_report_from_toml_or_database(study_toml, tmp_path, capsys):
     assert other["csv"].read_text() == paths["csv"].read_text()
     with pytest.raises(FileNotFoundError):
         report(tmp_path / "nothing.sqlite", tmp_path / "x")
+
+
+def _modes(folder) -> dict[str, int]:
+    return {p.name: stat.S_IMODE(p.stat().st_mode) for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("umask", [0o000, 0o022, 0o277])
+def test_secret_files_are_0600_whatever_the_umask(results_root, tmp_path, umask, capsys):
+    """study.sqlite, its WAL/SHM side files and study.secret.json: 0600 after `asccl study
+    create` and `invite`, even under a umask that would leave them world-readable (0) or
+    take the owner's write bit (0o277)."""
+    toml = tmp_path / "s" / "study.toml"
+    old = os.umask(umask)
+    try:
+        assert main(["study", "create", "--results", str(results_root), "--study", str(toml),
+                     "--items-per-emotion", "1", "--attention-checks", "1"]) == 0  # fmt: skip
+        created = _modes(toml.parent)
+        assert main(["study", "invite", "--study", str(toml), "-n", "2"]) == 0
+        invited = _modes(toml.parent)
+        with open_store(toml)._connect() as con:  # the side files exist while it is open
+            con.execute("SELECT COUNT(*) FROM raters").fetchone()
+            in_use = _modes(toml.parent)
+    finally:
+        os.umask(old)
+    assert {"study.sqlite-wal", "study.sqlite-shm"} <= set(in_use)
+    for modes in (created, invited, in_use):
+        for name in ("study.sqlite", "study.sqlite-wal", "study.sqlite-shm", "study.secret.json"):
+            assert modes.get(name, 0o600) == 0o600, (name, modes)
+    assert "study.secret.json" in created
+    capsys.readouterr()
+
+
+def test_an_old_database_file_mode_is_tightened(study_toml):
+    db = files_of(study_toml)["db"]
+    os.chmod(db, 0o644)  # as made by earlier versions under umask 022
+    open_store(study_toml)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+
+
+def test_tokens_are_never_stored(study_toml):
+    """The database holds keyed hashes only: a copy of it opens no rater's session."""
+    files = files_of(study_toml)
+    tokens = [link.rsplit("/", 1)[1] for link in invite(study_toml, 5)]
+    store = open_store(study_toml)
+    for token in tokens:
+        store.record_vote(token, store.next_item(token), "realism", "left")
+    on_disk = b"".join(
+        p.read_bytes() for p in files["db"].parent.iterdir() if p.name.startswith("study.sqlite")
+    )
+    for token in tokens:
+        assert token.encode() not in on_disk
+        assert store.token_hash(token).encode() in on_disk
+    assert {v["token"] for v in store.export_votes()} == {store.token_hash(t) for t in tokens}
+
+
+def test_another_key_is_refused_and_a_lost_one_is_not_replaced(study_toml):
+    files = files_of(study_toml)
+    invite(study_toml, 1)
+    saved = files["secrets"].read_bytes()
+    data = json.loads(saved)
+    files["secrets"].write_text(json.dumps({**data, "key": "ab" * 32}))
+    with pytest.raises(StudyError, match="another key"):
+        invite(study_toml, 1)
+    files["secrets"].unlink()  # lost: a new key would silently break every link
+    with pytest.raises(FileNotFoundError, match="restore it from a backup"):
+        invite(study_toml, 1)
+    assert not files["secrets"].exists()
+    files["secrets"].write_bytes(saved)
+    assert len(invite(study_toml, 1)) == 1
+
+
+def test_a_study_made_before_tokens_were_hashed_keeps_working(study_toml):
+    """An earlier version's study: raw tokens in a 0644 database, no secrets file yet. The
+    next command migrates it: the raters' links and votes still work, no raw token is left."""
+    from tests.study.test_store import _db_bytes, _legacy_database
+
+    files = files_of(study_toml)
+    for name in ("db", "secrets"):
+        files[name].unlink()
+    tokens, votes = _legacy_database(files["db"], read_study_toml(study_toml), 2)
+    os.chmod(files["db"], 0o644)
+    assert len(invite(study_toml, 1)) == 1
+    assert stat.S_IMODE(files["db"].stat().st_mode) == 0o600
+    assert stat.S_IMODE(files["secrets"].stat().st_mode) == 0o600
+    assert not any(t.encode() in _db_bytes(files["db"]) for t in tokens)
+    app = make_app(study_toml)
+    store = app.handlers.store
+    assert all(store.is_token(t) for t in tokens)
+    assert len(store.export_votes()) == len(votes)
+    assert store.progress(tokens[1])["answered"] == 6

@@ -19,8 +19,7 @@ pytest.importorskip("uvicorn")
 
 from tests.study.conftest import LoopbackServer, form_values
 
-from asccl.study.commands import invite, make_app, report, study_files
-from asccl.study.store import StudyStore
+from asccl.study.commands import invite, make_app, open_store, report
 
 RATERS = 50
 TIME_LIMIT_S = 60.0
@@ -72,12 +71,13 @@ def test_fifty_concurrent_raters_lose_and_double_nothing(study_toml, tmp_path):
     assert all(s["done"] for s in sessions), f"not finished within {TIME_LIMIT_S} s"
     assert all(s["duplicates_refused"] == n_items for s in sessions)
 
-    votes = StudyStore(study_files(study_toml)["db"]).export_votes()
+    store = open_store(study_toml)
+    votes = store.export_votes()
     expected = {}
     for token, session in zip(tokens, sessions, strict=True):
         keys = {handlers.item_key(token, item_id): item_id for item_id in handlers.items}
         for (key, question), choice in session["sent"].items():
-            expected[(token, keys[key], question)] = choice
+            expected[(store.token_hash(token), keys[key], question)] = choice
     stored = [(v["token"], v["item_id"], v["question"]) for v in votes]
     assert len(expected) == RATERS * n_items * len(QUESTIONS)
     assert len(stored) == len(set(stored)), "a vote was stored twice"
@@ -125,6 +125,6 @@ def test_racing_forms_of_one_rater_never_mix_answers(study_toml):
         with ThreadPoolExecutor(len(variants)) as pool:
             codes = list(pool.map(post, variants))
     assert sorted(codes) == [303] + [409] * (len(variants) - 1)
-    votes = StudyStore(study_files(study_toml)["db"]).export_votes()
+    votes = open_store(study_toml).export_votes()
     stored = {f"q_{v['question']}": v["choice"] for v in votes}
     assert len(votes) == 3 and stored == variants[codes.index(303)]

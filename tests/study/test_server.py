@@ -23,7 +23,6 @@ from tests.study.conftest import EVIL_CLIP, db_snapshot, form_values
 from asccl.study.commands import invite, make_app, study_files
 from asccl.study.definition import read_study_toml, write_study_toml
 from asccl.study.server import rater_id
-from asccl.study.store import StudyStore
 
 ADMIN = "test-admin-token-0123456789"
 ANSWERS = {"q_realism": "left", "q_emotion": "right", "q_mouth": "left"}
@@ -45,8 +44,8 @@ def answer(client, token: str, answers=ANSWERS, **extra):
 
 
 def test_full_session_is_blinded_and_resumable(setup, study_toml):
-    app, client, (token, other, _), db = setup
-    store = StudyStore(db)
+    app, client, (token, other, _), _db = setup
+    store = app.handlers.store  # with the study's key
     study = read_study_toml(study_toml)
     forbidden = ["baseline", "asccl", "sources", "references", "check", "inter_id", ".mp4",
                  "happy", "sad", "c0", "c1", str(study.results_root)]  # fmt: skip
@@ -70,7 +69,7 @@ def test_full_session_is_blinded_and_resumable(setup, study_toml):
         assert reply.status_code == 303 and reply.headers["location"] == f"/r/{token}"
     done = client.get(f"/r/{token}")
     assert done.status_code == 200 and 'id="done"' in done.text
-    votes = [v for v in store.export_votes() if v["token"] == token]
+    votes = [v for v in store.export_votes() if v["token"] == store.token_hash(token)]
     assert len(votes) == 18
     for v in votes:  # the side the rater clicked maps to the method the store assigned there
         left, right = store.assignment(token, v["item_id"])
@@ -135,8 +134,8 @@ def test_duplicate_vote_changes_nothing(setup):
 
 
 def test_partly_answered_item_records_only_the_missing_answers(setup):
-    app, client, (token, *_), db = setup
-    store = StudyStore(db)
+    app, client, (token, *_), _db = setup
+    store = app.handlers.store
     item_id = store.next_item(token)
     store.record_vote(token, item_id, "realism", "right")  # e.g. a crash mid-way
     fields = form_values(client.get(f"/r/{token}").text)
@@ -217,9 +216,9 @@ def test_oversized_body(setup):
 
 
 def test_media_routes_follow_the_assignment(setup, study_toml):
-    _, client, (token, *_), db = setup
+    app, client, (token, *_), _db = setup
     study = read_study_toml(study_toml)
-    store = StudyStore(db)
+    store = app.handlers.store
     root = study.results_root
     item_id = store.next_item(token)
     item = next(i for i in study.items if i.id == item_id)
@@ -278,24 +277,31 @@ def test_markup_in_prompts_and_file_names_is_escaped(study_toml, tmp_path):
         client.post(f"/r/{token}/vote", data={**form_values(html), **ANSWERS})
 
 
-def test_admin_routes_need_the_admin_token(setup):
-    _, client, (token, *_), _ = setup
+def test_admin_routes_need_the_admin_token_in_a_header(setup):
+    app, client, (token, *_), db = setup
     assert answer(client, token).status_code == 303
     for url in ["/admin/status", "/admin/export.csv"]:
         assert client.get(url).status_code == 403
         assert client.get(url, headers={"x-admin-token": "wrong"}).status_code == 403
-        assert client.get(url, params={"admin_token": ADMIN[:-1]}).status_code == 403
         assert client.get(url, headers={"authorization": "Basic " + ADMIN}).status_code == 403
-        for kwargs in [{"headers": {"x-admin-token": ADMIN}}, {"params": {"admin_token": ADMIN}},
-                       {"headers": {"authorization": f"Bearer {ADMIN}"}}]:  # fmt: skip
-            assert client.get(url, **kwargs).status_code == 200
+        assert client.get(url, headers={"authorization": f"Bearer {ADMIN[:-1]}"}).status_code == 403
+        for headers in [{"x-admin-token": ADMIN}, {"authorization": f"Bearer {ADMIN}"}]:
+            assert client.get(url, headers=headers).status_code == 200
+        # a token in the URL is refused, right or wrong, even with the header too: URLs end
+        # up in logs and browser history; the reply says where the token goes
+        for params in [{"admin_token": ADMIN}, {"admin_token": "x"}, {"token": ADMIN}]:
+            for headers in [{}, {"x-admin-token": ADMIN}]:
+                reply = _unchanged(db, client, "GET", url, 400, params=params, headers=headers)
+                assert "header" in reply.text and "never in the URL" in reply.text
+                assert ADMIN not in reply.text
     status = client.get("/admin/status", headers={"x-admin-token": ADMIN}).json()
     assert status == {"items": 6, "questions": ["realism", "emotion", "mouth"], "votes": 3,
                       "raters_started": 1, "raters_done": 0}  # fmt: skip
-    export = client.get("/admin/export.csv", headers={"x-admin-token": ADMIN})
-    assert token not in export.text
+    export = client.get("/admin/export.csv", headers={"authorization": f"Bearer {ADMIN}"})
+    stored = app.handlers.store.token_hash(token)
+    assert token not in export.text and stored not in export.text
     rows = list(csv.DictReader(io.StringIO(export.text)))
-    assert len(rows) == 3 and {r["rater"] for r in rows} == {rater_id(token)}
+    assert len(rows) == 3 and {r["rater"] for r in rows} == {rater_id(stored)}
     assert {r["method"] for r in rows} <= {"baseline", "asccl", "sources", "references"}
 
 

@@ -1,5 +1,6 @@
 """Vote store: tokens, side assignment, vote validation, duplicates, concurrent writers."""
 
+import re
 import sqlite3
 import threading
 
@@ -9,6 +10,7 @@ from asccl.study.definition import Question, StudyDefinition, StudyItem
 from asccl.study.store import DuplicateVote, StudyError, StudyStore
 
 QUESTIONS = (Question("realism", "?"), Question("emotion", "?"), Question("mouth", "?"))
+KEY = bytes(range(32))  # the study's key (study.secret.json in a real study)
 
 
 def make_study(n_items: int = 6) -> StudyDefinition:
@@ -40,7 +42,7 @@ def make_study(n_items: int = 6) -> StudyDefinition:
 
 @pytest.fixture
 def store(tmp_path):
-    s = StudyStore(tmp_path / "study.sqlite")
+    s = StudyStore(tmp_path / "study.sqlite", KEY)
     s.load_study(make_study())
     return s
 
@@ -58,7 +60,7 @@ def test_setup(store, tmp_path):
     with pytest.raises(StudyError, match="different study"):
         store.load_study(make_study(3))
     # reopening keeps the salt, hence the assignments
-    again = StudyStore(tmp_path / "study.sqlite")
+    again = StudyStore(tmp_path / "study.sqlite", KEY)
     assert again.assignment(tokens[0], "happy/c1") == store.assignment(tokens[0], "happy/c1")
 
 
@@ -146,7 +148,7 @@ def test_concurrent_writers_every_vote_once(store):
     assert not errors
     votes = store.export_votes()
     keys = [(v["token"], v["item_id"], v["question"]) for v in votes]
-    expected = {(t, i, q) for t in tokens for i in items for q in store.questions}
+    expected = {(store.token_hash(t), i, q) for t in tokens for i in items for q in store.questions}
     assert len(keys) == len(expected) == len(duplicates) and set(keys) == expected
     assert all(v["choice"] == "left" for v in votes)
 
@@ -184,3 +186,128 @@ def test_next_item_stays_on_a_half_answered_item(store):
     assert store.next_item(token) == first
     with pytest.raises(StudyError, match="unknown token"):
         store.next_item("forged")
+
+
+# --- tokens at rest: keyed hashes, the key checked, old databases migrated -----------------
+
+
+def _db_bytes(path) -> bytes:
+    return b"".join(p.read_bytes() for p in path.parent.glob(f"{path.name}*"))
+
+
+def test_tokens_are_stored_as_keyed_hashes(store):
+    import hashlib
+    import hmac
+
+    tokens = store.create_tokens(3)
+    store.record_vote(tokens[0], "happy/c0", "realism", "left")
+    with sqlite3.connect(store.path) as con:
+        stored = {r[0] for r in con.execute("SELECT token FROM raters")}
+        voted = {r[0] for r in con.execute("SELECT token FROM votes")}
+    con.close()
+    expected = {
+        hmac.new(KEY, b"rater\x00" + t.encode(), hashlib.sha256).hexdigest() for t in tokens
+    }
+    assert stored == expected and voted == {store.token_hash(tokens[0])}
+    assert not any(t.encode() in _db_bytes(store.path) for t in tokens)
+    # a stored hash is not a token: presenting it opens nothing
+    assert not store.is_token(store.token_hash(tokens[0]))
+    with pytest.raises(StudyError, match="unknown token"):
+        store.record_vote(store.token_hash(tokens[1]), "happy/c0", "realism", "left")
+    # without the key, nothing that takes a token works (reading the votes does)
+    keyless = StudyStore(store.path)
+    with pytest.raises(StudyError, match="need the study's key"):
+        keyless.is_token(tokens[0])
+    assert keyless.export_votes() == store.export_votes()
+
+
+def test_another_key_is_refused(store):
+    (token,) = store.create_tokens(1)
+    before = _db_bytes(store.path)
+    with pytest.raises(StudyError, match=r"another key than study\.secret\.json"):
+        StudyStore(store.path, bytes(32), key_name="study.secret.json")
+    assert _db_bytes(store.path) == before
+    assert StudyStore(store.path, KEY).is_token(token)
+
+
+def _legacy_database(path, study, n_raters: int) -> tuple[list[str], list[tuple]]:
+    """A database as versions before token hashing wrote it: the same schema, raw tokens in
+    ``raters`` and ``votes``, no ``token_hash``/``key_check`` meta. Returns the tokens and
+    the votes (token, item, question, choice, left method, method)."""
+    import secrets
+
+    keyless = StudyStore(path)
+    keyless.load_study(study)
+    tokens = [secrets.token_urlsafe(24) for _ in range(n_raters)]
+    votes = []
+    for n, token in enumerate(tokens):
+        for item in keyless.item_ids()[: n + 1]:
+            left, right = keyless.assignment(token, item)  # the salt HMAC of the raw token
+            for q, choice in zip(keyless.questions, ["left", "right", "left"], strict=True):
+                votes.append((token, item, q, choice, left, left if choice == "left" else right))
+    with sqlite3.connect(path) as con:
+        con.execute("DELETE FROM meta WHERE key = 'token_hash'")
+        con.executemany("INSERT INTO raters VALUES (?, 1.0)", [(t,) for t in tokens])
+        con.executemany(
+            "INSERT INTO votes (token, item_id, question, choice, left_method, method, created)"
+            " VALUES (?, ?, ?, ?, ?, ?, 2.0)",
+            votes,
+        )
+    con.close()
+    assert all(t.encode() in _db_bytes(path) for t in tokens)
+    return tokens, votes
+
+
+def test_a_database_with_raw_tokens_is_migrated_on_open(tmp_path):
+    path = tmp_path / "study.sqlite"
+    tokens, votes = _legacy_database(path, make_study(), 4)
+    keyless = StudyStore(path)  # without the key: read as it is, nothing migrated
+    sides = {(t, i): keyless.assignment(t, i) for t in tokens for i in keyless.item_ids()}
+    orders = []
+    assert {v["token"] for v in keyless.export_votes()} == set(tokens)
+
+    store = StudyStore(path, KEY)
+    on_disk = _db_bytes(path)
+    assert not any(t.encode() in on_disk for t in tokens), "a raw token is left on disk"
+    # every rater and vote kept, under the token's hash; the same sides, order and progress
+    exported = store.export_votes()
+    assert [(v["token"], v["item_id"], v["question"], v["choice"], v["left_method"],
+             v["method"]) for v in exported] == [
+        (store.token_hash(v[0]), *v[1:]) for v in votes
+    ]  # fmt: skip
+    for n, token in enumerate(tokens):
+        assert store.is_token(token)
+        assert store.progress(token) == {"answered": 3 * (n + 1), "total": 21,
+                                         "items_done": n + 1}  # fmt: skip
+        for item in store.item_ids():
+            assert store.assignment(token, item) == sides[(token, item)]
+        orders.append(store.next_item(token))
+    # one vote per token/item/question still holds across the migration
+    with pytest.raises(DuplicateVote):
+        store.record_vote(tokens[0], store.item_ids()[0], "realism", "right")
+    assert store.record_vote(tokens[0], orders[0], "realism", "right") == "ok"
+    assert len(store.export_votes()) == len(votes) + 1
+    # opened again (another process, the same key): nothing to migrate, nothing changes
+    again = StudyStore(path, KEY)
+    assert again.export_votes() == store.export_votes() and again.is_token(tokens[3])
+    with pytest.raises(StudyError, match="another key"):
+        StudyStore(path, bytes(32))
+
+
+def test_not_a_study_database_is_refused_unchanged(tmp_path):
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StudyError, match=re.escape(f"{junk}: not a study database")):
+        StudyStore(junk, KEY)
+    assert junk.read_bytes() == b"this is not a database" * 100
+    other = tmp_path / "other.sqlite"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE notes (x)")
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(StudyError, match="not a study's"):
+        StudyStore(other, KEY)
+    assert other.read_bytes() == before
+    with pytest.raises(FileNotFoundError, match="study database not found"):
+        StudyStore(tmp_path / "absent.sqlite", create=False)
+    assert not (tmp_path / "absent.sqlite").exists()

@@ -342,9 +342,7 @@ def write_report(
     if isinstance(source, (str, os.PathLike)):
         from asccl.study.store import StudyStore
 
-        if not Path(source).is_file():
-            raise FileNotFoundError(f"{source}: study database not found")
-        store = StudyStore(source)
+        store = StudyStore(source, create=False)  # no key: votes name raters by hash
         votes = store.export_votes()
         checks = store.attention_checks()
         methods = methods or store.methods

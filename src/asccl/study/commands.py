@@ -3,24 +3,31 @@
 A study lives in one folder, named after its definition file::
 
     study.toml           the definition (items, questions; :mod:`asccl.study.definition`)
-    study.sqlite         the votes (:class:`~asccl.study.store.StudyStore`, WAL)
-    study.secret.json    admin token and the key of CSRF values / item keys (mode 0600)
+    study.sqlite         the votes (:class:`~asccl.study.store.StudyStore`, WAL; mode 0600)
+    study.secret.json    admin token and the study's key: rater-token hashes, CSRF values,
+                         item keys (:mod:`asccl.study.secret_file`; mode 0600)
     study_media/         clips a browser cannot play, encoded to MP4 once
     report/              ``asccl study report`` output (tables, stats, summary, plots)
 
 The videos stay in the results folder the definition points to (``results_root``).
+Every command checks its inputs before it writes anything: a failing command leaves the
+study's files as they were.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 from pathlib import Path
 
 from asccl.study.definition import build_study, read_study_toml, write_study_toml
+from asccl.study.secret_file import load_secrets
 from asccl.study.store import StudyStore
 
 DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 ADMIN_TOKEN_ENV = "ASCCL_STUDY_ADMIN_TOKEN"
+#: ``-n`` of ``invite`` at most (a study has tens of raters; this stops a typo's millions).
+MAX_INVITES = 10_000
 
 
 def study_files(study_toml: str | os.PathLike) -> dict[str, Path]:
@@ -45,17 +52,46 @@ def create(
     seed: int = 0,
     attention_checks: int = 2,
 ) -> Path:
-    """Draw a study from a results folder, write ``study_toml`` and its database; returns the
-    TOML's path. An existing database of another study is an error (nothing is overwritten)."""
+    """Draw a study from a results folder, write ``study_toml``, its database and its secrets
+    file; returns the TOML's path. An existing database of another study, or an existing
+    ``study_toml`` that does not parse, is an error (nothing is overwritten)."""
     study = build_study(results_root, methods, setting, items_per_emotion, seed,
                         attention_checks)  # fmt: skip
     files = study_files(study_toml)
-    StudyStore(files["db"]).load_study(study)  # raises if it holds another study's items
+    if files["toml"].exists():  # may be hand-edited: never replaced unless it is readable
+        read_study_toml(files["toml"])
+    store = open_store(files)
+    store.load_study(study)  # raises if it holds another study's items
     path = write_study_toml(study, files["toml"])
     n_checks = len(study.attention_checks)
     print(f"{path}: {len(study.items) - n_checks} items + {n_checks} attention checks, "
           f"{len(study.questions)} questions; database {files['db']}")  # fmt: skip
     return path
+
+
+def open_store(study: str | os.PathLike | dict[str, Path]) -> StudyStore:
+    """The study's :class:`StudyStore` with its key (``study``: a ``study.toml`` path or its
+    :func:`study_files`). Checks before it writes: the secrets file (when present) and the
+    database (when present) must be sound; a new secrets file is made only when the
+    database holds no tokens hashed with another one.
+
+    Raises:
+        ValueError: a malformed secrets file, a file that is not a study database, or a
+            missing secrets file for a database whose tokens were hashed with it.
+    """
+    files = study if isinstance(study, dict) else study_files(study)
+    secrets_file = files["secrets"]
+    secrets_ = load_secrets(secrets_file, create=False) if secrets_file.exists() else None
+    store = StudyStore(files["db"])  # refuses a file that is not a study database
+    if secrets_ is None:
+        if store.has_key_check():
+            raise FileNotFoundError(
+                f"{secrets_file}: not found, and {files['db']} holds rater tokens hashed with "
+                "its key; restore it from a backup"
+            )
+        secrets_ = load_secrets(secrets_file)
+    store.use_key(secrets_.key, key_name=str(secrets_file))
+    return store
 
 
 def _open(study_toml: str | os.PathLike):
@@ -64,20 +100,32 @@ def _open(study_toml: str | os.PathLike):
         raise FileNotFoundError(f"{files['toml']}: study definition not found "
                                 "(make one with `asccl study create`)")  # fmt: skip
     study = read_study_toml(files["toml"])
-    store = StudyStore(files["db"])
+    store = open_store(files)
     store.load_study(study)
     return study, store, files
 
 
 def invite(study_toml: str | os.PathLike, n: int, base_url: str = DEFAULT_BASE_URL) -> list[str]:
     """Create ``n`` rater tokens and print (and return) their invitation links."""
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
+    if not 1 <= n <= MAX_INVITES:
+        raise ValueError(f"-n: must be between 1 and {MAX_INVITES}, got {n}")
+    if not base_url.startswith(("http://", "https://")):
+        raise ValueError(f"--base-url: must start with http:// or https://, got {base_url!r}")
     _, store, _ = _open(study_toml)
     links = [f"{base_url.rstrip('/')}/r/{t}" for t in store.create_tokens(n)]
     for link in links:
         print(link)
     return links
+
+
+def admin_curl(url: str, token: str | None, secrets_file: str | os.PathLike) -> str:
+    """A shell line that downloads the votes CSV from the server at ``url`` with the admin
+    token in a header, never in the URL. ``token``: a shell expression of the token (e.g.
+    ``"$ASCCL_STUDY_ADMIN_TOKEN"``); ``None`` reads it from ``secrets_file``."""
+    if token is None:
+        token = ("$(python -c 'import json, sys; print(json.load(open(sys.argv[1]))"
+                 f"[\"admin_token\"])' {shlex.quote(str(secrets_file))})")  # fmt: skip
+    return f'curl -fsS -H "Authorization: Bearer {token}" -o votes.csv {url}/admin/export.csv'
 
 
 def make_app(study_toml: str | os.PathLike, admin_token: str | None = None, **kwargs):
@@ -86,10 +134,10 @@ def make_app(study_toml: str | os.PathLike, admin_token: str | None = None, **kw
     the study's secrets file (made on first use)."""
     from dataclasses import replace
 
-    from asccl.study.server import create_app, load_secrets
+    from asccl.study.server import create_app
 
     study, store, files = _open(study_toml)
-    secrets_ = load_secrets(files["secrets"])
+    secrets_ = load_secrets(files["secrets"])  # open_store made it when absent
     admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV)
     if admin_token:
         secrets_ = replace(secrets_, admin_token=admin_token)
@@ -123,8 +171,11 @@ def serve(
     url = f"http://{host}:{port}"
     print(f"Serving {files['toml']} on {url} (Ctrl-C stops)")
     print(f"  invite raters: asccl study invite --study {files['toml']} -n 25 --base-url {url}")
-    print(f"  admin: {url}/admin/status and {url}/admin/export.csv with header X-Admin-Token "
-          f"(the token is in {files['secrets']} or ${ADMIN_TOKEN_ENV})")  # fmt: skip
+    token = ("<the admin token given>" if admin_token
+             else f"${ADMIN_TOKEN_ENV}" if os.environ.get(ADMIN_TOKEN_ENV) else None)  # fmt: skip
+    print(f"  admin: {url}/admin/status and {url}/admin/export.csv take the admin token in an "
+          "'Authorization: Bearer' (or X-Admin-Token) header, never in the URL; the votes:\n"
+          f"    {admin_curl(url, token, files['secrets'])}")  # fmt: skip
     if host not in ("127.0.0.1", "localhost", "::1"):
         print("  warning: plain HTTP on a public address; put a TLS reverse proxy in front "
               "(and pass its origin as allowed_origins)")  # fmt: skip
@@ -140,7 +191,13 @@ def report(
     from asccl.study.analysis import write_report
 
     source = Path(source)
-    db = study_files(source)["db"] if source.suffix == ".toml" else source
+    db = source
+    if source.suffix == ".toml":  # checked: a definition that does not parse is reported
+        if not source.is_file():
+            raise FileNotFoundError(f"{source}: study definition not found (a database "
+                                    "alone: asccl study report --db study.sqlite)")  # fmt: skip
+        read_study_toml(source)
+        db = study_files(source)["db"]
     out = Path(out_dir) if out_dir else source.with_name("report")
     paths = write_report(db, out, min_pass=min_pass)
     for name, path in paths.items():

@@ -235,8 +235,8 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
     """
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
     _check_keys(data, [*_TOP_KEYS, "questions", "items"], "the study", path)
     question_keys = [f.name for f in fields(Question)]
@@ -256,8 +256,8 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
         study = StudyDefinition(
             methods=tuple(data["methods"]),
             setting=data["setting"],
-            items_per_emotion=int(data["items_per_emotion"]),
-            seed=int(data["seed"]),
+            items_per_emotion=_int(data, "items_per_emotion", path),
+            seed=_int(data, "seed", path),
             results_root=data.get("results_root", ""),
             questions=tuple(questions),
             items=tuple(items),
@@ -266,6 +266,13 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
         raise ValueError(f"{path}: missing or malformed key ({exc})") from None
     _validate(study, path)
     return study
+
+
+def _int(data: dict, key: str, path: Path) -> int:
+    value = data[key]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{path}: {key} must be an integer, got {value!r}")
+    return value
 
 
 def _validate(study: StudyDefinition, path: Path) -> None:

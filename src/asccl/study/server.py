@@ -11,8 +11,10 @@ Routes (``<token>`` is a rater's invitation token, see :class:`~asccl.study.stor
   ``reference``). Item keys are opaque per rater (HMAC), so neither URLs nor the HTML name a
   method, an attention check or a file; HTTP range requests work (seeking).
 - ``GET /admin/status`` (JSON) and ``GET /admin/export.csv``: need the admin token, in an
-  ``X-Admin-Token`` or ``Authorization: Bearer`` header or an ``admin_token`` query parameter
-  (compared in constant time). The export names raters by a hash of their token, never the token.
+  ``Authorization: Bearer`` or ``X-Admin-Token`` header (compared in constant time). A token
+  in the URL is refused (400) whether right or not: URLs end up in server and proxy logs and
+  browser history; admin routes take no query string at all. The export names raters by a
+  hash of their token's keyed hash, never the token.
 
 Safety: every input is checked here (token shape, item key, question ids, choices, field set,
 content type); a request the checks refuse is answered 4xx before the store is written to.
@@ -36,19 +38,17 @@ import csv
 import hashlib
 import hmac
 import io
-import json
 import os
 import re
-import secrets
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs
 
 from asccl.study import pages
 from asccl.study.definition import StudyDefinition
 from asccl.study.media import ItemMedia, study_media
+from asccl.study.secret_file import StudySecrets
 from asccl.study.store import CHOICES, DuplicateVote, StudyError, StudyStore
 
 try:
@@ -83,37 +83,6 @@ SECURITY_HEADERS = {
     "referrer-policy": "same-origin",
     "x-frame-options": "DENY",
 }
-
-
-# --- secrets --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StudySecrets:
-    """The admin token and the key behind CSRF values and item keys (kept across restarts,
-    so pages open in a browser stay valid)."""
-
-    admin_token: str
-    key: bytes
-
-
-def load_secrets(path: str | os.PathLike) -> StudySecrets:
-    """Read the secrets file at ``path``, creating it (mode 0600, atomically) when absent."""
-    path = Path(path)
-    if not path.exists():
-        data = {"admin_token": secrets.token_urlsafe(24), "key": secrets.token_hex(32)}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f)
-        os.replace(tmp, path)
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return StudySecrets(str(data["admin_token"]), bytes.fromhex(data["key"]))
-    except (ValueError, KeyError, TypeError) as exc:
-        problem = f"not a study secrets file ({exc}); delete it to make a new one"
-        raise ValueError(f"{path}: {problem}") from None
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -342,17 +311,29 @@ class StudyApp:
 
     # --- admin routes -----------------------------------------------------------------------
 
-    def _admin_ok(self, request: Request) -> bool:
-        given = request.headers.get("x-admin-token") or request.query_params.get("admin_token")
+    def _admin_refusal(self, request: Request) -> tuple[int, str] | None:
+        """``None`` when the request carries the admin token in a header, else the status
+        and the reason: 400 for any query string (a token in a URL leaks through logs and
+        browser history, so it is refused even when right), 403 for a missing or wrong token."""
+        if request.url.query:
+            return 400, (
+                "admin routes take no query string: send the admin token in a header, "
+                "'Authorization: Bearer <token>' or 'X-Admin-Token: <token>', never in the URL "
+                "(URLs are kept in server and proxy logs and browser history)"
+            )
+        given = request.headers.get("x-admin-token")
         auth = request.headers.get("authorization", "")
         if not given and auth.lower().startswith("bearer "):
             given = auth[7:].strip()
         expected = self.secrets.admin_token.encode()
-        return bool(given) and hmac.compare_digest(given.encode(), expected)
+        if given and hmac.compare_digest(given.encode(), expected):
+            return None
+        return 403, "admin token required (header 'Authorization: Bearer <token>')"
 
     async def admin_status(self, request: Request) -> Response:
-        if not self._admin_ok(request):
-            return JSONResponse({"error": "admin token required"}, status_code=403)
+        refusal = self._admin_refusal(request)
+        if refusal is not None:
+            return JSONResponse({"error": refusal[1]}, status_code=refusal[0])
         votes = await run_in_threadpool(self.store.export_votes)
         per_rater: dict[str, int] = {}
         for v in votes:
@@ -370,8 +351,9 @@ class StudyApp:
         )
 
     async def admin_export(self, request: Request) -> Response:
-        if not self._admin_ok(request):
-            return PlainTextResponse("admin token required", status_code=403)
+        refusal = self._admin_refusal(request)
+        if refusal is not None:
+            return PlainTextResponse(refusal[1], status_code=refusal[0])
         votes = await run_in_threadpool(self.store.export_votes)
         return PlainTextResponse(
             export_csv(votes),
@@ -396,7 +378,8 @@ EXPORT_COLUMNS = (
 
 
 def rater_id(token: str) -> str:
-    """A rater's pseudonym in exports: the first 12 hex digits of SHA-256(token)."""
+    """A rater's pseudonym in exports: the first 12 hex digits of SHA-256(token), where
+    ``token`` is the stored one (the keyed hash of the invitation token)."""
     return hashlib.sha256(token.encode()).hexdigest()[:12]
 
 
@@ -434,6 +417,7 @@ def create_app(
             ``https://study.example.org`` of a TLS reverse proxy in front of the server.
     """
     store.load_study(study)  # no-op when loaded; refuses a database of another study
+    store.use_key(secrets_.key)  # rater tokens are hashed under the app's key (checked)
     root = Path(results_root or study.results_root)
     cache = Path(media_cache) if media_cache else store.path.parent / "media_cache"
     handlers = StudyApp(

@@ -1,11 +1,20 @@
 """The study's vote store: one SQLite file, safe under a multi-threaded WSGI server.
 
 Each call opens its own connection (``busy_timeout`` set, WAL journal), so threads never share
-one. Raters are invite tokens (``secrets.token_urlsafe(24)``: 192 random bits). The client
-layer only ever sees ``left``/``right``: which method is on which side is derived per rater
-and item from a secret salt kept in the database (HMAC-SHA256), and :meth:`StudyStore.record_vote`
-maps the side to the method itself. A second vote for the same (token, item, question) raises
-:class:`DuplicateVote` and changes nothing (``UNIQUE`` constraint).
+one. Raters are invite tokens (``secrets.token_urlsafe(24)``: 192 random bits), stored only as
+keyed hashes (HMAC-SHA256 under the study's key, from ``study.secret.json``): the database
+never holds a token, so a copy of it opens no rater's session. A presented token is hashed and
+the stored hash compared in constant time. A database written before tokens were hashed is
+migrated the first time it is opened with the key (in one transaction; the freed pages are
+zeroed and the file rewritten, so no raw token stays on disk); the key's check value is kept,
+so a database opened with another key is refused instead of turning every link invalid.
+
+The client layer only ever sees ``left``/``right``: which method is on which side is derived
+per rater and item from a secret salt kept in the database (HMAC-SHA256 of the token), and
+:meth:`StudyStore.record_vote` maps the side to the method itself. A second vote for the same
+(token, item, question) raises :class:`DuplicateVote` and changes nothing (``UNIQUE``
+constraint). The database and its ``-wal``/``-shm`` files are created with mode 0600 (SQLite
+gives the side files the database's mode), whatever the umask.
 """
 
 from __future__ import annotations
@@ -22,13 +31,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from asccl.study.definition import StudyDefinition
+from asccl.study.secret_file import make_private
 
 CHOICES = ("left", "right")
+#: ``meta`` value of ``token_hash`` once rater tokens are stored as keyed hashes.
+TOKEN_HASH = "hmac-sha256"
+_TABLES = {"meta", "raters", "items", "votes"}
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS raters (
-    token TEXT PRIMARY KEY, created REAL NOT NULL
+    token TEXT PRIMARY KEY, created REAL NOT NULL  -- the keyed hash of the token
 );
 CREATE TABLE IF NOT EXISTS items (
     item_id TEXT PRIMARY KEY, emotion TEXT NOT NULL, clip TEXT NOT NULL,
@@ -59,20 +72,142 @@ class DuplicateVote(StudyError):
 
 
 class StudyStore:
-    """``StudyStore(path)`` opens (creating if needed) the study database at ``path``.
+    """``StudyStore(path, key)`` opens (creating if needed) the study database at ``path``;
+    ``key`` is the study's secret key (:func:`asccl.study.secret_file.load_secrets`).
 
     Fill it once with :meth:`load_study`, hand out :meth:`create_tokens`, then
     :meth:`record_vote` per answer; :meth:`export_votes` feeds :mod:`asccl.study.analysis`.
     """
 
-    def __init__(self, path: str | os.PathLike, busy_timeout_ms: int = 10_000):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        key: bytes | None = None,
+        *,
+        key_name: str = "the key given",
+        create: bool = True,
+        busy_timeout_ms: int = 10_000,
+    ):
+        """Open (creating if absent, mode 0600) the study database at ``path``.
+
+        ``key``: the study's secret key (``study.secret.json``); every call that takes a rater
+        token needs it. ``key_name`` names the key's file in error messages. ``create=False``
+        opens an existing study database only (readers: nothing is created or added).
+
+        Raises:
+            StudyError: ``path`` is not a SQLite database, or not a study's; or its tokens
+                were hashed with another key than ``key``.
+            FileNotFoundError: ``path`` is absent and ``create`` is false.
+        """
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self._key: bytes | None = None
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"{self.path}: study database not found")
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:  # a new file is made 0600 before SQLite opens it; the side files copy its mode
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            os.fchmod(fd, 0o600)
+            os.close(fd)
+        try:
+            with self._connect() as con:
+                tables = {
+                    r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                }
+                if (tables or not create) and not _TABLES.issubset(tables):
+                    raise StudyError(
+                        f"{self.path}: a SQLite database but not a study's (tables: "
+                        f"{sorted(tables)})"
+                    )
+                fresh = not tables
+            with self._connect() as con:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.executescript(_SCHEMA)
+                con.execute(
+                    "INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(32),)
+                )
+                if fresh:
+                    con.execute(
+                        "INSERT OR IGNORE INTO meta VALUES ('token_hash', ?)", (TOKEN_HASH,)
+                    )
+        except sqlite3.DatabaseError as exc:
+            raise StudyError(f"{self.path}: not a study database ({exc})") from None
+        for suffix in ("", "-wal", "-shm"):
+            make_private(Path(f"{self.path}{suffix}"))
+        if key is not None:
+            self.use_key(key, key_name)
+
+    def use_key(self, key: bytes, key_name: str = "the key given") -> None:
+        """Hash rater tokens under ``key`` from now on; on first use, records the key's check
+        value and migrates raw tokens of a database written before tokens were hashed.
+
+        Raises:
+            StudyError: the database's tokens were hashed with another key.
+        """
+        check = hmac.new(key, b"asccl-study-key-check", hashlib.sha256).hexdigest()
+        con = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        migrated = 0
+        try:
+            con.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
+            con.execute("PRAGMA secure_delete=ON")  # freed pages (raw tokens) are zeroed
+            con.execute("BEGIN IMMEDIATE")  # one process migrates; the others then see it done
+            try:
+                stored = self._meta(con, "key_check")
+                if stored is not None and not hmac.compare_digest(stored, check):
+                    raise StudyError(
+                        f"{self.path}: its rater tokens were hashed with another key than "
+                        f"{key_name}; invitation links work only with the study's own "
+                        "secrets file (restore it from a backup)"
+                    )
+                if self._meta(con, "token_hash") != TOKEN_HASH:
+                    migrated = self._migrate_raw_tokens(con, key)
+                    con.execute(
+                        "INSERT OR REPLACE INTO meta VALUES ('token_hash', ?)", (TOKEN_HASH,)
+                    )
+                if stored is None:  # (written only when new: opening changes no byte)
+                    con.execute("INSERT INTO meta VALUES ('key_check', ?)", (check,))
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+            if migrated:  # rewrite the file and empty the WAL: no old page keeps a raw token
+                con.execute("VACUUM")
+                con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            con.close()
+        self._key = key
+
+    def has_key_check(self) -> bool:
+        """Whether rater tokens in this database were hashed with a key (its check value is
+        stored): opening it with another key is refused."""
         with self._connect() as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
-            con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(32),))
+            return self._meta(con, "key_check") is not None
+
+    @staticmethod
+    def _hash_with(key: bytes, token: str) -> str:
+        return hmac.new(key, b"rater\x00" + token.encode(), hashlib.sha256).hexdigest()
+
+    def _migrate_raw_tokens(self, con: sqlite3.Connection, key: bytes) -> int:
+        """Replace the raw tokens of a database written before tokens were hashed (votes
+        follow their rater); returns how many."""
+        raw = con.execute("SELECT token, created FROM raters").fetchall()
+        for token, created in raw:
+            hashed = self._hash_with(key, token)
+            con.execute("INSERT INTO raters VALUES (?, ?)", (hashed, created))
+            con.execute("UPDATE votes SET token = ? WHERE token = ?", (hashed, token))
+            con.execute("DELETE FROM raters WHERE token = ?", (token,))
+        return len(raw)
+
+    def token_hash(self, token: str) -> str:
+        """The keyed hash under which ``token`` is stored (and exported)."""
+        if self._key is None:
+            raise StudyError(
+                f"{self.path}: rater tokens need the study's key (StudyStore(path, key))"
+            )
+        return self._hash_with(self._key, token)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
@@ -125,11 +260,12 @@ class StudyStore:
             )
 
     def create_tokens(self, n: int) -> list[str]:
-        """``n`` new unguessable rater tokens (invite links carry them)."""
+        """``n`` new unguessable rater tokens (invite links carry them); only their keyed
+        hashes are stored."""
         tokens = [secrets.token_urlsafe(24) for _ in range(n)]
-        now = time.time()
+        rows = [(self.token_hash(t), time.time()) for t in tokens]
         with self._connect() as con:
-            con.executemany("INSERT INTO raters VALUES (?, ?)", [(t, now) for t in tokens])
+            con.executemany("INSERT INTO raters VALUES (?, ?)", rows)
         return tokens
 
     # --- reads ------------------------------------------------------------------------------
@@ -162,7 +298,12 @@ class StudyStore:
             return self._has_token(con, token)
 
     def _has_token(self, con: sqlite3.Connection, token: str) -> bool:
-        return con.execute("SELECT 1 FROM raters WHERE token = ?", (token,)).fetchone() is not None
+        """Whether ``token`` is a rater's: its keyed hash is looked up (the index sees only
+        the hash, which tells a timing observer nothing about valid tokens) and compared in
+        constant time."""
+        hashed = self.token_hash(token)
+        row = con.execute("SELECT token FROM raters WHERE token = ?", (hashed,)).fetchone()
+        return row is not None and hmac.compare_digest(row[0], hashed)
 
     def assignment(self, token: str, item_id: str) -> tuple[str, str]:
         """``(left_method, right_method)`` for this rater and item: a fixed, secret coin flip
@@ -209,7 +350,7 @@ class StudyStore:
             answered = dict(
                 con.execute(
                     "SELECT item_id, COUNT(*) FROM votes WHERE token = ? GROUP BY item_id",
-                    (token,),
+                    (self.token_hash(token),),
                 ).fetchall()
             )
             items = [r[0] for r in con.execute("SELECT item_id FROM items")]
@@ -224,13 +365,14 @@ class StudyStore:
                 raise StudyError("unknown token")
             n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
             n_questions = len(json.loads(self._meta(con, "questions") or "[]"))
+            hashed = self.token_hash(token)
             answered = con.execute(
-                "SELECT COUNT(*) FROM votes WHERE token = ?", (token,)
+                "SELECT COUNT(*) FROM votes WHERE token = ?", (hashed,)
             ).fetchone()[0]
             done = con.execute(
                 "SELECT COUNT(*) FROM (SELECT item_id FROM votes WHERE token = ? "
                 "GROUP BY item_id HAVING COUNT(*) >= ?)",
-                (token, n_questions),
+                (hashed, n_questions),
             ).fetchone()[0]
         return {"answered": answered, "total": n_items * n_questions, "items_done": done}
 
@@ -258,7 +400,7 @@ class StudyStore:
                     "INSERT INTO votes (token, item_id, question, choice, left_method, method,"
                     " created) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     (
-                        token,
+                        self.token_hash(token),
                         item_id,
                         question,
                         choice,
@@ -274,7 +416,8 @@ class StudyStore:
         return "ok"
 
     def export_votes(self) -> list[dict]:
-        """Every vote joined with its item: token, item_id, emotion, clip, question, choice,
+        """Every vote joined with its item: token (the rater token's keyed hash, see
+        :meth:`token_hash`; never the token), item_id, emotion, clip, question, choice,
         left_method, method (chosen), methods (the pair), expected, check_question, created."""
         with self._connect() as con:
             con.row_factory = sqlite3.Row

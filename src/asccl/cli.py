@@ -122,10 +122,34 @@ def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
             )
         else:
             study.report(args.db or args.study, args.out, min_pass=args.min_pass)
-    except (ValueError, FileNotFoundError) as exc:  # StudyError is a ValueError
+    except (ValueError, OSError) as exc:  # StudyError is a ValueError; OSErrors name the file
         print(f"asccl: error: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    """A sub-parser whose usage errors are one line, ``asccl: error: <action>: <problem>``."""
+
+    def error(self, message: str):
+        self.exit(2, f"asccl: error: {self.prog.removeprefix('asccl ')}: {message}\n")
+
+
+def _number(kind: type, low: float, high: float | None = None):
+    """An argparse type: ``kind`` (int or float) in ``[low, high]``, else a one-line error."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if not (low <= value and (high is None or value <= high)):  # NaN fails too
+            bounds = f">= {low}" if high is None else f"between {low} and {high}"
+            raise argparse.ArgumentTypeError(f"must be {bounds}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _face3d_convert_flame(args: argparse.Namespace, overrides: Sequence[str]) -> int:
@@ -243,7 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="A web user study: raters compare two methods' results side by side. "
         "Needs the study extra: pip install 'asccl[study]'.",
     )
-    study_commands = study.add_subparsers(dest="study_command", required=True, metavar="ACTION")
+    study_commands = study.add_subparsers(
+        dest="study_command", required=True, metavar="ACTION", parser_class=_OneLineParser
+    )
     study_create = study_commands.add_parser(
         "create", help="draw the study's items from a results folder -> study.toml + database"
     )
@@ -255,19 +281,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--methods", nargs=2, default=["baseline", "asccl"], metavar=("BASELINE", "OURS")
     )
     study_create.add_argument("--setting", default="inter_id")
-    study_create.add_argument("--items-per-emotion", type=int, default=10)
+    study_create.add_argument("--items-per-emotion", type=_number(int, 1), default=10)
     study_create.add_argument("--seed", type=int, default=0, help="seed of the item draw")
-    study_create.add_argument("--attention-checks", type=int, default=2)
+    study_create.add_argument("--attention-checks", type=_number(int, 0), default=2)
     study_invite = study_commands.add_parser("invite", help="make rater tokens, print links")
     study_invite.add_argument("--study", default="study.toml")
-    study_invite.add_argument("-n", type=int, default=25, help="number of raters")
+    study_invite.add_argument(
+        "-n", type=_number(int, 1, 10_000), default=25, help="number of raters"
+    )
     study_invite.add_argument(
         "--base-url", default="http://127.0.0.1:8000", help="public address of the server"
     )
     study_serve = study_commands.add_parser("serve", help="serve the study (uvicorn)")
     study_serve.add_argument("--study", default="study.toml")
     study_serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback)")
-    study_serve.add_argument("--port", type=int, default=8000)
+    study_serve.add_argument("--port", type=_number(int, 1, 65535), default=8000)
     study_serve.add_argument(
         "--allow-origin",
         action="append",
@@ -281,7 +309,10 @@ def build_parser() -> argparse.ArgumentParser:
     study_report.add_argument("--db", help="a study database instead of --study's")
     study_report.add_argument("--out", help="output folder (default: report/ beside it)")
     study_report.add_argument(
-        "--min-pass", type=float, default=1.0, help="share of attention checks a rater must pass"
+        "--min-pass",
+        type=_number(float, 0.0, 1.0),
+        default=1.0,
+        help="share of attention checks a rater must pass",
     )
     for sub in (study_create, study_invite, study_serve, study_report):
         sub.set_defaults(handler=_study)

@@ -1,4 +1,5 @@
-"""Both crop store formats: round trips, atomic replacement, validation for resume."""
+"""Both crop store formats: round trips, atomic replacement, validation for resume, and
+check_clip_crops on stores damaged after writing (each refusal one line naming the store)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,12 @@ import numpy as np
 import pytest
 
 from asccl.data import crop_store
-from asccl.data.crop_store import open_clip_crops, validate_clip_crops, write_clip_crops
+from asccl.data.crop_store import (
+    check_clip_crops,
+    open_clip_crops,
+    validate_clip_crops,
+    write_clip_crops,
+)
 from asccl.data.crops import ClipCrops
 from asccl.data.errors import DataError
 
@@ -168,3 +174,141 @@ def _demo_crops_for_mapping():
         fps=30.0,
         frame_size=(128, 128),
     )
+
+
+# ----------------------------------------------------------------------------- damaged stores
+
+
+def rewrite_npz(path, **changes):
+    """Rewrite the "jpeg" store ``path`` with some members replaced (None: removed)."""
+    with np.load(path) as npz:
+        members = {name: npz[name] for name in npz.files}
+    for name, value in changes.items():
+        if value is None:
+            members.pop(name)
+        else:
+            members[name] = value
+    with open(path, "wb") as handle:
+        np.savez(handle, **members)
+
+
+def jpeg_store(tmp_path):
+    crops = make_crops()
+    path = write_clip_crops(crops, tmp_path / "clip.npz")
+    with np.load(path) as npz:
+        return path, crops, npz["jpeg_bytes"].copy(), npz["offsets"].copy()
+
+
+def assert_refused(path, problem, **kwargs):
+    """check_clip_crops refuses ``path`` in one line naming it; validate says False."""
+    with pytest.raises(DataError, match=problem) as info:
+        check_clip_crops(path, **kwargs)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    if not kwargs:
+        assert not validate_clip_crops(path)
+    return str(info.value)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_check_passes_good_stores_and_returns_the_reader(tmp_path, fmt):
+    path = write_clip_crops(make_crops(), store_path(tmp_path, fmt), format=fmt)
+    for decode in ("ends", "all", [1, 3]):
+        reader = check_clip_crops(path, 6, decode=decode)
+        assert len(reader) == 6 and reader.format == fmt
+    assert_refused(path, "holds 6 frames, its video has 7", expected_frames=7)
+    with pytest.raises(ValueError, match="decode must be"):
+        check_clip_crops(path, decode="some")
+
+
+def test_a_frame_overwritten_with_other_bytes_is_caught_without_decoding(tmp_path):
+    path, _, blob, offsets = jpeg_store(tmp_path)
+    start, end = offsets[3], offsets[4]
+    blob[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8)
+    rewrite_npz(path, jpeg_bytes=blob)
+    assert len(open_clip_crops(path)) == 6  # it opens: only a decode of frame 3 would fail
+    assert_refused(path, r"frame 3: not one whole JPEG \(start/end markers missing; 1 such")
+
+
+def test_a_frame_cut_short_is_caught(tmp_path):
+    path, _, blob, offsets = jpeg_store(tmp_path)
+    cut = offsets[2] + (offsets[3] - offsets[2]) // 2  # frame 2 loses its second half
+    blob = np.concatenate([blob[:cut], blob[offsets[3] :]])
+    offsets[3:] -= offsets[3] - cut
+    rewrite_npz(path, jpeg_bytes=blob, offsets=offsets)
+    assert_refused(path, "frame 2: not one whole JPEG")
+
+
+def test_a_frame_with_a_broken_header_is_caught_when_decoded(tmp_path):
+    """Markers intact, tables zeroed: only a decode tells, so "all" decodes every frame."""
+    path, _, blob, offsets = jpeg_store(tmp_path)
+    blob[offsets[3] + 2 : offsets[3] + 200] = 0
+    rewrite_npz(path, jpeg_bytes=blob)
+    assert check_clip_crops(path)  # first and last frame decode
+    assert_refused(path, "frame 3: undecodable JPEG", decode="all")
+    assert_refused(path, "frame 3: undecodable JPEG", decode=[3])
+    with pytest.raises(DataError, match=f"{path}: frame 3: undecodable JPEG"):
+        open_clip_crops(path).frame(3)
+
+
+def test_a_frame_of_another_size_is_caught_when_decoded(tmp_path):
+    path, crops, *_ = jpeg_store(tmp_path)
+    small = crop_store.encode_jpegs(crops.frames[:, ::2, ::2].copy())  # 32x32 JPEGs
+    rewrite_npz(path, jpeg_bytes=small[0], offsets=small[1])
+    assert_refused(path, "frame 0: JPEG decodes to 32x32, the store's crops are 64x64")
+
+
+def test_a_truncated_store_is_unreadable(tmp_path):
+    path, *_ = jpeg_store(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 300])  # the zip's directory is at the end
+    assert_refused(path, "unreadable crop store")
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "problem"),
+    [
+        ("landmarks", np.zeros((6, 5, 2), np.float32), "arrays disagree in length or shape"),
+        ("boxes", np.zeros((5, 4), np.float32), "arrays disagree in length or shape"),
+        ("landmarks", np.zeros((6, 68, 2), np.int64), "array landmarks has dtype int64"),
+        ("valid", np.ones(6, np.uint8), "array valid has dtype uint8"),
+        ("jpeg_bytes", "int32", "array jpeg_bytes has dtype int32"),
+        ("offsets", "float64", "array offsets has dtype float64"),
+        ("valid", np.ones((6, 1), bool), r"array valid has shape \(6, 1\)"),
+        ("frame_size", np.array([640, 480, 3]), r"array frame_size has shape \(3,\)"),
+        ("fps", np.float64(0.0), "metadata out of range"),
+        ("fps", np.float64(np.nan), "metadata out of range"),
+        ("crop_size", np.int64(0), "metadata out of range"),
+        ("format_version", np.int64(7), "crop store version 7, expected 1"),
+        ("format_version", np.array([1, 1]), "unreadable crop store"),
+        ("landmarks", None, "unreadable crop store"),
+    ],
+)
+def test_wrong_shapes_dtypes_and_values_are_refused(tmp_path, member, value, problem):
+    path, _, blob, offsets = jpeg_store(tmp_path)
+    if isinstance(value, str):  # a dtype for the named member
+        value = {"jpeg_bytes": blob, "offsets": offsets}[member].astype(value)
+    rewrite_npz(path, **{member: value})
+    assert_refused(path, problem)
+
+
+@pytest.mark.parametrize("member", ["landmarks", "source_landmarks", "boxes"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_face_frame_with_nan_landmarks_is_refused(tmp_path, member, bad):
+    path, crops, *_ = jpeg_store(tmp_path)
+    values = np.asarray(getattr(crops, member)).copy()
+    values[4, 0] = bad  # frame 4 is marked as a face (frame 2 is not, and is NaN already)
+    rewrite_npz(path, **{member: values})
+    name = member.replace("_", " ")
+    assert_refused(path, f"frame 4: marked as a face but its {name} hold NaN or inf")
+
+
+def test_nan_landmarks_of_a_frame_without_a_face_are_fine(tmp_path):
+    path, crops, *_ = jpeg_store(tmp_path)
+    assert not crops.valid[2] and np.isnan(crops.landmarks[2]).all()
+    assert check_clip_crops(path, decode="all") and validate_clip_crops(path)
+
+
+def test_npy_store_with_wrong_frame_dtype_is_refused(tmp_path):
+    path = write_clip_crops(make_crops(), tmp_path / "a.crops", format="npy")
+    np.save(path / "frames.npy", np.zeros((6, 64, 64, 3), np.float32))
+    assert_refused(path, "array frames.npy has dtype float32")

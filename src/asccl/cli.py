@@ -36,7 +36,11 @@ def _data(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     summaries = run()
     for summary in summaries:
         print(summary.report())
-    return 1 if any(s.failures for s in summaries) else 0
+    # Items that failed: the summary above lists them; the last line is the first one's file.
+    errors = [line for line in (s.error_line() for s in summaries) if line]
+    if errors:
+        print(f"asccl: error: {errors[0]}", file=sys.stderr)
+    return 1 if errors else 0
 
 
 def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
@@ -160,14 +164,12 @@ def _face3d_convert_flame(args: argparse.Namespace, overrides: Sequence[str]) ->
 
 
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from safetensors import safe_open
+    from asccl.metric import load_metric
+    from asccl.metric.checkpoint import read_metric_metadata
 
-    from asccl.metric import read_metric_config
-
-    config = read_metric_config(args.checkpoint)
-    with safe_open(str(args.checkpoint), framework="pt") as handle:
-        metadata = handle.metadata()
-        count = len(list(handle.keys()))
+    metadata = read_metric_metadata(args.checkpoint)
+    metric = load_metric(args.checkpoint)  # every check: config, keys, shapes, finite values
+    config, count = metric.config, len(metric.state_dict())
     print(
         f"{args.checkpoint}: asccl metric, {count} tensors, "
         f"written by asccl {metadata.get('asccl_version', '?')}"
@@ -179,7 +181,9 @@ def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 def _metric_convert(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from asccl.metric import load_metric, save_metric
 
-    metric = load_metric(args.source, channel_order=args.channel_order)
+    # --channel-order given: it wins; else the file's own (the authors' .pth: bgr)
+    order = {"channel_order": args.channel_order} if args.channel_order else {}
+    metric = load_metric(args.source, **order)
     path = save_metric(metric, args.output)
     print(f"wrote {path} ({metric.config.backbone}, channel order {metric.config.channel_order})")
     return 0
@@ -342,8 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument(
         "--channel-order",
         choices=("rgb", "bgr"),
-        default="bgr",
-        help="channel order the checkpoint was trained on (authors: bgr)",
+        default=None,
+        help="channel order the checkpoint was trained on (default: an asccl file's own; "
+        "the authors' .pth: bgr)",
     )
     convert.set_defaults(handler=_metric_convert)
     return parser
@@ -353,7 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asccl`` command."""
     from asccl.config import ConfigError
     from asccl.data.errors import DataError
-    from asccl.metric import CheckpointError
+    from asccl.io import CheckpointError
     from asccl.spfem.face3d.errors import Face3DModelError
     from asccl.weights import MissingWeightsError
 

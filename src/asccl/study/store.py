@@ -123,16 +123,16 @@ class StudyStore:
                         f"{sorted(tables)})"
                     )
                 fresh = not tables
-            with self._connect() as con:
-                con.execute("PRAGMA journal_mode=WAL")
-                con.executescript(_SCHEMA)
-                con.execute(
-                    "INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (secrets.token_hex(32),)
-                )
-                if fresh:
-                    con.execute(
-                        "INSERT OR IGNORE INTO meta VALUES ('token_hash', ?)", (TOKEN_HASH,)
-                    )
+            if create:  # (a reader sets up nothing: works on a read-only copy too)
+                with self._connect() as con:
+                    con.execute("PRAGMA journal_mode=WAL")
+                    con.executescript(_SCHEMA)
+                    salt = secrets.token_hex(32)
+                    con.execute("INSERT OR IGNORE INTO meta VALUES ('salt', ?)", (salt,))
+                    if fresh:
+                        con.execute(
+                            "INSERT OR IGNORE INTO meta VALUES ('token_hash', ?)", (TOKEN_HASH,)
+                        )
         except sqlite3.DatabaseError as exc:
             raise StudyError(f"{self.path}: not a study database ({exc})") from None
         for suffix in ("", "-wal", "-shm"):

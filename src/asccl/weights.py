@@ -1,8 +1,10 @@
-"""Locating pretrained weight files on local disk. Nothing here downloads.
+"""Locating pretrained weight files on local disk, and loading them. Nothing here downloads.
 
 Every pretrained model asccl uses is loaded from a path the user gives (argument, config
 key or environment variable). When it is missing the error names the file to get, where
-its authors publish it, and how to point asccl at it.
+its authors publish it, and how to point asccl at it. Once found, the file is read and
+loaded strictly by :mod:`asccl.io` (:func:`load_pretrained`): any other problem is a
+one-line :class:`~asccl.io.CheckpointError` naming the file.
 """
 
 from __future__ import annotations
@@ -10,6 +12,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asccl.io import StateFilter, check_state_dict, load_state_dict_strict, read_weights
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -53,4 +61,34 @@ def require_weights_file(path: str | os.PathLike | None, spec: WeightsSpec) -> P
             f"{file}: no such file. {spec.what} weights ({spec.filename}) come from "
             f"{spec.source}; {how}."
         )
+    return file
+
+
+def load_pretrained(
+    model: nn.Module,
+    path: str | os.PathLike | None,
+    spec: WeightsSpec,
+    filter_fn: StateFilter | None = None,
+    *,
+    what: str | None = None,
+    check_only: bool = False,
+) -> Path:
+    """Find ``spec``'s file (``path``, else ``spec.env_var``) and load it into ``model``
+    strictly (:func:`asccl.io.load_state_dict_strict`); returns the file.
+
+    ``check_only=True`` runs every check without loading (``model`` may be on the ``meta``
+    device), to refuse a bad file before long work starts.
+
+    Raises:
+        MissingWeightsError: no path given, or no file there.
+        CheckpointError: the file is unreadable, empty, truncated, malformed, another
+            network's, of the wrong shapes or holds NaN/Inf (one line naming the file).
+    """
+    file = require_weights_file(path, spec)
+    state = read_weights(file)
+    what = what or spec.what
+    if check_only:
+        check_state_dict(model, state, file, filter_fn, what=what)
+    else:
+        load_state_dict_strict(model, state, file, filter_fn, what=what)
     return file

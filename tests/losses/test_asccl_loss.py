@@ -134,7 +134,7 @@ def test_weight_scales_the_loss(metric):
 
 
 def test_clear_errors(metric, loss_fn, tmp_path):
-    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such checkpoint"):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such file"):
         ASCCLLoss(checkpoint=tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="exactly one of"):
         ASCCLLoss()

@@ -77,7 +77,7 @@ def test_authors_checkpoint_loads_by_key_mapping(tmp_path):
 
 
 def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(CheckpointError, match=r"nope\.safetensors: no such checkpoint file"):
+    with pytest.raises(CheckpointError, match=r"nope\.safetensors: no such file"):
         load_metric(tmp_path / "nope.safetensors")
     (tmp_path / "empty.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty file"):
@@ -101,7 +101,7 @@ def test_corrupt_and_foreign_files(metric, tmp_path):
         "config": json.dumps(metric.config.to_dict()),
     }
     save_file({"w": torch.zeros(2)}, wrong, metadata=header)
-    with pytest.raises(CheckpointError, match="keys do not match a iresnet18 metric"):
+    with pytest.raises(CheckpointError, match="keys do not match an ASCCL metric \\(iresnet18"):
         load_metric(wrong)
     truncated = tmp_path / "cut.safetensors"
     truncated.write_bytes(save_metric(metric, tmp_path / "ok.safetensors").read_bytes()[:5000])

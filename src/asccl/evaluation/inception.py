@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asccl.weights import WeightsSpec, require_weights_file
+from asccl.io import fill_batchnorm_counters
+from asccl.weights import WeightsSpec, load_pretrained
 
 INCEPTION_WEIGHTS = WeightsSpec(
     what="FID Inception-v3 (TensorFlow 2015-12-05 graph, ported by pytorch-fid)",
@@ -256,25 +257,20 @@ def load_inception(path: str | os.PathLike | None = None) -> InceptionFeatures:
     ``path`` is ``pt_inception-2015-12-05-6726825d.pth`` (from pytorch-fid's GitHub
     releases); ``None`` reads ``ASCCL_INCEPTION_WEIGHTS``. Nothing downloads. The only keys
     allowed to be absent are the BN ``num_batches_tracked`` counters.
+
+    Raises:
+        MissingWeightsError: no path given, or no file there.
+        CheckpointError: (a ``ValueError``) unreadable, another layout, wrong shapes or
+            NaN/Inf values (one line naming the file).
     """
-    file = require_weights_file(path, INCEPTION_WEIGHTS)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ValueError(f"{file}: cannot read as a PyTorch state dict ({exc})") from exc
-    if not isinstance(state, Mapping):
-        raise ValueError(f"{file}: expected a state dict, found {type(state).__name__}")
     net = FIDInceptionV3()
-    state = dict(state)
-    for key in net.state_dict().keys() - state.keys():
-        # BN step counters (unused in eval) may be absent from files saved by older torch;
-        # any other missing key still fails the strict load below
-        if key.endswith(".bn.num_batches_tracked"):
-            state[key] = torch.zeros((), dtype=torch.long)
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        raise ValueError(f"{file}: not pytorch-fid's FID Inception state dict ({exc})") from exc
+    load_pretrained(
+        net,
+        path,
+        INCEPTION_WEIGHTS,
+        fill_batchnorm_counters,
+        what="pytorch-fid's FID Inception-v3",
+    )
     return InceptionFeatures(net)
 
 

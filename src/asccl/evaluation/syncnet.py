@@ -13,12 +13,13 @@ The module names and ``nn.Sequential`` indices match ``S`` so that the published
 from __future__ import annotations
 
 import os
-import pickle
+from collections.abc import Mapping
+from typing import Any
 
-import torch
 from torch import Tensor, nn
 
-from asccl.weights import WeightsSpec, require_weights_file
+from asccl.io import fill_batchnorm_counters
+from asccl.weights import WeightsSpec, load_pretrained
 
 SYNCNET_WEIGHTS = WeightsSpec(
     what="SyncNet lip-sync model (syncnet_python)",
@@ -117,58 +118,31 @@ def _check_shape(x: Tensor, window: tuple[int, ...], what: str) -> None:
         raise TypeError(f"{what} must be floating point, got {x.dtype}")
 
 
+def syncnet_filter(state: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``filter_fn`` for ``syncnet_v2.model``: unwrap a ``{"state_dict": ...}`` container and
+    add the BatchNorm ``num_batches_tracked`` counters a pre-0.4.1 file lacks."""
+    if isinstance(state.get("state_dict"), Mapping):
+        state = state["state_dict"]
+    return fill_batchnorm_counters(state, model)
+
+
 def load_syncnet(path: str | os.PathLike | None = None) -> SyncNet:
     """:class:`SyncNet` with the published ``syncnet_v2.model`` weights, loaded strictly.
 
     ``path=None`` reads ``ASCCL_SYNCNET_WEIGHTS``. The file is read with
     ``torch.load(weights_only=True)``: syncnet_python's own loader iterates it as a
-    ``name -> tensor`` mapping, so it is a state dict and needs no code unpickled. A state
-    dict written before PyTorch 0.4.1 lacks BatchNorm's ``num_batches_tracked`` buffers
-    (unused in eval mode); those, and only those, may be missing.
+    ``name -> tensor`` mapping, so it is a state dict and needs no code unpickled (a
+    pickled whole model is refused on purpose). A state dict written before PyTorch 0.4.1
+    lacks BatchNorm's ``num_batches_tracked`` buffers (unused in eval mode); those, and only
+    those, may be missing.
 
     Raises:
         MissingWeightsError: no path given, or no file there.
-        ValueError: the file is not a loadable state dict, or its keys or shapes differ
-            from SyncNet's (the message names the file and the keys).
+        CheckpointError: (a ``ValueError``) the file is not a loadable state dict, its keys
+            or shapes differ from SyncNet's, or it holds NaN/Inf (one line naming the file).
     """
-    file = require_weights_file(path, SYNCNET_WEIGHTS)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError) as err:
-        raise ValueError(
-            f"{file}: cannot be read as a SyncNet state dict with torch.load(weights_only=True) "
-            f"({str(err).splitlines()[0] if str(err) else type(err).__name__}). A pickled "
-            f"whole model is refused on purpose; get {SYNCNET_WEIGHTS.filename} from "
-            f"{SYNCNET_WEIGHTS.source}."
-        ) from None
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{file}: expected a state dict, found a {type(state).__name__}")
     model = SyncNet()
-    expected = model.state_dict()
-    optional = {k for k in expected if k.endswith(".num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{file}: not a syncnet_python SyncNet state dict; missing keys {_few(missing)}, "
-            f"unexpected keys {_few(unexpected)}"
-        )
-    wrong = [
-        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
-        for k, v in state.items()
-        if tuple(v.shape) != tuple(expected[k].shape)
-    ]
-    if wrong:
-        raise ValueError(f"{file}: tensors of the wrong shape: {_few(wrong)}")
-    full = {**{k: expected[k] for k in optional}, **state}
-    model.load_state_dict(full, strict=True)
+    load_pretrained(
+        model, path, SYNCNET_WEIGHTS, syncnet_filter, what="syncnet_python's SyncNet (S)"
+    )
     return model
-
-
-def _few(items: list[str], limit: int = 6) -> str:
-    if not items:
-        return "none"
-    more = f" and {len(items) - limit} more" if len(items) > limit else ""
-    return ", ".join(items[:limit]) + more

@@ -2,8 +2,10 @@
 
 One file holds both, so a checkpoint cannot be separated from the settings it was trained
 with. The header metadata is ``{"format": "asccl-metric", "format_version": "1",
-"asccl_version": ..., "config": <MetricConfig JSON>}``; any safetensors reader shows it
-(``asccl metric info FILE`` prints it).
+"asccl_version": ..., "config": <MetricConfig JSON>}``, written in a fixed order, so the same
+metric always gives the same bytes; any safetensors reader shows it (``asccl metric info
+FILE`` prints it). Reading goes through :mod:`asccl.io`: every problem with a file is one
+:class:`CheckpointError` line naming it.
 
 The authors' released checkpoints (``torch.save(model.state_dict())`` of their
 ``Temporal_Context_Loss``: ``resnet50.*`` and ``mlp.{0,2,3,5,6,8,9,11}.*``) load through an
@@ -12,19 +14,36 @@ explicit key mapping, read with ``torch.load(weights_only=True)``: nothing is un
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
-import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from asccl import __version__
+from asccl.io import (
+    CheckpointError,
+    load_state_dict_strict,
+    read_safetensors_metadata,
+    read_weights,
+    save_safetensors,
+    unwrap_state_dict,
+)
 from asccl.metric.config import MetricConfig
-from asccl.metric.iresnet import clean_state_dict
 from asccl.metric.model import ASCCLMetric
+
+__all__ = [
+    "CheckpointError",
+    "authors_state_dict",
+    "load_metric",
+    "read_metric_config",
+    "read_metric_metadata",
+    "save_metric",
+]
 
 FORMAT = "asccl-metric"
 FORMAT_VERSION = "1"
@@ -33,19 +52,16 @@ FORMAT_VERSION = "1"
 _AUTHORS_MLP = {stage: (3 * stage, 3 * stage + 2) for stage in range(4)}
 
 
-class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable or not what it claims to be."""
-
-
 def save_metric(metric: ASCCLMetric, path: str | os.PathLike) -> Path:
     """Write ``metric`` to ``path`` (``.safetensors``) atomically: a temporary file in the
-    same folder, then a rename, so a crash never leaves a half-written checkpoint."""
-    from safetensors.torch import save_file
+    same folder, then a rename, so a crash never leaves a half-written checkpoint.
 
+    The same metric gives the same bytes: the header's metadata is written in a fixed
+    order, its config JSON with sorted keys, and nothing time-dependent is stored.
+    """
     path = Path(path)
     if path.suffix != ".safetensors":
-        raise CheckpointError(f"{path}: metric checkpoints are .safetensors files")
-    path.parent.mkdir(parents=True, exist_ok=True)
+        raise CheckpointError(path, "metric checkpoints are .safetensors files")
     tensors = {k: v.detach().contiguous().cpu() for k, v in metric.state_dict().items()}
     metadata = {
         "format": FORMAT,
@@ -53,46 +69,90 @@ def save_metric(metric: ASCCLMetric, path: str | os.PathLike) -> Path:
         "asccl_version": __version__,
         "config": json.dumps(metric.config.to_dict(), sort_keys=True),
     }
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return save_safetensors(tensors, path, metadata)
 
 
-def read_metric_config(path: str | os.PathLike) -> MetricConfig:
-    """The :class:`MetricConfig` stored in an asccl checkpoint's header."""
-    return MetricConfig.from_dict(_read_header(Path(path)))
-
-
-def _read_header(path: Path) -> dict[str, Any]:
-    from safetensors import safe_open
-
-    _require_file(path)
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-    except Exception as exc:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+def read_metric_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The header metadata of an asccl metric checkpoint (format, versions, config JSON),
+    checked to be one (the tensors are not read)."""
+    path = Path(path)
+    metadata = read_safetensors_metadata(path)
     if metadata.get("format") != FORMAT or "config" not in metadata:
         raise CheckpointError(
-            f"{path}: a safetensors file without an asccl metric header (format={FORMAT!r} "
-            "and config); was it written by asccl.save_metric?"
+            path,
+            f"a safetensors file without an asccl metric header (format={FORMAT!r} "
+            "and config); was it written by asccl.save_metric?",
         )
     if metadata.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(
-            f"{path}: checkpoint format version {metadata.get('format_version')!r}, "
-            f"this asccl reads {FORMAT_VERSION!r}"
+            path,
+            f"checkpoint format version {metadata.get('format_version')!r}, "
+            f"this asccl reads {FORMAT_VERSION!r}",
         )
+    return metadata
+
+
+def read_metric_config(path: str | os.PathLike) -> MetricConfig:
+    """The :class:`MetricConfig` stored in an asccl checkpoint's header.
+
+    Raises:
+        CheckpointError: not an asccl checkpoint, or a config with unknown keys, values of
+            the wrong type or out of range (named).
+    """
+    path = Path(path)
+    text = read_metric_metadata(path)["config"]
     try:
-        return json.loads(metadata["config"])
-    except json.JSONDecodeError as exc:
-        raise CheckpointError(f"{path}: the config in its header is not valid JSON") from exc
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        raise CheckpointError(path, "the config in its header is not valid JSON") from None
+    return _config_from_header(path, data)
+
+
+def _config_from_header(path: Path, data: Any) -> MetricConfig:
+    """A :class:`MetricConfig` from a header's JSON, every field type-checked first (a
+    string where a number belongs must not reach the config's arithmetic)."""
+    bad = "bad config in its header"
+    if not isinstance(data, dict):
+        raise CheckpointError(path, f"{bad}: a JSON {type(data).__name__}, not an object")
+    fields = {f.name for f in dataclasses.fields(MetricConfig)}
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise CheckpointError(path, f"{bad}: unknown keys {unknown}")
+    defaults = MetricConfig()
+    for name, value in data.items():
+        problem = _field_problem(value, getattr(defaults, name))
+        if problem:
+            raise CheckpointError(path, f"{bad}: {name} = {json.dumps(value)[:60]} {problem}")
+    try:
+        return MetricConfig.from_dict(data)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(path, f"{bad}: {exc}") from None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _field_problem(value: Any, default: Any) -> str | None:
+    """Why ``value`` cannot stand where ``default`` does (None: it can)."""
+    if isinstance(default, bool):
+        return None if isinstance(value, bool) else "is not true/false"
+    if isinstance(default, int):
+        if not _is_int(value):
+            return "is not an integer"
+        return None if value >= 1 else "must be >= 1"
+    if isinstance(default, float):
+        if not (_is_int(value) or isinstance(value, float)):
+            return "is not a number"
+        return None if math.isfinite(value) else "is not finite"
+    if isinstance(default, str):
+        return None if isinstance(value, str) else "is not a string"
+    if isinstance(default, tuple):
+        ok = isinstance(value, list) and all(_is_int(v) for v in value)
+        return None if ok else "is not a list of integers"
+    if isinstance(default, dict):
+        return None if isinstance(value, dict) else "is not an object"
+    return None
 
 
 def load_metric(path: str | os.PathLike, **overrides: Any) -> ASCCLMetric:
@@ -105,98 +165,64 @@ def load_metric(path: str | os.PathLike, **overrides: Any) -> ASCCLMetric:
             Fields that change the architecture are rejected.
 
     Raises:
-        CheckpointError: missing or malformed file, with the path and what is wrong.
+        CheckpointError: one line naming the file: missing, empty, truncated or malformed,
+            a bad config in its header, another network's keys, wrong shapes, NaN/Inf.
     """
     path = Path(path)
     if path.suffix == ".safetensors":
-        config = MetricConfig.from_dict(_read_header(path))
-        state = _read_safetensors(path)
+        config = read_metric_config(path)
+        filter_fn = None
     else:
         # The authors trained on OpenCV's BGR frames; everything else uses asccl's defaults.
         config = MetricConfig(
             backbone="iresnet50", channel_order="bgr", extra={"source": "authors' checkpoint"}
         )
-        state = authors_state_dict(_read_torch(path), path)
+        filter_fn = _authors_filter
+    state = read_weights(path)
     if overrides:
         changed = config.replace(**overrides)
         for name in ("backbone", "head_reduction"):
             if getattr(changed, name) != getattr(config, name):
-                raise CheckpointError(f"{path}: {name} is fixed by the checkpoint's weights")
+                raise CheckpointError(path, f"{name} is fixed by the checkpoint's weights")
         config = changed
-    metric = ASCCLMetric(config)
-    _load_strict(metric, state, path)
+    try:
+        metric = ASCCLMetric(config)
+    except (ValueError, TypeError, ZeroDivisionError, RuntimeError) as exc:
+        raise CheckpointError(path, f"its config builds no metric ({exc})") from None
+    what = f"an ASCCL metric ({config.backbone}, head_reduction {config.head_reduction})"
+    load_state_dict_strict(metric, state, path, filter_fn, what=what)
     return metric
 
 
-def authors_state_dict(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
-    """Map the authors' keys (``resnet50.*``, ``mlp.N.*``) to :class:`ASCCLMetric`'s."""
+def _authors_filter(state: Mapping[str, Any], model: nn.Module | None = None) -> dict:
+    return authors_state_dict(unwrap_state_dict(state))
+
+
+def authors_state_dict(
+    state: Mapping[str, Tensor], model: nn.Module | None = None
+) -> dict[str, Tensor]:
+    """Map the authors' keys (``resnet50.*``, ``mlp.N.*``) to :class:`ASCCLMetric`'s.
+
+    A ``filter_fn`` of :func:`asccl.io.load_state_dict_strict`; raises ``ValueError`` for a
+    key of neither kind.
+    """
     mapped: dict[str, Tensor] = {}
     for key, value in state.items():
         if key.startswith("resnet50."):
             mapped["backbone." + key.removeprefix("resnet50.")] = value
         elif key.startswith("mlp."):
-            _, index, param = key.split(".", 2)
+            index, _, param = key.removeprefix("mlp.").partition(".")
             for stage, (first, second) in _AUTHORS_MLP.items():
-                if int(index) in (first, second):
-                    layer = 0 if int(index) == first else 2
+                if index in (str(first), str(second)) and param:
+                    layer = 0 if index == str(first) else 2
                     mapped[f"heads.heads.{stage}.{layer}.{param}"] = value
                     break
             else:
-                raise CheckpointError(f"{path}: unexpected key {key} (no Linear at that index)")
+                raise ValueError(f"unexpected key {key} (no Linear at that index)")
         else:
-            raise CheckpointError(
-                f"{path}: key {key!r} is neither resnet50.* nor mlp.*: not an ASCCL "
-                "metric checkpoint. (An insightface backbone.pth initialises a metric for "
+            raise ValueError(
+                f"key {key!r} is neither resnet50.* nor mlp.*: not an ASCCL metric "
+                "checkpoint. (An insightface backbone.pth initialises a metric for "
                 "training; it is not a trained metric.)"
             )
     return mapped
-
-
-def _require_file(path: Path) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"{path}: empty file")
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read tensors ({exc})") from exc
-
-
-def _read_torch(path: Path) -> dict[str, Tensor]:
-    _require_file(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(
-            f"{path}: not a PyTorch state dict loadable with weights_only=True ({exc})"
-        ) from exc
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        if isinstance(state, dict) and any(k in state for k in ("state_dict", "model")):
-            return clean_state_dict(state)
-        raise CheckpointError(f"{path}: expected a dict of tensors, found {type(state).__name__}")
-    return clean_state_dict(state)
-
-
-def _load_strict(metric: ASCCLMetric, state: dict[str, Tensor], path: Path) -> None:
-    expected = metric.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{path}: keys do not match a {metric.config.backbone} metric "
-            f"({len(missing)} missing, e.g. {missing[:3]}; {len(unexpected)} unexpected, "
-            f"e.g. {unexpected[:3]})"
-        )
-    for key, value in state.items():
-        if value.shape != expected[key].shape:
-            raise CheckpointError(
-                f"{path}: {key} has shape {tuple(value.shape)}, expected "
-                f"{tuple(expected[key].shape)}"
-            )
-    metric.load_state_dict(state, strict=True)

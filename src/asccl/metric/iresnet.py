@@ -13,13 +13,15 @@ An unmodified insightface ``backbone.pth`` loads with strict key matching
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from asccl.weights import ARCFACE_WEIGHTS, require_weights_file
+from asccl.io import unwrap_state_dict
+from asccl.weights import ARCFACE_WEIGHTS, load_pretrained
 
 #: Blocks per stage of each published depth (arcface_torch ``backbones/iresnet.py``).
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
@@ -180,51 +182,55 @@ def build_iresnet(name: str, *, with_head: bool = True, num_features: int = 512)
     return IResNet(IRESNET_LAYERS[name], num_features=num_features, with_head=with_head)
 
 
-def clean_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """Unwrap ``{"state_dict": ...}``/``{"model": ...}`` containers and DDP ``module.`` prefixes."""
-    for wrapper in ("state_dict", "model"):
-        if wrapper in state and isinstance(state[wrapper], dict):
-            state = state[wrapper]
-    return {k.removeprefix("module."): v for k, v in state.items()}
+def depth_name(model: IResNet) -> str:
+    """``"iresnet50"`` etc. from the model's blocks per stage (``"iresnet"`` if unpublished)."""
+    layers = tuple(len(getattr(model, f"layer{i}")) for i in range(1, 5))
+    names = [name for name, depths in IRESNET_LAYERS.items() if depths == layers]
+    return names[0] if names else f"iresnet{list(layers)}"
+
+
+def arcface_filter(state: Mapping[str, Any], model: nn.Module) -> dict[str, Any]:
+    """``filter_fn`` for insightface files: unwrap containers and ``module.`` prefixes; for
+    a headless model drop the identity head's keys (``fc.*``, ``features.*``), the only
+    keys allowed to go unused."""
+    state = unwrap_state_dict(state)
+    if not getattr(model, "with_head", True):
+        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
+    return state
+
+
+def _arcface_what(model: IResNet) -> str:
+    head = "" if model.with_head else " (identity head unused)"
+    return f"an insightface {depth_name(model)} backbone{head}"
 
 
 def load_arcface_weights(model: IResNet, path: str | Path | None) -> IResNet:
     """Load an insightface ``backbone.pth`` into ``model``, strictly.
 
-    The file is read with ``torch.load(weights_only=True)`` (nothing is unpickled). For a
-    headless model the identity-head keys (``fc.*``, ``features.*``) are the only keys
-    allowed to go unused; any other mismatch is an error naming the file and the keys.
-    ``path`` may be ``None``, in which case the environment variable
-    ``ASCCL_ARCFACE_WEIGHTS`` is used.
+    The file is read with ``torch.load(weights_only=True)`` (nothing is unpickled) through
+    :func:`asccl.weights.load_pretrained`. For a headless model the identity-head keys
+    (``fc.*``, ``features.*``) are the only keys allowed to go unused; any other mismatch,
+    a wrong shape or a NaN/Inf value is an error naming the file and the key. ``path`` may
+    be ``None``, in which case the environment variable ``ASCCL_ARCFACE_WEIGHTS`` is used.
+
+    Raises:
+        MissingWeightsError: no path, or no file there.
+        CheckpointError: (a ``ValueError``) any other problem with the file; ``model`` is
+            left unchanged.
     """
-    file = require_weights_file(path, ARCFACE_WEIGHTS)
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # corrupt zip, pickle with code, truncated file...
-        raise ValueError(f"{file}: cannot read as a PyTorch state dict ({exc})") from exc
-    if not isinstance(state, dict):
-        raise ValueError(f"{file}: expected a state dict, found {type(state).__name__}")
-    state = clean_state_dict(state)
-    if not model.with_head:
-        state = {k: v for k, v in state.items() if not k.startswith(HEAD_PREFIXES)}
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise ValueError(
-            f"{file}: not an insightface IResNet state dict for this depth "
-            f"({len(missing)} missing keys, e.g. {missing[:3]}; "
-            f"{len(unexpected)} unexpected, e.g. {unexpected[:3]})"
-        )
-    not_tensors = [k for k, v in state.items() if not isinstance(v, Tensor)]
-    if not_tensors:
-        raise ValueError(f"{file}: values of {not_tensors[:3]} are not tensors")
-    bad = [k for k, v in state.items() if v.shape != expected[k].shape]
-    if bad:
-        k = bad[0]
-        raise ValueError(
-            f"{file}: shape mismatch for {k}: file {tuple(state[k].shape)}, "
-            f"model {tuple(expected[k].shape)} (is it the right depth?)"
-        )
-    model.load_state_dict(state, strict=True)
+    load_pretrained(model, path, ARCFACE_WEIGHTS, arcface_filter, what=_arcface_what(model))
     return model
+
+
+def check_arcface_weights(path: str | Path | None, name: str = "iresnet50") -> Path:
+    """Check, without loading, that an insightface ``backbone.pth`` initialises a headless
+    ``name`` backbone (what a metric's training starts from); returns the file.
+
+    Every check of :func:`load_arcface_weights` runs (the model is built on the ``meta``
+    device: no memory, no initialisation), so a bad file is refused before long work.
+    """
+    with torch.device("meta"):
+        model = build_iresnet(name, with_head=False)
+    return load_pretrained(
+        model, path, ARCFACE_WEIGHTS, arcface_filter, what=_arcface_what(model), check_only=True
+    )

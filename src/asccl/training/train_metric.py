@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from asccl.config import ConfigError, save_config
 from asccl.metric import ASCCLMetric, save_metric
+from asccl.metric.iresnet import check_arcface_weights
 from asccl.training.checkpoints import (
     Progress,
     latest_checkpoint,
@@ -41,7 +42,6 @@ from asccl.training.checkpoints import (
 from asccl.training.config import TrainConfig
 from asccl.training.distributed import setup_distributed
 from asccl.training.history import TrainingLog, plot_curves
-from asccl.weights import ARCFACE_WEIGHTS, require_weights_file
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ def train_metric(config: TrainConfig) -> Path:
     checkpoint = latest_checkpoint(out) if config.resume else None
     arcface = None
     if checkpoint is None and config.init == "arcface":
-        arcface = require_weights_file(config.arcface_weights, ARCFACE_WEIGHTS)
+        arcface = check_arcface_weights(config.arcface_weights, config.metric.backbone)
 
     # ---- data: DTW-paired crops; validation speakers held out
     from asccl.training.dataset import split_by_speaker, to_model_input

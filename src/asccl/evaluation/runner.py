@@ -145,7 +145,8 @@ def square_resize(frames: np.ndarray, size: int) -> torch.Tensor:
 
 
 class Extractors:
-    """Models built on first use (a fully cached re-run loads no weights); per-clip features."""
+    """Models built on first use (``run_evaluation`` loads them before any other work, so a
+    bad weights file is refused at once); per-clip features."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
@@ -484,6 +485,15 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
     from asccl.config import save_config
 
     out = Path(config.out)
+    extractors = Extractors(config)  # the weights load first: a bad file stops the run here
+    dist = {"fid": "inception", "fad": "arcface"}[config.distribution_metric]
+    for kind, used in (
+        (dist, config.use_distribution),
+        ("arcface", "csim" in config.metrics),
+        ("syncnet", "lse" in config.metrics),
+    ):
+        if used:
+            extractors.model(kind)
     out.mkdir(parents=True, exist_ok=True)
     outputs = {"config": save_config(config, out / "config.json")}
     index = scan_results(config.results)
@@ -493,7 +503,6 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
         raise DataError(config.results, f"no method folder(s) {missing}; found {index.methods}")
     index.clips = [c for c in index.clips if c.method in methods]
     summary = EvalSummary(problems=list(index.problems))
-    extractors = Extractors(config)
     features = _extract_all(_jobs(index, config), extractors, config, summary)
 
     metrics = config.table_metrics

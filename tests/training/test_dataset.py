@@ -101,20 +101,99 @@ def test_frame_pairs_without_a_face_are_dropped(data):
     assert not {p[1] for p in expected if p[0] == clip} & {3, 10, 11}
 
 
-def test_unusable_crop_stores_are_skipped_with_a_warning(data, caplog):
-    store(data, "W903/angry/level_3/001").unlink()
-    store(data, "W903/neutral/level_1/001").write_bytes(b"not a zip file")
+def test_missing_crop_stores_are_skipped_with_a_warning(data, caplog):
+    store(data, "W903/angry/level_3/001").unlink()  # stage 1 made none (e.g. no face)
     with caplog.at_level(logging.WARNING, logger="asccl.training.dataset"):
         dataset = PairedFrames(data)
     assert dataset.speakers() == ["W901"]
-    reasons = dict(dataset.skipped)
-    assert reasons["W903/angry/level_3/001"] == "no such crop store"
-    assert reasons["W903/neutral/level_1/001"].startswith("unreadable crop store")
+    assert dataset.skipped == [("W903/angry/level_3/001", "no such crop store")]
     expected = expected_frame_pairs(data, speakers=("W901",))
     assert [dataset.frame_pair(i) for i in range(len(dataset))] == expected
     message = caplog.records[-1].getMessage()
-    assert "1 clip pair(s) dropped for 2 unusable clip(s)" in message
-    assert "1 missing crop store" in message and "1 unreadable crop store" in message
+    assert "1 clip pair(s) dropped for 1 unusable clip(s)" in message
+    assert "1 missing crop store" in message
+
+
+def rewrite_store(path: Path, **changes) -> None:
+    """Rewrite a "jpeg" store with some members replaced, as a damaged copy would be."""
+    with np.load(path) as npz:
+        members = {name: npz[name] for name in npz.files}
+    members.update(changes)
+    with open(path, "wb") as handle:
+        np.savez(handle, **members)
+
+
+def broken_header(path: Path, frame: int) -> None:
+    """Zero frame ``frame``'s JPEG tables (its markers intact): only a decode fails."""
+    with np.load(path) as npz:
+        blob, offsets = npz["jpeg_bytes"].copy(), npz["offsets"]
+    blob[offsets[frame] + 2 : offsets[frame] + 200] = 0
+    rewrite_store(path, jpeg_bytes=blob)
+
+
+def _not_a_zip(path: Path) -> None:
+    path.write_bytes(b"not a zip file")
+
+
+def _truncated(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[:-300])
+
+
+def _nan_landmarks(path: Path) -> None:
+    with np.load(path) as npz:
+        landmarks, valid = npz["landmarks"].copy(), npz["valid"]
+    landmarks[int(np.flatnonzero(valid)[5])] = np.nan
+    rewrite_store(path, landmarks=landmarks)
+
+
+def _int_boxes(path: Path) -> None:
+    with np.load(path) as npz:
+        rewrite_store(path, boxes=npz["boxes"].astype(np.int64))
+
+
+def _short_landmarks(path: Path) -> None:
+    with np.load(path) as npz:
+        rewrite_store(path, landmarks=npz["landmarks"][:-1])
+
+
+@pytest.mark.parametrize(
+    ("damage", "problem"),
+    [
+        (_not_a_zip, "unreadable crop store"),
+        (_truncated, "unreadable crop store"),
+        (lambda p: broken_header(p, 7), "frame 7: undecodable JPEG"),
+        (_nan_landmarks, "marked as a face but its landmarks hold NaN"),
+        (_int_boxes, "array boxes has dtype int64"),
+        (_short_landmarks, "arrays disagree in length or shape"),
+    ],
+)
+def test_a_damaged_crop_store_is_refused_at_construction_naming_it(data, damage, problem):
+    path = store(data, "W903/neutral/level_1/001")
+    damage(path)
+    with pytest.raises(DataError, match=problem) as info:
+        PairedFrames(data)
+    assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
+    with pytest.raises(DataError, match=problem):
+        split_by_speaker(data, ["W903"])  # what train-metric builds
+
+
+def test_a_store_damaged_after_construction_fails_in_a_worker_as_one_data_error(data):
+    """A DataLoader worker's DataError reaches the main process as itself, one line."""
+    clip = "W901/angry/level_3/001"
+    dataset = PairedFrames(data)
+    used = sorted({e for _, _, c, e in map(dataset.frame_pair, range(len(dataset)))
+                   if c == clip})  # fmt: skip
+    broken_header(store(data, clip), used[len(used) // 2])
+    loader = DataLoader(dataset, batch_size=8, num_workers=2)
+    with pytest.raises(DataError) as info:
+        list(loader)
+    assert str(info.value) == (
+        f"{store(data, clip)}: frame {used[len(used) // 2]}: undecodable JPEG"
+    )
+    assert info.value.path == str(store(data, clip))
+    with pytest.raises(DataError, match=f"frame {used[len(used) // 2]}: undecodable JPEG"):
+        PairedFrames(data)  # a new build finds it
+    assert len(PairedFrames(data, verify=False)) == len(dataset)  # without the check: builds
 
 
 def test_stores_that_disagree_with_the_pairs_are_reported(data):

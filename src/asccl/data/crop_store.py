@@ -310,6 +310,17 @@ def _map_npz_member(path: Path, name: str) -> np.ndarray | None:
         return None
 
 
+def _require_archive(path: Path) -> None:
+    """:class:`DataError` unless ``path`` exists and its metadata file is a zip (``.npz``)
+    archive: a garbage file would otherwise reach ``np.load``'s pickle refusal."""
+    if not path.exists():
+        raise DataError(path, "no such crop store")
+    archive = path / _META if path.is_dir() else path
+    if archive.is_file() and not zipfile.is_zipfile(archive):
+        where = f"its {_META} " if path.is_dir() else ""
+        raise DataError(path, f"unreadable crop store ({where}not an .npz archive)")
+
+
 def open_clip_crops(path: str | os.PathLike) -> ClipCropsReader:
     """Open a store written by :func:`write_clip_crops` (either format).
 
@@ -317,8 +328,7 @@ def open_clip_crops(path: str | os.PathLike) -> ClipCropsReader:
         DataError: missing, unreadable or inconsistent store.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such crop store")
+    _require_archive(path)
     try:
         return ClipCropsReader(path)
     except DataError:
@@ -456,8 +466,7 @@ def read_clip_header(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     The full consistency check happens when a frame is first read.
     """
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such crop store")
+    _require_archive(path)
     try:
         with np.load(path / _META if path.is_dir() else path) as meta:
             version = int(meta["format_version"])

@@ -2,6 +2,7 @@
 shards, and bad inputs reported by path."""
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -294,3 +295,31 @@ def write_wav(path: Path, samples: np.ndarray, rate: int = 16000) -> None:
         frame.sample_rate = rate
         container.mux(stream.encode(frame))
         container.mux(stream.encode(None))
+
+
+def _die_on_two(item: int) -> None:
+    """Pool work for the test below: the worker running item 2 dies as if killed."""
+    if item == 2:
+        os._exit(3)
+
+
+def test_a_dead_worker_fails_its_items_without_a_traceback():
+    from asccl.data.prepare import StageSummary, _run_items
+
+    summary = StageSummary("test")
+    _run_items("dying", [1, 2, 3, 4], _die_on_two, str, 2, summary)
+    assert summary.done + len(summary.failures) == 4
+    assert "2" in dict(summary.failures)  # items still queued may fail with it
+    assert all("worker process died" in reason for _, reason in summary.failures)
+
+
+def test_settings_change_names_each_changed_key():
+    from asccl.data.prepare import settings_change
+
+    now = {"features": "mel", "dtw_metric": "l1", "sample_rate": 16000}
+    assert settings_change(now, dict(now)) is None
+    assert settings_change(None, now) == "settings unknown"
+    assert settings_change({**now, "dtw_metric": "cosine"}, now) == "dtw_metric: cosine -> l1"
+    assert (
+        settings_change({"features": "mel"}, now) == "dtw_metric: ? -> l1; sample_rate: ? -> 16000"
+    )

@@ -182,7 +182,7 @@ class StageSummary:
 def parse_shard(shard: str) -> tuple[int, int]:
     """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
     try:
-        index, count = (int(part) for part in shard.split("/"))
+        index, count = (int(part) for part in str(shard).split("/"))
     except ValueError:
         raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
     if not 0 <= index < count:

@@ -198,7 +198,10 @@ def _read_torch(path: Path, head: bytes) -> dict[str, Any]:
             path, "not a weights file: neither safetensors nor a PyTorch checkpoint (torch.save)"
         )
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # zip files are memory-mapped: a refused file's tensors are never read in full
+        state = torch.load(
+            path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC)
+        )
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise CheckpointError(

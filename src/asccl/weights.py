@@ -10,14 +10,17 @@ one-line :class:`~asccl.io.CheckpointError` naming the file.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from asccl.io import StateFilter, check_state_dict, load_state_dict_strict, read_weights
 
 if TYPE_CHECKING:
     from torch import nn
+
+M = TypeVar("M", bound="nn.Module")
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,7 @@ def require_weights_file(path: str | os.PathLike | None, spec: WeightsSpec) -> P
             f"{spec.what} weights are needed: get {spec.filename} from {spec.source}, then {how}."
         )
     file = Path(given).expanduser()
-    if not file.is_file():
+    if not file.exists():  # a folder or an unreadable file: asccl.io.read_weights says so
         raise MissingWeightsError(
             f"{file}: no such file. {spec.what} weights ({spec.filename}) come from "
             f"{spec.source}; {how}."
@@ -65,17 +68,19 @@ def require_weights_file(path: str | os.PathLike | None, spec: WeightsSpec) -> P
 
 
 def load_pretrained(
-    model: nn.Module,
+    model: M | Callable[[], M],
     path: str | os.PathLike | None,
     spec: WeightsSpec,
     filter_fn: StateFilter | None = None,
     *,
     what: str | None = None,
     check_only: bool = False,
-) -> Path:
-    """Find ``spec``'s file (``path``, else ``spec.env_var``) and load it into ``model``
-    strictly (:func:`asccl.io.load_state_dict_strict`); returns the file.
+) -> M:
+    """Find ``spec``'s file (``path``, else ``spec.env_var``), read it, and load it into
+    ``model`` strictly (:func:`asccl.io.load_state_dict_strict`); returns the model.
 
+    ``model`` may be a function that builds it: it is then called only once the file has
+    been read, so a missing or unreadable file costs no model construction.
     ``check_only=True`` runs every check without loading (``model`` may be on the ``meta``
     device), to refuse a bad file before long work starts.
 
@@ -84,11 +89,14 @@ def load_pretrained(
         CheckpointError: the file is unreadable, empty, truncated, malformed, another
             network's, of the wrong shapes or holds NaN/Inf (one line naming the file).
     """
+    from torch import nn
+
     file = require_weights_file(path, spec)
     state = read_weights(file)
+    module = model if isinstance(model, nn.Module) else model()
     what = what or spec.what
     if check_only:
-        check_state_dict(model, state, file, filter_fn, what=what)
+        check_state_dict(module, state, file, filter_fn, what=what)
     else:
-        load_state_dict_strict(model, state, file, filter_fn, what=what)
-    return file
+        load_state_dict_strict(module, state, file, filter_fn, what=what)
+    return module

@@ -134,3 +134,160 @@ def test_pickled_code_is_refused(tmp_path, capsys):
 def test_save_needs_safetensors_suffix(metric, tmp_path):
     with pytest.raises(CheckpointError, match=r"\.safetensors"):
         save_metric(metric, tmp_path / "m.pt")
+
+
+# ------------------------------------------------------------ deterministic bytes, headers
+
+
+def _header(path):
+    """The safetensors header as an ordered list of (key, value) pairs."""
+    data = path.read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    return json.loads(data[8 : 8 + length], object_pairs_hook=list)
+
+
+def test_the_same_metric_gives_the_same_bytes(metric, tmp_path):
+    """safetensors' writer orders metadata by hash (per map, per process); asccl's is fixed."""
+    paths = [save_metric(metric, tmp_path / f"m{i}.safetensors") for i in range(3)]
+    first = paths[0].read_bytes()
+    assert all(p.read_bytes() == first for p in paths[1:])
+    header = _header(paths[0])
+    assert header[0][0] == "__metadata__"
+    assert [k for k, _ in header[0][1]] == ["asccl_version", "config", "format", "format_version"]
+    assert len(first) == 8 + int.from_bytes(first[:8], "little") + sum(
+        v.numel() * v.element_size() for v in metric.state_dict().values()
+    )
+    assert int.from_bytes(first[:8], "little") % 8 == 0  # tensor data 8-byte aligned
+    # a reload saves back to the very same bytes
+    again = save_metric(load_metric(paths[0]), tmp_path / "again.safetensors")
+    assert again.read_bytes() == first
+
+
+@pytest.mark.slow
+def test_the_same_bytes_across_processes(metric, tmp_path):
+    """A fresh interpreter (new hash seeds) writes the file this one writes."""
+    import subprocess
+    import sys
+
+    here = save_metric(metric, tmp_path / "here.safetensors")
+    code = (
+        "import sys; from asccl.metric import load_metric, save_metric; "
+        "save_metric(load_metric(sys.argv[1]), sys.argv[2])"
+    )
+    there = tmp_path / "there.safetensors"
+    subprocess.run([sys.executable, "-c", code, here, there], check=True, timeout=300)
+    assert there.read_bytes() == here.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("config", "problem"),
+    [
+        ('{"image_size": "224"}', 'image_size = "224" is not an integer'),
+        ('{"temperature": "0.07"}', 'temperature = "0.07" is not a number'),
+        ('{"temperature": NaN}', "temperature = NaN is not finite"),
+        ('{"num_anchors": [8, "a", 4, 2]}', 'num_anchors = [8, "a", 4, 2] is not a list of'),
+        ('{"per_image_regions": 1}', "per_image_regions = 1 is not true/false"),
+        ('{"head_reduction": 0}', "head_reduction = 0 must be >= 1"),
+        ('{"extra": []}', "extra = [] is not an object"),
+        ('{"colour": "blue"}', "unknown keys ['colour']"),
+        ("[1, 2]", "a JSON list, not an object"),
+        ('{"image_size": 100}', "image_size must be a multiple of 16"),
+        ('{"backbone": "iresnet9"}', "unknown backbone 'iresnet9'"),
+    ],
+)
+def test_bad_config_in_the_header_is_one_line(tmp_path, config, problem):
+    """Every bad value is named before it reaches the config's arithmetic (a string
+    image_size used to be a TypeError from string formatting)."""
+    path = tmp_path / "bad.safetensors"
+    metadata = {"format": "asccl-metric", "format_version": "1", "config": config}
+    save_file({"w": torch.zeros(2)}, path, metadata=metadata)
+    for read in (read_metric_config, load_metric):
+        with pytest.raises(CheckpointError) as info:
+            read(path)
+        message = str(info.value)
+        assert "\n" not in message
+        assert message.startswith(f"{path}: bad config in its header: ")
+        assert problem in message
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_weights_are_refused_naming_the_key(metric, tmp_path, bad):
+    from asccl.io import read_safetensors_metadata, read_weights, save_safetensors
+
+    good = save_metric(metric, tmp_path / "good.safetensors")
+    state = read_weights(good)
+    state["heads.heads.2.0.weight"] = state["heads.heads.2.0.weight"].clone()
+    state["heads.heads.2.0.weight"][3, 5] = bad
+    path = save_safetensors(state, tmp_path / "bad.safetensors", read_safetensors_metadata(good))
+    with pytest.raises(CheckpointError) as info:
+        load_metric(path)
+    kind = "NaN" if bad != bad else "Inf"
+    assert str(info.value) == f"{path}: heads.heads.2.0.weight holds {kind} values: refused"
+
+
+def test_a_failed_load_leaves_the_model_as_it_was(metric):
+    from asccl.io import load_state_dict_strict
+
+    target = ASCCLMetric(backbone="iresnet18")
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    state = {k: v.clone() for k, v in metric.state_dict().items()}
+    state["heads.heads.3.2.bias"][0] = float("nan")  # the last key: all others pass first
+    with pytest.raises(CheckpointError, match=r"x\.safetensors: heads\.heads\.3\.2\.bias holds"):
+        load_state_dict_strict(target, state, "x.safetensors")
+    after = target.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_truncated_files_say_so(metric, tmp_path):
+    data = save_metric(metric, tmp_path / "ok.safetensors").read_bytes()
+    length = int.from_bytes(data[:8], "little")
+    for name, cut, words in [
+        ("header.safetensors", 8 + length // 2, "its header needs"),
+        ("data.safetensors", 8 + length + 1000, "its tensors need"),
+        ("last.safetensors", len(data) - 1, "its tensors need"),
+    ]:
+        (tmp_path / name).write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match=rf"{name}: truncated safetensors file: {words}"):
+            load_metric(tmp_path / name)
+
+
+def test_convert_keeps_an_asccl_files_channel_order(tmp_path, capsys):
+    """--channel-order defaults to bgr only for the authors' .pth layout."""
+    from asccl.cli import main
+
+    torch.manual_seed(4)
+    rgb = save_metric(ASCCLMetric(backbone="iresnet18"), tmp_path / "rgb.safetensors")
+    assert main(["metric", "convert", str(rgb), str(tmp_path / "kept.safetensors")]) == 0
+    assert read_metric_config(tmp_path / "kept.safetensors").channel_order == "rgb"
+    assert (tmp_path / "kept.safetensors").read_bytes() == rgb.read_bytes()  # nothing else
+    out = tmp_path / "flipped.safetensors"
+    assert main(["metric", "convert", str(rgb), str(out), "--channel-order", "bgr"]) == 0
+    assert read_metric_config(out).channel_order == "bgr"
+    authors = tmp_path / "authors.pth"
+    torch.save(authors_layout(ASCCLMetric()), authors)
+    assert main(["metric", "convert", str(authors), str(tmp_path / "a.safetensors")]) == 0
+    assert read_metric_config(tmp_path / "a.safetensors").channel_order == "bgr"
+    assert "channel order bgr" in capsys.readouterr().out
+
+
+def test_info_prints_the_header_of_a_good_file(metric, tmp_path, capsys):
+    from asccl import __version__
+    from asccl.cli import main
+
+    path = save_metric(metric, tmp_path / "m.safetensors")
+    assert main(["metric", "info", str(path)]) == 0
+    out = capsys.readouterr().out
+    first, config = out.split("\n", 1)
+    count = len(metric.state_dict())
+    assert first == f"{path}: asccl metric, {count} tensors, written by asccl {__version__}"
+    assert json.loads(config) == metric.config.to_dict()
+
+
+def test_safetensors_bytes_under_another_suffix_are_read(metric, tmp_path):
+    """The reader goes by content: a metric renamed to .pth is still safetensors."""
+    from asccl.io import read_weights
+
+    path = tmp_path / "renamed.pth"
+    path.write_bytes(save_metric(metric, tmp_path / "m.safetensors").read_bytes())
+    state = read_weights(path)
+    assert all(torch.equal(state[k], v) for k, v in metric.state_dict().items())

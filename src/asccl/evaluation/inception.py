@@ -263,13 +263,9 @@ def load_inception(path: str | os.PathLike | None = None) -> InceptionFeatures:
         CheckpointError: (a ``ValueError``) unreadable, another layout, wrong shapes or
             NaN/Inf values (one line naming the file).
     """
-    net = FIDInceptionV3()
-    load_pretrained(
-        net,
-        path,
-        INCEPTION_WEIGHTS,
-        fill_batchnorm_counters,
-        what="pytorch-fid's FID Inception-v3",
+    what = "pytorch-fid's FID Inception-v3"
+    net = load_pretrained(
+        FIDInceptionV3, path, INCEPTION_WEIGHTS, fill_batchnorm_counters, what=what
     )
     return InceptionFeatures(net)
 

@@ -141,8 +141,5 @@ def load_syncnet(path: str | os.PathLike | None = None) -> SyncNet:
         CheckpointError: (a ``ValueError``) the file is not a loadable state dict, its keys
             or shapes differ from SyncNet's, or it holds NaN/Inf (one line naming the file).
     """
-    model = SyncNet()
-    load_pretrained(
-        model, path, SYNCNET_WEIGHTS, syncnet_filter, what="syncnet_python's SyncNet (S)"
-    )
-    return model
+    what = "syncnet_python's SyncNet (S)"
+    return load_pretrained(SyncNet, path, SYNCNET_WEIGHTS, syncnet_filter, what=what)

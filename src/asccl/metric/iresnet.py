@@ -21,7 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from asccl.io import unwrap_state_dict
-from asccl.weights import ARCFACE_WEIGHTS, load_pretrained
+from asccl.weights import ARCFACE_WEIGHTS, load_pretrained, require_weights_file
 
 #: Blocks per stage of each published depth (arcface_torch ``backbones/iresnet.py``).
 IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
@@ -229,8 +229,9 @@ def check_arcface_weights(path: str | Path | None, name: str = "iresnet50") -> P
     Every check of :func:`load_arcface_weights` runs (the model is built on the ``meta``
     device: no memory, no initialisation), so a bad file is refused before long work.
     """
+    file = require_weights_file(path, ARCFACE_WEIGHTS)
     with torch.device("meta"):
         model = build_iresnet(name, with_head=False)
-    return load_pretrained(
-        model, path, ARCFACE_WEIGHTS, arcface_filter, what=_arcface_what(model), check_only=True
-    )
+    what = _arcface_what(model)
+    load_pretrained(model, file, ARCFACE_WEIGHTS, arcface_filter, what=what, check_only=True)
+    return file

@@ -369,8 +369,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args, extra)
     except (ConfigError, CheckpointError, MissingWeightsError, DataError, Face3DModelError) as exc:
+        _close_progress_bars()  # else the error line is glued to a half-drawn bar
         print(f"asccl: error: {exc}", file=sys.stderr)
         return 2
+
+
+def _close_progress_bars() -> None:
+    """Close the tqdm bars an exception left open, so that what follows starts a line."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", ())):
+        bar.close()
 
 
 if __name__ == "__main__":

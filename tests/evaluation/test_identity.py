@@ -80,3 +80,23 @@ def test_missing_arcface_weights(monkeypatch):
     monkeypatch.delenv("ASCCL_ARCFACE_WEIGHTS", raising=False)
     with pytest.raises(MissingWeightsError, match=r"backbone\.pth"):
         load_arcface(None, "iresnet18")
+
+
+def test_bad_arcface_weights_are_one_line_errors(tmp_path):
+    """CSIM(weights=...) and load_arcface go through the one strict loader."""
+    from asccl.io import CheckpointError
+
+    torch.manual_seed(0)
+    state = build_iresnet("iresnet18").state_dict()
+    state["features.running_mean"] = torch.full_like(state["features.running_mean"], math.inf)
+    torch.save(state, tmp_path / "inf.pth")
+    with pytest.raises(CheckpointError) as info:
+        CSIM(weights=tmp_path / "inf.pth", backbone="iresnet18")
+    assert (
+        str(info.value)
+        == f"{tmp_path / 'inf.pth'}: features.running_mean holds Inf values: refused"
+    )
+    with pytest.raises(
+        CheckpointError, match=r"inf\.pth: keys do not match an insightface iresnet50"
+    ):
+        load_arcface(tmp_path / "inf.pth", "iresnet50")  # the wrong depth for this file

@@ -19,6 +19,7 @@ from asccl.evaluation.inception import (
     convert_fid_helper_state_dict,
     load_inception,
 )
+from asccl.io import CheckpointError
 from asccl.weights import MissingWeightsError
 
 
@@ -160,6 +161,23 @@ def test_load_inception_rejects_other_layouts(tmp_path: Path, monkeypatch):
         MissingWeightsError, match=re.escape("pt_inception-2015-12-05-6726825d.pth")
     ):
         load_inception(None)
+
+
+def test_load_inception_refuses_nan_and_wrong_shapes_naming_the_key(tmp_path: Path):
+    state = _random_state()
+    state["Mixed_7b.branch3x3dbl_2.bn.running_var"][11] = float("nan")
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_inception(tmp_path / "nan.pth")
+    assert str(info.value) == (
+        f"{tmp_path / 'nan.pth'}: Mixed_7b.branch3x3dbl_2.bn.running_var holds NaN values: refused"
+    )
+    state = _random_state()
+    state["fc.weight"] = torch.zeros(1000, 2048)  # torchvision's ImageNet head, not TF's 1008
+    torch.save(state, tmp_path / "tv.pth")
+    with pytest.raises(CheckpointError, match=r"tv\.pth: 1 tensor\(s\) of the wrong shape .*"
+                       r"fc\.weight \(1000, 2048\), expected \(1008, 2048\)"):  # fmt: skip
+        load_inception(tmp_path / "tv.pth")
 
 
 class Recorder(nn.Module):

@@ -23,6 +23,7 @@ from asccl.evaluation.lip_sync import (
     usable_windows,
 )
 from asccl.evaluation.syncnet import SyncNet, load_syncnet
+from asccl.io import CheckpointError
 from asccl.weights import MissingWeightsError
 
 # Published syncnet_v2.model layout, from SyncNetModel.S: Sequential index -> weight shape.
@@ -149,6 +150,28 @@ def test_bad_weights_files(tmp_path):
     (tmp_path / "junk.model").write_bytes(b"not a torch file")
     with pytest.raises(ValueError, match=r"junk.model"):
         load_syncnet(tmp_path / "junk.model")
+
+
+def test_nan_and_truncated_legacy_files(tmp_path):
+    """The published file is a legacy (pre-zip) pickle: a cut copy is named as truncated;
+    a NaN weight is refused (it would make every LSE score NaN)."""
+    state = published_state(False)
+    state["netfclip.0.weight"][1, 2] = float("nan")
+    torch.save(state, tmp_path / "nan.model", _use_new_zipfile_serialization=False)
+    with pytest.raises(CheckpointError) as info:
+        load_syncnet(tmp_path / "nan.model")
+    expected = f"{tmp_path / 'nan.model'}: netfclip.0.weight holds NaN values: refused"
+    assert str(info.value) == expected
+    good = tmp_path / "good.model"
+    torch.save(published_state(False), good, _use_new_zipfile_serialization=False)
+    data = good.read_bytes()
+    for cut in (len(data) // 2, 200, 20):
+        (tmp_path / "cut.model").write_bytes(data[:cut])
+        with pytest.raises(CheckpointError) as info:
+            load_syncnet(tmp_path / "cut.model")
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / 'cut.model'}: ") and "truncated" in message
+        assert "\n" not in message
 
 
 def test_input_shape_errors(model):

@@ -1,3 +1,5 @@
+import json
+
 import pytest
 import torch
 from tests.conftest import random_images
@@ -144,3 +146,31 @@ def test_clear_errors(metric, loss_fn, tmp_path):
         loss_fn(torch.zeros(2, 1, SIZE, SIZE), torch.zeros(2, 1, SIZE, SIZE))
     with pytest.raises(ValueError, match="channel_order"):
         ASCCLLoss(metric=metric, channel_order="rbg")
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(metric, tmp_path):
+    """Such a metric returned a NaN loss for every input, silently; now loading refuses it."""
+    broken = ASCCLMetric(backbone="iresnet18", image_size=SIZE)
+    broken.load_state_dict(metric.state_dict())
+    with torch.no_grad():
+        broken.backbone.layer1[0].conv2.weight[0, 0, 1, 1] = float("nan")
+    path = save_metric(broken, tmp_path / "nan.safetensors")
+    x = random_images(2, SIZE, 1)
+    assert torch.isnan(ASCCLLoss(metric=broken)(x, x))  # what a user got before
+    with pytest.raises(CheckpointError) as info:
+        ASCCLLoss(checkpoint=path)
+    assert str(info.value) == f"{path}: backbone.layer1.0.conv2.weight holds NaN values: refused"
+
+
+def test_a_bad_header_config_is_a_checkpoint_error(metric, tmp_path):
+    """A string where the header's config has a number used to escape as a TypeError."""
+    from safetensors.torch import save_file
+
+    path = tmp_path / "bad.safetensors"
+    config = json.dumps({**metric.config.to_dict(), "image_size": "112"})
+    metadata = {"format": "asccl-metric", "format_version": "1", "config": config}
+    save_file({k: v.contiguous() for k, v in metric.state_dict().items()}, path, metadata)
+    with pytest.raises(CheckpointError) as info:
+        ASCCLLoss(checkpoint=path)
+    expected = f'{path}: bad config in its header: image_size = "112" is not an integer'
+    assert str(info.value) == expected

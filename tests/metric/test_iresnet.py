@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asccl.metric.iresnet import build_iresnet, load_arcface_weights
+from asccl.io import CheckpointError
+from asccl.metric.iresnet import build_iresnet, check_arcface_weights, load_arcface_weights
 from asccl.weights import MissingWeightsError
 
 DEPTHS = {
@@ -369,6 +370,50 @@ def test_non_dict_file(r18_state, tmp_path):
     path = tmp_path / "list.pth"
     torch.save(list(r18_state.values()), path)
     _assert_load_fails(build_iresnet("iresnet18"), path, "list")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_naming_the_key(r18_state, tmp_path, bad):
+    path = tmp_path / "nan.pth"
+    state = {k: v.clone() for k, v in r18_state.items()}
+    state["layer3.0.bn1.running_var"][7] = bad
+    torch.save(state, path)
+    kind = "NaN" if math.isnan(bad) else "Inf"
+    for with_head in (True, False):
+        model = build_iresnet("iresnet18", with_head=with_head)
+        _assert_load_fails(model, path, f"layer3.0.bn1.running_var holds {kind} values")
+
+
+def test_nan_in_the_unused_head_only_matters_with_the_head(r18_state, tmp_path):
+    path = tmp_path / "nan_head.pth"
+    torch.save(dict(r18_state, **{"fc.bias": torch.full((EMBEDDING,), float("nan"))}), path)
+    _assert_load_fails(build_iresnet("iresnet18"), path, "fc.bias holds NaN")
+    load_arcface_weights(build_iresnet("iresnet18", with_head=False), path)  # head dropped
+
+
+def test_failures_are_checkpoint_errors_on_one_line(r18_state, tmp_path):
+    data = tmp_path / "ok.pth"
+    torch.save(r18_state, data)
+    cases = {
+        "empty.pth": (b"", "empty file (0 bytes)"),
+        "cut.pth": (data.read_bytes()[:100_000], "truncated or corrupt PyTorch file"),
+        "text.pth": (b"hello, not weights\n" * 10, "not a weights file"),
+    }
+    for name, (content, problem) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        with pytest.raises(CheckpointError) as info:
+            load_arcface_weights(build_iresnet("iresnet18"), tmp_path / name)
+        message = str(info.value)
+        assert message.startswith(f"{tmp_path / name}: {problem}") and "\n" not in message
+
+
+def test_check_arcface_weights_checks_without_loading(r18_file, tmp_path):
+    """What train-metric runs before its data: every check, against a headless meta model."""
+    assert check_arcface_weights(r18_file, "iresnet18") == r18_file
+    with pytest.raises(CheckpointError, match=r"keys do not match an insightface iresnet34"):
+        check_arcface_weights(r18_file, "iresnet34")
+    with pytest.raises(MissingWeightsError):
+        check_arcface_weights(tmp_path / "absent.pth", "iresnet18")
 
 
 # --------------------------------------------------------------------------- numerics

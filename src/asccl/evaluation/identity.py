@@ -60,7 +60,8 @@ class ArcFaceEmbedder(nn.Module):
 
 def load_arcface(path: str | os.PathLike | None = None, name: str = "iresnet50") -> ArcFaceEmbedder:
     """:class:`ArcFaceEmbedder` around an insightface ``backbone.pth`` of depth ``name``,
-    loaded strictly (``None`` reads ``ASCCL_ARCFACE_WEIGHTS``)."""
+    loaded strictly (``None`` reads ``ASCCL_ARCFACE_WEIGHTS``); a bad file is a one-line
+    :class:`~asccl.io.CheckpointError` (see :func:`~asccl.metric.iresnet.load_arcface_weights`)."""
     return ArcFaceEmbedder(load_arcface_weights(build_iresnet(name, with_head=True), path))
 
 

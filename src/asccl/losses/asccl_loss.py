@@ -30,7 +30,10 @@ class ASCCLLoss(nn.Module):
     key = real frame).
 
     Args:
-        checkpoint: an asccl ``.safetensors`` metric or the authors' ``.pth``.
+        checkpoint: an asccl ``.safetensors`` metric or the authors' ``.pth``. A bad file
+            (missing, truncated, malformed, a bad config in its header, another network,
+            wrong shapes, NaN/Inf weights) raises :class:`~asccl.io.CheckpointError`, one
+            line naming the file.
         metric: an in-memory :class:`ASCCLMetric` instead of ``checkpoint`` (copied, then
             frozen; the original is left untouched).
         input_range: ``(low, high)`` of the inputs: ``(-1, 1)`` (default) or ``(0, 1)``.

@@ -250,6 +250,28 @@ def test_a_frame_with_a_broken_header_is_caught_when_decoded(tmp_path):
         open_clip_crops(path).frame(3)
 
 
+def flip_byte_in_place(path, frame: int) -> None:
+    """Change one byte in the middle of ``frame``'s JPEG data, in the file as written (its
+    zip CRC-32 now disagrees), as a disk error would."""
+    reader = open_clip_crops(path)
+    start, end = reader._offsets[frame], reader._offsets[frame + 1]
+    position = reader._jpeg.offset + (start + end) // 2  # the memory-mapped blob's place
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x55
+    path.write_bytes(bytes(data))
+
+
+def test_a_byte_changed_inside_a_frame_is_caught_by_the_checksum(tmp_path):
+    path, *_ = jpeg_store(tmp_path)
+    flip_byte_in_place(path, 3)
+    assert check_clip_crops(path, decode="ends")  # markers intact, ends decode
+    message = assert_refused(path, "CRC-32 mismatch", checksum=True)
+    assert "frame bytes changed since the store was written" in message
+    (tmp_path / "intact").mkdir()
+    intact, *_ = jpeg_store(tmp_path / "intact")
+    assert check_clip_crops(intact, checksum=True, decode="all")
+
+
 def test_a_frame_of_another_size_is_caught_when_decoded(tmp_path):
     path, crops, *_ = jpeg_store(tmp_path)
     small = crop_store.encode_jpegs(crops.frames[:, ::2, ::2].copy())  # 32x32 JPEGs
@@ -306,6 +328,15 @@ def test_nan_landmarks_of_a_frame_without_a_face_are_fine(tmp_path):
     path, crops, *_ = jpeg_store(tmp_path)
     assert not crops.valid[2] and np.isnan(crops.landmarks[2]).all()
     assert check_clip_crops(path, decode="all") and validate_clip_crops(path)
+
+
+def test_values_false_leaves_landmarks_unchecked(tmp_path):
+    path, crops, *_ = jpeg_store(tmp_path)
+    landmarks = crops.landmarks.copy()
+    landmarks[4] = np.nan
+    rewrite_npz(path, landmarks=landmarks)
+    assert not validate_clip_crops(path)  # the crop stage redoes it
+    assert check_clip_crops(path, values=False, decode="all")  # readers of frames only
 
 
 def test_npy_store_with_wrong_frame_dtype_is_refused(tmp_path):

@@ -165,11 +165,15 @@ def break_frames(path: Path, frames: list[int] | None = None) -> None:
     rewrite_store(path, jpeg_bytes=blob)
 
 
-def nan_landmarks(path: Path) -> None:
-    with np.load(path) as npz:
-        landmarks = npz["landmarks"].copy()
-    landmarks[3, 10] = np.nan
-    rewrite_store(path, landmarks=landmarks)
+def flip_byte(path: Path) -> None:
+    """One byte changed in place inside frame 4's JPEG data, as a disk error would."""
+    from asccl.data.crop_store import open_clip_crops
+
+    reader = open_clip_crops(path)
+    position = reader._jpeg.offset + (reader._offsets[4] + reader._offsets[5]) // 2
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x55
+    path.write_bytes(bytes(data))
 
 
 def wrong_shape(path: Path) -> None:
@@ -191,10 +195,10 @@ def stage1_copy(stage1_64, tmp_path) -> Path:  # noqa: F811 (the imported fixtur
     [
         (lambda p: break_frames(p, [5]), "frame 5: undecodable JPEG"),
         (truncate, "unreadable crop store"),
-        (nan_landmarks, "frame 3: marked as a face but its landmarks hold NaN"),
+        (flip_byte, "frame bytes changed since the store was written (CRC-32 mismatch)"),
         (wrong_shape, "arrays disagree in length or shape"),
     ],
-    ids=["jpeg-fails-only-when-decoded", "truncated-npz", "nan-landmarks", "wrong-shape"],
+    ids=["jpeg-fails-only-when-decoded", "truncated-npz", "byte-changed-on-disk", "wrong-shape"],
 )
 def test_train_metric_refuses_a_damaged_crop_store_before_it_starts(
     stage1_copy, tmp_path, capsys, damage, problem

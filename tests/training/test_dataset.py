@@ -139,11 +139,13 @@ def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-300])
 
 
-def _nan_landmarks(path: Path) -> None:
-    with np.load(path) as npz:
-        landmarks, valid = npz["landmarks"].copy(), npz["valid"]
-    landmarks[int(np.flatnonzero(valid)[5])] = np.nan
-    rewrite_store(path, landmarks=landmarks)
+def _flipped_byte(path: Path) -> None:
+    """One byte changed in place inside frame 4's JPEG data (a disk error)."""
+    reader = open_clip_crops(path)
+    position = reader._jpeg.offset + (reader._offsets[4] + reader._offsets[5]) // 2
+    data = bytearray(path.read_bytes())
+    data[position] ^= 0x55
+    path.write_bytes(bytes(data))
 
 
 def _int_boxes(path: Path) -> None:
@@ -162,7 +164,7 @@ def _short_landmarks(path: Path) -> None:
         (_not_a_zip, "unreadable crop store"),
         (_truncated, "unreadable crop store"),
         (lambda p: broken_header(p, 7), "frame 7: undecodable JPEG"),
-        (_nan_landmarks, "marked as a face but its landmarks hold NaN"),
+        (_flipped_byte, "frame bytes changed since the store was written"),
         (_int_boxes, "array boxes has dtype int64"),
         (_short_landmarks, "arrays disagree in length or shape"),
     ],
@@ -175,6 +177,18 @@ def test_a_damaged_crop_store_is_refused_at_construction_naming_it(data, damage,
     assert str(info.value).startswith(f"{path}: ") and "\n" not in str(info.value)
     with pytest.raises(DataError, match=problem):
         split_by_speaker(data, ["W903"])  # what train-metric builds
+
+
+def test_landmark_values_do_not_stop_training(data):
+    """Training reads frames and the valid mask only: NaN landmarks on a face frame (which
+    the crop stage would redo) leave the items as they were."""
+    path = store(data, "W903/neutral/level_1/001")
+    before = [PairedFrames(data).frame_pair(i) for i in range(3)]
+    with np.load(path) as npz:
+        landmarks = npz["landmarks"].copy()
+    landmarks[5] = np.nan
+    rewrite_store(path, landmarks=landmarks)
+    assert [PairedFrames(data).frame_pair(i) for i in range(3)] == before
 
 
 def test_a_store_damaged_after_construction_fails_in_a_worker_as_one_data_error(data):

@@ -52,9 +52,14 @@ class PairedFrames(Dataset):
 
     Construction reads ``pairs.csv`` and each clip's ``valid`` mask, then (``verify``)
     checks every store it will read with
-    :func:`~asccl.data.crop_store.check_clip_crops`, decoding each frame an item uses once
-    (threads; about 3,000-4,000 224 px frames/s per core): a store that fails only when
-    decoded is refused now, in one line naming it, not in a DataLoader worker later.
+    :func:`~asccl.data.crop_store.check_clip_crops`: structure, JPEG markers, the frame
+    bytes' CRC-32, and a decode of each frame an item uses, in threads (measured on this
+    repo's shared 2-core machine, 224 px crops: 1,200-4,000 frames/s per core, so MEAD's
+    ~1 M used frames take minutes on one core, well under one on a 16-core GPU host; each
+    DDP process checks its own copy). A store that fails only when decoded is refused
+    now, in one line naming it, not in a DataLoader worker later. Landmark and box values are not
+    checked here: training does not read them (the crop stage's
+    :func:`~asccl.data.crop_store.validate_clip_crops` does, and redoes such stores).
     Frames are read on access through crop store readers opened lazily and kept in a
     per-process LRU cache of ``cache_size`` clips (a "jpeg" reader holds its clip's JPEG
     bytes, about ``frames x 20 KB`` at 224 px); the cache is not pickled, so each
@@ -224,9 +229,9 @@ class PairedFrames(Dataset):
 
         def check(clip: int) -> None:
             path = crop_path(self.data_dir, self._clip_ids[clip], self.crop_format)
-            check_clip_crops(path, decode=sorted(used[clip]))
+            check_clip_crops(path, decode=sorted(used[clip]), values=False, checksum=True)
 
-        workers = min(8, os.cpu_count() or 1, max(1, len(used)))
+        workers = min(16, os.cpu_count() or 1, max(1, len(used)))
         with ThreadPoolExecutor(workers) as pool:  # cv2.imdecode releases the GIL
             for future in [pool.submit(check, clip) for clip in sorted(used)]:
                 future.result()  # the first damaged store (in clip order) is the error

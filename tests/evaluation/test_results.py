@@ -4,9 +4,44 @@ import numpy as np
 import pytest
 
 from asccl.data.errors import DataError
+from asccl.data.video import write_video
 from asccl.evaluation.results import make_demo_results, read_frames, scan_results
 
 MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD"
+
+
+def tiny_frames(n: int = 6, size: int = 32, seed: int = 0) -> np.ndarray:
+    """``(n, size, size, 3)`` uint8: blocky random frames (8x8 blocks survive H.264)."""
+    rng = np.random.default_rng(seed)
+    blocks = rng.integers(0, 256, (n, size // 8, size // 8, 3), dtype=np.uint8)
+    return blocks.repeat(8, axis=1).repeat(8, axis=2)
+
+
+def write_tiny_results(
+    root: Path,
+    *,
+    methods: tuple[str, ...] = ("baseline", "asccl"),
+    emotions: tuple[str, ...] = ("happy", "sad"),
+    names: tuple[str, ...] = ("A_001", "A_002"),
+    frames: int = 6,
+) -> Path:
+    """A results folder of tiny 32x32 videos (``frames`` frames, 25 fps, no audio): each
+    source, and per method a noisy copy of it (method ``i`` with noise seed ``i``)."""
+    for e, emotion in enumerate(emotions):
+        for c, name in enumerate(names):
+            source = tiny_frames(frames, seed=10 * e + c)
+            _video(root / "sources" / emotion / f"{name}.mp4", source)
+            for m, method in enumerate(methods):
+                noise = np.random.default_rng(m).integers(-20, 21, source.shape)
+                result = np.clip(source.astype(int) + noise, 0, 255).astype(np.uint8)
+                _video(root / method / "inter_id" / emotion / f"{name}.mp4", result)
+    return root
+
+
+def _video(path: Path, frames: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_video(path, frames, fps=25.0)
+    return path
 
 
 def _touch(path: Path) -> Path:
@@ -72,3 +107,17 @@ def test_demo_results_and_read_frames(tmp_path):
     bad = _touch(tmp_path / "bad.mp4")
     with pytest.raises(DataError, match=r"bad\.mp4"):
         read_frames(bad)
+
+
+def test_scan_reports_empty_levels_and_files_that_are_not_clips(tmp_path):
+    write_tiny_results(tmp_path, methods=("baseline",), emotions=("happy",), names=("A_001",))
+    (tmp_path / "baseline" / "cross_id").mkdir()  # a setting without emotion folders
+    (tmp_path / "baseline" / "inter_id" / "happy" / "notes.txt").write_text("hi")
+    (tmp_path / "baseline" / "inter_id" / "happy" / "A_002").mkdir()  # an empty frame folder
+    index = scan_results(tmp_path)
+    problems = "\n".join(index.problems)
+    assert f"{tmp_path / 'baseline' / 'cross_id'}: setting folder holds no emotion" in problems
+    assert "notes.txt: not a video" in problems
+    assert [c.name for c in index.clips] == ["A_001", "A_002"]  # the empty folder is a clip...
+    with pytest.raises(DataError, match="A_002: no frames"):  # ...that cannot be read
+        read_frames(index.clips[1].path)

@@ -2,14 +2,19 @@
 saved in the published formats (insightface backbone.pth, syncnet_v2.model state dict)."""
 
 import csv
+import json
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from tests.evaluation.test_results import tiny_frames, write_tiny_results
 
 from asccl.cli import main
+from asccl.config import ConfigError, load_config
+from asccl.data.video import write_video
 from asccl.evaluation import runner
 from asccl.evaluation.results import make_demo_results
 from asccl.evaluation.runner import EvalConfig, run_evaluation
@@ -19,6 +24,15 @@ from asccl.metric.iresnet import build_iresnet
 MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD"
 EMOTIONS = ("happy", "sad")
 SENTENCES = ("001", "002")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Single-threaded torch: tiny batches on a busy 2-core machine run faster so."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -103,13 +117,19 @@ def test_outputs_tables_and_plots(first_run, config):
     assert "no fad" in report and "more frames than feature dimensions" in report  # 24 < 512
 
 
-def test_rerun_computes_nothing_new(first_run, config, monkeypatch):
+def _table_bytes(outputs: dict[str, Path]) -> dict[str, bytes]:
+    names = [k for k in outputs if k.startswith("table_") or k == "scores"]
+    return {k: outputs[k].read_bytes() for k in names}
+
+
+def test_rerun_computes_nothing_new_and_gives_the_same_numbers(first_run, config, monkeypatch):
     counter = Counter(monkeypatch)
-    before = first_run["scores"].read_text()
+    before = _table_bytes(first_run)
     outputs = run_evaluation(config)
     assert counter.calls == []
-    assert outputs["scores"].read_text() == before
-    assert '"computed": 0' in outputs["summary"].read_text()
+    assert _table_bytes(outputs) == before  # every table and score, byte for byte
+    summary = json.loads(outputs["summary"].read_text())
+    assert summary["computed"] == summary["redone"] == 0 and summary["cached"] > 0
 
 
 def test_adding_a_method_computes_only_its_clips(first_run, config, monkeypatch):
@@ -145,11 +165,98 @@ def test_corrupt_video_and_missing_emotion_are_reported(tmp_path, weights, capsy
 
 
 def test_config_validation():
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         EvalConfig(metrics=("psnr",))
-    with pytest.raises(ValueError, match="distribution_metric"):
+    with pytest.raises(ConfigError, match="distribution_metric"):
         EvalConfig(metrics=("fad",), distribution_metric="fid")
     assert EvalConfig(metrics=("lse", "distribution")).table_metrics == ["fid", "lse_d", "lse_c"]
+    assert EvalConfig(metrics="csim", methods="baseline").methods == ("baseline",)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("batch_size", "0"), ("batch_size", "true"), ("max_frames_per_clip", "-1"),
+     ("lse_min_frames", "-5"), ("lse_vshift", "0"), ("frame_folder_fps", "0"),
+     ("frame_folder_fps", "nan"), ("frame_folder_fps", "inf"), ("grid_clips", "-1"),
+     ("metrics", "[]"), ("arcface_backbone", "resnet9"), ("device", "gpu"),
+     ("methods", '["a", "a"]')],
+)  # fmt: skip
+def test_config_refuses_nonsense_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key) as err:
+        load_config(EvalConfig, None, [f"--{key}", value])
+    assert "\n" not in str(err.value)
+
+
+# ----------------------------------------------- the cache: same recipe reused, changes redone
+
+
+@pytest.fixture
+def tiny(tmp_path, weights) -> EvalConfig:
+    """CSIM over tiny 32x32 clips: 2 methods x 2 emotions x 2 clips, 6 frames each."""
+    return EvalConfig(results=write_tiny_results(tmp_path / "results"), out=tmp_path / "out",
+                      distribution_metric="fad", metrics=("csim",),
+                      arcface_weights=weights["arcface"], arcface_backbone="iresnet18",
+                      grid_clips=0)  # fmt: skip
+
+
+def _scores(outputs: dict[str, Path]) -> dict[tuple[str, str, str], float]:
+    with open(outputs["scores"]) as handle:
+        return {(r["method"], r["emotion"], r["metric"]): float(r["value"])
+                for r in csv.DictReader(handle)}  # fmt: skip
+
+
+@pytest.mark.slow
+def test_a_changed_clip_redoes_its_entry_and_only_it(tiny, monkeypatch):
+    first = run_evaluation(tiny)
+    assert json.loads(first["summary"].read_text())["computed"] == 12  # 8 results + 4 sources
+    before, old = _table_bytes(first), _scores(first)
+    clip = tiny.results / "baseline" / "inter_id" / "happy" / "A_001.mp4"
+    clip.unlink()
+    write_video(clip, tiny_frames(6, seed=99), fps=25.0)  # another face: another embedding
+    counter = Counter(monkeypatch)
+    outputs = run_evaluation(tiny)
+    assert counter.calls == [("arcface", clip)]
+    summary = json.loads(outputs["summary"].read_text())
+    assert (summary["computed"], summary["redone"], summary["cached"]) == (1, 1, 11)
+    report = outputs["report"].read_text()
+    assert "1 redone" in report and "clip (1)" in report
+    new = _scores(outputs)
+    assert new[("baseline", "happy", "csim")] != old[("baseline", "happy", "csim")]
+    assert new[("asccl", "happy", "csim")] == old[("asccl", "happy", "csim")]
+    assert new[("baseline", "sad", "csim")] == old[("baseline", "sad", "csim")]
+    assert _table_bytes(outputs) != before
+    counter.calls.clear()
+    again = run_evaluation(tiny)  # and now the new entry is reused
+    assert counter.calls == [] and _table_bytes(again) == _table_bytes(outputs)
+
+
+@pytest.mark.slow
+def test_a_changed_setting_or_weights_file_redoes_every_entry(tiny, weights, monkeypatch):
+    before = _table_bytes(run_evaluation(tiny))
+    counter = Counter(monkeypatch)
+    shorter = run_evaluation(replace(tiny, max_frames_per_clip=3))
+    assert len(counter.calls) == 12
+    assert "12 redone" in shorter["report"].read_text()
+    assert "max_frames_per_clip (12)" in shorter["report"].read_text()
+    # the same weights at a newer mtime are another file as far as the cache knows
+    counter.calls.clear()
+    stat = weights["arcface"].stat()
+    os.utime(weights["arcface"], ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    try:
+        again = run_evaluation(tiny)
+    finally:
+        os.utime(weights["arcface"], ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert len(counter.calls) == 12 and "weights (12)" in again["report"].read_text()
+    assert "max_frames_per_clip (12)" in again["report"].read_text()
+    assert _table_bytes(again) == before  # same maths, same numbers
+
+
+def test_tables_of_a_setting_no_longer_evaluated_are_removed(tiny):
+    stale = tiny.out / "tables" / "cross_id.md"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("| from an earlier run |")
+    outputs = run_evaluation(tiny)
+    assert not stale.exists() and outputs["table_inter_id_md"].is_file()
 
 
 class TinyFeatures(torch.nn.Module):
@@ -176,9 +283,7 @@ def test_fid_route_with_a_small_extractor(tmp_path, config, monkeypatch):
 
 def test_corrupt_cache_file_is_recomputed(first_run, config, monkeypatch):
     clip = config.results / "baseline" / "inter_id" / "happy" / "W901_001.mp4"
-    cache = runner.cache_path(
-        config.out, "arcface", clip, config.max_frames_per_clip, config.arcface_weights
-    )
+    cache = runner.cache_path(config.out, "arcface", clip)
     assert cache.is_file()
     cache.write_bytes(b"half-written")
     counter = Counter(monkeypatch)

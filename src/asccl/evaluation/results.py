@@ -25,8 +25,9 @@ alignment, or a tight square crop around it): the evaluation only centre-crops t
 and resizes (112 for ArcFace, 224 for SyncNet, 299 for Inception).
 
 :func:`scan_results` lists methods, settings, emotions and clips, and reports (never
-raises on) layout problems: unknown emotion or setting folder names, a method/setting
-missing emotions the other methods have, results without a matching source.
+raises on) layout problems: unknown emotion or setting folder names, empty levels, files
+that are neither videos nor frame folders, a method/setting missing emotions the other
+methods have, results without a matching source.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
             if emotion_dir.name not in EMOTIONS:
                 index.problems.append(_unknown_emotion(emotion_dir))
                 continue
-            index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir))
+            index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir, index.problems))
     methods = [d for d in _subdirs(root) if d.name not in (SOURCES, REFERENCES)]
     if not methods:
         raise DataError(root, "no method folders (expected <method>/<setting>/<emotion>/<clip>)")
@@ -136,12 +137,15 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
 
 def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
     references = index.root / REFERENCES / setting_dir.name
-    for emotion_dir in _subdirs(setting_dir):
+    emotion_dirs = _subdirs(setting_dir)
+    if not emotion_dirs:
+        index.problems.append(f"{setting_dir}: setting folder holds no emotion folder")
+    for emotion_dir in emotion_dirs:
         emotion = emotion_dir.name
         if emotion not in EMOTIONS:
             index.problems.append(_unknown_emotion(emotion_dir))
             continue
-        clips = list(_clips_in(emotion_dir))
+        clips = list(_clips_in(emotion_dir, index.problems))
         if not clips:
             index.problems.append(f"{emotion_dir}: no clips")
         for name, path in clips:
@@ -188,8 +192,9 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _clips_in(folder: Path) -> Iterator[tuple[str, Path]]:
-    """``(clip name, path)`` of the videos and frame folders directly under ``folder``."""
+def _clips_in(folder: Path, problems: list[str] | None = None) -> Iterator[tuple[str, Path]]:
+    """``(clip name, path)`` of the videos and frame folders directly under ``folder``;
+    any other file is skipped and, given ``problems``, reported there."""
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):
@@ -199,6 +204,10 @@ def _clips_in(folder: Path) -> Iterator[tuple[str, Path]]:
             yield path.stem, path
         elif path.is_dir():
             yield path.name, path
+        elif problems is not None:
+            problems.append(
+                f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder; ignored"
+            )
 
 
 def read_frames(path: str | os.PathLike, max_frames: int = 0) -> np.ndarray:

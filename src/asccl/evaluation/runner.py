@@ -20,10 +20,14 @@ For each method x setting x emotion of a results folder (layout:
 
 Rows are the emotions plus ``average``: the plain mean over the emotions present, as the
 paper averages its per-emotion rows. Each clip's features (per extractor) are cached under
-``<out>/cache/<extractor>/`` as ``.npz`` written atomically, keyed by the clip's path, size
-and mtime, ``max_frames_per_clip`` and the weights file; a re-run reuses them, so adding a
-method only computes the new clips, and a killed run resumes. An unreadable clip is reported
-by name and skipped, never fatal.
+``<out>/cache/<extractor>/`` as ``.npz`` written atomically, one entry per clip, holding the
+recipe that made it (:func:`feature_recipe`: the clip's path, size and mtime, the weights
+file's, the input size and preprocessing, ``max_frames_per_clip``, the LSE settings and
+audio). A re-run reuses an entry only when its recipe is this run's, so adding a method only
+computes the new clips and a killed run resumes, while a changed clip, weights file or
+setting redoes the entries it touches (the report says how many, and why). An unreadable
+clip is reported by name with the reason and never scored; it is not fatal. The tables,
+plots and grids of settings no longer evaluated are removed at the end of a run.
 
 Single process; on a GPU set ``device = "cuda"``.
 """
@@ -32,9 +36,11 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,9 +51,16 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asccl.data.errors import DataError
+from asccl.config import ConfigError
+from asccl.data.errors import DataError, printable_path
 from asccl.evaluation.results import ResultClip, ResultsIndex, read_frames, scan_results
-from asccl.evaluation.tables import AVERAGE, plot_scores, qualitative_grid, write_tables
+from asccl.evaluation.tables import (
+    AVERAGE,
+    plot_scores,
+    qualitative_grid,
+    write_tables,
+    write_text_atomic,
+)
 
 METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
 
@@ -75,19 +88,45 @@ class EvalConfig:
     methods: tuple[str, ...] = ()  # methods to evaluate, in table order; () = all, by name
 
     def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        for name in ("metrics", "methods"):  # a single name (Python callers) -> a tuple
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, (getattr(self, name),))
+            elif isinstance(getattr(self, name), list):
+                setattr(self, name, tuple(getattr(self, name)))
+        for name in ("results", "out"):
+            _require(isinstance(getattr(self, name), Path), self, name, "must be a path")
+        for name in ("inception_weights", "arcface_weights", "syncnet_weights"):
+            value = getattr(self, name)
+            _require(value is None or isinstance(value, Path), self, name, "must be a path")
+        _require(self.distribution_metric in ("fid", "fad"), self, "distribution_metric",
+                 'must be "fid" or "fad"')  # fmt: skip
+        _require(len(self.metrics) > 0, self, "metrics", f"must name at least one of "
+                 f"{list(METRIC_SWITCHES)}")  # fmt: skip
         unknown = [m for m in self.metrics if m not in METRIC_SWITCHES]
         if unknown:
-            raise ValueError(f"metrics: unknown {unknown}; valid: {list(METRIC_SWITCHES)}")
+            raise ConfigError(f"metrics: unknown {unknown}; valid: {list(METRIC_SWITCHES)}")
         other = {"fid": "fad", "fad": "fid"}[self.distribution_metric]
         if other in self.metrics:
-            raise ValueError(
+            raise ConfigError(
                 f"metrics lists {other!r} but distribution_metric is "
                 f"{self.distribution_metric!r}; set distribution_metric = {other!r}"
             )
-        if self.max_frames_per_clip < 0:
-            raise ValueError(f"max_frames_per_clip must be >= 0, got {self.max_frames_per_clip}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        from asccl.metric.iresnet import IRESNET_LAYERS
+
+        _require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
+                 f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
+        for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
+                          ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
+            _require(_is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
+        _require(_is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
+                 "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
+        _require(isinstance(self.device, str) and bool(DEVICE.match(self.device)), self,
+                 "device", 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+        _require(all(isinstance(m, str) and m for m in self.methods), self, "methods",
+                 'must be a list of method folder names, e.g. ["baseline", "asccl"]')  # fmt: skip
+        _require(len(set(self.methods)) == len(self.methods), self, "methods",
+                 "must not repeat a method")  # fmt: skip
 
     @property
     def use_distribution(self) -> bool:
@@ -103,18 +142,50 @@ class EvalConfig:
         return names
 
 
+#: what ``device`` may be (no "auto": the evaluation runs where it is told)
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, config: object, key: str, problem: str) -> None:
+    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
+
+
 @dataclass
 class EvalSummary:
     """What a run did: feature counts, layout problems, unreadable or dropped clips."""
 
     computed: int = 0
     cached: int = 0
+    redone: int = 0  #: of ``computed``: cache entries made by other settings or another clip
+    redone_because: dict[str, int] = field(default_factory=dict)  #: recipe key -> entries
     problems: list[str] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)  # path -> reason
 
+    def fail(self, path: Path, reason: str) -> None:
+        """List ``path`` as not (fully) scored, with ``reason`` (reasons accumulate)."""
+        key, before = str(path), self.failures.get(str(path))
+        if before is None:
+            self.failures[key] = reason
+        elif reason not in before.split("; "):
+            self.failures[key] = f"{before}; {reason}"
+
     def report(self) -> str:
+        redone = ""
+        if self.redone:
+            why = ", ".join(f"{k} ({n})" for k, n in sorted(self.redone_because.items()))
+            redone = f" ({self.redone} redone: cached with other settings or clip: {why})"
         lines = [
-            f"features computed: {self.computed}, reused from cache: {self.cached}",
+            f"features computed: {self.computed}{redone}, reused from cache: {self.cached}",
             f"layout problems: {len(self.problems)}",
             *(f"  {p}" for p in self.problems),
             f"clips skipped (unreadable or unscored): {len(self.failures)}",
@@ -240,26 +311,75 @@ class Extractors:
         }
 
 
+#: bump when a change of this module changes what a cached entry holds or means
+CACHE_VERSION = 2
+#: each extractor's input: how a clip's frames become the network's input
+EXTRACTOR_INPUT = {
+    "inception": "centre square, bilinear resize (antialiased when shrinking) to 299, RGB / 255",
+    "arcface": "centre square, bilinear resize (antialiased when shrinking) to 112, "
+    "RGB / 127.5 - 1",
+    "syncnet": "centre square, bilinear resize (antialiased when shrinking) to 224, uint8 RGB, "
+    "25 fps resampling",
+}
+
+
 def _stamp(path: Path) -> str:
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file())
-        return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
-    st = path.stat()
+    """A file's size and mtime (a frame folder's: every image file's), ``"missing"`` if
+    absent: what tells a changed file from the one a cache entry was made from."""
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file())
+            return ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+        st = path.stat()
+    except OSError:
+        return "missing"
     return f"{st.st_size}:{st.st_mtime_ns}"
 
 
-def cache_path(
-    out: Path, kind: str, clip: Path, max_frames: int, weights: Path | None, extra: str = ""
-) -> Path:
-    """``<out>/cache/<kind>/<clip name>-<hash>.npz``; the hash covers everything that changes
-    the features: the clip's path, size and mtime, ``max_frames``, the weights file, ``extra``."""
-    parts = [str(clip.resolve()), _stamp(clip), str(max_frames), kind, extra]
-    if weights is not None and Path(weights).exists():
-        parts += [str(Path(weights).resolve()), _stamp(Path(weights))]
-    else:
-        parts.append(str(weights))
+def _identity(path: Path | None) -> str:
+    """``"<absolute path> <stamp>"`` of a file or frame folder; ``"none"`` for ``None``."""
+    if path is None:
+        return "none"
+    return f"{Path(path).resolve()} {_stamp(Path(path))}"
+
+
+def cache_path(out: Path, kind: str, clip: Path, audio_from: Path | None = None) -> Path:
+    """``<out>/cache/<kind>/<clip name>-<hash>.npz``: one entry per clip (and the audio it
+    is scored with) and extractor; what made it is recorded inside (:func:`feature_recipe`)
+    and checked before it is used."""
+    parts = [kind, str(clip.resolve()), str(audio_from.resolve()) if audio_from else ""]
     digest = hashlib.sha1("|".join(parts).encode()).hexdigest()[:16]
     return out / "cache" / kind / f"{clip.stem}-{digest}.npz"
+
+
+def feature_recipe(
+    config: EvalConfig, kind: str, clip: Path, audio_from: Path | None, weights: Path | None
+) -> dict[str, str]:
+    """Everything the cached features of ``clip`` by extractor ``kind`` depend on: the
+    clip's file(s) (path, size, mtime), the extractor and its weights file (path, size,
+    mtime), its input size and preprocessing, ``max_frames_per_clip`` and, for LSE, the
+    audio file, ``lse_vshift``, ``lse_min_frames`` and the frame rate of a frame folder.
+    ``device`` and ``batch_size`` are left out: they change features only by rounding."""
+    recipe = {
+        "version": str(CACHE_VERSION),
+        "extractor": kind,
+        "clip": _identity(clip),
+        "weights": _identity(weights),
+        "input": EXTRACTOR_INPUT[kind],
+        "max_frames_per_clip": str(config.max_frames_per_clip),
+    }
+    if kind == "arcface":
+        recipe["arcface_backbone"] = config.arcface_backbone
+    if kind == "syncnet":
+        recipe["audio"] = _identity(audio_from) if audio_from is not None else "the clip's own"
+        recipe["lse_vshift"] = str(config.lse_vshift)
+        recipe["lse_min_frames"] = str(config.lse_min_frames)
+        if clip.is_dir():
+            recipe["frame_folder_fps"] = repr(float(config.frame_folder_fps))
+    return recipe
+
+
+RECIPE_KEY = "recipe"
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
@@ -328,28 +448,43 @@ def _has_audio(path: Path) -> bool:
 def _extract_all(
     jobs: list[_Job], extractors: Extractors, config: EvalConfig, summary: EvalSummary
 ) -> dict[tuple[str, Path], dict[str, np.ndarray]]:
+    """Features per ``(kind, clip)``: from the cache when its entry was made by the same
+    recipe (:func:`feature_recipe`), else computed and cached (a stale entry is redone and
+    counted). A clip that cannot be read is listed in ``summary.failures``, never scored."""
     features: dict[tuple[str, Path], dict[str, np.ndarray]] = {}
     for job in tqdm(jobs, desc="features", unit="clip", leave=False):
-        if str(job.clip) in summary.failures:
-            continue
         weights = extractors.weights(job.kind)
-        extra = str(job.audio_from.resolve()) if job.audio_from else ""
-        cache = cache_path(
-            config.out, job.kind, job.clip, config.max_frames_per_clip, weights, extra
-        )
+        recipe = feature_recipe(config, job.kind, job.clip, job.audio_from, weights)
+        cache = cache_path(config.out, job.kind, job.clip, job.audio_from)
         data = _load_npz(cache)
-        if data is None:
+        made_by = _recipe_of(data) if data is not None else None
+        if data is not None and made_by == recipe:
+            summary.cached += 1
+        else:
             try:
                 data = extractors.compute(job.kind, job.clip, job.audio_from)
             except DataError as err:
-                summary.failures[str(job.clip)] = err.problem
+                where = "" if err.path == printable_path(job.clip) else f"{err.path}: "
+                summary.fail(job.clip, f"{where}{err.problem}")
                 continue
-            _save_npz(cache, data)
+            _save_npz(cache, {**data, RECIPE_KEY: np.str_(json.dumps(recipe, sort_keys=True))})
             summary.computed += 1
-        else:
-            summary.cached += 1
-        features[(job.kind, job.clip)] = data
+            if made_by is not None:  # an entry made from another clip or with other settings
+                summary.redone += 1
+                for key in sorted(set(recipe) | set(made_by)):
+                    if recipe.get(key) != made_by.get(key):
+                        summary.redone_because[key] = summary.redone_because.get(key, 0) + 1
+        features[(job.kind, job.clip)] = {k: v for k, v in data.items() if k != RECIPE_KEY}
     return features
+
+
+def _recipe_of(data: dict[str, np.ndarray]) -> dict[str, str]:
+    """The recipe stored in a cache entry; ``{}`` for an entry without one (older format)."""
+    try:
+        recipe = json.loads(str(data[RECIPE_KEY]))
+    except (KeyError, ValueError):
+        return {}
+    return recipe if isinstance(recipe, dict) else {}
 
 
 def _frechet(real: list[np.ndarray], fake: list[np.ndarray]) -> float:
@@ -404,8 +539,15 @@ def _emotion_scores(
             a = features.get(("arcface", c.source))
             b = features.get(("arcface", c.path))
             if a is None or b is None:
+                if b is not None and c.source is not None:
+                    summary.fail(c.path, f"CSIM not scored: its source {c.source} is unreadable")
                 continue
             n = min(len(a["features"]), len(b["features"]))
+            if len(b["features"]) > n:  # longer than its source: not frame-aligned with it
+                summary.problems.append(
+                    f"{c.path}: {len(b['features'])} frames, its source {len(a['features'])}; "
+                    f"CSIM compares the first {n} (a result should be as long as its source)"
+                )
             sims = cosine_similarities(
                 torch.from_numpy(a["features"][:n]), torch.from_numpy(b["features"][:n])
             )
@@ -418,7 +560,7 @@ def _emotion_scores(
             if r is None:
                 continue
             if str(r["dropped"]):
-                summary.failures[str(c.path)] = f"LSE not scored: {r['dropped']}"
+                summary.fail(c.path, f"LSE not scored: {r['dropped']}")
                 continue
             d.append(float(r["lse_d"]))
             conf.append(float(r["lse_c"]))
@@ -494,14 +636,18 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
     ):
         if used:
             extractors.model(kind)
-    out.mkdir(parents=True, exist_ok=True)
-    outputs = {"config": save_config(config, out / "config.json")}
     index = scan_results(config.results)
+    if not index.clips:  # e.g. <method>/<emotion>/ with the setting level missing
+        first = f": {index.problems[0]}" if index.problems else ""
+        raise DataError(config.results, f"no result clips (<method>/<setting>/<emotion>/<clip>)"
+                        f"{first}")  # fmt: skip
     methods = list(config.methods) or index.methods
     missing = [m for m in methods if m not in index.methods]
     if missing:
         raise DataError(config.results, f"no method folder(s) {missing}; found {index.methods}")
     index.clips = [c for c in index.clips if c.method in methods]
+    out.mkdir(parents=True, exist_ok=True)
+    outputs: dict[str, Path] = {"config": out / "config.json"}  # written last, with the rest
     summary = EvalSummary(problems=list(index.problems))
     features = _extract_all(_jobs(index, config), extractors, config, summary)
 
@@ -532,32 +678,36 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
             if grid is not None:
                 outputs[f"grid_{setting}"] = grid
 
-    scores_path = out / "scores.csv"
-    tmp = out / ".scores.csv.tmp"
-    with open(tmp, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["setting", "method", "emotion", "metric", "value"])
-        writer.writerows(long_rows)
-    os.replace(tmp, scores_path)
-    outputs["scores"] = scores_path
-    summary_path = out / "summary.json"
-    summary_path.write_text(
-        json.dumps(
-            {
-                "computed": summary.computed,
-                "cached": summary.cached,
-                "problems": summary.problems,
-                "failures": summary.failures,
-                "methods": index.methods,
-                "settings": index.settings,
-                "emotions": index.emotions,
-            },
-            indent=2,
-        )
-        + "\n"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(["setting", "method", "emotion", "metric", "value"])
+    writer.writerows(long_rows)
+    outputs["scores"] = write_text_atomic(out / "scores.csv", buffer.getvalue())
+    summary_json = {
+        "computed": summary.computed,
+        "redone": summary.redone,
+        "cached": summary.cached,
+        "problems": summary.problems,
+        "failures": summary.failures,
+        "methods": index.methods,
+        "settings": index.settings,
+        "emotions": index.emotions,
+    }
+    outputs["summary"] = write_text_atomic(
+        out / "summary.json", json.dumps(summary_json, indent=2) + "\n"
     )
-    outputs["summary"] = summary_path
-    report = out / "report.txt"
-    report.write_text(summary.report())
-    outputs["report"] = report
+    outputs["report"] = write_text_atomic(out / "report.txt", summary.report())
+    save_config(config, outputs["config"])
+    _remove_stale_outputs(out, outputs)
     return outputs
+
+
+def _remove_stale_outputs(out: Path, outputs: dict[str, Path]) -> None:
+    """Remove the tables, plots and grids an earlier run wrote that this one did not (a
+    setting or method no longer evaluated), so ``out`` holds only this run's results."""
+    kept = {Path(p).resolve() for p in outputs.values()}
+    for folder in ("tables", "plots", "grids"):
+        for path in sorted((out / folder).glob("*")) if (out / folder).is_dir() else []:
+            stale = path.resolve() not in kept
+            if stale and path.is_file() and path.suffix in (".md", ".csv", ".tex", ".png"):
+                path.unlink()

@@ -89,7 +89,7 @@ def _check_file(path: Path) -> int:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise CheckpointError(path, "no such file") from None
+        raise CheckpointError(path, "no such checkpoint file") from None
     except OSError as exc:
         raise CheckpointError(path, f"cannot be read ({exc.strerror or exc})") from None
     if path.is_dir():

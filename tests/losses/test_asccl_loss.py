@@ -136,7 +136,7 @@ def test_weight_scales_the_loss(metric):
 
 
 def test_clear_errors(metric, loss_fn, tmp_path):
-    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such file"):
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such checkpoint file"):
         ASCCLLoss(checkpoint=tmp_path / "missing.safetensors")
     with pytest.raises(ValueError, match="exactly one of"):
         ASCCLLoss()

@@ -77,7 +77,7 @@ def test_authors_checkpoint_loads_by_key_mapping(tmp_path):
 
 
 def test_missing_and_empty_files(tmp_path):
-    with pytest.raises(CheckpointError, match=r"nope\.safetensors: no such file"):
+    with pytest.raises(CheckpointError, match=r"nope\.safetensors: no such checkpoint file"):
         load_metric(tmp_path / "nope.safetensors")
     (tmp_path / "empty.safetensors").write_bytes(b"")
     with pytest.raises(CheckpointError, match="empty file"):

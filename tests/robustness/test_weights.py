@@ -47,7 +47,7 @@ SUFFIX = {
 }
 #: What the error line must say for each case (a regular expression).
 EXPECT = {
-    "missing": "no such file",
+    "missing": "no such (checkpoint )?file",
     "folder": "is a folder",
     "empty": r"empty file \(0 bytes\)",
     "truncated": "truncated",

@@ -20,6 +20,7 @@ Writes Markdown/CSV tables and PNG figures and prints where they are.
 from __future__ import annotations
 
 import csv
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from asccl.config import save_config
+from asccl.config import ConfigError, save_config
 from asccl.data.prepare import DataConfig, run_prepare
 from asccl.figures import pyplot, save_figure
 from asccl.losses import ASCCLLoss
@@ -58,6 +59,40 @@ class DemoConfig:
     data: DataConfig = field(
         default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
     )
+
+    def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        from asccl.metric.config import MetricConfig
+
+        def require(ok: bool, key: str, problem: str) -> None:
+            if not ok:
+                raise ConfigError(f"{key} {problem}, got {getattr(self, key)!r}")
+
+        require(isinstance(self.output_dir, Path), "output_dir", "must be a path")
+        for name in ("checkpoint", "train_config", "experiment_config"):
+            value = getattr(self, name)
+            require(value is None or isinstance(value, Path), name, "must be a path")
+        require(_is_int(self.seed, 0) and self.seed < 2**63, "seed", "must be in [0, 2**63)")
+        require(_is_int(self.optimise_steps, 1), "optimise_steps", "must be an integer >= 1")
+        lr = self.learning_rate
+        require(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+                and lr > 0, "learning_rate", "must be a finite number > 0")  # fmt: skip
+        require(isinstance(self.variants, (list, tuple)) and len(self.variants) > 0
+                and all(v in VARIANTS for v in self.variants), "variants",
+                f"must be a non-empty list of {list(VARIANTS)}")  # fmt: skip
+        require(isinstance(self.data, DataConfig), "data", "must be a [data] table")
+        try:  # the metric's own checks (backbone name, image_size a multiple of 16...)
+            MetricConfig(backbone=self.backbone, image_size=self.image_size)
+        except (TypeError, ValueError) as exc:  # its message names the key
+            raise ConfigError(str(exc)) from None
+
+
+#: the edited versions of the face the demo scores (see :func:`_variant`)
+VARIANTS = ("identical", "brighter", "shifted", "mouth_open", "unrelated")
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 def _face_images(size: int) -> tuple[Tensor, Tensor]:

@@ -9,8 +9,10 @@ from pathlib import Path
 import av
 import pytest
 import torch
+from tests.robustness.conftest import snapshot
 from tests.spfem.test_data import FRAMES, write_stage1
 
+from asccl.config import ConfigError, load_config
 from asccl.data.clip_index import write_clip_index
 from asccl.data.clips import Clip
 from asccl.data.errors import DataError
@@ -165,6 +167,35 @@ def test_a_rerun_keeps_results_and_a_new_checkpoint_remakes_them(setup, outputs)
     assert result.stat().st_mtime_ns != before[0] and ours.stat().st_mtime_ns != before[1]
 
 
+def test_a_rerun_with_other_training_maths_is_refused_before_writing(setup, outputs, capsys):
+    before = snapshot(setup.out)
+    changed = dataclasses.replace(setup, train_overrides=("--g-lr", "3e-4"), eval_config=None)
+    with pytest.raises(ConfigError, match="cannot resume") as err:
+        run_experiment(changed)
+    line = str(err.value)
+    assert "\n" not in line and "g_lr 0.0001 -> 0.0003" in line and "--resume false" in line
+    assert str(setup.out / "train" / "ganmut") in line
+    with pytest.raises(ConfigError, match="steps must be an integer >= 1"):  # 0 steps
+        run_experiment(dataclasses.replace(setup, train_overrides=("--steps", "0")))
+    with pytest.raises(ConfigError, match="batch_size"):  # the evaluation's, checked first too
+        run_experiment(dataclasses.replace(setup, eval_overrides=("--batch-size", "0")))
+    assert snapshot(setup.out) == before
+
+
+def test_a_rerun_with_another_clip_selection_makes_the_results_again(setup, outputs, capsys):
+    result = outputs["results"] / "ganmut" / "single" / "angry" / "B02_001.mp4"
+    source = outputs["results"] / "sources" / "angry" / "B02_001.mp4"
+    before = result.stat().st_mtime_ns, source.stat().st_mtime_ns
+    capsys.readouterr()
+    # the same 3 training steps as the rerun above: the trained generators are reused
+    run_experiment(dataclasses.replace(setup, eval_config=None, max_clips_per_emotion=1,
+                                       train_overrides=("--steps", "3")))  # fmt: skip
+    printed = capsys.readouterr().out
+    assert "max_clips_per_emotion 0 -> 1" in printed and "removing its" in printed
+    assert result.stat().st_mtime_ns != before[0] and source.stat().st_mtime_ns != before[1]
+    assert "ganmut results: 4 written, 0 kept" in printed  # 2 clips x 2 variants
+
+
 def test_an_unknown_test_speaker_is_a_clear_error(setup, tmp_path):
     config = dataclasses.replace(setup, test_speakers=("Z99",), out=tmp_path)
     with pytest.raises(DataError, match=r"pairs\.csv.*Z99"):
@@ -172,7 +203,21 @@ def test_an_unknown_test_speaker_is_a_clear_error(setup, tmp_path):
 
 
 def test_config_is_checked():
-    with pytest.raises(ValueError, match="asccl_weight"):
+    with pytest.raises(ConfigError, match="asccl_weight"):
         ExperimentConfig(asccl_weight=0)
-    with pytest.raises(ValueError, match="unknown"):
+    with pytest.raises(ConfigError, match="unknown"):
         ExperimentConfig(models=("stargan",))
+    assert ExperimentConfig(models="ganmut", test_speakers="W903").test_speakers == ("W903",)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("asccl_weight", "-1"), ("asccl_weight", "nan"), ("asccl_weight", "inf"),
+     ("batch_size", "0"), ("max_clips_per_emotion", "-1"), ("seed", "-3"), ("models", "[]"),
+     ("models", '["ganmut", "ganmut"]'), ("test_speakers", "[]"), ("device", "tpu"),
+     ("train_overrides", "[1, 2]")],
+)  # fmt: skip
+def test_config_refuses_nonsense_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key) as err:
+        load_config(ExperimentConfig, None, [f"--{key}", value])
+    assert "\n" not in str(err.value)

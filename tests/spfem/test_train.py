@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import signal
 import subprocess
@@ -14,10 +15,11 @@ import cv2
 import pytest
 import torch
 from safetensors.torch import load_file
+from tests.robustness.conftest import snapshot
 from tests.spfem.test_data import write_stage1
 
 from asccl.cli import main
-from asccl.config import load_config
+from asccl.config import ConfigError, load_config
 from asccl.metric import save_metric
 from asccl.spfem.generators.ganmut import GANmut, GANmutConfig
 from asccl.spfem.supervision import ASCCLSupervision
@@ -100,6 +102,67 @@ def test_stopping_and_resuming_equals_an_uninterrupted_run(stage1, tmp_path):
     assert_same_weights(whole, again)
 
 
+def test_a_resume_with_other_maths_is_refused_naming_the_keys(stage1, tmp_path):
+    out = tmp_path / "run"
+    train_spfem(tiny_config(stage1, out, steps=2))
+    before = snapshot(out)
+    for change, keys in (
+        ({"batch_size": 2}, ["batch_size 4 -> 2"]),
+        ({"g_lr": 2e-4, "seed": 1}, ["g_lr", "seed 0 -> 1"]),
+        ({"ganmut": dataclasses.replace(TINY, g_channels=4)}, ["ganmut.g_channels 8 -> 4"]),
+    ):
+        with pytest.raises(ConfigError, match="cannot resume") as err:
+            train_spfem(tiny_config(stage1, out, steps=4, **change))
+        line = str(err.value)
+        assert "\n" not in line and "--resume false" in line and "step_00000002" in line
+        assert all(key in line for key in keys), line
+        assert "workers" not in line and "log_every" not in line
+    assert snapshot(out) == before  # refused before anything was written
+    # a checkpoint past this run's steps is not silently taken as its result
+    with pytest.raises(ConfigError, match="past this run's steps = 1"):
+        train_spfem(tiny_config(stage1, out, steps=1))
+    assert snapshot(out) == before
+
+
+def test_a_resume_may_change_what_moves_neither_data_nor_maths(stage1, tmp_path):
+    whole = train_spfem(tiny_config(stage1, tmp_path / "whole"))
+    train_spfem(tiny_config(stage1, tmp_path / "parts", steps=2))
+    resumed = train_spfem(tiny_config(stage1, tmp_path / "parts", log_every=3, sample_every=0,
+                                      threads=1, keep_checkpoints=1))  # fmt: skip
+    assert_same_weights(whole, resumed)
+
+
+def test_resume_false_starts_over_and_removes_the_earlier_run(stage1, tmp_path):
+    out = tmp_path / "run"
+    train_spfem(tiny_config(stage1, out, steps=4))
+    short = train_spfem(tiny_config(stage1, out, steps=2, batch_size=2, resume=False))
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert steps == ["step_00000002"]  # not step 4 of the earlier run
+    assert sorted(p.name for p in (out / "samples").iterdir()) == [
+        "step_00000000.png", "step_00000002.png"]  # fmt: skip
+    reference = train_spfem(tiny_config(stage1, tmp_path / "fresh", steps=2, batch_size=2))
+    assert_same_weights(reference, short)
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [("steps", "0"), ("batch_size", "0"), ("batch_size", "-4"), ("n_critic", "0"),
+     ("g_lr", "0"), ("d_lr", "-1e-4"), ("g_lr", "nan"), ("d_lr", "inf"), ("betas", "[0.5, 1.0]"),
+     ("image_size", "8"), ("image_size", "4096"), ("asccl_weight", "-1"),
+     ("asccl_weight", "nan"), ("asccl_every", "0"), ("workers", "-1"), ("threads", "-2"),
+     ("seed", "-1"), ("device", "gpu"), ("sample_rows", "0"), ("log_every", "-1")],
+)  # fmt: skip
+def test_config_refuses_nonsense_naming_the_key(key, value):
+    with pytest.raises(ConfigError, match=key) as err:
+        load_config(SPFEMTrainConfig, None, [f"--{key}", value])
+    assert "\n" not in str(err.value)
+
+
+def test_config_refuses_an_image_size_the_model_cannot_take():
+    with pytest.raises(ConfigError, match="ganmut: image_size 36 must be a multiple"):
+        load_config(SPFEMTrainConfig, None, ["--image-size", "36"])
+
+
 def test_weight_zero_is_exactly_the_baseline(stage1, tmp_path, metric_file):
     base = train_spfem(tiny_config(stage1, tmp_path / "base", steps=2))
     zero = train_spfem(tiny_config(stage1, tmp_path / "zero", steps=2, asccl_weight=0.0,
@@ -149,11 +212,12 @@ def test_the_cli_entry_point_reads_a_config_and_overrides(stage1, tmp_path, caps
                     '[ganmut]\ng_channels = 8\ng_res_blocks = 1\nd_channels = 8\n'
                     'd_layers = 3\n')  # fmt: skip
     args = ["spfem", "train", "--config", str(toml), "--model", "ganmut",
-            "--exclude-speakers", "B02", "--asccl-weight", "0"]  # fmt: skip
+            "--exclude-speakers", '["B02"]', "--asccl-weight", "0"]  # fmt: skip
     assert main(args) == 0
     assert load_generator(tmp_path / "cli" / "generator.safetensors").config.image_size == 32
-    config = load_config(SPFEMTrainConfig, toml, ["--exclude-speakers", "B02"])
-    assert config.exclude_speakers == ("B02",)  # a single name becomes a tuple
+    config = load_config(SPFEMTrainConfig, toml, ["--exclude-speakers", '["B02"]'])
+    assert config.exclude_speakers == ("B02",)
+    assert SPFEMTrainConfig(exclude_speakers="B02").exclude_speakers == ("B02",)  # from Python
     assert main(["spfem", "train", "--config", str(toml), "--asccl-weight", "1"]) == 2
     assert "needs asccl_checkpoint" in capsys.readouterr().err
 

@@ -6,7 +6,10 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    same seed, same data and same step budget: ``baseline`` (``asccl_weight = 0``: the metric
    is never built) and ``asccl`` (``asccl_weight = asccl_weight`` with the frozen metric
    ``metric``). The test speakers are held out of training. Each run resumes from its
-   newest checkpoint, so a killed experiment picks up where it stopped.
+   newest checkpoint, so a killed experiment picks up where it stopped; a run whose
+   checkpoints were made with other settings (another seed, learning rate, metric...) is
+   refused in one line naming them, before anything is written (``--resume false``
+   retrains from scratch).
 2. **Generate** the test set's results in the layout ``asccl evaluate`` reads
    (:mod:`asccl.evaluation.results`): for every DTW-paired (neutral, emotional) clip of a test
    speaker, the whole neutral clip is turned, frame by frame, into the emotional clip's
@@ -16,7 +19,10 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    ``i``) and ``cross_id`` (the same emotion and sentence spoken by another speaker, same
    frame indices, clipped to its length). Sources are the neutral crops resized to the
    model's size with the neutral clip's audio copied in (LSE-D/LSE-C use it); results are
-   silent and frame-aligned with their source. A result that already exists is kept.
+   silent and frame-aligned with their source. A result that already exists is kept only
+   while it was made by the same weights (per method) and the same data, clip selection and
+   image sizes (``results/.settings.json``); otherwise it is made again, and the run says how
+   many.
 3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation`
    (tables per setting in the seed's Tables 1-2 layout, bar plots, qualitative grids like
    its Figures 1-4), then write ``comparison.{md,csv}``: per model and setting the average of
@@ -34,16 +40,19 @@ import hashlib
 import json
 import math
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from asccl.config import ConfigError
 from asccl.data.clip_index import read_clip_index
 from asccl.data.clips import Clip
 from asccl.data.crop_store import ClipCropsReader, open_clip_crops
@@ -84,18 +93,61 @@ class ExperimentConfig:
     #: --key value overrides of the evaluation config (weights paths, device, ...)
     eval_overrides: tuple[str, ...] = ()
 
+    #: false: train every run from scratch (the earlier runs' checkpoints are removed)
+    resume: bool = True
+
     def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        for name in ("models", "test_speakers", "cross_speakers"):  # one name -> a tuple
+            if isinstance(getattr(self, name), str):
+                setattr(self, name, (getattr(self, name),))
+        for name in ("models", "test_speakers", "cross_speakers", "train_overrides",
+                     "eval_overrides"):  # fmt: skip
+            value = getattr(self, name)
+            _require(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
+                     self, name, 'must be a list of strings, e.g. ["a", "b"]')  # fmt: skip
+            setattr(self, name, tuple(value))
+        for name in ("data", "out", "ganmut_config", "icface_config"):
+            _require(isinstance(getattr(self, name), Path), self, name, "must be a path")
+        for name in ("metric", "eval_config"):
+            value = getattr(self, name)
+            _require(value is None or isinstance(value, Path), self, name, "must be a path")
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
-            raise ValueError(f"models: unknown {unknown}; valid: {list(MODELS)}")
-        if self.asccl_weight <= 0:
-            raise ValueError(f"asccl_weight must be > 0 (the baseline is weight 0), got "
-                             f"{self.asccl_weight}")  # fmt: skip
-        if not self.test_speakers:
-            raise ValueError("test_speakers must name at least one held-out speaker")
+            raise ConfigError(f"models: unknown {unknown}; valid: {list(MODELS)}")
+        _require(0 < len(self.models) == len(set(self.models)), self, "models",
+                 f"must name one or more of {list(MODELS)}, each once")  # fmt: skip
+        _require(_is_number(self.asccl_weight) and self.asccl_weight > 0, self, "asccl_weight",
+                 "must be a finite number > 0 (the baseline is weight 0)")  # fmt: skip
+        _require(len(self.test_speakers) > 0, self, "test_speakers",
+                 "must name at least one held-out speaker")  # fmt: skip
+        _require(_is_int(self.seed, 0) and self.seed < 2**63 - 2, self, "seed",
+                 "must be in [0, 2**63 - 2)")  # fmt: skip
+        _require(_is_int(self.max_clips_per_emotion, 0), self, "max_clips_per_emotion",
+                 "must be an integer >= 0 (0: all)")  # fmt: skip
+        _require(_is_int(self.batch_size, 1), self, "batch_size", "must be an integer >= 1")
+        _require(isinstance(self.device, str) and bool(DEVICE.match(self.device)), self,
+                 "device", 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
 
     def model_config(self, model: str) -> Path:
         return {"ganmut": self.ganmut_config, "icface": self.icface_config}[model]
+
+
+DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _require(ok: bool, config: object, key: str, problem: str) -> None:
+    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
 
 
 def method_name(model: str, variant: str) -> str:
@@ -106,15 +158,16 @@ def method_name(model: str, variant: str) -> str:
 # ----------------------------------------------------------------------------- 1. training
 
 
-def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
-    """Train (or resume) ``model``'s baseline and +ASCCL runs; ``{variant: checkpoint}``."""
+def train_configs(config: ExperimentConfig, model: str) -> dict[str, Any]:
+    """``{variant: SPFEMTrainConfig}`` of ``model``'s baseline and +ASCCL runs, from its
+    config file and ``train_overrides`` (a bad value is a ConfigError naming its key)."""
     from asccl.config import load_config
-    from asccl.spfem.train import SPFEMTrainConfig, train_spfem
+    from asccl.spfem.train import SPFEMTrainConfig
 
     if config.metric is None:
-        raise DataError(Path("<config>"), "metric is not set: the +ASCCL runs need a trained "
-                        "ASCCL metric (.safetensors from `asccl train-metric`)")  # fmt: skip
-    checkpoints = {}
+        raise ConfigError("metric is not set: the +ASCCL runs need a trained ASCCL metric "
+                          "(.safetensors from `asccl train-metric`)")  # fmt: skip
+    configs = {}
     for variant in VARIANTS:
         weight = 0.0 if variant == "baseline" else config.asccl_weight
         overrides = [
@@ -127,9 +180,22 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
             "--asccl-weight", str(weight),
             "--asccl-checkpoint", str(config.metric),
         ]  # fmt: skip
-        train = load_config(SPFEMTrainConfig, config.model_config(model), overrides)
+        if not config.resume:
+            overrides += ["--resume", "false"]
+        configs[variant] = load_config(SPFEMTrainConfig, config.model_config(model), overrides)
+    return configs
+
+
+def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
+    """Train (or resume) ``model``'s baseline and +ASCCL runs; ``{variant: checkpoint}``.
+    A run whose checkpoints were made with other settings is refused (one line naming the
+    keys), not resumed: rerun with ``--resume false`` or another ``--out``."""
+    from asccl.spfem.train import train_spfem
+
+    checkpoints = {}
+    for variant, train in train_configs(config, model).items():
         print(f"\ntraining {method_name(model, variant)} ({config.model_config(model)}, "
-              f"ASCCL weight {weight:g}) -> {train.out}")  # fmt: skip
+              f"ASCCL weight {train.asccl_weight:g}) -> {train.out}")  # fmt: skip
         checkpoints[variant] = train_spfem(train)
     return checkpoints
 
@@ -241,7 +307,9 @@ def _translate(
 def generate_results(
     config: ExperimentConfig, model: str, checkpoints: dict[str, Path]
 ) -> Path:
-    """Write ``model``'s results for every test clip, both variants; returns the root."""
+    """Write ``model``'s results for every test clip, both variants; returns the root.
+    Results already there are kept only while they come from the same weights (see
+    :func:`_drop_stale`); call :func:`check_results_settings` first."""
     from asccl.spfem.train import load_generator
 
     root = config.out / "results"
@@ -252,6 +320,7 @@ def generate_results(
     size = next(iter(generators.values())).config.image_size
     for variant, path in checkpoints.items():
         _drop_stale(root / method_name(model, variant), path)
+    written = kept = 0
     for clip in tqdm(test, desc=f"generating {model} results", unit="clip"):
         neutral = _store(config, clip.pair.neutral_clip)
         source = clip_tensors(neutral, size)
@@ -268,29 +337,80 @@ def generate_results(
                             _to_uint8(reference[0]), fps)  # fmt: skip
             for variant, generator in generators.items():
                 path = root / method_name(model, variant) / setting / emotion / name
-                if not path.is_file():
-                    result = _translate(generator, source, reference, emotion, config)
-                    _write_clip(path, _to_uint8(result), fps)
+                if path.is_file():
+                    kept += 1
+                    continue
+                result = _translate(generator, source, reference, emotion, config)
+                _write_clip(path, _to_uint8(result), fps)
+                written += 1
+    print(f"{model} results: {written} written, {kept} kept (same weights and settings)")
     return root
 
 
-def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
-    """Results are kept across runs only while they come from the same weights: a SHA-256
-    of the checkpoint's tensors and metadata (not of its bytes: safetensors does not fix
-    the order of its header, and a finished run that is run again rewrites the file)."""
-    from safetensors import safe_open
+def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[str, str]:
+    """What the results folder's sources, references and clip selection depend on, beyond
+    each method's weights: the data (its path, ``pairs.csv`` and ``clips.csv`` digests, the
+    crop stores' sizes and mtimes), the test/cross speakers, ``max_clips_per_emotion`` and
+    each model's image size (sources are written at it)."""
+    from asccl.spfem.train import file_digest
 
-    digest = hashlib.sha256()
-    with safe_open(str(checkpoint), framework="pt") as handle:
-        digest.update(json.dumps(handle.metadata(), sort_keys=True).encode())
-        for key in sorted(handle.keys()):
-            digest.update(key.encode())
-            digest.update(handle.get_tensor(key).numpy().tobytes())
-    stamp = f"{digest.hexdigest()} {Path(checkpoint).resolve()}\n"
+    data = Path(config.data)
+    crops = hashlib.sha256()
+    for path in sorted((data / "crops").rglob("*")) if (data / "crops").is_dir() else []:
+        if path.is_file():
+            st = path.stat()
+            crops.update(f"{path.relative_to(data)} {st.st_size} {st.st_mtime_ns}\n".encode())
+    return {
+        "data": str(data.resolve()),
+        "data_pairs_csv": file_digest(data / "pairs.csv"),
+        "data_clips_csv": file_digest(data / "clips.csv"),
+        "data_crops": crops.hexdigest()[:16],
+        "test_speakers": json.dumps(list(config.test_speakers)),
+        "cross_speakers": json.dumps(list(config.cross_speakers)),
+        "max_clips_per_emotion": str(config.max_clips_per_emotion),
+        "image_sizes": json.dumps(sizes, sort_keys=True),
+    }
+
+
+SETTINGS_FILE = ".settings.json"
+
+
+def check_results_settings(config: ExperimentConfig, settings: dict[str, str]) -> None:
+    """Keep ``results/`` only if it was made with ``settings``; otherwise remove it (saying
+    which settings changed and how many files go) so that every clip is made again."""
+    from asccl.spfem.train import settings_differences
+
+    root = config.out / "results"
+    stamp = root / SETTINGS_FILE
+    try:
+        saved = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        saved = None
+    if saved == settings:
+        return
+    files = [p for p in root.rglob("*") if p.is_file()] if root.is_dir() else []
+    if files:
+        changed = settings_differences(saved, settings) if isinstance(saved, dict) else [
+            f"{SETTINGS_FILE} missing or unreadable"]  # fmt: skip
+        print(f"results: made with other settings ({'; '.join(changed)}): removing its "
+              f"{len(files)} files, every result is made again")  # fmt: skip
+        shutil.rmtree(root)
+    write_text_atomic(stamp, json.dumps(settings, indent=1, sort_keys=True) + "\n")
+
+
+def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
+    """Results are kept across runs only while they come from the same weights: a digest
+    of the checkpoint's tensors and metadata (:func:`asccl.spfem.train.weights_digest`)."""
+    from asccl.spfem.train import weights_digest
+
+    stamp = f"{weights_digest(checkpoint)} {Path(checkpoint).resolve()}\n"
     stamp_file = method_dir / ".checkpoint"
     if stamp_file.is_file() and stamp_file.read_text() == stamp:
         return
     if method_dir.exists():
+        old = sum(1 for p in method_dir.rglob("*.mp4"))
+        if old:
+            print(f"{method_dir.name}: its weights changed, {old} result clips made again")
         shutil.rmtree(method_dir)
     method_dir.mkdir(parents=True)
     write_text_atomic(stamp_file, stamp)
@@ -324,16 +444,23 @@ def _reference(
 # --------------------------------------------------------------------------- 3. evaluation
 
 
-def evaluate_results(config: ExperimentConfig, results: Path) -> dict[str, Path]:
-    """``asccl evaluate`` on the results folder (all models' methods, table order)."""
+def eval_config(config: ExperimentConfig, results: Path) -> Any:
+    """The :class:`~asccl.evaluation.runner.EvalConfig` of ``results`` (all models' methods,
+    table order), from ``eval_config`` and ``eval_overrides``."""
     from asccl.config import load_config
-    from asccl.evaluation.runner import EvalConfig, run_evaluation
+    from asccl.evaluation.runner import EvalConfig
 
     methods = [method_name(m, v) for m in config.models for v in VARIANTS]
     overrides = ["--results", str(results), "--out", str(config.out / "eval"),
                  "--methods", json.dumps(methods), *config.eval_overrides]  # fmt: skip
-    evaluation = load_config(EvalConfig, config.eval_config, overrides)
-    return run_evaluation(evaluation)
+    return load_config(EvalConfig, config.eval_config, overrides)
+
+
+def evaluate_results(config: ExperimentConfig, results: Path) -> dict[str, Path]:
+    """``asccl evaluate`` on the results folder (all models' methods, table order)."""
+    from asccl.evaluation.runner import run_evaluation
+
+    return run_evaluation(eval_config(config, results))
 
 
 def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
@@ -382,23 +509,39 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
 
 
 def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
-    """Train, generate, evaluate, compare; returns ``{name: path}`` of what it wrote."""
+    """Train, generate, evaluate, compare; returns ``{name: path}`` of what it wrote.
+
+    Every setting (each model's training config with ``train_overrides``, the evaluation
+    config) is checked before anything is written; a rerun with other settings redoes what
+    they change (training refuses to resume from other settings: ``--resume false``)."""
     from asccl.config import save_config
 
     test, _ = test_clips(config)  # a bad data folder or test speaker fails before training
     if not test:
         raise DataError(config.data / "pairs.csv", "no clip pairs of the test speakers")
+    from asccl.spfem.train import check_resumable
+
+    trains = {model: train_configs(config, model) for model in config.models}
+    results = config.out / "results"
+    if config.eval_config is not None:
+        eval_config(config, results)
+    for runs in trains.values():  # a run that cannot resume stops the experiment here
+        for train in runs.values():
+            check_resumable(train)
     config.out.mkdir(parents=True, exist_ok=True)
     paths = {"config": save_config(config, config.out / "config.json")}
-    results = config.out / "results"
+    checkpoints = {}
     for model in config.models:
-        checkpoints = train_variants(config, model)
-        for variant, path in checkpoints.items():
+        checkpoints[model] = train_variants(config, model)
+        for variant, path in checkpoints[model].items():
             paths[f"checkpoint_{method_name(model, variant)}"] = path
             log = config.out / "train" / method_name(model, variant) / "curves.png"
             if log.is_file():
                 paths[f"curves_{method_name(model, variant)}"] = log
-        results = generate_results(config, model, checkpoints)
+    sizes = {model: trains[model]["baseline"].image_size for model in config.models}
+    check_results_settings(config, results_settings(config, sizes))
+    for model in config.models:
+        results = generate_results(config, model, checkpoints[model])
     paths["results"] = results
     if config.eval_config is None:
         return paths
@@ -406,4 +549,3 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     paths |= {f"eval_{k}": v for k, v in evaluation.items()}
     paths |= compare(config, evaluation["scores"])
     return paths
-

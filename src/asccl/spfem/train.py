@@ -24,7 +24,13 @@ frame pair per emotion; columns: source | translated to each emotion | target),
 
 The run resumes from the newest checkpoint in ``out`` (``resume = true``): a run killed at
 any point and started again ends with the same weights as an uninterrupted one (bit for bit
-on the CPU with a fixed seed). The random draws of the generators use the global RNG (saved
+on the CPU with a fixed seed). Each checkpoint holds the settings that made it
+(:func:`run_settings`); a resume whose settings differ in anything that moves the data order
+or the maths (batch size, learning rates, model, seed, data, the ASCCL weight and metric...)
+is refused with one line naming the keys, as is one from a checkpoint past ``steps``; only
+:data:`RESUMABLE_CHANGES` (more steps, workers, logging, device, threads...) may differ.
+``resume = false`` starts over: the earlier run's checkpoints, samples and final generator
+in ``out`` are removed first. The random draws of the generators use the global RNG (saved
 in checkpoints); the data order uses its own seeded generators; ASCCL's region draw uses
 its own generator (seed + 1), so turning it on does not shift the others.
 
@@ -38,9 +44,12 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import json
 import logging
+import math
 import os
+import re
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
@@ -73,6 +82,16 @@ log = logging.getLogger(__name__)
 
 MODEL_FILE = "generator.safetensors"
 SAMPLES_DIR = "samples"
+#: what ``device`` may be: "auto", "cpu", "mps", "cuda" or "cuda:N"
+DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+
+
+def _is_int(value: object, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
@@ -117,6 +136,7 @@ class SPFEMTrainConfig:
     icface: ICfaceConfig = field(default_factory=ICfaceConfig)
 
     def __post_init__(self) -> None:
+        """One :class:`ConfigError` per nonsense value, naming its key."""
         # a single name given on the command line arrives as a string
         for name in ("speakers", "exclude_speakers", "emotions"):
             value = getattr(self, name)
@@ -124,22 +144,127 @@ class SPFEMTrainConfig:
                 object.__setattr__(self, name, (value,))
             elif isinstance(value, list):
                 object.__setattr__(self, name, tuple(value))
-        if self.model not in GENERATORS:
-            raise ValueError(f"model must be one of {sorted(GENERATORS)}, got {self.model!r}")
-        for name in ("steps", "batch_size", "n_critic", "asccl_every", "image_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.asccl_weight < 0:
-            raise ValueError(f"asccl_weight must be >= 0, got {self.asccl_weight}")
+        check = self._require
+        check(self.model in GENERATORS, "model", f"must be one of {sorted(GENERATORS)}")
+        for name in ("data", "out"):
+            check(isinstance(getattr(self, name), Path), name, "must be a path")
+        check(self.asccl_checkpoint is None or isinstance(self.asccl_checkpoint, Path),
+              "asccl_checkpoint", "must be a path")  # fmt: skip
+        for name in ("steps", "batch_size", "n_critic", "asccl_every", "sample_rows"):
+            check(_is_int(getattr(self, name), 1), name, "must be an integer >= 1")
+        for name in ("asccl_warmup", "sample_every", "checkpoint_every", "keep_checkpoints",
+                     "log_every", "workers", "threads"):  # fmt: skip
+            check(_is_int(getattr(self, name), 0), name, "must be an integer >= 0")
+        check(_is_int(self.seed, 0) and self.seed < 2**63 - 2, "seed", "must be in [0, 2**63 - 2)")
+        check(_is_int(self.image_size, 16) and self.image_size <= 1024, "image_size",
+              "must be an integer in [16, 1024]")  # fmt: skip
+        for name in ("g_lr", "d_lr"):
+            check(_is_number(getattr(self, name)) and getattr(self, name) > 0, name,
+                  "must be a finite number > 0")  # fmt: skip
+        check(isinstance(self.betas, tuple) and len(self.betas) == 2
+              and all(_is_number(b) and 0 <= b < 1 for b in self.betas), "betas",
+              "must be two numbers in [0, 1), e.g. [0.5, 0.999]")  # fmt: skip
+        check(_is_number(self.asccl_weight) and self.asccl_weight >= 0, "asccl_weight",
+              "must be a finite number >= 0")  # fmt: skip
+        check(isinstance(self.device, str) and bool(DEVICE.match(self.device)), "device",
+              'must be "auto", "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+        for name in ("speakers", "exclude_speakers", "emotions"):
+            value = getattr(self, name)
+            check(value is None or all(isinstance(v, str) and v for v in value), name,
+                  'must be a list of names, e.g. ["W021"]')  # fmt: skip
         if self.asccl_weight > 0 and self.asccl_checkpoint is None:
-            raise ValueError(
+            raise ConfigError(
                 f"asccl_weight = {self.asccl_weight} needs asccl_checkpoint (a metric "
                 ".safetensors from `asccl train-metric`)"
             )
+        try:  # the model's own checks (e.g. image_size a multiple of 2**downsamples)
+            self.model_config()
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.model}: {exc}") from None
+
+    def _require(self, ok: bool, key: str, problem: str) -> None:
+        if not ok:
+            raise ConfigError(f"{key} {problem}, got {getattr(self, key)!r}")
 
     def model_config(self) -> Any:
         """The chosen model's config with this run's ``image_size``."""
         return dataclasses.replace(getattr(self, self.model), image_size=self.image_size)
+
+
+#: settings a resumed run may change: they move neither the data order nor the maths
+RESUMABLE_CHANGES = frozenset({
+    "out", "steps", "sample_every", "sample_rows", "checkpoint_every", "keep_checkpoints",
+    "log_every", "workers", "device", "threads", "resume",
+})  # fmt: skip
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a file's SHA-256; ``"missing"`` if it cannot be read."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()[:16]
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a SHA-256 over a safetensors file's header metadata and
+    tensors (not its bytes: the header's order is not fixed, so a file written again with
+    the same weights keeps its digest); other files: :func:`file_digest`."""
+    from safetensors import safe_open
+
+    digest = hashlib.sha256()
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            digest.update(json.dumps(handle.metadata(), sort_keys=True).encode())
+            for key in sorted(handle.keys()):
+                tensor = handle.get_tensor(key)
+                digest.update(f"{key} {tensor.dtype} {tuple(tensor.shape)}".encode())
+                digest.update(tensor.contiguous().view(torch.uint8).numpy().tobytes())
+    except Exception:  # not a safetensors file (e.g. the authors' .pth): its bytes
+        return file_digest(path)
+    return digest.hexdigest()[:16]
+
+
+def run_settings(config: SPFEMTrainConfig) -> dict[str, str]:
+    """What a run's weights depend on, as ``{dotted key: JSON text}``: every setting but
+    :data:`RESUMABLE_CHANGES`; the chosen model's table only; the data folder and a digest
+    of its ``pairs.csv``; the ASCCL settings only when its weight is > 0, with the metric
+    file by :func:`weights_digest`. Saved in each checkpoint; a resume must match it."""
+    values = dataclasses.asdict(config)
+    for key in (*RESUMABLE_CHANGES, "ganmut", "icface"):
+        values.pop(key)
+    values[config.model] = dataclasses.asdict(config.model_config())
+    values["data"] = str(Path(config.data).resolve())
+    values["data_pairs_csv"] = file_digest(Path(config.data) / "pairs.csv")
+    if config.asccl_weight > 0:
+        values["asccl_checkpoint"] = weights_digest(config.asccl_checkpoint)
+    else:  # the metric is never built: none of its settings matter
+        for key in ("asccl_checkpoint", "asccl_warmup", "asccl_every"):
+            values.pop(key)
+    flat: dict[str, str] = {}
+
+    def add(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                add(f"{prefix}{key}.", item)
+        else:
+            flat[prefix[:-1]] = json.dumps(value, default=str)
+
+    add("", values)
+    return flat
+
+
+def settings_differences(saved: dict[str, str], now: dict[str, str]) -> list[str]:
+    """``["key old -> new", ...]`` for every key whose value differs (``unset`` if absent)."""
+    return [
+        f"{key} {saved.get(key, 'unset')} -> {now.get(key, 'unset')}"
+        for key in sorted(set(saved) | set(now))
+        if saved.get(key) != now.get(key)
+    ]
 
 
 # ----------------------------------------------------------------------------- saving
@@ -205,15 +330,16 @@ class _Progress:
 
 def _save_checkpoint(out: Path, model: ReferenceGenerator, optimizers: dict, scalers: dict,
                      rngs: dict[str, torch.Generator], progress: _Progress,
-                     keep: int) -> Path:  # fmt: skip
-    """``out/checkpoints/step_<N>/``: model, both optimisers, RNG states, progress;
-    written to a temporary folder and renamed into place (a kill leaves it whole or absent)."""
+                     keep: int, settings: dict[str, str]) -> Path:  # fmt: skip
+    """``out/checkpoints/step_<N>/``: model, both optimisers, RNG states, progress and the
+    run's :func:`run_settings`; written to a temporary folder and renamed into place (a kill
+    leaves it whole or absent)."""
     from safetensors.torch import save_file
 
     with checkpoint_folder(out, progress.step, keep) as folder:
         save_generator(model, folder / MODEL_FILE)
         meta: dict[str, Any] = {"progress": dataclasses.asdict(progress), "optimizers": {},
-                                "scalers": {}}  # fmt: skip
+                                "scalers": {}, "settings": settings}  # fmt: skip
         for name, optimizer in optimizers.items():
             tensors, meta["optimizers"][name] = flatten_optimizer_state(optimizer.state_dict())
             save_file(tensors, str(folder / f"optimizer_{name}.safetensors"))
@@ -424,15 +550,13 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         "loader": torch.Generator().manual_seed(config.seed + 2),  # DataLoader worker seeds
     }
 
-    # ---- resume
+    # ---- resume: only a run made with the same settings (bar RESUMABLE_CHANGES)
     progress = _Progress()
+    settings = run_settings(config)
     checkpoint = _load_latest(out) if config.resume else None
     if checkpoint is not None:
         folder, state, rng, meta = checkpoint
-        saved = load_generator(folder / MODEL_FILE).config
-        if saved != model.config:
-            raise ConfigError(f"{folder}: its model config {saved} differs from this run's "
-                              f"{model.config}; use another --out or --resume false")  # fmt: skip
+        _check_resume(config, folder, meta, settings)
         model.load_state_dict(state)
         g_opt.load_state_dict(meta["optimizer_states"]["g"])
         d_opt.load_state_dict(meta["optimizer_states"]["d"])
@@ -452,6 +576,8 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         for tensor in model.state_dict().values():
             dist.broadcast(tensor, 0)
 
+    if checkpoint is None and main_process:
+        _clear_earlier_run(out)
     history = _LossLog(out, progress.step if checkpoint else None) if main_process else None
     if main_process:
         save_config(config, out / "config.json")
@@ -468,7 +594,7 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
     def checkpoint_now() -> None:
         if main_process:
             _save_checkpoint(out, model, {"g": g_opt, "d": d_opt}, scalers, rngs, progress,
-                             config.keep_checkpoints)  # fmt: skip
+                             config.keep_checkpoints, settings)  # fmt: skip
         if world > 1:
             dist.barrier()
 
@@ -568,16 +694,69 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
     return final
 
 
+def check_resumable(config: SPFEMTrainConfig) -> None:
+    """Raise the :class:`ConfigError` :func:`train_spfem` would raise on resuming ``config``
+    (settings that differ from its newest checkpoint's, or a checkpoint past ``steps``),
+    without training; nothing to resume (or ``resume = false``) is fine."""
+    checkpoint = _load_latest(Path(config.out)) if config.resume else None
+    if checkpoint is not None:
+        _check_resume(config, checkpoint[0], checkpoint[3], run_settings(config))
+
+
+def _check_resume(
+    config: SPFEMTrainConfig, folder: Path, meta: dict, settings: dict[str, str]
+) -> None:
+    force = "use --resume false to train from scratch, or another --out"
+    if "settings" in meta:
+        changed = settings_differences(meta["settings"], settings)
+        if changed:
+            raise ConfigError(f"{folder}: cannot resume, this run's settings differ: "
+                              f"{'; '.join(changed)}; {force}")  # fmt: skip
+    else:  # a checkpoint from before settings were saved: its model config at least
+        saved = load_generator(folder / MODEL_FILE).config
+        if saved != config.model_config():
+            raise ConfigError(f"{folder}: cannot resume, its model config {saved} differs "
+                              f"from this run's {config.model_config()}; {force}")  # fmt: skip
+    if meta["progress"]["step"] > config.steps:
+        raise ConfigError(f"{folder}: cannot resume, it is past this run's steps = "
+                          f"{config.steps}; {force}")  # fmt: skip
+
+
+def _clear_earlier_run(out: Path) -> None:
+    """A run that starts from step 0 removes what an earlier run left in ``out`` (its
+    checkpoints, final generator, sample grids, curves): none of it is this run's, and an
+    old checkpoint past this run's steps would be resumed from, or outlive its own."""
+    import shutil
+
+    old = [*checkpoint_dirs(out), *sorted((out / SAMPLES_DIR).glob("step_*.png"))]
+    old += [p for p in (out / MODEL_FILE, out / "curves.png") if p.is_file()]
+    if not old:
+        return
+    log.info("starting from step 0: removing %d files and folders of an earlier run in %s",
+             len(old), out)  # fmt: skip
+    for path in old:
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def _due(step: int, every: int) -> bool:
     """Whether ``step`` is a multiple of ``every`` (0: never)."""
     return every > 0 and step % every == 0
 
 
 __all__ = [
+    "RESUMABLE_CHANGES",
     "SPFEMTrainConfig",
+    "check_resumable",
+    "file_digest",
     "load_generator",
     "plot_spfem_curves",
+    "run_settings",
     "save_generator",
+    "settings_differences",
     "train_spfem",
+    "weights_digest",
     "write_sample_grid",
 ]

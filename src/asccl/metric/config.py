@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from asccl.metric.contrastive import AdaptiveMode
 from asccl.metric.iresnet import IRESNET_LAYERS
+from asccl.metric.sampler import anchor_window
 
 ChannelOrder = Literal["rgb", "bgr"]
 NegativeMode = Literal["patch", "random"]
@@ -47,10 +49,36 @@ class MetricConfig:
         _check_choice("adaptive", self.adaptive, ("pair", "authors", "off"))
         if len(self.num_anchors) != 4 or min(self.num_anchors) < 1:
             raise ValueError(f"num_anchors needs 4 positive counts, got {self.num_anchors}")
-        if self.image_size % 16:
+        if not _is_int(self.image_size) or self.image_size < 16 or self.image_size % 16:
             raise ValueError(f"image_size must be a multiple of 16, got {self.image_size}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, got {self.temperature}")
+        for name in ("temperature", "loss_scale", "adaptive_threshold"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        for name in ("num_random_negatives", "head_reduction"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+        if self.head_reduction > 64:  # stage 1 has 64 channels
+            raise ValueError(f"head_reduction must be <= 64, got {self.head_reduction}")
+        for stage, count in enumerate(self.num_anchors):  # stage maps: size/2 .. size/16
+            side = self.image_size // 2 ** (stage + 1)
+            try:
+                start, stop = anchor_window(side, authors_window=self.authors_window)
+            except ValueError:
+                start = stop = 0
+            room = (stop - start) ** 2
+            if count > room:
+                raise ValueError(
+                    f"image_size {self.image_size} is too small for num_anchors "
+                    f"{self.num_anchors}: the stage-{stage + 1} map is {side}x{side}, with "
+                    f"room for {room} anchors"
+                )
+            if self.negatives == "random" and side * side <= 9:
+                raise ValueError(
+                    f"image_size {self.image_size} is too small for random negatives: the "
+                    f"stage-{stage + 1} map is {side}x{side}, all anchor or neighbour"
+                )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-serialisable dict."""
@@ -70,6 +98,10 @@ class MetricConfig:
     def replace(self, **changes: Any) -> MetricConfig:
         """A copy with ``changes`` applied (validated; unknown names are an error)."""
         return MetricConfig.from_dict({**self.to_dict(), **changes})
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _check_choice(name: str, value: str, valid: tuple[str, ...]) -> None:

@@ -20,6 +20,11 @@ def _full_precision(x: Tensor) -> torch.autocast:
     return torch.autocast(device_type=x.device.type, enabled=False)
 
 
+def _wide(x: Tensor) -> Tensor:
+    """``x`` in float32, or float64 if it is float64 (a float64 metric stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
 def l2_normalize(x: Tensor, eps: float = 1e-7) -> Tensor:
     """``x / (||x||_2 + eps)`` over the last dimension (the authors' ``Normalize``)."""
     return x / (x.norm(dim=-1, keepdim=True) + eps)
@@ -39,10 +44,11 @@ def patch_nce(q: Tensor, k: Tensor, temperature: float) -> tuple[Tensor, Tensor]
         temperature: softmax temperature (0.07).
 
     Returns:
-        ``(B, S)`` per-pair losses (float32) and the ``(B, S, S)`` cosine matrix (detached).
+        ``(B, S)`` per-pair losses (float32; float64 for float64 inputs) and the
+        ``(B, S, S)`` cosine matrix (detached).
     """
     with _full_precision(q):
-        cosine = torch.bmm(q.float(), k.detach().float().transpose(1, 2))  # (B, S, S)
+        cosine = torch.bmm(_wide(q), _wide(k.detach()).transpose(1, 2))  # (B, S, S)
     logits = cosine / temperature
     loss = torch.logsumexp(logits, dim=-1) - logits.diagonal(dim1=1, dim2=2)
     return loss, cosine.detach()
@@ -65,10 +71,10 @@ def random_nce(
         ``(B, N * 8)`` per-pair losses, ``(B, N, 8)`` positive and ``(B, N, 8, K)``
         negative cosines (detached).
     """
-    q = q.float()
-    pos = (q * k_pos.detach().float()).sum(-1)  # (B, N, 8)
+    q = _wide(q)
+    pos = (q * _wide(k_pos.detach())).sum(-1)  # (B, N, 8)
     with _full_precision(q):
-        neg = q @ k_neg.detach().float().transpose(-1, -2)  # (B, N, 8, K)
+        neg = q @ _wide(k_neg.detach()).transpose(-1, -2)  # (B, N, 8, K)
     logits = torch.cat([pos[..., None], neg], dim=-1) / temperature
     loss = torch.logsumexp(logits, dim=-1) - pos / temperature
     return loss.flatten(1), pos.detach(), neg.detach()
@@ -77,7 +83,7 @@ def random_nce(
 def disparity_weights(disparities: Tensor, threshold: float = 0.8) -> Tensor:
     """Element-wise adaptive weights: ``t = sigmoid(|d|)``, ``2 t^2`` where ``t > threshold``,
     else 1. Shape as ``disparities``; values in [1, 2)."""
-    t = torch.sigmoid(disparities.abs().float())
+    t = torch.sigmoid(_wide(disparities.abs()))
     return torch.where(t > threshold, 2 * t * t, torch.ones_like(t))
 
 

@@ -11,7 +11,9 @@ Several GPUs / nodes (DDP; the same command line, ``batch_size`` is the global b
 
 The run resumes from the newest valid checkpoint in ``--out`` unless ``--resume false``;
 a run killed at any point (even SIGKILL) and resumed ends with the same weights as an
-uninterrupted one (bit for bit on CPU with a fixed seed).
+uninterrupted one (bit for bit on CPU with a fixed seed). ``precision = "float64"``
+trains in double precision, where runs that differ only in the order of sums (processes,
+threads) agree to rounding (~1e-16 relative): for reproducibility checks.
 """
 
 from __future__ import annotations
@@ -80,7 +82,9 @@ def _set_train_mode(metric: nn.Module, batchnorm: str) -> None:
 
 def train_metric(config: TrainConfig) -> Path:
     """Run (or resume) a training run; returns the final metric checkpoint's path."""
+    _require_device(config.device)
     rank, world, device = setup_distributed(config.device)
+    dtype = {"float32": torch.float32, "float64": torch.float64}[config.precision]
     main_process = rank == 0
     out = config.out
     if config.batch_size % (world * config.grad_accum):
@@ -109,14 +113,14 @@ def train_metric(config: TrainConfig) -> Path:
         log.info("validation pairs (%s): %d", ", ".join(config.val_speakers), len(val_set))
 
     # ---- model
-    metric = ASCCLMetric(config.metric)
+    metric = ASCCLMetric(config.metric).to(dtype)
     if checkpoint is not None:
         if checkpoint.metric.config != metric.config:
             raise ConfigError(
                 f"{checkpoint.path}: its metric config differs from this run's; use another "
                 "--out, or --resume false to start over"
             )
-        metric.load_state_dict(checkpoint.metric.state_dict())
+        metric.load_state_dict(_saved_weights(checkpoint.path, config.precision))
         if main_process:
             log.info("resuming from %s (step %d)", checkpoint.path, checkpoint.progress.step)
     elif config.init == "arcface":
@@ -166,7 +170,7 @@ def train_metric(config: TrainConfig) -> Path:
             size=config.metric.image_size,
             flip_channels=config.metric.channel_order == "bgr",
             channels_last=config.channels_last,
-        )
+        ).to(dtype)
 
     history = TrainingLog(out, checkpoint.progress.step if checkpoint else None,
                           config.tensorboard) if main_process else None  # fmt: skip
@@ -272,6 +276,31 @@ def train_metric(config: TrainConfig) -> Path:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _require_device(device: str) -> None:
+    """A CUDA device asked for where there is none (or not that many) is a config error."""
+    if not device.startswith("cuda"):
+        return
+    index = int(device.partition(":")[2] or 0)
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if index >= count:
+        raise ConfigError(f"device {device!r}: this machine has {count} CUDA device(s)")
+
+
+def _saved_weights(checkpoint: Path, precision: str) -> dict[str, torch.Tensor]:
+    """A checkpoint's metric weights as saved (``load_metric`` gives float32), refused if
+    they were trained in another precision than this run's."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(checkpoint / "metric.safetensors"))
+    saved = {str(t.dtype).removeprefix("torch.") for t in state.values() if t.is_floating_point()}
+    if saved != {precision}:
+        raise ConfigError(
+            f"{checkpoint}: trained in precision {', '.join(sorted(saved))}, this run's is "
+            f"{precision}; use another --out, or --resume false to start over"
+        )
+    return state
 
 
 def _due(step: int, every: int) -> bool:

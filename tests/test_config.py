@@ -119,9 +119,13 @@ def test_lists_are_lists_with_items_of_their_type():
     cfg = load_config(Lists, None, ["--names", '["a", "b"]', "--sizes", "[1, 2]", "--pair=[1, 2]"])
     assert cfg == Lists(names=["a", "b"], sizes=(1, 2), pair=(1.0, 2.0))
     assert all(isinstance(v, float) for v in cfg.pair)
+    # one value is a one-item list (not the characters of a string), the text as typed
+    assert load_config(Lists, None, ["--names", "W021", "--sizes", "3"]).names == ["W021"]
+    assert load_config(Lists, None, ["--names", "7"]).names == ["7"]
+    assert load_config(Lists, None, ["--sizes", "3"]).sizes == (3,)
     bad = [
-        (["--names", "W021"], r"names must be a list, e\.g\. \[\"a\", \"b\"\] .*got 'W021'"),
         (["--names", "[1]"], r"names\[0\] must be str, got 1"),
+        (["--pair", "5"], r"pair must have 2 items, got 5$"),
         (["--sizes", "[1, 2.5]"], r"sizes\[1\] must be int, got 2\.5"),
         (["--pair", "[1, 2, 3]"], r"pair must have 2 items, got \[1, 2, 3\]"),
     ]

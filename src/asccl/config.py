@@ -147,7 +147,7 @@ def _convert(hint: Any, value: Any, where: str, text: str | None = None) -> Any:
             raise ConfigError(f"{where} must be one of {list(choices)}, got {value!r}")
         return value
     if origin in (list, tuple):
-        return _convert_items(hint, value, where)
+        return _convert_items(hint, value, where, text)
     if hint is Path:
         return _path(value, text, where)
     if hint is str and text is not None and not isinstance(value, str):
@@ -161,22 +161,23 @@ def _convert(hint: Any, value: Any, where: str, text: str | None = None) -> Any:
     return value
 
 
-def _convert_items(hint: Any, value: Any, where: str) -> list | tuple:
-    """A TOML array as ``list[X]``, ``tuple[X, ...]`` or ``tuple[X, Y]``, items converted."""
+def _convert_items(hint: Any, value: Any, where: str, text: str | None = None) -> list | tuple:
+    """A TOML array as ``list[X]``, ``tuple[X, ...]`` or ``tuple[X, Y]``, items converted; a
+    single value is a one-item list (``--val-speakers W903``, not its characters)."""
+    given = value
     if not isinstance(value, (list, tuple)):
-        raise ConfigError(
-            f'{where} must be a list, e.g. ["a", "b"] (on the command line, quote it: '
-            f"'[\"a\"]'), got {value!r}"
-        )
+        value = [value]
+    else:
+        text = None  # the text as typed belongs to a single value only
     args = typing.get_args(hint)
     if typing.get_origin(hint) is list or (len(args) == 2 and args[1] is Ellipsis):
         types_ = [args[0] if args else Any] * len(value)
     elif len(args) != len(value):
-        raise ConfigError(f"{where} must have {len(args)} items, got {value!r}")
+        raise ConfigError(f"{where} must have {len(args)} items, got {given!r}")
     else:
         types_ = list(args)
     items = [
-        v if t is Any else _convert(t, v, f"{where}[{i}]")
+        v if t is Any else _convert(t, v, f"{where}[{i}]", text)
         for i, (t, v) in enumerate(zip(types_, value, strict=True))
     ]
     return items if typing.get_origin(hint) is list else tuple(items)

@@ -22,7 +22,9 @@ from tests.study.conftest import LoopbackServer, form_values
 from asccl.study.commands import invite, make_app, open_store, report
 
 RATERS = 50
-TIME_LIMIT_S = 60.0
+# a liveness bound (a hung server fails), not a speed target: ~7 s on 2 idle cores; speed
+# belongs in benchmarks, and a busy machine must not fail this test
+TIME_LIMIT_S = 300.0
 QUESTIONS = ("realism", "emotion", "mouth")
 
 

@@ -72,6 +72,7 @@ def test_the_nearer_surface_wins(near_first):
 
 
 def test_renders_are_deterministic_and_chunking_changes_nothing():
+    torch.manual_seed(0)  # the thresholds below were checked on this draw
     model = synthetic_flame(12, 12)
     vertices = model(
         expression=torch.randn(2, model.n_exp), jaw_pose=torch.tensor([[0.2, 0, 0]] * 2)
@@ -90,6 +91,7 @@ def test_renders_are_deterministic_and_chunking_changes_nothing():
 
 
 def test_the_batch_is_independent():
+    torch.manual_seed(0)  # the thresholds below were checked on this draw
     model = synthetic_flame(10, 10)
     vertices = model(expression=torch.randn(2, model.n_exp))
     camera = torch.tensor([[6.0, 0.0, 0.0]] * 2)
@@ -100,6 +102,7 @@ def test_the_batch_is_independent():
 
 
 def test_gradcheck_on_a_tiny_mesh():
+    torch.manual_seed(0)
     torch.manual_seed(0)
     base = quad(0.55, dtype=torch.float64) + 0.07 * torch.randn(4, 3, dtype=torch.float64)
     base[:, 2] = torch.tensor([0.0, 0.1, 0.05, -0.05], dtype=torch.float64)
@@ -139,6 +142,7 @@ def test_a_flame_sized_batch_of_two_renders_and_backpropagates_at_224():
 
 @pytest.mark.cuda
 def test_cuda_renders_match_cpu_and_nvdiffrast_roughly_agrees():
+    torch.manual_seed(0)  # the thresholds below were checked on this draw
     model = synthetic_flame(24, 24)
     vertices = model(expression=torch.randn(2, model.n_exp))
     camera = torch.tensor([[6.0, 0.0, 0.0]] * 2)

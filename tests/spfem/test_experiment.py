@@ -69,7 +69,13 @@ grid_clips = 2
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
-    root = tmp_path_factory.mktemp("experiment")
+    return make_setup(tmp_path_factory.mktemp("experiment"), small_metric)
+
+
+def make_setup(root: Path, metric: torch.nn.Module) -> ExperimentConfig:
+    """Under ``root``: a tiny stage 1 (speakers A01, B02; B02 held out), the two models'
+    configs (2 steps at 32 px), a CSIM-only evaluation config with random ArcFace weights,
+    ``metric`` saved; the experiment's config (``out = root / "out"``)."""
     data = write_stage1(root / "data", emotions=EMOTIONS)
     clips = [
         Clip("mead", speaker, emotion, 1 if emotion == "neutral" else 3, "001",
@@ -87,7 +93,7 @@ def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
     torch.save(build_iresnet("iresnet18").state_dict(), arcface)
     return ExperimentConfig(
         data=data,
-        metric=save_metric(small_metric, root / "metric.safetensors"),
+        metric=save_metric(metric, root / "metric.safetensors"),
         out=root / "out",
         models=("ganmut", "icface"),
         ganmut_config=root / "ganmut.toml",

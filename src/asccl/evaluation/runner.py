@@ -638,7 +638,10 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
             extractors.model(kind)
     index = scan_results(config.results)
     if not index.clips:  # e.g. <method>/<emotion>/ with the setting level missing
-        first = f": {index.problems[0]}" if index.problems else ""
+        sources = str(Path(config.results) / "sources")
+        why = [p for p in index.problems if not p.startswith(sources)] or index.problems
+        more = f" (and {len(why) - 1} more)" if len(why) > 1 else ""
+        first = f": {why[0]}{more}" if why else ""
         raise DataError(config.results, f"no result clips (<method>/<setting>/<emotion>/<clip>)"
                         f"{first}")  # fmt: skip
     methods = list(config.methods) or index.methods

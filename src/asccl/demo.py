@@ -231,8 +231,10 @@ def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
     weights.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
     arcface, syncnet = weights / "backbone.pth", weights / "syncnet_v2.model"
-    torch.save(build_iresnet("iresnet18").state_dict(), arcface)
-    torch.save(SyncNet().state_dict(), syncnet)
+    # rewritten only when they change (another seed): the evaluation cache knows a weights
+    # file by its size and mtime, so a rerun of the demo reuses its features
+    _save_if_changed(build_iresnet("iresnet18").state_dict(), arcface)
+    _save_if_changed(SyncNet().state_dict(), syncnet)
     evaluators = ["--arcface-weights", str(arcface), "--arcface-backbone", "iresnet18",
                   "--syncnet-weights", str(syncnet)]  # fmt: skip
     experiment = load_config(ExperimentConfig, config.experiment_config, [
@@ -244,13 +246,31 @@ def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
           f"{' and '.join(experiment.models)}, baseline vs +ASCCL, test speakers "
           f"{', '.join(experiment.test_speakers)}")  # fmt: skip
     print("(evaluation with RANDOM-weight ArcFace and SyncNet: the numbers show the plumbing)")
-    outputs = run_experiment(experiment)
+    try:
+        outputs = run_experiment(experiment)
+    except ConfigError as exc:  # e.g. a rerun with another seed cannot resume its training
+        raise ConfigError(f"{exc} (asccl demo: give another --output-dir)") from None
     for name, path in outputs.items():
         if name.startswith("eval_table_") and name.endswith("_md"):
             print(path.read_text())
     if "comparison_md" in outputs:
         print(outputs["comparison_md"].read_text())
     return {f"experiment_{name}": path for name, path in outputs.items()}
+
+
+def _save_if_changed(state: dict[str, Tensor], path: Path) -> None:
+    """``torch.save`` to ``path`` unless it already holds exactly these bytes."""
+    import io
+    import os
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    data = buffer.getvalue()
+    if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
+        return
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def _train_stage(config: DemoConfig) -> tuple[Path, dict[str, Path]]:

@@ -295,3 +295,21 @@ def test_experiment_refuses_bad_settings_before_writing(change, named, experimen
     before = snapshot(out)
     one_line_error([*argv, *change], capsys, *named)
     assert snapshot(out) == before
+
+
+@pytest.mark.parametrize("damage", ["clips.csv lists no clip", "no pairs.csv"])
+def test_experiment_refuses_a_damaged_data_folder(damage, experiment, tmp_path, capsys):
+    argv, out = experiment
+    data = Path(argv[argv.index("--data") + 1])
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    if damage == "no pairs.csv":
+        (copy / "pairs.csv").unlink()
+        named = [str(copy / "pairs.csv"), "missing"]
+    else:
+        header = (copy / "clips.csv").read_text().splitlines()[0]
+        (copy / "clips.csv").write_text(header + "\n")
+        named = [str(copy / "clips.csv"), "asccl data prepare"]
+    before = snapshot(out)
+    one_line_error(_with(argv, data=str(copy)), capsys, *named)
+    assert snapshot(out) == before

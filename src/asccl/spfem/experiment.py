@@ -62,7 +62,7 @@ from asccl.data.prepare import STORE_SUFFIX, crop_path
 from asccl.data.video import write_video
 from asccl.evaluation.results import REFERENCES, SOURCES
 from asccl.evaluation.tables import AVERAGE, METRICS, write_text_atomic
-from asccl.spfem.data import ClipPairFrames, clip_tensors, emotion_label
+from asccl.spfem.data import EMOTIONS, ClipPairFrames, clip_tensors, emotion_label
 
 MODELS = ("ganmut", "icface")
 #: settings each reference generator is evaluated in
@@ -231,6 +231,14 @@ def test_clips(config: ExperimentConfig) -> tuple[list[TestClip], list[TestClip]
         found = sorted(speakers)
         raise DataError(config.data / "pairs.csv",
                         f"test speaker(s) {absent} have no pairs; found {found}")  # fmt: skip
+    unlabelled = sorted({p.emotion for p in pairs} - set(EMOTIONS))
+    if unlabelled:
+        raise DataError(config.data / "pairs.csv", f"emotion(s) {unlabelled} have no "
+                        f"generator label; valid: {', '.join(EMOTIONS)}")  # fmt: skip
+    missing = sorted({c for p in pairs for c in (p.neutral_clip, p.emotional_clip)} - set(clips))
+    if missing:
+        raise DataError(config.data / "clips.csv", f"{len(missing)} clip(s) of pairs.csv "
+                        f"missing, e.g. {missing[0]}: run `asccl data prepare` again")  # fmt: skip
     test, others = [], []
     per_emotion: dict[str, int] = {}
     for pair in pairs:

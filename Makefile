@@ -5,6 +5,9 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Test processes (pytest-xdist); each takes cores / TEST_WORKERS threads (tests/conftest.py).
+# TEST_WORKERS=0 runs the suite in this one process.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -20,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/asccl demo --config configs/demo.toml
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxschedchunk 2
 	$(BIN)/ruff check src tests benchmarks examples
 
 lint: $(STAMP)

@@ -1,16 +1,28 @@
 """Typed configuration: dataclasses loaded from TOML, overridden from the command line.
 
-Every command has a dataclass of settings. :func:`load_config` builds it from an optional
-TOML file and ``--key value`` overrides (dotted keys reach nested dataclasses); an unknown
-key is an error that lists the valid ones. :func:`save_config` writes the resolved
-config as JSON next to a command's outputs.
+Every command has a frozen dataclass of settings; a command that runs others holds their
+configs (``ExperimentConfig.ganmut`` is an ``SPFEMTrainConfig``, ``.eval`` an ``EvalConfig``).
+:func:`load_config` builds it from an optional TOML file and ``--key value`` overrides
+(dotted keys reach nested dataclasses: ``--train.lr 1e-4``); an unknown key is an error
+that lists the valid ones. A nested config may come from its own file: ``eval =
+"configs/eval/demo.toml"`` (or ``--eval FILE``), or a table ``[eval]`` with ``include =
+"FILE"`` and keys that override the file's; paths are relative to the working directory,
+as every path in a config. :func:`save_config` writes the resolved config as JSON next to
+a command's outputs.
+
+The checks every config class runs in its ``__post_init__`` (one
+:class:`ConfigError` naming the key): :func:`require`, :func:`is_int`,
+:func:`is_number`, :func:`is_device`, and the converters :func:`path_field` and
+:func:`names_field`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
+import re
 import sys
 import types
 import typing
@@ -30,6 +42,71 @@ class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file or key."""
 
 
+# ------------------------------------------------------------ checks for __post_init__
+
+
+def require(ok: bool, config: object, key: str, problem: str) -> None:
+    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
+    if not ok:
+        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
+
+
+def is_int(value: object, low: int | None = None, high: int | None = None) -> bool:
+    """``value`` is an int (not a bool) in ``[low, high]`` (a missing bound: no limit)."""
+    return (
+        isinstance(value, int)
+        and not isinstance(value, bool)
+        and (low is None or value >= low)
+        and (high is None or value <= high)
+    )
+
+
+def is_number(value: object) -> bool:
+    """``value`` is a finite int or float (not a bool)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+_DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
+
+
+def is_device(value: object, *, auto: bool = False) -> bool:
+    """``value`` is ``"cpu"``, ``"mps"``, ``"cuda"``, ``"cuda:N"`` (or ``"auto"`` if allowed)."""
+    return isinstance(value, str) and (bool(_DEVICE.match(value)) or (auto and value == "auto"))
+
+
+def path_field(config: object, key: str, *, optional: bool = False) -> None:
+    """Make ``config.<key>`` a :class:`~pathlib.Path` (frozen dataclasses too): a string or
+    path-like is converted; ``None`` is kept when ``optional``; anything else, an empty
+    path or one that is not valid UTF-8 is a :class:`ConfigError` naming ``key``."""
+    value = getattr(config, key)
+    if value is None and optional:
+        return
+    require(isinstance(value, (str, os.PathLike)), config, key, "must be a path")
+    raw = os.fspath(value)
+    require(isinstance(raw, str), config, key, "must be a path (text, not bytes)")
+    _check_path_text(raw, key)
+    object.__setattr__(config, key, Path(raw))
+
+
+def names_field(
+    config: object,
+    key: str,
+    *,
+    optional: bool = False,
+    problem: str = 'must be a list of names, e.g. ["a", "b"]',
+) -> None:
+    """Make ``config.<key>`` a tuple of non-empty strings: one string is a one-item tuple,
+    a list becomes a tuple; ``None`` is kept when ``optional``; else a ConfigError."""
+    value = getattr(config, key)
+    if value is None and optional:
+        return
+    if isinstance(value, str):
+        value = (value,)
+    require(isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value),
+            config, key, problem)  # fmt: skip
+    object.__setattr__(config, key, tuple(value))
+
+
 def load_config(
     cls: type[T], path: str | os.PathLike | None = None, overrides: Sequence[str] = ()
 ) -> T:
@@ -41,29 +118,122 @@ def load_config(
         overrides: ``["--key", "value", "--other=value", "--nested.key", "value"]``;
             values are parsed as TOML literals (``3``, ``1e-4``, ``true``, ``[1, 2]``)
             and fall back to plain strings; a path or text field takes the text as typed
-            (``--out 5`` is the folder ``5``).
+            (``--out 5`` is the folder ``5``). A nested config's key given a file name
+            (``--eval configs/eval/demo.toml``) reads that table from the file first;
+            the dotted keys of that table then override it, whatever their order.
 
     Path fields become :class:`~pathlib.Path` objects; an empty path, or one that is not
     valid UTF-8 (undecodable bytes in ``argv``), is refused.
     """
     data: dict[str, Any] = {}
+    where = "command line"
     if path is not None:
-        file = Path(path)
-        if not file.is_file():
-            raise ConfigError(f"{file}: no such config file")
-        try:
-            data = tomllib.loads(file.read_bytes().decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{file}: invalid TOML ({exc})") from exc
-    for key, value in _parse_overrides(overrides):
-        target = data
+        file, where = Path(path), str(path)
+        data = _expand(cls, _read_toml(file), where, (file.resolve(),))
+    pairs = _parse_overrides(overrides)
+    # includes first (`--eval FILE`), then every other key on top, in the order given
+    pairs.sort(key=lambda pair: not _is_include(cls, *pair))
+    for key, value in pairs:
         *parents, leaf = key.split(".")
-        for part in parents:
+        target = data
+        for depth, part in enumerate(parents):
             target = target.setdefault(part, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"--{'.'.join(parents[: depth + 1])} is not a table: "
+                                  f"--{key} has nothing to set")  # fmt: skip
+        if _is_include(cls, key, value):
+            value = _include(_field_type(cls, key), value.text, f"--{key}", ())
         target[leaf] = value
-    return _build(cls, data, where=str(path) if path else "command line")
+    return _build(cls, data, where)
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    if not file.is_file():
+        raise ConfigError(f"{file}: no such config file")
+    try:
+        return tomllib.loads(file.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: invalid TOML ({exc})") from exc
+
+
+#: the key of a nested config's table that names a file to read the table from first
+INCLUDE = "include"
+
+
+def _config_class(hint: Any) -> type | None:
+    """The dataclass a field holds (``X`` or ``X | None``), else None."""
+    options = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if len(options) == 1 and dataclasses.is_dataclass(options[0]):
+        return options[0]
+    return None
+
+
+def _field_type(cls: Any, key: str) -> type | None:
+    """The nested config class at dotted ``key`` of ``cls``, else None."""
+    for part in key.split("."):
+        if cls is None or part not in {f.name for f in dataclasses.fields(cls)}:
+            return None
+        cls = _config_class(typing.get_type_hints(cls)[part])
+    return cls
+
+
+def _is_include(cls: Any, key: str, value: Any) -> bool:
+    """``--key FILE`` where ``key`` is a nested config: its table comes from FILE."""
+    return _field_type(cls, key) is not None and isinstance(value, _CommandLine)
+
+
+def _expand(cls: Any, table: Any, where: str, seen: tuple[Path, ...]) -> Any:
+    """``table`` with every nested config given as a file name (``eval = "FILE"``) or as
+    ``{include = "FILE", key = value...}`` replaced by the file's table (the keys beside
+    ``include`` override it); a file that includes itself is refused."""
+    if not isinstance(table, dict):
+        return table
+    table = _Table(table, getattr(table, "source", None))
+    for f in dataclasses.fields(cls):
+        inner = _config_class(typing.get_type_hints(cls)[f.name])
+        value = table.get(f.name)
+        if inner is None or value is None:
+            continue
+        here = f"{where}: {f.name}"
+        if isinstance(value, dict) and INCLUDE in value:
+            rest = {k: v for k, v in value.items() if k != INCLUDE}
+            base = _include(inner, value[INCLUDE], f"{here}.{INCLUDE}", seen)
+            table[f.name] = _merge(base, _expand(inner, rest, here, seen))
+        elif isinstance(value, str):
+            table[f.name] = _include(inner, value, here, seen)
+        else:
+            table[f.name] = _expand(inner, value, here, seen)
+    return table
+
+
+def _include(cls: Any, name: Any, where: str, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where} must be a config file name or a table, got {name!r}")
+    file = Path(name)
+    if file.resolve() in seen:
+        raise ConfigError(f"{where}: {file} includes itself")
+    table = _expand(cls, _read_toml(file), str(file), (*seen, file.resolve()))
+    return _Table(table, str(file))
+
+
+class _Table(dict):
+    """A table read from an included file (``source``): errors in it name the file."""
+
+    def __init__(self, items: dict[str, Any], source: str | None = None) -> None:
+        super().__init__(items)
+        self.source = source
+
+
+def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``changes`` on top; tables merge key by key."""
+    merged = _Table(base, getattr(base, "source", None))
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            value = _merge(merged[key], value)
+        merged[key] = value
+    return merged
 
 
 def save_config(config: Any, path: str | os.PathLike) -> Path:
@@ -135,7 +305,8 @@ def _convert(hint: Any, value: Any, where: str, text: str | None = None) -> Any:
     """``value`` as a ``hint``; ``text``: the command-line text it was read from."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        return _build(hint, value, where)
+        source = getattr(value, "source", None)
+        return _build(hint, value, f"{where} (from {source})" if source else where)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or len(options) != 1:
@@ -191,6 +362,12 @@ def _path(value: Any, text: str | None, where: str) -> Path:
         raw = text  # `--out 5`, `--out 2024-01-01`: TOML reads a number or date; it is a name
     else:
         raise ConfigError(f"{where} must be a path (a string), got {value!r}")
+    _check_path_text(raw, where)
+    return Path(raw)
+
+
+def _check_path_text(raw: str, where: str) -> None:
+    """Refuse an empty path, or one that is not valid UTF-8."""
     if not raw:
         raise ConfigError(f"{where} must be a path, got an empty string")
     try:
@@ -199,4 +376,3 @@ def _path(value: Any, text: str | None, where: str) -> Path:
         raise ConfigError(
             f"{where}: the path {raw!a} is not valid UTF-8; rename it or use another path"
         ) from None
-    return Path(raw)

@@ -40,7 +40,6 @@ import io
 import json
 import math
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from asccl.config import ConfigError
+from asccl.config import (
+    ConfigError,
+    is_device,
+    is_int,
+    is_number,
+    names_field,
+    path_field,
+    require,
+)
 from asccl.data.errors import DataError, printable_path
 from asccl.evaluation.results import ResultClip, ResultsIndex, read_frames, scan_results
 from asccl.evaluation.tables import (
@@ -65,9 +72,10 @@ from asccl.evaluation.tables import (
 METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
 
 
-@dataclass
+@dataclass(frozen=True)
 class EvalConfig:
-    """Settings of ``asccl evaluate`` (see ``configs/eval/demo.toml``)."""
+    """Settings of ``asccl evaluate`` (see ``configs/eval/demo.toml``); ``device`` has no
+    "auto": the evaluation runs where it is told."""
 
     results: Path = Path("runs/demo/results")  # results folder (layout: evaluation/results.py)
     out: Path = Path("runs/demo/eval")  # tables/, plots/, grids/, scores.csv, report.txt, cache/
@@ -89,20 +97,17 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        for name in ("metrics", "methods"):  # a single name (Python callers) -> a tuple
-            if isinstance(getattr(self, name), str):
-                setattr(self, name, (getattr(self, name),))
-            elif isinstance(getattr(self, name), list):
-                setattr(self, name, tuple(getattr(self, name)))
+        names_field(self, "metrics", problem=f"must name switches of {list(METRIC_SWITCHES)}")
+        names_field(self, "methods", problem='must be a list of method folder names, e.g. '
+                    '["baseline", "asccl"]')  # fmt: skip
         for name in ("results", "out"):
-            _require(isinstance(getattr(self, name), Path), self, name, "must be a path")
+            path_field(self, name)
         for name in ("inception_weights", "arcface_weights", "syncnet_weights"):
-            value = getattr(self, name)
-            _require(value is None or isinstance(value, Path), self, name, "must be a path")
-        _require(self.distribution_metric in ("fid", "fad"), self, "distribution_metric",
-                 'must be "fid" or "fad"')  # fmt: skip
-        _require(len(self.metrics) > 0, self, "metrics", f"must name at least one of "
-                 f"{list(METRIC_SWITCHES)}")  # fmt: skip
+            path_field(self, name, optional=True)
+        require(self.distribution_metric in ("fid", "fad"), self, "distribution_metric",
+                'must be "fid" or "fad"')  # fmt: skip
+        require(len(self.metrics) > 0, self, "metrics", f"must name at least one of "
+                f"{list(METRIC_SWITCHES)}")  # fmt: skip
         unknown = [m for m in self.metrics if m not in METRIC_SWITCHES]
         if unknown:
             raise ConfigError(f"metrics: unknown {unknown}; valid: {list(METRIC_SWITCHES)}")
@@ -114,19 +119,17 @@ class EvalConfig:
             )
         from asccl.metric.iresnet import IRESNET_LAYERS
 
-        _require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
-                 f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
+        require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
+                f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
         for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
                           ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
-            _require(_is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
-        _require(_is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
-                 "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
-        _require(isinstance(self.device, str) and bool(DEVICE.match(self.device)), self,
-                 "device", 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
-        _require(all(isinstance(m, str) and m for m in self.methods), self, "methods",
-                 'must be a list of method folder names, e.g. ["baseline", "asccl"]')  # fmt: skip
-        _require(len(set(self.methods)) == len(self.methods), self, "methods",
-                 "must not repeat a method")  # fmt: skip
+            require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
+        require(is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
+                "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
+        require(is_device(self.device), self, "device",
+                'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+        require(len(set(self.methods)) == len(self.methods), self, "methods",
+                "must not repeat a method")  # fmt: skip
 
     @property
     def use_distribution(self) -> bool:
@@ -140,24 +143,6 @@ class EvalConfig:
         names += ["csim"] if "csim" in self.metrics else []
         names += ["lse_c"] if "lse" in self.metrics else []
         return names
-
-
-#: what ``device`` may be (no "auto": the evaluation runs where it is told)
-DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
-
-
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require(ok: bool, config: object, key: str, problem: str) -> None:
-    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
 
 
 @dataclass

@@ -11,7 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
-from asccl import __version__
+from asccl._version import __version__
 
 
 def _demo(args: argparse.Namespace, overrides: Sequence[str]) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from asccl import __version__
+from asccl._version import __version__
 from asccl.io import (
     CheckpointError,
     load_state_dict_strict,

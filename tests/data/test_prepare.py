@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asccl.data.crop_store import open_clip_crops
+from asccl.data.crop_store import crop_path, open_clip_crops
 from asccl.data.pair_files import read_authors_json, read_pairs_table
 from asccl.data.pairing import PairingRule
 from asccl.data.prepare import (
     DataConfig,
-    crop_path,
     crop_settings_path,
     pair_path,
     parse_shard,

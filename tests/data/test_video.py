@@ -158,6 +158,18 @@ def test_write_video_checks_frames(tmp_path):
             tmp_path / "c.mp4", [np.zeros((8, 8, 3), np.uint8), np.zeros((8, 6, 3), np.uint8)]
         )
     assert not os.path.exists(tmp_path / "a.mp4")
+    assert sorted(os.listdir(tmp_path)) == []  # a failed write leaves no half video
+
+
+def test_failed_write_video_keeps_the_old_file(tmp_path):
+    path = tmp_path / "clip.mp4"
+    write_video(path, ramp_frames(3), fps=25)
+    before = path.read_bytes()
+    bad = [*ramp_frames(3), np.zeros((8, 6, 3), np.uint8)]  # fails after 3 frames encoded
+    with pytest.raises(ValueError, match="frame 3"):
+        write_video(path, bad, fps=25)
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["clip.mp4"]
+    assert probe_video(path).num_frames == 3
 
 
 DEMO_AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"

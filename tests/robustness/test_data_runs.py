@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asccl.data.prepare import crop_path, crop_settings_path
+from asccl.data.crop_store import crop_path
+from asccl.data.prepare import crop_settings_path
 from tests.robustness.conftest import one_line_error, snapshot
 
 REPO = Path(__file__).resolve().parents[2]

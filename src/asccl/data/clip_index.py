@@ -28,13 +28,14 @@ Paths go into ``clips.csv`` as UTF-8: a path whose bytes are not UTF-8 is refuse
 from __future__ import annotations
 
 import csv
+import io
 import os
-import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 
 from asccl.data.clips import Clip
 from asccl.data.errors import DataError, printable_path
+from asccl.io import write_text_atomic
 
 __all__ = [
     "COLUMNS",
@@ -134,21 +135,13 @@ def write_clip_index(clips: list[Clip], path: str | Path) -> Path:
         for file in (clip.video, clip.audio):
             if file is not None:
                 require_utf8(file)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            for clip in clips:
-                row = {name: getattr(clip, name) for name in COLUMNS}
-                writer.writerow({k: "" if v is None else v for k, v in row.items()})
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    buffer = io.StringIO(newline="")
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS)
+    writer.writeheader()
+    for clip in clips:
+        row = {name: getattr(clip, name) for name in COLUMNS}
+        writer.writerow({k: "" if v is None else v for k, v in row.items()})
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def read_clip_index(path: str | Path) -> list[Clip]:

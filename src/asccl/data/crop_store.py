@@ -39,8 +39,9 @@ read that misses the reader cache costs the metadata plus one frame: measured on
 
 Use ``"npy"`` for small subsets where zero decode matters (e.g. CPU-bound experiments).
 
-Writes are atomic: a temporary sibling is written, then renamed over ``path``; a killed
-process leaves either the old store or none, never a half-written one
+Writes are atomic (:func:`asccl.io.atomic_write`): a temporary sibling is written, then
+renamed over ``path``; a killed process leaves either the old store or none, never a
+half-written one
 (:func:`validate_clip_crops` checks a store before a resumed run skips its clip).
 
 A store damaged after it was written (a disk error, a partial copy, an edit) is caught by
@@ -56,8 +57,6 @@ stops the run before it starts, not in a DataLoader worker hours later.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -74,11 +73,14 @@ except ImportError as err:  # pragma: no cover - depends on the environment
 
 from asccl.data.crops import ClipCrops
 from asccl.data.errors import DataError
+from asccl.io import atomic_write
 
 __all__ = [
     "STORE_FORMATS",
+    "STORE_SUFFIX",
     "ClipCropsReader",
     "check_clip_crops",
+    "crop_path",
     "open_clip_crops",
     "read_clip_header",
     "validate_clip_crops",
@@ -86,6 +88,8 @@ __all__ = [
 ]
 
 STORE_FORMATS = ("jpeg", "npy")  # the first is the default
+#: A store's name ends with its format's suffix: a ``.npz`` file, or a ``.crops`` folder.
+STORE_SUFFIX = {"jpeg": ".npz", "npy": ".crops"}
 FORMAT_VERSION = 1
 JPEG_QUALITY = 95
 _FRAMES, _META = "frames.npy", "meta.npz"
@@ -119,52 +123,32 @@ def encode_jpegs(frames: np.ndarray, quality: int = JPEG_QUALITY) -> tuple[np.nd
     return data, offsets
 
 
+def crop_path(out: Path, clip_id: str, fmt: str) -> Path:
+    """Where the stage-1 folder ``out`` stores the crops of ``clip_id`` in format ``fmt``:
+    ``out/crops/<clip id><suffix>``."""
+    return out / "crops" / f"{clip_id}{STORE_SUFFIX[fmt]}"
+
+
 def write_clip_crops(crops: ClipCrops, path: str | os.PathLike, format: str = "jpeg") -> Path:
     """Store ``crops`` at ``path`` atomically, replacing what is there; returns ``path``.
 
     ``format="jpeg"`` writes one file (name it e.g. ``<clip>.npz``); ``"npy"`` a folder
-    (e.g. ``<clip>.crops``). The parent folder must exist.
+    (e.g. ``<clip>.crops``); either replaces a store of the other format.
     """
     if format not in STORE_FORMATS:
         raise ValueError(f"unknown store format {format!r}; valid: {', '.join(STORE_FORMATS)}")
     path = Path(path)
-    prefix = f".{path.name}.tmp-"
     if format == "jpeg":
         jpeg_bytes, offsets = encode_jpegs(crops.frames)
-        fd, tmp = tempfile.mkstemp(prefix=prefix, dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, jpeg_bytes=jpeg_bytes, offsets=offsets, **_meta(crops))
-            if path.is_dir():
-                shutil.rmtree(path)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, jpeg_bytes=jpeg_bytes, offsets=offsets, **_meta(crops))
         return path
-
-    tmp_dir = Path(tempfile.mkdtemp(prefix=prefix, dir=path.parent))
-    try:
+    with atomic_write(path, folder=True) as tmp_dir:
         with open(tmp_dir / _FRAMES, "wb") as f:
             np.save(f, np.ascontiguousarray(crops.frames, dtype=np.uint8))
         with open(tmp_dir / _META, "wb") as f:
             np.savez(f, **_meta(crops))
-        _replace_with_dir(tmp_dir, path)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
     return path
-
-
-def _replace_with_dir(tmp_dir: Path, path: Path) -> None:
-    """Rename ``tmp_dir`` to ``path``; an old ``path`` is moved aside first, then deleted."""
-    if not path.exists() and not path.is_symlink():
-        os.replace(tmp_dir, path)
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old-", dir=path.parent))
-    os.replace(path, old / "x")
-    os.replace(tmp_dir, path)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class ClipCropsReader:

@@ -14,12 +14,10 @@ Both writers replace the file atomically; both readers validate and raise
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
 import os
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -27,6 +25,7 @@ import numpy as np
 
 from asccl.data.clips import AlignedPair
 from asccl.data.errors import DataError
+from asccl.io import write_text_atomic
 
 #: Leading and trailing columns of the pairs table; ``q_<name>`` quality columns go between.
 TABLE_HEAD: tuple[str, ...] = (
@@ -50,7 +49,7 @@ def write_authors_json(pairs: Iterable[AlignedPair], path: str | os.PathLike) ->
         if key in by_key:
             raise ValueError(f"two pairs map to {pair.speaker}/{pair.emotion}/{key}")
         by_key[key] = [pair.neutral_frames.tolist(), pair.emotional_frames.tolist()]
-    return _atomic_write(Path(path), json.dumps(tree))
+    return write_text_atomic(path, json.dumps(tree))
 
 
 def read_authors_json(path: str | os.PathLike) -> list[AlignedPair]:
@@ -111,7 +110,7 @@ def write_pairs_table(pairs: Iterable[AlignedPair], path: str | os.PathLike) -> 
                 " ".join(map(str, p.emotional_frames.tolist())),
             ]
         )
-    return _atomic_write(Path(path), buffer.getvalue())
+    return write_text_atomic(path, buffer.getvalue())
 
 
 def read_pairs_table(path: str | os.PathLike) -> list[AlignedPair]:
@@ -196,22 +195,3 @@ def _read_text(path: Path) -> str:
         raise DataError(path, "not UTF-8 text") from None
     except OSError as err:
         raise DataError(path, f"cannot be read ({err.strerror or err})") from None
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path``, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = path.stat().st_mode & 0o777 if path.exists() else 0o644  # mkstemp's is 0o600
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return path

@@ -46,14 +46,16 @@ from typing import Any, Literal
 
 from tqdm import tqdm
 
-from asccl.config import ConfigError
+from asccl.config import ConfigError, is_int
 from asccl.data.clip_index import probe_clip, read_clip_index, write_clip_index
 from asccl.data.clips import AlignedPair, Clip, ClipPair
+from asccl.data.crop_store import STORE_SUFFIX, crop_path
 from asccl.data.errors import DataError
 from asccl.data.pairing import DEFAULT_RULES, PairingRule, pair_clips
+from asccl.io import write_text_atomic
 
 
-@dataclass
+@dataclass(frozen=True)
 class DataConfig:
     """Settings of the ``asccl data`` commands (see ``configs/data/*.toml``)."""
 
@@ -81,7 +83,7 @@ class DataConfig:
             value = getattr(self, key)
             if not isinstance(value, (str, os.PathLike)) or not str(value):
                 raise ConfigError(f"{key}: must be a path, got {value!r}")
-            setattr(self, key, Path(value))
+            object.__setattr__(self, key, Path(value))
         choices = {
             "dataset": ("mead", "ravdess"),
             "features": ("mel", "mfcc", "mfcc_psf"),
@@ -105,7 +107,7 @@ class DataConfig:
             raise ConfigError(f"crop_all_clips: must be true or false, got {self.crop_all_clips!r}")
         for key, (low, high, unit) in _INT_RANGES.items():
             value = getattr(self, key)
-            if type(value) is not int or not low <= value <= high:
+            if not is_int(value, low, high):
                 raise ConfigError(
                     f"{key}: must be an integer {unit} in {low}..{high}, got {value!r}"
                 )
@@ -289,16 +291,9 @@ def _write_log(out: Path, summary: StageSummary, problems: Iterable[DataError] =
         path = logs / f"{stem}-{n}.log"
     lines = [f"{item}: {reason}" for item, reason in summary.failures]
     lines += [f"{p.path}: {p.problem}" for p in problems]
-    path.write_text("\n".join(lines) + ("\n" if lines else ""))
+    write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
     summary.outputs["log"] = path
     return path
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def settings_change(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
@@ -405,7 +400,7 @@ class _AlignWork:
             "quality": {k: float(v) for k, v in quality.items()},
             "settings": self.settings,
         }
-        _atomic_write_text(pair_path(self.out, pair), json.dumps(record))
+        write_text_atomic(pair_path(self.out, pair), json.dumps(record))
 
     def _features(self, clip: Clip) -> Any:
         """``(T, D)`` features of ``clip``'s audio; every problem names the file at fault."""
@@ -502,7 +497,8 @@ def run_pairs(config: DataConfig) -> StageSummary:
             f"{other} pair files on disk made with other settings left out of the merged "
             "files (their redo failed, or another shard has not been rerun yet)"
         )
-    stray = set((config.out / "pairs").rglob("*.json")) - set(expected)
+    on_disk = (config.out / "pairs").rglob("*.json")
+    stray = {p for p in on_disk if not p.name.startswith(".")} - set(expected)  # not temps
     if stray:
         summary.notes.append(
             f"{len(stray)} pair files on disk not formed by the current pairing rule: left out "
@@ -521,14 +517,6 @@ def run_pairs(config: DataConfig) -> StageSummary:
 
 
 # ----------------------------------------------------------------------------- crops
-
-
-STORE_SUFFIX = {"jpeg": ".npz", "npy": ".crops"}  # a file, or a folder
-
-
-def crop_path(out: Path, clip_id: str, fmt: str) -> Path:
-    """Where a clip's crops are stored."""
-    return out / "crops" / f"{clip_id}{STORE_SUFFIX[fmt]}"
 
 
 def crop_settings_path(store: Path) -> Path:
@@ -574,7 +562,7 @@ class _CropWork:
         # without settings (redone next time), never one beside another store's settings.
         crop_settings_path(path).unlink(missing_ok=True)
         write_clip_crops(crops, path, format=self.fmt)
-        _atomic_write_text(crop_settings_path(path), json.dumps(s, sort_keys=True))
+        write_text_atomic(crop_settings_path(path), json.dumps(s, sort_keys=True))
 
 
 def _crop_state(path: Path, settings: dict[str, Any], frames: int | None) -> str | None:

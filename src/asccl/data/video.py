@@ -19,6 +19,7 @@ import av
 import numpy as np
 
 from asccl.data.errors import DataError
+from asccl.io import atomic_write
 
 __all__ = [
     "AudioInfo",
@@ -255,7 +256,8 @@ def write_video(
     sets the quality (0 lossless .. 51) and ``preset`` the speed (``"veryfast"`` ..
     ``"veryslow"``, default ``"medium"``); other codecs ignore both. H and W must be even.
     ``audio_from``: a media file whose first audio stream is copied into the output as is
-    (no re-encoding), e.g. the source clip's speech under generated frames.
+    (no re-encoding), e.g. the source clip's speech under generated frames. The file is
+    written atomically (:func:`asccl.io.atomic_write`): a failure leaves ``path`` as it was.
 
     Raises:
         DataError: ``audio_from`` cannot be read or has no audio stream.
@@ -272,7 +274,7 @@ def write_video(
         options = {k: str(v) for k, v in (("crf", crf), ("preset", preset)) if v is not None}
     count = 0
     audio = _open_audio_source(audio_from) if audio_from is not None else None
-    with av.open(str(path), "w") as container:
+    with atomic_write(path) as tmp, av.open(str(tmp), "w") as container:
         stream = container.add_stream(
             codec, rate=Fraction(fps).limit_denominator(1001), options=options
         )

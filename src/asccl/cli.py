@@ -106,26 +106,16 @@ def _experiment(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from asccl.study import commands as study
+    from asccl.study.config import StudyConfig
 
+    flags = {"raters": "n", "allowed_origins": "allow_origin"}  # the flag of each setting
+    given = {
+        key: getattr(args, flags.get(key, key))
+        for key in StudyConfig.__dataclass_fields__
+        if getattr(args, flags.get(key, key), None) is not None  # each action has its own
+    }
     try:
-        if args.study_command == "create":
-            study.create(
-                args.results,
-                args.study,
-                methods=tuple(args.methods),
-                setting=args.setting,
-                items_per_emotion=args.items_per_emotion,
-                seed=args.seed,
-                attention_checks=args.attention_checks,
-            )
-        elif args.study_command == "invite":
-            study.invite(args.study, args.n, base_url=args.base_url)
-        elif args.study_command == "serve":
-            study.serve(
-                args.study, host=args.host, port=args.port, allowed_origins=tuple(args.allow_origin)
-            )
-        else:
-            study.report(args.db or args.study, args.out, min_pass=args.min_pass)
+        study.run(args.study_command, StudyConfig(**given))
     except (ValueError, OSError) as exc:  # StudyError is a ValueError; OSErrors name the file
         print(f"asccl: error: {exc}", file=sys.stderr)
         return 2

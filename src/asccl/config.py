@@ -45,10 +45,13 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------ checks for __post_init__
 
 
-def require(ok: bool, config: object, key: str, problem: str) -> None:
-    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
+def require(
+    ok: bool, config: object, key: str, problem: str, *, name: str | None = None
+) -> None:
+    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``; ``name``: what
+    to call the key instead (a command-line flag such as ``-n``)."""
     if not ok:
-        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
+        raise ConfigError(f"{name or key} {problem}, got {getattr(config, key)!r}")
 
 
 def is_int(value: object, low: int | None = None, high: int | None = None) -> bool:
@@ -74,17 +77,20 @@ def is_device(value: object, *, auto: bool = False) -> bool:
     return isinstance(value, str) and (bool(_DEVICE.match(value)) or (auto and value == "auto"))
 
 
-def path_field(config: object, key: str, *, optional: bool = False) -> None:
+def path_field(
+    config: object, key: str, *, optional: bool = False, name: str | None = None
+) -> None:
     """Make ``config.<key>`` a :class:`~pathlib.Path` (frozen dataclasses too): a string or
     path-like is converted; ``None`` is kept when ``optional``; anything else, an empty
-    path or one that is not valid UTF-8 is a :class:`ConfigError` naming ``key``."""
+    path or one that is not valid UTF-8 is a :class:`ConfigError` naming ``key`` (or
+    ``name``)."""
     value = getattr(config, key)
     if value is None and optional:
         return
-    require(isinstance(value, (str, os.PathLike)), config, key, "must be a path")
+    require(isinstance(value, (str, os.PathLike)), config, key, "must be a path", name=name)
     raw = os.fspath(value)
-    require(isinstance(raw, str), config, key, "must be a path (text, not bytes)")
-    _check_path_text(raw, key)
+    require(isinstance(raw, str), config, key, "must be a path (text, not bytes)", name=name)
+    _check_path_text(raw, name or key)
     object.__setattr__(config, key, Path(raw))
 
 
@@ -94,6 +100,7 @@ def names_field(
     *,
     optional: bool = False,
     problem: str = 'must be a list of names, e.g. ["a", "b"]',
+    name: str | None = None,
 ) -> None:
     """Make ``config.<key>`` a tuple of non-empty strings: one string is a one-item tuple,
     a list becomes a tuple; ``None`` is kept when ``optional``; else a ConfigError."""
@@ -103,7 +110,7 @@ def names_field(
     if isinstance(value, str):
         value = (value,)
     require(isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value),
-            config, key, problem)  # fmt: skip
+            config, key, problem, name=name)  # fmt: skip
     object.__setattr__(config, key, tuple(value))
 
 

@@ -53,9 +53,9 @@ def test_invite_prints_links(study_toml, capsys):
     for link in links:
         assert link.startswith("https://study.example.org/r/")
         assert store.is_token(link.rsplit("/", 1)[1])
-    with pytest.raises(ValueError, match="-n: must be between 1 and"):
+    with pytest.raises(ValueError, match="^-n must be between 1 and 10000, got 0$"):
         invite(study_toml, 0)
-    with pytest.raises(ValueError, match="--base-url: must start with http"):
+    with pytest.raises(ValueError, match="^--base-url must start with http"):
         invite(study_toml, 1, base_url="javascript:alert(1)//")
     with pytest.raises(FileNotFoundError, match="asccl study create"):
         invite(study_toml.with_name("missing.toml"), 1)
@@ -213,3 +213,29 @@ def test_a_study_made_before_tokens_were_hashed_keeps_working(study_toml):
     assert all(store.is_token(t) for t in tokens)
     assert len(store.export_votes()) == len(votes)
     assert store.progress(tokens[1])["answered"] == 6
+
+
+def test_study_config_names_the_flag_of_a_bad_setting():
+    from asccl.config import ConfigError
+    from asccl.study.config import StudyConfig
+
+    config = StudyConfig(study="s/study.toml", results="runs/results", methods=["a", "b"],
+                         allowed_origins="https://study.example.org")  # fmt: skip
+    assert config.study == Path("s/study.toml") and config.results == Path("runs/results")
+    assert config.methods == ("a", "b") and config.allowed_origins == ("https://study.example.org",)
+    bad = [({"items_per_emotion": 0}, "--items-per-emotion must be >= 1, got 0"),
+           ({"attention_checks": -1}, "--attention-checks must be >= 0"),
+           ({"raters": 10_001}, "-n must be between 1 and 10000"),
+           ({"port": 0}, "--port must be between 1 and 65535"),
+           ({"min_pass": float("nan")}, "--min-pass must be between 0.0 and 1.0, got nan"),
+           ({"methods": ("a", "a")}, "--methods must be two different"),
+           ({"methods": ("a",)}, "--methods must be two different"),
+           ({"base_url": "ftp://x"}, "--base-url must start with http"),
+           ({"study": ""}, "--study must be a path, got an empty string"),
+           ({"out": 5}, "--out must be a path, got 5"),
+           ({"allowed_origins": [""]}, "--allow-origin must be origins"),
+           ({"setting": ""}, "--setting must be a non-empty name")]  # fmt: skip
+    for changes, message in bad:
+        with pytest.raises(ConfigError) as err:
+            StudyConfig(**changes)
+        assert str(err.value).startswith(message), (changes, str(err.value))

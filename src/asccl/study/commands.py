@@ -11,7 +11,8 @@ A study lives in one folder, named after its definition file::
 
 The videos stay in the results folder the definition points to (``results_root``).
 Every command checks its inputs before it writes anything: a failing command leaves the
-study's files as they were.
+study's files as they were. Its settings are a :class:`~asccl.study.config.StudyConfig`
+(:func:`run`); the functions below check their arguments with it.
 """
 
 from __future__ import annotations
@@ -20,14 +21,31 @@ import os
 import shlex
 from pathlib import Path
 
+from asccl.study.config import DEFAULT_BASE_URL, StudyConfig
 from asccl.study.definition import build_study, read_study_toml, write_study_toml
 from asccl.study.secret_file import load_secrets
 from asccl.study.store import StudyStore
 
-DEFAULT_BASE_URL = "http://127.0.0.1:8000"
 ADMIN_TOKEN_ENV = "ASCCL_STUDY_ADMIN_TOKEN"
-#: ``-n`` of ``invite`` at most (a study has tens of raters; this stops a typo's millions).
-MAX_INVITES = 10_000
+
+
+def run(action: str, config: StudyConfig) -> None:
+    """Run ``asccl study <action>`` (create, invite, serve or report) with ``config``."""
+    if action == "create":
+        if config.results is None:
+            raise ValueError("--results: the results folder to draw the items from is not set")
+        create(config.results, config.study, methods=config.methods, setting=config.setting,
+               items_per_emotion=config.items_per_emotion, seed=config.seed,
+               attention_checks=config.attention_checks)  # fmt: skip
+    elif action == "invite":
+        invite(config.study, config.raters, base_url=config.base_url)
+    elif action == "serve":
+        serve(config.study, host=config.host, port=config.port,
+              allowed_origins=config.allowed_origins)  # fmt: skip
+    elif action == "report":
+        report(config.db or config.study, config.out, min_pass=config.min_pass)
+    else:
+        raise ValueError(f"unknown study action {action!r}; valid: create, invite, serve, report")
 
 
 def study_files(study_toml: str | os.PathLike) -> dict[str, Path]:
@@ -55,6 +73,9 @@ def create(
     """Draw a study from a results folder, write ``study_toml``, its database and its secrets
     file; returns the TOML's path. An existing database of another study, or an existing
     ``study_toml`` that does not parse, is an error (nothing is overwritten)."""
+    StudyConfig(study=study_toml, results=results_root, methods=methods, setting=setting,
+                items_per_emotion=items_per_emotion, seed=seed,
+                attention_checks=attention_checks)  # fmt: skip
     study = build_study(results_root, methods, setting, items_per_emotion, seed,
                         attention_checks)  # fmt: skip
     files = study_files(study_toml)
@@ -107,10 +128,7 @@ def _open(study_toml: str | os.PathLike):
 
 def invite(study_toml: str | os.PathLike, n: int, base_url: str = DEFAULT_BASE_URL) -> list[str]:
     """Create ``n`` rater tokens and print (and return) their invitation links."""
-    if not 1 <= n <= MAX_INVITES:
-        raise ValueError(f"-n: must be between 1 and {MAX_INVITES}, got {n}")
-    if not base_url.startswith(("http://", "https://")):
-        raise ValueError(f"--base-url: must start with http:// or https://, got {base_url!r}")
+    StudyConfig(study=study_toml, raters=n, base_url=base_url)
     _, store, _ = _open(study_toml)
     links = [f"{base_url.rstrip('/')}/r/{t}" for t in store.create_tokens(n)]
     for link in links:
@@ -160,6 +178,7 @@ def serve(
     """Serve the study with uvicorn until interrupted (binds loopback by default).
 
     Access logs are off by default: request lines carry rater tokens."""
+    StudyConfig(study=study_toml, host=host, port=port, allowed_origins=allowed_origins)
     try:
         import uvicorn
     except ModuleNotFoundError:
@@ -190,6 +209,8 @@ def report(
     output: ``report/`` next to it. Prints and returns ``name -> path``."""
     from asccl.study.analysis import write_report
 
+    where = "study" if Path(source).suffix == ".toml" else "db"
+    StudyConfig(**{where: source}, out=out_dir, min_pass=min_pass)
     source = Path(source)
     db = source
     if source.suffix == ".toml":  # checked: a definition that does not parse is reported

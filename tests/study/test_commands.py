@@ -53,9 +53,9 @@ def test_invite_prints_links(study_toml, capsys):
     for link in links:
         assert link.startswith("https://study.example.org/r/")
         assert store.is_token(link.rsplit("/", 1)[1])
-    with pytest.raises(ValueError, match="^-n must be between 1 and 10000, got 0$"):
+    with pytest.raises(ValueError, match=r"^-n must be between 1 and 10000, got 0$"):
         invite(study_toml, 0)
-    with pytest.raises(ValueError, match="^--base-url must start with http"):
+    with pytest.raises(ValueError, match=r"^--base-url must start with http"):
         invite(study_toml, 1, base_url="javascript:alert(1)//")
     with pytest.raises(FileNotFoundError, match="asccl study create"):
         invite(study_toml.with_name("missing.toml"), 1)

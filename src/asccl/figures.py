@@ -1,10 +1,13 @@
-"""Writing matplotlib figures: headless (Agg), atomically (temp file + rename), one place."""
+"""Writing matplotlib figures: headless (Agg), atomically (:func:`asccl.io.atomic_write`),
+one place."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 from typing import Any
+
+from asccl.io import atomic_write
 
 
 def pyplot() -> Any:
@@ -20,9 +23,9 @@ def pyplot() -> Any:
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Save ``fig`` as a PNG at ``path`` atomically, close it, and return ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=dpi)
-    pyplot().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_write(path) as tmp:
+            fig.savefig(tmp, dpi=dpi)
+    finally:
+        pyplot().close(fig)
     return path

@@ -13,8 +13,9 @@ e.g. ``baseline/inter_id/happy/W901_001.mp4`` made from ``sources/happy/W901_001
   ``asccl``, ``dsm``, ``dsm_asccl``...).
 - ``<setting>``: ``inter_id`` (reference of the same identity), ``cross_id`` (reference of
   another identity) or ``single`` (models without a reference input, e.g. GANmut).
-- ``<emotion>``: one of the paper's seven, :data:`EMOTIONS` (the *target* emotion of the
-  result; its source is usually a neutral clip, filed under the same emotion and clip name).
+- ``<emotion>``: one of the paper's seven, :data:`~asccl.data.clips.PAPER_EMOTIONS` (the
+  *target* emotion of the result; its source is usually a neutral clip, filed under the
+  same emotion and clip name).
 - ``<clip>``: a video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``) or a folder
   of ``.png``/``.jpg`` frames (sorted by name). A result and its source share the clip name
   (``W901_001``); frames are compared by index, so a result must be frame-aligned with its
@@ -39,10 +40,10 @@ from pathlib import Path
 
 import numpy as np
 
+from asccl.data.clips import PAPER_EMOTIONS
 from asccl.data.errors import DataError
+from asccl.io import atomic_write
 
-#: The paper's seven emotions, in its table order.
-EMOTIONS = ("neutral", "angry", "disgusted", "fear", "happy", "sad", "surprised")
 #: Settings: reference of the same identity, of another identity, or no reference at all.
 SETTINGS = ("inter_id", "cross_id", "single")
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
@@ -83,7 +84,7 @@ class ResultsIndex:
 
     @property
     def emotions(self) -> list[str]:
-        return [e for e in EMOTIONS if any(c.emotion == e for c in self.clips)]
+        return [e for e in PAPER_EMOTIONS if any(c.emotion == e for c in self.clips)]
 
     def select(
         self, method: str | None = None, setting: str | None = None, emotion: str | None = None
@@ -113,7 +114,7 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
         index.problems.append(f"{sources}: no sources folder; CSIM, FID/FAD need it")
     else:
         for emotion_dir in _subdirs(sources):
-            if emotion_dir.name not in EMOTIONS:
+            if emotion_dir.name not in PAPER_EMOTIONS:
                 index.problems.append(_unknown_emotion(emotion_dir))
                 continue
             index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir, index.problems))
@@ -142,7 +143,7 @@ def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
         index.problems.append(f"{setting_dir}: setting folder holds no emotion folder")
     for emotion_dir in emotion_dirs:
         emotion = emotion_dir.name
-        if emotion not in EMOTIONS:
+        if emotion not in PAPER_EMOTIONS:
             index.problems.append(_unknown_emotion(emotion_dir))
             continue
         clips = list(_clips_in(emotion_dir, index.problems))
@@ -168,22 +169,22 @@ def _report_missing_emotions(index: ResultsIndex) -> None:
             have = {c.emotion for c in index.select(method=method, setting=setting)}
             if not have:
                 continue
-            missing = [e for e in EMOTIONS if e in wanted - have]
+            missing = [e for e in PAPER_EMOTIONS if e in wanted - have]
             if missing:
                 index.problems.append(
                     f"{index.root / method / setting}: missing emotion(s) {missing} that "
                     "other methods have; its Average row is over fewer emotions"
                 )
-            absent = [e for e in EMOTIONS if e not in wanted]
+            absent = [e for e in PAPER_EMOTIONS if e not in wanted]
             if absent and method == index.methods[0]:
                 index.problems.append(
                     f"{setting}: no method has emotion(s) {absent}; averages are over "
-                    f"{len(EMOTIONS) - len(absent)} of the paper's {len(EMOTIONS)}"
+                    f"{len(PAPER_EMOTIONS) - len(absent)} of the paper's {len(PAPER_EMOTIONS)}"
                 )
 
 
 def _unknown_emotion(path: Path) -> str:
-    return f"{path}: unknown emotion folder {path.name!r}; valid: {list(EMOTIONS)}"
+    return f"{path}: unknown emotion folder {path.name!r}; valid: {list(PAPER_EMOTIONS)}"
 
 
 def _subdirs(folder: Path) -> list[Path]:
@@ -284,14 +285,11 @@ def make_demo_results(
             }
             for target, origin in targets.items():
                 if not target.exists():
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    shutil.copyfile(origin, target)
+                    with atomic_write(target) as tmp:
+                        shutil.copyfile(origin, tmp)
             frames_dir = out / "asccl" / "inter_id" / emotion / Path(name).stem
             if not frames_dir.is_dir():
-                tmp = frames_dir.with_name(f".{frames_dir.name}.tmp")
-                shutil.rmtree(tmp, ignore_errors=True)
-                tmp.mkdir(parents=True)
-                for i, frame in enumerate(read_frames(clip, frame_folder_frames)):
-                    Image.fromarray(frame).save(tmp / f"{i:05d}.png")
-                os.replace(tmp, frames_dir)
+                with atomic_write(frames_dir, folder=True) as tmp:
+                    for i, frame in enumerate(read_frames(clip, frame_folder_frames)):
+                        Image.fromarray(frame).save(tmp / f"{i:05d}.png")
     return out

@@ -61,13 +61,8 @@ from asccl.config import (
 )
 from asccl.data.errors import DataError, printable_path
 from asccl.evaluation.results import ResultClip, ResultsIndex, read_frames, scan_results
-from asccl.evaluation.tables import (
-    AVERAGE,
-    plot_scores,
-    qualitative_grid,
-    write_tables,
-    write_text_atomic,
-)
+from asccl.evaluation.tables import AVERAGE, plot_scores, qualitative_grid, write_tables
+from asccl.io import atomic_write, write_text_atomic
 
 METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
 
@@ -184,7 +179,13 @@ class EvalSummary:
 
 def square_resize(frames: np.ndarray, size: int) -> torch.Tensor:
     """``(N, H, W, 3)`` uint8 -> ``(N, 3, size, size)`` float in 0..255: centre square crop,
-    bilinear resize (antialiased when shrinking)."""
+    bilinear resize (antialiased when shrinking).
+
+    Not :func:`~asccl.metric.preprocess.to_metric_input`: this feeds the evaluation networks
+    (Inception in [0, 1], ArcFace in [-1, 1], SyncNet uint8), not the metric. It crops
+    frames of any aspect, stays in 0..255 for those three ranges, and upsamples without
+    antialiasing: changing it would change every FID/CSIM/LSE score (``EXTRACTOR_INPUT``
+    names it in the cache's recipe)."""
     x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
     h, w = x.shape[-2:]
     side = min(h, w)
@@ -376,11 +377,8 @@ def _load_npz(path: Path) -> dict[str, np.ndarray] | None:
 
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
+    with atomic_write(path) as tmp, open(tmp, "wb") as handle:
         np.savez(handle, **arrays)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------------------------- the run

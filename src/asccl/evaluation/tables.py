@@ -18,7 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
+from asccl.data.clips import PAPER_EMOTIONS
 from asccl.figures import pyplot, save_figure
+from asccl.io import write_text_atomic
 
 AVERAGE = "average"
 
@@ -42,11 +44,9 @@ def _check_metrics(metrics: Sequence[str]) -> None:
 
 def table_rows(scores: Scores) -> list[str]:
     """Rows in table order: the emotions present (paper order), then ``average``."""
-    from asccl.evaluation.results import EMOTIONS
-
     present = {row for per_method in scores.values() for row in per_method}
-    rows = [e for e in EMOTIONS if e in present]
-    rows += sorted(present - set(EMOTIONS) - {AVERAGE})
+    rows = [e for e in PAPER_EMOTIONS if e in present]
+    rows += sorted(present - set(PAPER_EMOTIONS) - {AVERAGE})
     return rows + ([AVERAGE] if AVERAGE in present else [])
 
 
@@ -145,15 +145,6 @@ def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: s
         lines.append(rf"\caption{{{tex_escape(caption)}}}")
     lines.append(r"\end{table}")
     return "\n".join(lines) + "\n"
-
-
-def write_text_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` via a temporary sibling and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-    return path
 
 
 def write_tables(

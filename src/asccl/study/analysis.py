@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
-from asccl.evaluation.results import EMOTIONS
-from asccl.evaluation.tables import AVERAGE, tex_escape, write_text_atomic
+from asccl.data.clips import PAPER_EMOTIONS
+from asccl.evaluation.tables import AVERAGE, tex_escape
 from asccl.figures import pyplot, save_figure
+from asccl.io import write_text_atomic
 
 # --- pure maths ---------------------------------------------------------------------------
 
@@ -168,8 +169,8 @@ def share_table(votes: Iterable[Mapping], methods: tuple[str, str] | None = None
             questions.append(v["question"])
         counts[v["emotion"], v["question"]][v["method"]] += 1
         counts[AVERAGE, v["question"]][v["method"]] += 1
-    rows = [e for e in EMOTIONS if any((e, q) in counts for q in questions)]
-    rows += sorted({e for e, _ in counts} - set(EMOTIONS) - {AVERAGE})
+    rows = [e for e in PAPER_EMOTIONS if any((e, q) in counts for q in questions)]
+    rows += sorted({e for e, _ in counts} - set(PAPER_EMOTIONS) - {AVERAGE})
     if not rows:
         return {}
     return {row: {q: _cell(methods, counts[row, q]) for q in questions} for row in [*rows, AVERAGE]}

@@ -26,6 +26,7 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from asccl.evaluation.results import REFERENCES, SOURCES, scan_results
+from asccl.io import write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -213,12 +214,7 @@ def to_toml(study: StudyDefinition) -> str:
 
 def write_study_toml(study: StudyDefinition, path: str | os.PathLike) -> Path:
     """Write ``study`` as TOML (atomically); :func:`read_study_toml` reads it back equal."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(to_toml(study), encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, to_toml(study))
 
 
 def _check_keys(table: dict, allowed: Sequence[str], where: str, path: Path) -> None:

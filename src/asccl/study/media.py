@@ -61,10 +61,7 @@ def playable(path: Path, cache: Path) -> Path:
     fps = 25.0 if path.is_dir() else probe_video(path).fps
     frames = read_frames(path)
     h, w = frames.shape[1] // 2 * 2, frames.shape[2] // 2 * 2  # libx264 needs even sizes
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{tag}.{os.getpid()}.tmp.mp4"
-    write_video(tmp, (f[:h, :w] for f in frames), fps=fps, preset="veryfast")
-    os.replace(tmp, out)
+    write_video(out, (f[:h, :w] for f in frames), fps=fps, preset="veryfast")  # atomic
     return out
 
 

@@ -17,6 +17,8 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+from asccl.io import write_text_atomic
+
 #: Smallest key accepted from a secrets file (bytes).
 MIN_KEY_BYTES = 16
 
@@ -28,24 +30,6 @@ class StudySecrets:
 
     admin_token: str
     key: bytes
-
-
-def write_private(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` atomically (temporary file, then rename) with mode 0600
-    whatever the umask; an existing ``path`` is replaced only once the new file is whole."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.fchmod(fd, 0o600)  # the umask may have removed owner bits
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
 
 
 def make_private(path: Path) -> None:
@@ -73,7 +57,7 @@ def load_secrets(path: str | os.PathLike, create: bool = True) -> StudySecrets:
             raise FileNotFoundError(f"{path}: study secrets file not found")
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"admin_token": secrets.token_urlsafe(24), "key": secrets.token_hex(32)}
-        write_private(path, json.dumps(data) + "\n")
+        write_text_atomic(path, json.dumps(data) + "\n", mode=0o600)  # private from the start
     problem = None
     try:
         data = json.loads(path.read_bytes().decode("utf-8"))

@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from asccl.io import atomic_write
 from asccl.spfem.face3d.errors import FLAME_SOURCE, Face3DModelError, require_model_file
 
 #: Format tag written into every converted file.
@@ -243,7 +244,7 @@ def convert_flame(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
 
     The pickle is read with :class:`RestrictedUnpickler` (no code from the file runs); the
     ``.npz`` holds the :data:`FLAME_KEYS` arrays (float32; ``f``/``kintree_table`` int64) and
-    ``format`` = :data:`FLAME_NPZ_FORMAT`, written atomically (temp file + rename).
+    ``format`` = :data:`FLAME_NPZ_FORMAT`, written atomically (:func:`asccl.io.atomic_write`).
 
     Returns:
         ``dst`` as a :class:`~pathlib.Path`.
@@ -255,8 +256,6 @@ def convert_flame(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
     }
     out["format"] = np.array(FLAME_NPZ_FORMAT)
     dst = Path(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(f".{dst.name}.tmp.npz")
-    np.savez(tmp, **out)
-    os.replace(tmp, dst)
+    with atomic_write(dst) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **out)
     return dst

@@ -5,7 +5,7 @@ Quick start::
 
     from asccl import ASCCLLoss
     loss_fn = ASCCLLoss(checkpoint="asccl.safetensors")
-    loss = loss_fn(generated, real)  # (B, 3, H, W) in [-1, 1]
+    loss = loss_fn(generated, source)  # (B, 3, H, W) in [-1, 1]
 
 Importing ``asccl`` is cheap: submodules (and torch) load on first attribute access.
 """

@@ -50,10 +50,10 @@ def test_the_given_metric_is_copied_not_frozen_in_place(metric, loss_fn):
 
 def test_gradients_flow_into_generated_only(loss_fn):
     generated = random_images(2, SIZE, 5).requires_grad_()
-    real = random_images(2, SIZE, 6).requires_grad_()
-    loss_fn(generated, real).backward()
+    source = random_images(2, SIZE, 6).requires_grad_()
+    loss_fn(generated=generated, source=source).backward()
     assert generated.grad is not None and generated.grad.abs().sum() > 0
-    assert real.grad is None
+    assert source.grad is None
     assert all(p.grad is None for p in loss_fn.parameters())
 
 
@@ -107,11 +107,11 @@ def test_other_sizes_are_resized_with_antialiasing(loss_fn):
 
 def test_works_under_bf16_autocast(loss_fn):
     generated = random_images(2, SIZE, 15).requires_grad_()
-    real = random_images(2, SIZE, 16)
+    source = random_images(2, SIZE, 16)
     regions = fixed_regions(loss_fn)
-    full = loss_fn(generated, real, regions=regions)
+    full = loss_fn(generated, source, regions=regions)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = loss_fn(generated, real, regions=regions)
+        half = loss_fn(generated, source, regions=regions)
     half.backward()
     assert half.dtype == torch.float32 and torch.isfinite(generated.grad).all()
     assert abs(half.item() - full.item()) / full.item() < 0.05
@@ -128,11 +128,52 @@ def test_works_under_cuda_autocast(metric, dtype):
     assert torch.isfinite(value) and torch.isfinite(generated.grad).all()
 
 
-def test_weight_scales_the_loss(metric):
+def test_reductions_and_per_stage_values(metric):
+    """reduction="none" gives one value per sample whose mean is the default exactly;
+    per_stage keeps the four stages apart (lpips' per-layer output)."""
     x, y = random_images(2, SIZE, 19), random_images(2, SIZE, 20)
-    one, three = ASCCLLoss(metric=metric), ASCCLLoss(metric=metric, weight=3.0)
-    regions = fixed_regions(one)
-    torch.testing.assert_close(three(x, y, regions=regions), 3 * one(x, y, regions=regions))
+    losses = {r: ASCCLLoss(metric=metric, reduction=r) for r in ("mean", "sum", "none")}
+    regions = fixed_regions(losses["mean"])
+    with torch.no_grad():
+        mean = losses["mean"](x, y, regions=regions)
+        each = losses["none"](x, y, regions=regions)
+        stages = losses["none"](x, y, regions=regions, per_stage=True)
+        stage_sums = losses["sum"](x, y, regions=regions, per_stage=True)
+    assert mean.shape == () and each.shape == (2,) and stages.shape == (2, 4)
+    assert torch.equal(each.mean(), mean)  # the same float32 operations
+    torch.testing.assert_close(stages.sum(-1), each)  # sums of 4 values: rounding only
+    torch.testing.assert_close(stage_sums, stages.sum(0))
+    assert (each > 0).all() and each[0] != each[1]  # each sample its own value
+    # the loss is unweighted: ASCCLSupervision holds the one weight
+    with pytest.raises(TypeError, match=r"no weight: .*ASCCLSupervision\(weight=\.\.\.\)"):
+        ASCCLLoss(metric=metric, weight=3.0)
+
+
+def test_per_sample_values_of_a_batch_match_each_sample_alone(loss_fn, metric):
+    x, y = random_images(2, SIZE, 21), random_images(2, SIZE, 22)
+    none = ASCCLLoss(metric=metric, reduction="none")
+    regions = fixed_regions(loss_fn)
+    with torch.no_grad():
+        each = none(x, y, regions=regions)
+        alone = torch.stack([loss_fn(x[i : i + 1], y[i : i + 1], regions=regions)
+                             for i in range(2)])  # fmt: skip
+    # frozen metric (eval BatchNorm): per-image maths, up to float32 kernel blocking
+    torch.testing.assert_close(each, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_repeated_calls_redraw_regions_unless_given(loss_fn):
+    """What the docstring promises: a fresh draw per call (one generator advances); the
+    same value on the same regions, which a generator seeded alike draws again; identical
+    inputs score above 0 and below an unrelated pair."""
+    x, y = random_images(2, SIZE, 23), random_images(2, SIZE, 24)
+    with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
+        first, second = (loss_fn(x, y, generator=generator) for _ in range(2))
+        regions = fixed_regions(loss_fn, seed=0)  # the first call's draw
+        again = loss_fn(x, y, regions=regions)
+        same = loss_fn(x, x, regions=regions)
+    assert first != second and torch.equal(again, first)
+    assert 0 < same < first
 
 
 def test_clear_errors(metric, loss_fn, tmp_path):
@@ -146,6 +187,10 @@ def test_clear_errors(metric, loss_fn, tmp_path):
         loss_fn(torch.zeros(2, 1, SIZE, SIZE), torch.zeros(2, 1, SIZE, SIZE))
     with pytest.raises(ValueError, match="channel_order"):
         ASCCLLoss(metric=metric, channel_order="rbg")
+    with pytest.raises(ValueError, match="reduction must be 'mean', 'sum' or 'none'"):
+        ASCCLLoss(metric=metric, reduction="avg")
+    with pytest.raises(ValueError, match=r"uint8 images hold 0\.\.255"):
+        loss_fn(random_images(2, SIZE), torch.zeros(2, 3, SIZE, SIZE, dtype=torch.uint8))
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(metric, tmp_path):

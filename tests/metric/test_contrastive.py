@@ -69,21 +69,45 @@ def test_adaptive_pair_weighting_upweights_high_disparity_pairs():
     # pair 0 has small disparities (weight 1), pair 1 large ones (weight ~2)
     disparities = torch.stack([torch.full((2, 16), 0.1), torch.full((2, 16), 4.0)], dim=1)
     losses = torch.tensor([[1.0, 3.0], [2.0, 0.5]], requires_grad=True)
-    intended = reduce_pair_losses(losses, disparities, "pair")
+    per_sample = reduce_pair_losses(losses, disparities, "pair")
+    assert per_sample.shape == (2,)
+    intended = per_sample.mean()
     (grad,) = torch.autograd.grad(intended, losses)
     # the gradient each pair receives is proportional to its weight
     w_high = 2 * torch.sigmoid(torch.tensor(4.0)) ** 2
     torch.testing.assert_close(grad[:, 1] / grad[:, 0], torch.full((2,), float(w_high)))
     assert (grad[:, 1] > 1.9 * grad[:, 0]).all()
+    # each sample's value is its own pairs' weighted mean
+    weights = torch.tensor([1.0, float(w_high)])
+    torch.testing.assert_close(per_sample, (losses * weights).mean(-1))
     # the authors' arithmetic is one global scale: every pair gets the same gradient
-    authors = reduce_pair_losses(losses, disparities, "authors")
+    authors = reduce_pair_losses(losses, disparities, "authors").mean()
     (grad_a,) = torch.autograd.grad(authors, losses)
     assert torch.allclose(grad_a, grad_a[0, 0].expand_as(grad_a))
     # and the two reductions give different values
     assert not torch.isclose(intended, authors)
+    # the authors' numbers are unchanged: mean(loss) * mean(w) over the whole batch
     expected_authors = losses.mean() * disparity_weights(disparities).mean()
     torch.testing.assert_close(authors, expected_authors)
-    torch.testing.assert_close(reduce_pair_losses(losses, disparities, "off"), losses.mean())
+    torch.testing.assert_close(reduce_pair_losses(losses, disparities, "off"), losses.mean(-1))
+
+
+def test_per_sample_means_equal_the_batch_reductions():
+    """Every sample has S pairs, so the mean of the per-sample values is the batch value of
+    each mode (float32: a few ulps apart, the sums are taken in another order)."""
+    generator = torch.Generator().manual_seed(10)
+    losses = torch.rand(5, 24, generator=generator) * 4
+    disparities = torch.randn(5, 24, 16, generator=generator) * 3
+    weights = disparity_weights(disparities)
+    expected = {
+        "pair": (weights.mean(-1) * losses).mean(),
+        "authors": losses.mean() * weights.mean(),
+        "off": losses.mean(),
+    }
+    for mode, value in expected.items():
+        per_sample = reduce_pair_losses(losses, disparities, mode)
+        assert per_sample.shape == (5,)
+        torch.testing.assert_close(per_sample.mean(), value, rtol=1e-6, atol=0)
 
 
 def test_unknown_adaptive_mode():

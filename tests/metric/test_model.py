@@ -23,17 +23,71 @@ def test_loss_is_lower_for_identical_images_than_unrelated_ones(metric):
     assert same.loss < other.loss
     assert (same.stage_losses < other.stage_losses).all()
     # identical images: positives have cosine 1, the health gap is large
-    torch.testing.assert_close(same.positive_cosine, torch.ones(4), atol=1e-4, rtol=0)
-    assert ((same.positive_cosine - same.negative_cosine) > 0.05).all()
+    health = metric.health(x, x, regions=regions)
+    torch.testing.assert_close(health.positive_cosine, torch.ones(4), atol=1e-4, rtol=0)
+    assert (health.gap > 0.05).all()
+    assert (metric.health(x, unrelated, regions=regions).gap < health.gap).all()
 
 
 def test_output_structure_and_loss_scale(metric):
     x, y = random_images(2, SIZE, seed=3), random_images(2, SIZE, seed=4)
     out = metric(x, y, generator=torch.Generator().manual_seed(1))
     assert out.loss.shape == () and out.stage_losses.shape == (4,)
+    assert out.per_sample.shape == (2,) and out.per_stage.shape == (2, 4)
+    assert torch.equal(out.loss, out.per_sample.mean())
+    torch.testing.assert_close(out.per_sample, 0.3 * out.per_stage.sum(-1))
     torch.testing.assert_close(out.loss, 0.3 * out.stage_losses.sum())
+    assert out.health is None  # diagnostics only when asked for
     assert len(out.regions) == 4
     assert [r.num_pairs for r in out.regions] == [32 * 8, 16 * 8, 8 * 8, 4 * 8]
+
+
+def test_per_sample_losses_are_each_images_own(metric):
+    """With regions shared by the batch (the default), a sample's value is what it scores
+    alone on the same regions: the per-sample output does not mix the batch."""
+    x, y = random_images(3, SIZE, seed=23), random_images(3, SIZE, seed=24)
+    with torch.no_grad():
+        regions = metric.sample_regions(3, image_size=SIZE, generator=torch.Generator())
+        batch = metric(x, y, regions=regions)
+        alone = [metric(x[i : i + 1], y[i : i + 1], regions=regions) for i in range(3)]
+    # eval-mode BatchNorm: per-image maths; float32 kernels may block differently by batch
+    torch.testing.assert_close(batch.per_sample, torch.cat([a.per_sample for a in alone]),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    torch.testing.assert_close(batch.per_stage, torch.cat([a.per_stage for a in alone]),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+
+
+def test_health_equals_the_cosines_by_hand(metric):
+    """Patch mode: positives are the diagonal of the (S, S) cosine matrix of each stage,
+    negatives its off-diagonal entries; the gap is their difference."""
+    from asccl.metric.contrastive import patch_nce
+    from asccl.metric.sampler import gather_disparities
+
+    x, y = random_images(2, SIZE, seed=25), random_images(2, SIZE, seed=26)
+    with torch.no_grad():
+        regions = metric.sample_regions(2, image_size=SIZE, generator=torch.Generator())
+        health = metric.health(x, y, regions=regions)
+        fx, fy = metric.features(x), metric.features(y)
+        for stage, reg in enumerate(regions):
+            q, k = (metric.heads(stage, gather_disparities(f[stage], reg.anchor_index,
+                                                           reg.neighbour_index)).flatten(1, 2)
+                    for f in (fx, fy))  # fmt: skip
+            _, cosine = patch_nce(q, k, 0.07)
+            eye = torch.eye(cosine.shape[-1], dtype=torch.bool).expand_as(cosine)
+            torch.testing.assert_close(health.positive_cosine[stage], cosine[eye].mean())
+            torch.testing.assert_close(health.negative_cosine[stage], cosine[~eye].mean())
+    torch.testing.assert_close(health.gap, health.positive_cosine - health.negative_cosine)
+
+
+def test_health_leaves_the_loss_unchanged_and_needs_no_graph(metric):
+    x = random_images(2, SIZE, seed=27).requires_grad_()
+    y = random_images(2, SIZE, seed=28)
+    regions = metric.sample_regions(2, image_size=SIZE, generator=torch.Generator())
+    plain = metric(x, y, regions=regions)
+    with_health = metric(x, y, regions=regions, health=True)
+    assert torch.equal(plain.loss, with_health.loss)
+    assert with_health.health is not None and not with_health.health.gap.requires_grad
+    assert not metric.health(x, y, regions=regions).positive_cosine.requires_grad
 
 
 def test_gradients_reach_the_query_only(metric):
@@ -65,10 +119,14 @@ def test_random_negative_mode(per_image):
     ).eval()
     x, y = random_images(3, SIZE, seed=9), random_images(3, SIZE, seed=10)
     with torch.no_grad():
-        out = m(x, y, generator=torch.Generator().manual_seed(0))
-        same = m(x, x, regions=out.regions)
+        out = m(x, y, generator=torch.Generator().manual_seed(0), health=True)
+        same = m(x, x, regions=out.regions, health=True)
     assert out.regions[0].negative_index.shape == (3 if per_image else 1, 32, 8)
     assert torch.isfinite(out.loss) and same.loss < out.loss
+    assert out.per_sample.shape == (3,) and torch.equal(out.loss, out.per_sample.mean())
+    # identical images: every positive cosine is 1, above the random negatives
+    torch.testing.assert_close(same.health.positive_cosine, torch.ones(4), atol=1e-4, rtol=0)
+    assert (same.health.gap > out.health.gap).all()
 
 
 def test_patch_and_random_modes_differ(metric):

@@ -10,12 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from asccl.data.clips import AlignedPair
-from asccl.data.crop_store import write_clip_crops
+from asccl.data.crop_store import crop_path, write_clip_crops
 from asccl.data.crops import ClipCrops
 from asccl.data.errors import DataError
 from asccl.data.pair_files import write_pairs_table
-from asccl.data.prepare import crop_path
-from asccl.spfem.data import EMOTIONS, SPFEMFrames, emotion_label
+from asccl.metric.preprocess import to_metric_input
+from asccl.spfem.data import EMOTIONS, SPFEMFrames, emotion_label, frames_to_model
+from asccl.training.dataset import to_model_input
 
 FRAMES = 6
 
@@ -105,6 +106,29 @@ def test_image_size_resizes_and_batches_are_tensor_only(stage1):
     assert all(isinstance(v, torch.Tensor) for v in batch.values())
     assert batch["source"].shape == (4, 3, 16, 16) and batch["target_emotion"].shape == (4,)
     assert batch["source_landmarks"].shape == (4, 68, 2)
+
+
+@pytest.mark.parametrize("size", [24, 32, 48])
+def test_frames_follow_the_one_image_contract(size):
+    """frames_to_model (generator inputs, ASCCL sources) and to_model_input (the metric
+    trainer's batches) are to_metric_input on uint8 crops: equal to the bit, for any leading
+    dimensions, and still the old rule (resize in 0..255, x / 127.5 - 1, clamp)."""
+    g = torch.Generator().manual_seed(size)
+    frames = torch.randint(0, 256, (2, 3, 3, 32, 32), generator=g, dtype=torch.uint8)
+    x = frames_to_model(frames, size)
+    assert x.shape == (2, 3, 3, size, size) and x.dtype == torch.float32
+    flat = frames.flatten(0, 1)
+    assert torch.equal(x.flatten(0, 1), to_metric_input(flat, size=size))
+    assert torch.equal(x.flatten(0, 1), to_model_input(flat, size=size, flip_channels=False,
+                                                       channels_last=False))  # fmt: skip
+    assert torch.equal(frames_to_model(frames[0, 0], size), x[0, 0])  # one (3, S, S) frame
+    old = flat.float()
+    if size != 32:
+        old = torch.nn.functional.interpolate(old, size=(size, size), mode="bilinear",
+                                              antialias=True, align_corners=False)  # fmt: skip
+    assert torch.equal(x.flatten(0, 1), (old / 127.5 - 1.0).clamp(-1.0, 1.0))
+    with pytest.raises(TypeError, match="uint8"):
+        frames_to_model(x, size)
 
 
 def test_selection_and_clip_pairs(stage1):

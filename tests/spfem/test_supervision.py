@@ -58,6 +58,21 @@ def test_checkpoint_and_adapter_configure_the_loss(metric, tmp_path):
     assert torch.equal(loss, logs["asccl"]) and logs["asccl_weight"] == 1.0
 
 
+def test_the_supervision_holds_the_one_weight(metric):
+    """The loss is unweighted; the supervision scales it: ``weight * ASCCLLoss(gen, src)``
+    on the same regions, and logs the unweighted value."""
+    from asccl import ASCCLLoss
+
+    sup = ASCCLSupervision(metric=metric, weight=2.5)
+    source, generated = random_images(2, SIZE, 5), random_images(2, SIZE, 6)
+    with torch.no_grad():
+        loss, logs = sup({"source": source}, generated, step=0, generator=regions_rng(1))
+        raw = ASCCLLoss(metric=metric)(generated, source, generator=regions_rng(1))
+    assert torch.equal(logs["asccl"], raw) and logs["asccl_weight"] == 2.5
+    assert torch.equal(loss, 2.5 * raw)
+    assert not hasattr(sup.loss, "weight")
+
+
 def test_zero_weight_means_no_metric_forward(metric, monkeypatch):
     sup = ASCCLSupervision(metric=metric, adapter="ganmut", warmup_steps=10, every_n_steps=3)
     calls = count_metric_calls(sup, monkeypatch)

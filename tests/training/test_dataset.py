@@ -286,7 +286,7 @@ def test_to_model_input_range_flip_resize_layout():
     batch[0, :, 0, 0], batch[0, :, 0, 1] = 0, 255
     x = to_model_input(batch, size=8, flip_channels=False, channels_last=False)
     assert x.dtype == torch.float32 and x.shape == (2, 3, 8, 8)
-    torch.testing.assert_close(x, batch.float() / 127.5 - 1)
+    assert torch.equal(x, batch.float() / 127.5 - 1)  # to_metric_input's uint8 rule
     assert x[0, :, 0, 0].eq(-1).all() and x[0, :, 0, 1].eq(1).all()
     flipped = to_model_input(batch, size=8, flip_channels=True, channels_last=False)
     assert torch.equal(flipped, x.flip(1))

@@ -14,6 +14,8 @@ from asccl.metric.model import ASCCLMetric
 from asccl.metric.preprocess import to_metric_input
 from asccl.metric.sampler import Regions
 
+Reduction = Literal["mean", "sum", "none"]
+
 
 class ASCCLLoss(nn.Module):
     """Spatial coherent correlation loss between a generated frame and its source frame.
@@ -21,13 +23,24 @@ class ASCCLLoss(nn.Module):
     Quick start::
 
         loss_fn = ASCCLLoss(checkpoint="asccl.safetensors")
-        loss = loss_fn(generated, real)  # (B, 3, H, W) in [-1, 1] -> scalar
+        loss = loss_fn(generated, source)  # (B, 3, H, W) in [-1, 1] -> scalar
 
     The metric is frozen: no parameter requires grad, it is kept in ``eval()`` mode
     (``.train()`` cannot switch it back, so BatchNorm statistics never drift), and
-    gradients flow only into ``generated``. ``real`` is the key side: its features are
+    gradients flow only into ``generated``. ``source`` is the key side: its features are
     computed without gradients, as in the authors' NED renderer (query = generated frame,
-    key = real frame).
+    key = the real frame it was made from).
+
+    The loss is not weighted: scale it where it joins the generator's other losses
+    (:class:`asccl.spfem.ASCCLSupervision` holds that weight and its schedule).
+
+    Randomness: each call draws new regions (anchors and neighbours) unless ``regions=``
+    is given, from ``generator`` or else torch's global RNG, so two calls on the same images
+    differ unless they share ``regions`` or a generator seeded alike for each call (one
+    generator object advances with every draw). Identical images (``loss_fn(x, x)``) give a
+    positive value, not 0: each positive pair has cosine 1, but InfoNCE still counts the
+    negatives, ``log(1 + sum_t exp((c_t - 1) / T))`` per pair, which depends on the drawn
+    regions; it is below the value for an unrelated image on the same regions.
 
     Args:
         checkpoint: an asccl ``.safetensors`` metric or the authors' ``.pth``. A bad file
@@ -39,13 +52,15 @@ class ASCCLLoss(nn.Module):
         input_range: ``(low, high)`` of the inputs: ``(-1, 1)`` (default) or ``(0, 1)``.
         channel_order: channel order of the inputs; converted to the metric's own order
             (stored in the checkpoint) when they differ.
-        weight: factor applied to the returned loss (the authors use 1 on top of the
-            metric's internal 0.3).
+        reduction: ``"mean"`` (default) over the batch, ``"sum"``, or ``"none"``: one value
+            per sample, ``(B,)``, whose mean is exactly the ``"mean"`` value.
         **config_overrides: metric settings to change at load time, e.g.
             ``num_anchors=(64, 32, 16, 8)``; architecture fields are rejected.
 
-    Inputs ``(B, 3, H, W)`` of any size are resized to the metric's ``image_size`` (224)
-    with antialiasing; works under ``torch.autocast`` (logits are computed in float32).
+    Inputs ``(B, 3, H, W)`` of any size go through
+    :func:`~asccl.metric.preprocess.to_metric_input` (resized to the metric's
+    ``image_size``, 224, with antialiasing); works under ``torch.autocast`` (logits are
+    computed in float32).
     """
 
     def __init__(
@@ -55,12 +70,21 @@ class ASCCLLoss(nn.Module):
         metric: ASCCLMetric | None = None,
         input_range: tuple[float, float] = (-1.0, 1.0),
         channel_order: Literal["rgb", "bgr"] = "rgb",
-        weight: float = 1.0,
+        reduction: Reduction = "mean",
         **config_overrides: Any,
     ) -> None:
         super().__init__()
         if (checkpoint is None) == (metric is None):
             raise ValueError("give exactly one of checkpoint= or metric=")
+        if channel_order not in ("rgb", "bgr"):
+            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
+        if reduction not in ("mean", "sum", "none"):
+            raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if "weight" in config_overrides:
+            raise TypeError(
+                "ASCCLLoss takes no weight: scale the loss it returns, or give the weight to "
+                "asccl.spfem.ASCCLSupervision(weight=...)"
+            )
         if metric is None:
             metric = load_metric(checkpoint, **config_overrides)
         else:
@@ -73,12 +97,10 @@ class ASCCLLoss(nn.Module):
                 ):
                     raise ValueError("backbone and head_reduction are fixed by the metric")
                 metric.config = changed
-        if channel_order not in ("rgb", "bgr"):
-            raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         self.metric = metric.requires_grad_(False)
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.channel_order = channel_order
-        self.weight = weight
+        self.reduction = reduction
         super().train(False)
 
     def train(self, mode: bool = True) -> ASCCLLoss:
@@ -97,33 +119,48 @@ class ASCCLLoss(nn.Module):
     def forward(
         self,
         generated: Tensor,
-        real: Tensor,
+        source: Tensor,
         *,
         regions: list[Regions] | None = None,
         generator: torch.Generator | None = None,
+        per_stage: bool = False,
     ) -> Tensor:
-        """Loss between ``generated`` (receives gradients) and ``real`` (constant).
+        """Loss between ``generated`` (receives gradients) and ``source`` (constant).
 
         Args:
             generated: ``(B, 3, H, W)`` generator output, values in ``input_range``.
-            real: ``(B, 3, H, W)`` the frame it must stay coherent with (e.g. the source).
+            source: ``(B, 3, H, W)`` the frame it must stay coherent with: the frame the
+                generator manipulated (its input, or the real frame it re-renders).
             regions: regions to evaluate on, drawn for the metric's ``image_size`` (see
                 :meth:`ASCCLMetric.sample_regions`); drawn afresh when ``None``.
             generator: CPU ``torch.Generator`` for that draw (``None``: global RNG).
+            per_stage: keep the four stages apart: a trailing dimension of 4, whose sum
+                is the value without it (up to float rounding), like lpips' per-layer output.
 
         Returns:
-            Scalar float32 loss, ``weight * metric loss``.
+            float32 (float64 for a float64 metric), by ``reduction``: ``"mean"`` a scalar,
+            ``"sum"`` a scalar, ``"none"`` ``(B,)``; with ``per_stage`` ``(4,)``, ``(4,)``
+            and ``(B, 4)``.
         """
-        if generated.shape != real.shape:
+        if generated.shape != source.shape:
             raise ValueError(
-                f"generated and real must have the same shape, got {tuple(generated.shape)} "
-                f"and {tuple(real.shape)}"
+                f"generated and source must have the same shape, got "
+                f"{tuple(generated.shape)} and {tuple(source.shape)}"
             )
         if regions is None:  # drawn first: the index copies overlap with the backbone
             regions = self.metric.sample_regions(
                 generated.shape[0], generator=generator, device=generated.device
             )
         with torch.no_grad():
-            key = self.metric.features(self.preprocess(real))
+            key = self.metric.features(self.preprocess(source))
         query = self.metric.features(self.preprocess(generated))
-        return self.weight * self.metric.contrast(query, key, regions).loss
+        output = self.metric.contrast(query, key, regions)
+        if per_stage:
+            values = self.metric.config.loss_scale * output.per_stage  # (B, 4)
+        elif self.reduction == "mean":
+            return output.loss  # output.per_sample.mean()
+        else:
+            values = output.per_sample  # (B,)
+        if self.reduction == "none":
+            return values
+        return values.mean(0) if self.reduction == "mean" else values.sum(0)

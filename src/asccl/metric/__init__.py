@@ -3,7 +3,7 @@
 from asccl.metric.checkpoint import CheckpointError, load_metric, read_metric_config, save_metric
 from asccl.metric.config import MetricConfig
 from asccl.metric.iresnet import IResNet, build_iresnet, load_arcface_weights
-from asccl.metric.model import ASCCLMetric, ContrastiveOutput
+from asccl.metric.model import ASCCLMetric, ContrastiveOutput, MetricHealth
 from asccl.metric.sampler import Regions, sample_regions
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ContrastiveOutput",
     "IResNet",
     "MetricConfig",
+    "MetricHealth",
     "Regions",
     "build_iresnet",
     "load_arcface_weights",

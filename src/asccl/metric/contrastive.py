@@ -90,7 +90,8 @@ def disparity_weights(disparities: Tensor, threshold: float = 0.8) -> Tensor:
 def reduce_pair_losses(
     pair_losses: Tensor, disparities: Tensor, mode: AdaptiveMode, threshold: float = 0.8
 ) -> Tensor:
-    """Reduce ``(B, S)`` per-pair losses to a scalar, with the disparity-aware weighting.
+    """Reduce ``(B, S)`` per-pair losses to ``(B,)`` per-sample losses, with the
+    disparity-aware weighting. The batch loss is their mean (every sample has ``S`` pairs).
 
     Args:
         pair_losses: ``(B, S)`` InfoNCE terms.
@@ -98,18 +99,23 @@ def reduce_pair_losses(
         mode:
             ``"pair"`` (default, the intended behaviour): each pair gets the weight
             ``w_s = mean_c w_{s,c}`` (element-wise weights averaged over channels, so
-            ``w_s`` in [1, 2) grows with the share and size of large disparities), and the
-            loss is ``mean_s(w_s * loss_s)``. Weights are detached: they rank pairs, they
-            are not optimised. Pairs with larger disparities get larger gradients.
-            ``"authors"``: the authors' arithmetic, ``mean(loss) * mean(w)``: one global
-            scale (weights not detached, as in their code).
-            ``"off"``: ``mean(loss)``.
+            ``w_s`` in [1, 2) grows with the share and size of large disparities), and a
+            sample's loss is ``mean_s(w_s * loss_s)``. Weights are detached: they rank pairs,
+            they are not optimised. Pairs with larger disparities get larger gradients.
+            ``"authors"``: the authors' arithmetic, ``mean(loss) * mean(w)`` over the whole
+            batch: one global scale (weights not detached, as in their code). Per sample it
+            is ``mean_s(loss_bs) * mean(w)`` with the batch's ``mean(w)``, so the mean over
+            samples is exactly their number and a sample's value depends on its batch.
+            ``"off"``: ``mean_s(loss_s)``.
+
+    Returns:
+        ``(B,)`` per-sample losses.
     """
     if mode == "off":
-        return pair_losses.mean()
+        return pair_losses.mean(-1)
     weights = disparity_weights(disparities, threshold)  # (B, S, C)
     if mode == "pair":
-        return (weights.mean(-1).detach() * pair_losses).mean()
+        return (weights.mean(-1).detach() * pair_losses).mean(-1)
     if mode == "authors":
-        return pair_losses.mean() * weights.mean()
+        return pair_losses.mean(-1) * weights.mean()
     raise ValueError(f"unknown adaptive mode {mode!r}; valid: 'pair', 'authors', 'off'")

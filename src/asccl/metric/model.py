@@ -18,24 +18,50 @@ from asccl.metric.sampler import Regions, gather_disparities, sample_regions
 StageFeatures = tuple[Tensor, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
+class MetricHealth:
+    """The metric's health signal on one batch: how well positives stand out per stage.
+
+    Attributes:
+        positive_cosine: ``(4,)`` mean cosine of the positive pairs ``(x_{i->j}, y_{i->j})``
+            per stage (detached).
+        negative_cosine: ``(4,)`` mean cosine of the negative pairs per stage (detached):
+            the other pairs of the same image (``"patch"``) or the random regions
+            (``"random"``).
+    """
+
+    positive_cosine: Tensor
+    negative_cosine: Tensor
+
+    @property
+    def gap(self) -> Tensor:
+        """``(4,)`` ``positive - negative`` per stage: grows as the metric trains."""
+        return self.positive_cosine - self.negative_cosine
+
+
+@dataclass(frozen=True)
 class ContrastiveOutput:
     """Result of comparing a query and a key image batch.
 
     Attributes:
-        loss: scalar, ``loss_scale * sum over stages`` of the reduced InfoNCE.
-        stage_losses: ``(4,)`` per-stage reduced InfoNCE (before ``loss_scale``).
-        positive_cosine: ``(4,)`` mean cosine of positive pairs per stage (detached).
-        negative_cosine: ``(4,)`` mean cosine of negative pairs per stage (detached).
-            The gap ``positive - negative`` is the metric's health signal.
+        loss: scalar, ``per_sample.mean()``: what the metric trains on.
+        per_sample: ``(B,)`` each image pair's loss, ``loss_scale * per_stage.sum(-1)``.
+        per_stage: ``(B, 4)`` each pair's reduced InfoNCE per stage (before ``loss_scale``).
         regions: the regions used, one per stage.
+        health: the cosine diagnostics, or ``None`` (computed only when asked for:
+            ``forward(..., health=True)`` or :meth:`ASCCLMetric.health`).
     """
 
     loss: Tensor
-    stage_losses: Tensor
-    positive_cosine: Tensor
-    negative_cosine: Tensor
+    per_sample: Tensor
+    per_stage: Tensor
     regions: list[Regions]
+    health: MetricHealth | None = None
+
+    @property
+    def stage_losses(self) -> Tensor:
+        """``(4,)`` the batch mean of ``per_stage``."""
+        return self.per_stage.mean(0)
 
 
 class ASCCLMetric(nn.Module):
@@ -117,6 +143,8 @@ class ASCCLMetric(nn.Module):
         key: StageFeatures,
         regions: list[Regions] | None = None,
         generator: torch.Generator | None = None,
+        *,
+        health: bool = False,
     ) -> ContrastiveOutput:
         """The ASCCL loss between stage features of the query and key images.
 
@@ -125,6 +153,7 @@ class ASCCLMetric(nn.Module):
             key: four maps of the same shapes; treated as constants.
             regions: regions to use (from :meth:`sample_regions`); drawn when ``None``.
             generator: CPU generator for the draw when ``regions`` is ``None``.
+            health: also compute the cosine diagnostics (:class:`MetricHealth`).
         """
         cfg = self.config
         if len(query) != 4 or len(key) != 4:
@@ -153,28 +182,30 @@ class ASCCLMetric(nn.Module):
             k = self.heads(stage, dk)
             if cfg.negatives == "patch":
                 pairs, cosine = patch_nce(q.flatten(1, 2), k.flatten(1, 2), cfg.temperature)
-                positive = cosine.diagonal(dim1=1, dim2=2).mean()
-                s = cosine.shape[-1]
-                negative = (cosine.sum((1, 2)) - cosine.diagonal(dim1=1, dim2=2).sum(-1)).mean()
-                negative = negative / (s * (s - 1))
+                if health:
+                    pos_cos.append(cosine.diagonal(dim1=1, dim2=2).mean())
+                    s = cosine.shape[-1]
+                    off = cosine.sum((1, 2)) - cosine.diagonal(dim1=1, dim2=2).sum(-1)
+                    neg_cos.append(off.mean() / (s * (s - 1)))
             else:
                 if reg.negative_index is None:
                     raise ValueError("'random' negatives need regions drawn with num_negatives")
                 dn = gather_disparities(fk.detach(), reg.anchor_index, reg.negative_index)
                 pairs, pos, neg = random_nce(q, k, self.heads(stage, dn), cfg.temperature)
-                positive, negative = pos.mean(), neg.mean()
+                if health:
+                    pos_cos.append(pos.mean())
+                    neg_cos.append(neg.mean())
             stage_losses.append(
                 reduce_pair_losses(pairs, dq.flatten(1, 2), cfg.adaptive, cfg.adaptive_threshold)
             )
-            pos_cos.append(positive)
-            neg_cos.append(negative)
-        per_stage = torch.stack(stage_losses)
+        per_stage = torch.stack(stage_losses, dim=-1)  # (B, 4)
+        per_sample = cfg.loss_scale * per_stage.sum(-1)
         return ContrastiveOutput(
-            loss=cfg.loss_scale * per_stage.sum(),
-            stage_losses=per_stage,
-            positive_cosine=torch.stack(pos_cos),
-            negative_cosine=torch.stack(neg_cos),
+            loss=per_sample.mean(),
+            per_sample=per_sample,
+            per_stage=per_stage,
             regions=regions,
+            health=MetricHealth(torch.stack(pos_cos), torch.stack(neg_cos)) if health else None,
         )
 
     def forward(
@@ -184,10 +215,12 @@ class ASCCLMetric(nn.Module):
         *,
         regions: list[Regions] | None = None,
         generator: torch.Generator | None = None,
+        health: bool = False,
     ) -> ContrastiveOutput:
         """Contrast ``x`` (query, e.g. the neutral frame) with ``y`` (key, its paired
         emotional frame), both ``(B, 3, S, S)`` in [-1, 1]. ``regions`` (from
-        :meth:`sample_regions`) are drawn with ``generator`` when not given."""
+        :meth:`sample_regions`) are drawn with ``generator`` when not given; ``health``
+        adds the cosine diagnostics to the output (off the training hot path otherwise)."""
         if x.shape != y.shape:
             raise ValueError(
                 f"x and y must have the same shape, got {tuple(x.shape)} and {tuple(y.shape)}"
@@ -199,4 +232,24 @@ class ASCCLMetric(nn.Module):
         query = self.features(x)
         with torch.no_grad():
             key = self.features(y)
-        return self.contrast(query, key, regions)
+        return self.contrast(query, key, regions, health=health)
+
+    @torch.no_grad()
+    def health(
+        self,
+        x: Tensor,
+        y: Tensor,
+        *,
+        regions: list[Regions] | None = None,
+        generator: torch.Generator | None = None,
+    ) -> MetricHealth:
+        """Per-stage positive/negative cosines and their gap for ``x`` vs ``y``, both
+        ``(B, 3, S, S)`` in [-1, 1], without gradients.
+
+        Runs in the module's current mode: call ``.eval()`` first for a trained metric's
+        numbers (in train mode BatchNorm uses and updates batch statistics, as in any
+        forward). ``regions``/``generator`` as in :meth:`forward`.
+        """
+        output = self(x, y, regions=regions, generator=generator, health=True)
+        assert output.health is not None
+        return output.health

@@ -1,42 +1,67 @@
-"""Bringing images to the metric's input convention: range [-1, 1], channel order, size."""
+"""The one image contract: every image that reaches the metric goes through
+:func:`to_metric_input` (range to [-1, 1], channel order, size).
+
+The paths into the metric are thin calls to it: :class:`asccl.ASCCLLoss` (generated and
+source frames in a declared range and channel order), the metric trainer's
+:func:`asccl.training.dataset.to_model_input` (uint8 crop batches) and the SPFEM data's
+:func:`asccl.spfem.data.frames_to_model` (uint8 crops as generator inputs and sources).
+"""
 
 from __future__ import annotations
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+UINT8_RANGE = (0.0, 255.0)
 
 
 def to_metric_input(
     images: Tensor,
     *,
-    input_range: tuple[float, float] = (-1.0, 1.0),
+    input_range: tuple[float, float] | None = None,
     flip_channels: bool = False,
     size: int | None = None,
 ) -> Tensor:
-    """Map ``(B, 3, H, W)`` images to what the metric expects.
+    """Map ``(B, 3, H, W)`` images to the metric's convention.
+
+    Steps, in this order: resize to ``size x size`` (bilinear, antialiased, only when the
+    input differs), ``(x - low) / ((high - low) / 2) - 1`` (uint8: ``x / 127.5 - 1``),
+    reverse the channels if asked. Decoded uint8 frames are then clamped to [-1, 1] (the
+    antialiased resize can overshoot 255 by ~1e-4 in float32 arithmetic); floating-point
+    inputs are not clamped, so generated images keep their values and gradients.
 
     Args:
-        images: ``(B, 3, H, W)`` floating point, values in ``input_range``.
-        input_range: ``(low, high)`` of the input values, e.g. ``(0, 1)`` or ``(-1, 1)``.
+        images: ``(B, 3, H, W)`` floating point with values in ``input_range``, or uint8
+            (decoded frames, 0..255).
+        input_range: ``(low, high)`` of the input values, e.g. ``(0, 1)``; ``None``: (0, 255)
+            for uint8, (-1, 1) for floating point. uint8 images must be (0, 255).
         flip_channels: reverse the channel order (RGB <-> BGR).
-        size: resize to ``size x size`` (bilinear, antialiased) when the input differs.
+        size: output side; ``None`` keeps ``H x W``.
 
     Returns:
-        ``(B, 3, size, size)`` in [-1, 1]; differentiable.
+        ``(B, 3, size, size)`` float (float32 for uint8 inputs) in [-1, 1]; differentiable.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected images of shape (B, 3, H, W), got {tuple(images.shape)}")
-    if not images.is_floating_point():
-        raise TypeError(f"expected floating-point images, got {images.dtype}")
-    low, high = input_range
-    if high <= low:
+    from_uint8 = images.dtype == torch.uint8
+    if from_uint8:
+        if input_range is not None and tuple(map(float, input_range)) != UINT8_RANGE:
+            raise ValueError(f"uint8 images hold 0..255, but input_range is {input_range}")
+        images, input_range = images.float(), UINT8_RANGE
+    elif not images.is_floating_point():
+        raise TypeError(f"expected floating-point or uint8 images, got {images.dtype}")
+    low, high = (-1.0, 1.0) if input_range is None else map(float, input_range)
+    if not low < high:
         raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}")
-    if (low, high) != (-1.0, 1.0):
-        images = (images - low) * (2.0 / (high - low)) - 1.0
-    if flip_channels:
-        images = images.flip(1)
     if size is not None and tuple(images.shape[-2:]) != (size, size):
         images = F.interpolate(
             images, size=(size, size), mode="bilinear", align_corners=False, antialias=True
         )
+    if (low, high) != (-1.0, 1.0):
+        images = (images - low) / ((high - low) / 2) - 1.0
+    if flip_channels:
+        images = images.flip(1)
+    if from_uint8:
+        images = images.clamp(-1.0, 1.0)
     return images

@@ -3,7 +3,8 @@
 An adapter only *finds and declares* images: it picks the generated frame and the frame it
 must stay coherent with out of a generator's ``batch`` and ``outputs`` dicts, and states
 their value range and channel order. Conversions (range, channel order, size) are done
-by :class:`asccl.ASCCLLoss`, which reads these declarations.
+by :class:`asccl.ASCCLLoss` with :func:`~asccl.metric.preprocess.to_metric_input` (the one
+image contract), from these declarations: ``loss(pair.generated, pair.source)``.
 
 Conventions per generator (``ADAPTERS``), checked against the upstream code (see
 ``docs/recipes/``):

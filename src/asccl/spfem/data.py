@@ -16,14 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from asccl.data.clips import MEAD_EMOTIONS, AlignedPair
-from asccl.data.crop_store import ClipCropsReader, open_clip_crops
+from asccl.data.crop_store import ClipCropsReader, crop_path, open_clip_crops
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
-from asccl.data.prepare import crop_path
+from asccl.metric.preprocess import to_metric_input
 from asccl.training.dataset import PAIRS_FILE, PairedFrames
 
 __all__ = [
@@ -55,15 +54,14 @@ def emotion_label(name: str) -> int:
 
 
 def frames_to_model(frames_uint8: Tensor, size: int) -> Tensor:
-    """``(..., 3, S, S)`` uint8 RGB -> ``(..., 3, size, size)`` float32 in [-1, 1]
-    (bilinear antialiased resize when ``S != size``)."""
-    x = frames_uint8.float()
-    if x.shape[-1] != size or x.shape[-2] != size:
-        lead = x.shape[:-3]
-        x = F.interpolate(x.reshape(-1, *x.shape[-3:]), size=(size, size), mode="bilinear",
-                          antialias=True, align_corners=False)  # fmt: skip
-        x = x.reshape(*lead, 3, size, size)
-    return (x / 127.5 - 1.0).clamp(-1.0, 1.0)
+    """``(..., 3, S, S)`` uint8 RGB -> ``(..., 3, size, size)`` float32 in [-1, 1] RGB:
+    :func:`~asccl.metric.preprocess.to_metric_input` (the one image contract) over any
+    leading dimensions. The generators' inputs and the ASCCL source frames share it."""
+    if frames_uint8.dtype != torch.uint8:
+        raise TypeError(f"expected uint8 frames, got {frames_uint8.dtype}")
+    lead, chw = frames_uint8.shape[:-3], frames_uint8.shape[-3:]
+    x = to_metric_input(frames_uint8.reshape(-1, *chw), size=size)
+    return x.reshape(*lead, *x.shape[1:])
 
 
 def normalised_landmarks(reader: ClipCropsReader) -> np.ndarray:

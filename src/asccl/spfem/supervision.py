@@ -38,7 +38,9 @@ class ASCCLSupervision(nn.Module):
         metric: an in-memory :class:`ASCCLMetric` instead (copied and frozen).
         adapter: a name in :data:`asccl.spfem.ADAPTERS` or an :class:`SPFEMAdapter`. Its
             declared ``value_range`` and ``channel_order`` configure the loss.
-        weight: final weight of the loss (the authors' NED renderer uses 1).
+        weight: final weight of the loss (the authors' NED renderer uses 1): the only weight
+            of the ASCCL term (:class:`ASCCLLoss` is unweighted; ``asccl spfem train`` feeds
+            its ``asccl_weight`` here).
         warmup_steps: steps of the linear ramp from 0 to ``weight`` (0: no warm-up).
         every_n_steps: compute the loss only on steps divisible by this (1: every step);
             the weight is not rescaled to make up for skipped steps.
@@ -72,9 +74,8 @@ class ASCCLSupervision(nn.Module):
             metric=metric,
             input_range=self.adapter.value_range,
             channel_order=self.adapter.channel_order,
-            weight=1.0,  # the schedule below applies the weight
             **config_overrides,
-        )
+        )  # unweighted: this module holds the one weight (and its schedule)
         self.weight = float(weight)
         self.warmup_steps = int(warmup_steps)
         self.every_n_steps = int(every_n_steps)

@@ -23,14 +23,15 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from asccl.data.crop_store import (
+    STORE_SUFFIX,
     ClipCropsReader,
     check_clip_crops,
+    crop_path,
     open_clip_crops,
     read_clip_header,
 )
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
-from asccl.data.prepare import STORE_SUFFIX, crop_path
 from asccl.metric.preprocess import to_metric_input
 
 __all__ = ["PairedFrames", "split_by_speaker", "to_model_input"]
@@ -343,13 +344,12 @@ def to_model_input(
         channels_last: return in ``torch.channels_last`` memory format.
 
     Returns:
-        ``(B, 3, size, size)`` float32 in [-1, 1] (``x / 127.5 - 1``).
+        ``(B, 3, size, size)`` float32 in [-1, 1] (``x / 127.5 - 1``):
+        :func:`~asccl.metric.preprocess.to_metric_input`, the one image contract.
     """
     if batch_uint8.dtype != torch.uint8:
         raise TypeError(f"expected a uint8 batch, got {batch_uint8.dtype}")
-    images = to_metric_input(
-        batch_uint8.float(), input_range=(0.0, 255.0), flip_channels=flip_channels, size=size
-    )
+    images = to_metric_input(batch_uint8, flip_channels=flip_channels, size=size)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
     return images

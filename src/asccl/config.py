@@ -30,6 +30,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from asccl.io import write_text_atomic
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -144,10 +146,10 @@ def load_config(
         *parents, leaf = key.split(".")
         target = data
         for depth, part in enumerate(parents):
+            prefix = ".".join(parents[: depth + 1])
             target = target.setdefault(part, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"--{'.'.join(parents[: depth + 1])} is not a table: "
-                                  f"--{key} has nothing to set")  # fmt: skip
+            if not isinstance(target, dict) or _is_plain_field(cls, prefix):
+                raise ConfigError(f"--{prefix} is not a table: --{key} has nothing to set")
         if _is_include(cls, key, value):
             value = _include(_field_type(cls, key), value.text, f"--{key}", ())
         target[leaf] = value
@@ -184,6 +186,15 @@ def _field_type(cls: Any, key: str) -> type | None:
             return None
         cls = _config_class(typing.get_type_hints(cls)[part])
     return cls
+
+
+def _is_plain_field(cls: Any, key: str) -> bool:
+    """Dotted ``key`` of ``cls`` is a setting, not a nested config."""
+    *parents, leaf = key.split(".")
+    owner = _field_type(cls, ".".join(parents)) if parents else cls
+    if owner is None or leaf not in {f.name for f in dataclasses.fields(owner)}:
+        return False
+    return _config_class(typing.get_type_hints(owner)[leaf]) is None
 
 
 def _is_include(cls: Any, key: str, value: Any) -> bool:
@@ -245,12 +256,8 @@ def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 
 def save_config(config: Any, path: str | os.PathLike) -> Path:
     """Write a dataclass config as JSON (atomically)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n")
-    os.replace(tmp, path)
-    return path
+    text = json.dumps(dataclasses.asdict(config), indent=2, default=str) + "\n"
+    return write_text_atomic(path, text)
 
 
 def _parse_overrides(args: Sequence[str]) -> list[tuple[str, Any]]:
@@ -286,7 +293,10 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+def _build(cls: type[T], data: dict[str, Any], where: str, base: Any = None) -> T:
+    """``cls`` from the table ``data``; keys it does not give keep ``base``'s values (the
+    default of the field it fills, e.g. ``ExperimentConfig.icface``'s ``model = "icface"``),
+    else the class defaults."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table for {cls.__name__}, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -301,19 +311,35 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         text = None
         if isinstance(value, _CommandLine):
             value, text = value.value, value.text
-        kwargs[name] = _convert(hints[name], value, f"{where}: {name}", text)
+        inner = _config_class(hints[name])
+        if inner is not None and isinstance(value, dict):
+            here, source = f"{where}: {name}", getattr(value, "source", None)
+            here = f"{here} (from {source})" if source else here
+            default = getattr(base, name) if base is not None else _default(fields[name])
+            default = default if isinstance(default, inner) else None
+            kwargs[name] = _build(inner, value, here, default)
+        else:
+            kwargs[name] = _convert(hints[name], value, f"{where}: {name}", text)
+    if base is not None:
+        kwargs = {f: getattr(base, f) for f, spec in fields.items() if spec.init} | kwargs
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _default(spec: dataclasses.Field) -> Any:
+    """A field's default value (made by its factory), or None."""
+    if spec.default_factory is not dataclasses.MISSING:
+        return spec.default_factory()
+    return None if spec.default is dataclasses.MISSING else spec.default
+
+
 def _convert(hint: Any, value: Any, where: str, text: str | None = None) -> Any:
     """``value`` as a ``hint``; ``text``: the command-line text it was read from."""
     origin = typing.get_origin(hint)
     if dataclasses.is_dataclass(hint):
-        source = getattr(value, "source", None)
-        return _build(hint, value, f"{where} (from {source})" if source else where)
+        return _build(hint, value, where)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None or len(options) != 1:

@@ -17,17 +17,21 @@ SUBSET_EMOTIONS = ("neutral", "angry")
 SUBSET_SENTENCES = ("001", "002")
 
 # The demo's experiment, shrunk: both generators, 2 steps at 32 px, one clip per emotion.
-EXPERIMENT_TOML = """
+SHRUNK = "steps = 2\nimage_size = 32\nbatch_size = 4\nsample_every = 0\ncheckpoint_every = 2\n"
+EXPERIMENT_TOML = f"""
 models = ["ganmut", "icface"]
-ganmut_config = "configs/spfem/ganmut_demo.toml"
-icface_config = "configs/spfem/icface_demo.toml"
 test_speakers = ["W903"]
 max_clips_per_emotion = 1
-train_overrides = ["--steps", "2", "--image-size", "32", "--batch-size", "4",
-                   "--sample-every", "0", "--checkpoint-every", "2",
-                   "--ganmut.d-layers", "3", "--icface.d-layers", "3"]
-eval_config = "configs/eval/demo.toml"
-eval_overrides = ["--metrics", '["csim"]', "--max-frames-per-clip", "8"]
+[ganmut]
+include = "configs/spfem/ganmut_demo.toml"
+{SHRUNK}ganmut.d_layers = 3
+[icface]
+include = "configs/spfem/icface_demo.toml"
+{SHRUNK}icface.d_layers = 3
+[eval]
+include = "configs/eval/demo.toml"
+metrics = ["csim"]
+max_frames_per_clip = 8
 """
 
 
@@ -56,9 +60,9 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     experiment = tmp_path / "experiment.toml"
     experiment.write_text(EXPERIMENT_TOML)
     root = demo_subset(tmp_path / "MEAD")
-    args = ["demo", "--config", "configs/demo.toml", "--output-dir", str(tmp_path),
-            "--optimise-steps", "3", "--train-config", str(train),
-            "--experiment-config", str(experiment), "--data.root", str(root),
+    args = ["demo", "--config", "configs/demo.toml", "--out", str(tmp_path),
+            "--optimise-steps", "3", "--train", str(train),
+            "--experiment", str(experiment), "--data.root", str(root),
             "--data.out", str(tmp_path / "data"), "--data.crop-size", "64"]  # fmt: skip
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -88,7 +92,8 @@ def test_demo_runs_end_to_end(tmp_path, capsys):
     assert rows[0] == "variant,asccl_loss" and len(rows) == 6
     losses = {r.split(",")[0]: float(r.split(",")[1]) for r in rows[1:]}
     assert losses["identical"] < losses["unrelated"]
-    assert json.loads((tmp_path / "config.json").read_text())["train_config"] == str(train)
+    saved = json.loads((tmp_path / "config.json").read_text())  # the whole nested config
+    assert saved["train"]["max_steps"] == 2 and saved["experiment"]["ganmut"]["steps"] == 2
 
 
 def test_demo_rejects_unknown_option(capsys):

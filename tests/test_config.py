@@ -7,7 +7,17 @@ from typing import Literal
 
 import pytest
 
-from asccl.config import ConfigError, load_config, save_config
+from asccl.config import (
+    ConfigError,
+    is_device,
+    is_int,
+    is_number,
+    load_config,
+    names_field,
+    path_field,
+    require,
+    save_config,
+)
 
 
 @dataclass
@@ -155,10 +165,12 @@ def _config_classes():
     from asccl.demo import DemoConfig
     from asccl.evaluation.runner import EvalConfig
     from asccl.spfem.experiment import ExperimentConfig
-    from asccl.spfem.train import SPFEMTrainConfig
+    from asccl.study.config import StudyConfig
     from asccl.training.config import TrainConfig
 
-    return [DemoConfig, DataConfig, TrainConfig, EvalConfig, SPFEMTrainConfig, ExperimentConfig]
+    spfem = typing.get_type_hints(ExperimentConfig)["ganmut"]  # SPFEMTrainConfig
+    return [DemoConfig, DataConfig, TrainConfig, EvalConfig, spfem, ExperimentConfig,
+            StudyConfig]  # fmt: skip
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
@@ -173,3 +185,100 @@ def test_every_path_field_of_every_config_is_a_path(cls):
             for part in name.split("."):
                 got = getattr(got, part)
             assert isinstance(got, Path) and got == Path(value), name
+
+
+@pytest.mark.parametrize(
+    "cls",
+    [c for c in _config_classes() if c.__name__ not in ("TrainConfig", "SPFEMTrainConfig")],
+    ids=lambda c: c.__name__,
+)
+def test_every_config_is_frozen(cls):
+    params = getattr(cls, "__dataclass_params__")  # noqa: B009
+    assert params.frozen, cls.__name__
+
+
+# --- nested configs from their own files ------------------------------------------------
+
+
+def test_a_nested_config_from_a_file_a_table_or_the_command_line(tmp_path):
+    (tmp_path / "optim.toml").write_text("lr = 0.5\nanchors = [4, 2]\n")
+    (tmp_path / "other.toml").write_text("lr = 0.25\n")
+    toml = tmp_path / "c.toml"
+    toml.write_text(f'steps = 3\noptim = "{tmp_path / "optim.toml"}"\n')
+    assert load_config(Outer, toml).optim == Inner(lr=0.5, anchors=(4, 2))
+    # the file first, the dotted keys on top, whatever their order
+    cfg = load_config(Outer, toml, ["--optim.lr", "2", "--optim", str(tmp_path / "other.toml")])
+    assert cfg.optim == Inner(lr=2.0) and cfg.steps == 3
+    toml.write_text(f'[optim]\ninclude = "{tmp_path / "optim.toml"}"\nlr = 1\n')
+    assert load_config(Outer, toml).optim == Inner(lr=1.0, anchors=(4, 2))
+    assert load_config(Outer, None, ["--optim", str(tmp_path / "optim.toml")]).optim.lr == 0.5
+
+
+def test_nested_config_files_that_are_missing_bad_or_circular_name_the_file(tmp_path):
+    (tmp_path / "bad.toml").write_text("lr = 1\nmomentum = 0.9\n")
+    with pytest.raises(ConfigError, match=r"optim \(from .*bad\.toml\): unknown key"):
+        load_config(Outer, None, ["--optim", str(tmp_path / "bad.toml")])
+    with pytest.raises(ConfigError, match=r"none\.toml: no such config file"):
+        load_config(Outer, None, ["--optim", str(tmp_path / "none.toml")])
+    loop = tmp_path / "loop.toml"
+    loop.write_text(f'[optim]\ninclude = "{loop}"\n')
+    with pytest.raises(ConfigError, match=r"optim\.include: .*loop\.toml includes itself"):
+        load_config(Outer, loop)
+    loop.write_text("optim = 5\n")
+    with pytest.raises(ConfigError, match="optim: expected a table for Inner, got 5"):
+        load_config(Outer, loop)
+    with pytest.raises(ConfigError, match=r"--steps is not a table"):
+        load_config(Outer, None, ["--steps.x", "1"])
+
+
+# --- the checks every config's __post_init__ uses ----------------------------------------
+
+
+@dataclass(frozen=True)
+class Checked:
+    out: Path = Path("runs")
+    weights: Path | None = None
+    names: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        path_field(self, "out")
+        path_field(self, "weights", optional=True, name="--weights")
+        names_field(self, "names")
+
+
+def test_path_and_names_fields_convert_frozen_configs():
+    cfg = Checked(out="a/b", weights=Path("w.pth"), names="W903")
+    assert cfg.out == Path("a/b") and isinstance(cfg.out, Path) and cfg.names == ("W903",)
+    assert Checked(names=["a", "b"]).names == ("a", "b") and Checked().weights is None
+    bad = [({"out": 5}, "out must be a path, got 5"), ({"out": ""}, "out must be a path, got an "
+           "empty string"), ({"weights": 1.5}, "--weights must be a path, got 1.5"),
+           ({"out": None}, "out must be a path, got None"),
+           ({"names": ["a", ""]}, "names must be a list of names")]  # fmt: skip
+    for changes, message in bad:
+        with pytest.raises(ConfigError) as err:
+            Checked(**changes)
+        assert str(err.value).startswith(message), str(err.value)
+
+
+def test_number_and_device_checks():
+    assert is_int(3) and is_int(3, 3, 3) and not is_int(True) and not is_int(3.0)
+    assert not is_int(2, 3) and not is_int(4, None, 3)
+    assert is_number(1) and is_number(1e-4) and not is_number(float("nan"))
+    assert not is_number(float("inf")) and not is_number(False) and not is_number("1")
+    assert is_device("cuda:1") and is_device("cpu") and not is_device("auto")
+    assert is_device("auto", auto=True) and not is_device("gpu", auto=True)
+    with pytest.raises(ConfigError, match=r"^out must exist, got PosixPath\('runs'\)$"):
+        require(False, Checked(), "out", "must exist")
+
+
+@dataclass
+class WithDefaults:
+    optim: Inner = field(default_factory=lambda: Inner(lr=0.5))
+    other: Inner | None = None
+
+
+def test_a_table_changes_its_fields_default_not_the_class_defaults():
+    """``--optim.anchors`` keeps the field's own default ``lr = 0.5`` (as
+    ``--experiment.icface.steps`` keeps ``model = "icface"``); no default: the class's."""
+    cfg = load_config(WithDefaults, None, ["--optim.anchors", "[1]", "--other.anchors", "[2]"])
+    assert cfg.optim == Inner(lr=0.5, anchors=(1,)) and cfg.other == Inner(anchors=(2,))

@@ -190,9 +190,15 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo",
         help="run the pipeline (as far as it exists) on bundled data",
-        description="Run the demo. Extra --key value options override the config.",
+        description="Run the demo. Extra --key value options override the config, nested "
+        "ones too: --out runs/x --train.max-steps 10 --experiment.ganmut.steps 50.",
     )
-    demo.add_argument("--config", help="TOML config (default: built-in demo settings)")
+    demo.add_argument(
+        "--config",
+        default="configs/demo.toml",
+        help="TOML config (default: configs/demo.toml, which reads configs/metric/demo.toml "
+        "and configs/experiments/demo.toml)",
+    )
     demo.set_defaults(handler=_demo, takes_overrides=True)
 
     data = commands.add_parser(

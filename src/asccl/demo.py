@@ -2,12 +2,14 @@
 
 1. Stage 1 on ``demo_data/MEAD``: index, DTW frame pairs, face crops (``asccl data
    prepare``), with an alignment plot and a contact sheet of crops.
-2. Stage 2: a short metric training on those crops (``asccl train-metric`` with
-   ``configs/metric/demo.toml``), printing and plotting the validation health signal.
+2. Stage 2: a short metric training on those crops (``asccl train-metric`` with the
+   ``train`` config, ``configs/metric/demo.toml`` in ``configs/demo.toml``), printing and
+   plotting the validation health signal.
 3. The trained metric as a loss (``ASCCLLoss``): score a face against edited versions of
    itself, and optimise a degraded image with the loss alone to show that its gradients
    carry signal.
-4. The experiment (``asccl experiment`` with ``configs/experiments/demo.toml``): the
+4. The experiment (``asccl experiment`` with the ``experiment`` config,
+   ``configs/experiments/demo.toml`` in ``configs/demo.toml``): the
    GANmut-style and ICface-style reference generators, each trained as a baseline and with
    the trained metric as an extra loss (same seed, data and steps), their results for the
    held-out speaker, evaluated (``asccl evaluate``) with random-weight ArcFace and SyncNet
@@ -20,8 +22,7 @@ Writes Markdown/CSV tables and PNG figures and prints where they are.
 from __future__ import annotations
 
 import csv
-import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -29,70 +30,78 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from asccl.config import ConfigError, save_config
+from asccl.config import (
+    ConfigError,
+    is_int,
+    is_number,
+    names_field,
+    path_field,
+    require,
+    save_config,
+)
 from asccl.data.prepare import DataConfig, run_prepare
 from asccl.figures import pyplot, save_figure
 from asccl.losses import ASCCLLoss
 from asccl.metric import ASCCLMetric, Regions, save_metric
-
-
-@dataclass
-class DemoConfig:
-    """Settings of ``asccl demo`` (see ``configs/demo.toml``)."""
-
-    backbone: str = "iresnet18"  #: a small IResNet keeps the demo fast on CPU
-    image_size: int = 112  #: metric input side (the paper uses 224)
-    checkpoint: Path | None = None  #: a trained metric to use instead of random weights
-    output_dir: Path = Path("runs/demo")
-    seed: int = 0
-    optimise_steps: int = 30  #: gradient steps on the degraded image
-    learning_rate: float = 0.02
-    variants: list[str] = field(
-        default_factory=lambda: ["identical", "brighter", "shifted", "mouth_open", "unrelated"]
-    )
-    run_data_stage: bool = True  #: run stage 1 on ``data.root`` first
-    #: metric training config for stage 2 (its ``data`` is set to ``data.out``); none: skip
-    train_config: Path | None = Path("configs/metric/demo.toml")
-    #: experiment config for stage 4 (random evaluation weights are generated for it);
-    #: none: skip
-    experiment_config: Path | None = Path("configs/experiments/demo.toml")
-    data: DataConfig = field(
-        default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
-    )
-
-    def __post_init__(self) -> None:
-        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        from asccl.metric.config import MetricConfig
-
-        def require(ok: bool, key: str, problem: str) -> None:
-            if not ok:
-                raise ConfigError(f"{key} {problem}, got {getattr(self, key)!r}")
-
-        require(isinstance(self.output_dir, Path), "output_dir", "must be a path")
-        for name in ("checkpoint", "train_config", "experiment_config"):
-            value = getattr(self, name)
-            require(value is None or isinstance(value, Path), name, "must be a path")
-        require(_is_int(self.seed, 0) and self.seed < 2**63, "seed", "must be in [0, 2**63)")
-        require(_is_int(self.optimise_steps, 1), "optimise_steps", "must be an integer >= 1")
-        lr = self.learning_rate
-        require(isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-                and lr > 0, "learning_rate", "must be a finite number > 0")  # fmt: skip
-        require(isinstance(self.variants, (list, tuple)) and len(self.variants) > 0
-                and all(v in VARIANTS for v in self.variants), "variants",
-                f"must be a non-empty list of {list(VARIANTS)}")  # fmt: skip
-        require(isinstance(self.data, DataConfig), "data", "must be a [data] table")
-        try:  # the metric's own checks (backbone name, image_size a multiple of 16...)
-            MetricConfig(backbone=self.backbone, image_size=self.image_size)
-        except (TypeError, ValueError) as exc:  # its message names the key
-            raise ConfigError(str(exc)) from None
-
+from asccl.spfem.experiment import ExperimentConfig
+from asccl.training.config import TrainConfig
 
 #: the edited versions of the face the demo scores (see :func:`_variant`)
 VARIANTS = ("identical", "brighter", "shifted", "mouth_open", "unrelated")
 
 
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+@dataclass(frozen=True)
+class DemoConfig:
+    """Settings of ``asccl demo`` (see ``configs/demo.toml``).
+
+    The demo sets in its stages' configs what ties them together: ``train.data`` and
+    ``experiment.data`` are ``data.out``; ``train.out`` is ``<out>/metric``,
+    ``experiment.out`` ``<out>/experiment``; ``experiment.metric`` is the metric used here
+    and ``experiment.seed`` is ``seed``; ArcFace and SyncNet weights with random values are
+    made for the experiment's evaluation where ``experiment.eval`` names none.
+    """
+
+    backbone: str = "iresnet18"  #: a small IResNet keeps the demo fast on CPU
+    image_size: int = 112  #: metric input side (the paper uses 224)
+    checkpoint: Path | None = None  #: a trained metric to use instead of stage 2's
+    out: Path = Path("runs/demo")
+    seed: int = 0
+    optimise_steps: int = 30  #: gradient steps on the degraded image
+    optimise_lr: float = 0.02  #: Adam learning rate of those steps
+    variants: tuple[str, ...] = VARIANTS
+    run_data_stage: bool = True  #: run stage 1 on ``data.root`` first
+    data: DataConfig = field(
+        default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
+    )
+    #: stage 2, the metric training (a table or a config file); none: skip (random weights)
+    train: TrainConfig | None = None
+    #: stage 4, the experiment (a table or a config file); none: skip
+    experiment: ExperimentConfig | None = None
+
+    def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        from asccl.metric.config import MetricConfig
+
+        path_field(self, "out")
+        path_field(self, "checkpoint", optional=True)
+        require(is_int(self.seed, 0, 2**63 - 1), self, "seed", "must be in [0, 2**63)")
+        require(is_int(self.optimise_steps, 1), self, "optimise_steps", "must be an integer >= 1")
+        require(is_number(self.optimise_lr) and self.optimise_lr > 0, self, "optimise_lr",
+                "must be a finite number > 0")  # fmt: skip
+        names_field(self, "variants")
+        require(len(self.variants) > 0 and all(v in VARIANTS for v in self.variants), self,
+                "variants", f"must be a non-empty list of {list(VARIANTS)}")  # fmt: skip
+        require(isinstance(self.run_data_stage, bool), self, "run_data_stage",
+                "must be true or false")  # fmt: skip
+        for key, cls in (("data", DataConfig), ("train", TrainConfig),
+                         ("experiment", ExperimentConfig)):  # fmt: skip
+            value = getattr(self, key)
+            require(isinstance(value, cls) or (value is None and key != "data"), self, key,
+                    f"must be a [{key}] table or a config file name")  # fmt: skip
+        try:  # the metric's own checks (backbone name, image_size a multiple of 16...)
+            MetricConfig(backbone=self.backbone, image_size=self.image_size)
+        except (TypeError, ValueError) as exc:  # its message names the key
+            raise ConfigError(str(exc)) from None
 
 
 def _face_images(size: int) -> tuple[Tensor, Tensor]:
@@ -140,7 +149,7 @@ def _variant(name: str, face: Tensor, other: Tensor) -> Tensor:
 
 def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it wrote."""
-    out = config.output_dir
+    out = config.out
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"config": save_config(config, out / "config.json")}
     torch.manual_seed(config.seed)
@@ -151,7 +160,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
 
     # 2. Stage 2: train the metric briefly on the demo crops.
     trained = None
-    if config.train_config is not None and config.checkpoint is None:
+    if config.train is not None and config.checkpoint is None:
         trained, train_paths = _train_stage(config)
         paths.update(train_paths)
 
@@ -184,7 +193,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     start = F.avg_pool2d(face, 5, stride=1, padding=2)  # blurred
     start = (start + 0.08 * torch.randn(start.shape, generator=generator)).clamp(0, 1)
     generated = start.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([generated], lr=config.learning_rate)
+    optimiser = torch.optim.Adam([generated], lr=config.optimise_lr)
     history = []
     for _ in tqdm(range(config.optimise_steps), desc="optimising image with ASCCL", leave=False):
         loss = loss_fn(generated, face, generator=generator)  # fresh regions every step
@@ -210,7 +219,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     paths.update(figures)
 
     # 5. Baseline vs +ASCCL for the reference generators, evaluated.
-    if config.experiment_config is not None:
+    if config.experiment is not None:
         paths.update(_experiment_stage(config, Path(checkpoint)))
     print("\nDemo outputs:")
     for name, path in paths.items():
@@ -219,37 +228,44 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
 
 
 def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
-    """``asccl experiment`` on the demo crops with ``metric``, random-weight evaluators."""
-    from dataclasses import replace
-
-    from asccl.config import load_config
+    """``asccl experiment`` on the demo crops with ``metric``; ArcFace and SyncNet with
+    random weights where its evaluation names none."""
     from asccl.evaluation.syncnet import SyncNet
     from asccl.metric import build_iresnet
-    from asccl.spfem.experiment import ExperimentConfig, run_experiment
+    from asccl.spfem.experiment import run_experiment
 
-    weights = config.output_dir / "random_weights"
+    assert config.experiment is not None
+    evaluation = config.experiment.eval
+    weights = config.out / "random_weights"
     weights.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
-    arcface, syncnet = weights / "backbone.pth", weights / "syncnet_v2.model"
+    random_nets: dict[str, object] = {}
     # rewritten only when they change (another seed): the evaluation cache knows a weights
     # file by its size and mtime, so a rerun of the demo reuses its features
-    _save_if_changed(build_iresnet("iresnet18").state_dict(), arcface)
-    _save_if_changed(SyncNet().state_dict(), syncnet)
-    evaluators = ["--arcface-weights", str(arcface), "--arcface-backbone", "iresnet18",
-                  "--syncnet-weights", str(syncnet)]  # fmt: skip
-    experiment = load_config(ExperimentConfig, config.experiment_config, [
-        "--data", str(config.data.out), "--metric", str(metric),
-        "--out", str(config.output_dir / "experiment"), "--seed", str(config.seed),
-    ])  # fmt: skip
-    experiment = replace(experiment, eval_overrides=(*evaluators, *experiment.eval_overrides))
-    print(f"\nstage 4: asccl experiment ({config.experiment_config}): "
-          f"{' and '.join(experiment.models)}, baseline vs +ASCCL, test speakers "
-          f"{', '.join(experiment.test_speakers)}")  # fmt: skip
-    print("(evaluation with RANDOM-weight ArcFace and SyncNet: the numbers show the plumbing)")
+    arcface, syncnet = weights / "backbone.pth", weights / "syncnet_v2.model"
+    arcface_state = build_iresnet("iresnet18").state_dict()  # drawn always: same RNG order
+    if evaluation.arcface_weights is None:
+        random_nets.update(arcface_weights=arcface, arcface_backbone="iresnet18")
+        _save_if_changed(arcface_state, arcface)
+    if evaluation.syncnet_weights is None:
+        random_nets["syncnet_weights"] = syncnet
+        _save_if_changed(SyncNet().state_dict(), syncnet)
+    experiment = replace(
+        config.experiment,
+        data=config.data.out,
+        metric=metric,
+        out=config.out / "experiment",
+        seed=config.seed,
+        eval=replace(evaluation, **random_nets),
+    )
+    print(f"\nstage 4: asccl experiment: {' and '.join(experiment.models)}, baseline vs "
+          f"+ASCCL, test speakers {', '.join(experiment.test_speakers)}")  # fmt: skip
+    if random_nets:
+        print("(evaluation with RANDOM-weight ArcFace and SyncNet: the numbers show the plumbing)")
     try:
         outputs = run_experiment(experiment)
     except ConfigError as exc:  # e.g. a rerun with another seed cannot resume its training
-        raise ConfigError(f"{exc} (asccl demo: give another --output-dir)") from None
+        raise ConfigError(f"{exc} (asccl demo: give another --out)") from None
     for name, path in outputs.items():
         if name.startswith("eval_table_") and name.endswith("_md"):
             print(path.read_text())
@@ -261,30 +277,28 @@ def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
 def _save_if_changed(state: dict[str, Tensor], path: Path) -> None:
     """``torch.save`` to ``path`` unless it already holds exactly these bytes."""
     import io
-    import os
+
+    from asccl.io import write_bytes_atomic
 
     buffer = io.BytesIO()
     torch.save(state, buffer)
     data = buffer.getvalue()
     if path.is_file() and path.stat().st_size == len(data) and path.read_bytes() == data:
         return
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, data)
 
 
 def _train_stage(config: DemoConfig) -> tuple[Path, dict[str, Path]]:
     """Stage 2 on the demo crops; prints the validation gap before and after."""
     import logging
 
-    from asccl.config import load_config
-    from asccl.training.config import TrainConfig
     from asccl.training.history import read_log
     from asccl.training.train_metric import train_metric
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    train = load_config(TrainConfig, config.train_config, ["--data", str(config.data.out)])
-    print(f"\nstage 2: training the metric ({config.train_config}) on {train.data}")
+    assert config.train is not None
+    train = replace(config.train, data=config.data.out, out=config.out / "metric")
+    print(f"\nstage 2: training the metric on {train.data} -> {train.out}")
     final = train_metric(train)
     val = [r for r in read_log(train.out / "log.csv") if r["split"] == "val"]
     print(
@@ -301,11 +315,10 @@ def _data_stage(config: DataConfig, out: Path) -> dict[str, Path]:
     import numpy as np
 
     from asccl.data.audio import frame_features, load_audio
-    from asccl.data.crop_store import open_clip_crops
+    from asccl.data.crop_store import crop_path, open_clip_crops
     from asccl.data.dtw import cost_matrix
     from asccl.data.pair_files import read_pairs_table
     from asccl.data.plots import plot_alignment, plot_crop_sheet
-    from asccl.data.prepare import crop_path
 
     print(f"stage 1 on {config.root}:")
     for summary in run_prepare(config):

@@ -268,25 +268,28 @@ def experiment(tmp_path_factory, small_metric) -> tuple[list[str], Path]:
     """``asccl experiment`` argv for a tiny GANmut-only experiment without evaluation, and
     its ``out``, holding an earlier run's files (not run: every case is refused first)."""
     config = make_setup(tmp_path_factory.mktemp("experiment_corpus"), small_metric)
-    config = dataclasses.replace(config, models=("ganmut",), eval_config=None)
+    config = dataclasses.replace(config, models=("ganmut",), evaluate=False)
     config.out.mkdir()
     (config.out / "config.json").write_text('{"earlier": "run"}\n')
     (config.out / "comparison.md").write_text("| an earlier table |\n")
     argv = ["experiment", "--data", str(config.data), "--metric", str(config.metric),
-            "--out", str(config.out), "--models", '["ganmut"]',
-            "--ganmut-config", str(config.ganmut_config), "--test-speakers", '["B02"]']  # fmt: skip
+            "--out", str(config.out), "--models", '["ganmut"]', "--evaluate", "false",
+            "--ganmut", str(config.out.parent / "ganmut.toml"),
+            "--test-speakers", '["B02"]']  # fmt: skip
     return argv, config.out
 
 
 @pytest.mark.parametrize(
     ("change", "named"),
     [(["--asccl-weight", "0"], ["asccl_weight"]), (["--asccl-weight", "nan"], ["asccl_weight"]),
-     (["--batch-size", "0"], ["batch_size"]), (["--max-clips-per-emotion", "-1"],
-     ["max_clips_per_emotion"]), (["--seed", "-1"], ["seed"]), (["--models", "[]"], ["models"]),
-     (["--test-speakers", "[]"], ["test_speakers"]), (["--device", "tpu"], ["device"]),
-     (["--train-overrides", '["--steps", "0"]'], ["steps"]),
-     (["--train-overrides", '["--g-lr", "-1"]'], ["g_lr"]),
-     (["--train-overrides", '["--image-size", "36"]'], ["image_size"]),
+     (["--generation-batch-size", "0"], ["generation_batch_size"]),
+     (["--max-clips-per-emotion", "-1"], ["max_clips_per_emotion"]), (["--seed", "-1"], ["seed"]),
+     (["--models", "[]"], ["models"]), (["--test-speakers", "[]"], ["test_speakers"]),
+     (["--device", "tpu"], ["device"]), (["--ganmut.steps", "0"], ["ganmut", "steps"]),
+     (["--ganmut.g-lr", "-1"], ["ganmut", "g_lr"]),
+     (["--ganmut.image-size", "36"], ["ganmut", "image_size"]),
+     (["--ganmut", "missing.toml"], ["missing.toml", "no such config file"]),
+     (["--eval.batch-size", "0"], ["eval", "batch_size"]),
      (["--test-speakers", '["Z99"]'], ["pairs.csv", "Z99"]),
      (["--metric", ""], ["metric"])],
 )  # fmt: skip

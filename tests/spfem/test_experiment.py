@@ -17,8 +17,10 @@ from asccl.data.clip_index import write_clip_index
 from asccl.data.clips import Clip
 from asccl.data.errors import DataError
 from asccl.evaluation.results import scan_results
+from asccl.evaluation.runner import EvalConfig
 from asccl.metric import build_iresnet, save_metric
 from asccl.spfem.experiment import ExperimentConfig, run_experiment
+from asccl.spfem.train import SPFEMTrainConfig
 from asccl.training.history import read_log
 
 AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"
@@ -96,12 +98,17 @@ def make_setup(root: Path, metric: torch.nn.Module) -> ExperimentConfig:
         metric=save_metric(metric, root / "metric.safetensors"),
         out=root / "out",
         models=("ganmut", "icface"),
-        ganmut_config=root / "ganmut.toml",
-        icface_config=root / "icface.toml",
+        ganmut=load_config(SPFEMTrainConfig, root / "ganmut.toml"),
+        icface=load_config(SPFEMTrainConfig, root / "icface.toml"),
         test_speakers=("B02",),
-        eval_config=root / "eval.toml",
-        eval_overrides=("--arcface-weights", str(arcface)),
+        eval=load_config(EvalConfig, root / "eval.toml", ["--arcface-weights", str(arcface)]),
     )
+
+
+def train_changed(config: ExperimentConfig, **changes) -> ExperimentConfig:
+    """``config`` without evaluation, both models' training changed by ``changes``."""
+    models = {m: dataclasses.replace(getattr(config, m), **changes) for m in config.models}
+    return dataclasses.replace(config, evaluate=False, **models)
 
 
 @pytest.fixture(scope="module")
@@ -165,26 +172,20 @@ def test_a_rerun_keeps_results_and_a_new_checkpoint_remakes_them(setup, outputs)
     result = outputs["results"] / "ganmut" / "single" / "angry" / "B02_001.mp4"
     ours = outputs["results"] / "ganmut_asccl" / "single" / "angry" / "B02_001.mp4"
     before = result.stat().st_mtime_ns, ours.stat().st_mtime_ns
-    run_experiment(dataclasses.replace(setup, eval_config=None))
+    run_experiment(dataclasses.replace(setup, evaluate=False))
     assert (result.stat().st_mtime_ns, ours.stat().st_mtime_ns) == before
     # three steps instead of two: only the changed runs' results are made again
-    more = dataclasses.replace(setup, eval_config=None, train_overrides=("--steps", "3"))
-    run_experiment(more)
+    run_experiment(train_changed(setup, steps=3))
     assert result.stat().st_mtime_ns != before[0] and ours.stat().st_mtime_ns != before[1]
 
 
 def test_a_rerun_with_other_training_maths_is_refused_before_writing(setup, outputs, capsys):
     before = snapshot(setup.out)
-    changed = dataclasses.replace(setup, train_overrides=("--g-lr", "3e-4"), eval_config=None)
     with pytest.raises(ConfigError, match="cannot resume") as err:
-        run_experiment(changed)
+        run_experiment(train_changed(setup, g_lr=3e-4))
     line = str(err.value)
     assert "\n" not in line and "g_lr 0.0001 -> 0.0003" in line and "--resume false" in line
     assert str(setup.out / "train" / "ganmut") in line
-    with pytest.raises(ConfigError, match="steps must be an integer >= 1"):  # 0 steps
-        run_experiment(dataclasses.replace(setup, train_overrides=("--steps", "0")))
-    with pytest.raises(ConfigError, match="batch_size"):  # the evaluation's, checked first too
-        run_experiment(dataclasses.replace(setup, eval_overrides=("--batch-size", "0")))
     assert snapshot(setup.out) == before
 
 
@@ -194,8 +195,7 @@ def test_a_rerun_with_another_clip_selection_makes_the_results_again(setup, outp
     before = result.stat().st_mtime_ns, source.stat().st_mtime_ns
     capsys.readouterr()
     # the same 3 training steps as the rerun above: the trained generators are reused
-    run_experiment(dataclasses.replace(setup, eval_config=None, max_clips_per_emotion=1,
-                                       train_overrides=("--steps", "3")))  # fmt: skip
+    run_experiment(dataclasses.replace(train_changed(setup, steps=3), max_clips_per_emotion=1))
     printed = capsys.readouterr().out
     assert "max_clips_per_emotion 0 -> 1" in printed and "removing its" in printed
     assert result.stat().st_mtime_ns != before[0] and source.stat().st_mtime_ns != before[1]
@@ -219,11 +219,61 @@ def test_config_is_checked():
 @pytest.mark.parametrize(
     ("key", "value"),
     [("asccl_weight", "-1"), ("asccl_weight", "nan"), ("asccl_weight", "inf"),
-     ("batch_size", "0"), ("max_clips_per_emotion", "-1"), ("seed", "-3"), ("models", "[]"),
-     ("models", '["ganmut", "ganmut"]'), ("test_speakers", "[]"), ("device", "tpu"),
-     ("train_overrides", "[1, 2]")],
+     ("generation_batch_size", "0"), ("max_clips_per_emotion", "-1"), ("seed", "-3"),
+     ("models", "[]"), ("models", '["ganmut", "ganmut"]'), ("test_speakers", "[]"),
+     ("device", "tpu"), ("evaluate", "1"), ("ganmut.steps", "0"), ("icface.g_lr", "nan"),
+     ("ganmut.model", "icface"), ("eval.batch_size", "0"), ("eval.metrics", '["lpips"]')],
 )  # fmt: skip
 def test_config_refuses_nonsense_naming_the_key(key, value):
-    with pytest.raises(ConfigError, match=key) as err:
+    with pytest.raises(ConfigError) as err:
         load_config(ExperimentConfig, None, [f"--{key}", value])
     assert "\n" not in str(err.value)
+    assert all(part in str(err.value) for part in key.split(".")), str(err.value)
+
+
+def test_config_nests_the_runs_and_evaluation_configs(tmp_path):
+    """A model's training config and the evaluation's: a table, a file, or a file with keys
+    on top; ``--ganmut.steps`` style overrides reach them; each run gets the experiment's
+    data, seed, held-out speakers, output folder, metric and ASCCL weight."""
+    from asccl.spfem.experiment import eval_config, train_configs
+
+    (tmp_path / "ganmut.toml").write_text(GANMUT_TOML)
+    (tmp_path / "icface.toml").write_text(ICFACE_TOML)
+    (tmp_path / "eval.toml").write_text(EVAL_TOML)
+    toml = tmp_path / "experiment.toml"
+    toml.write_text(f"""
+seed = 3
+metric = "m.safetensors"
+test_speakers = ["B02"]
+ganmut = "{tmp_path / "ganmut.toml"}"
+eval = "{tmp_path / "eval.toml"}"
+[icface]
+include = "{tmp_path / "icface.toml"}"
+steps = 5
+icface.d_layers = 2
+""")
+    config = load_config(ExperimentConfig, toml, ["--ganmut.g-lr", "3e-4", "--icface.steps", "7"])
+    assert config.ganmut == dataclasses.replace(
+        load_config(SPFEMTrainConfig, tmp_path / "ganmut.toml"), g_lr=3e-4)  # fmt: skip
+    assert config.icface.steps == 7 and config.icface.icface.d_layers == 2  # file, then keys
+    assert config.icface.batch_size == 4 and config.icface.icface.conv_dim == 8  # the file's
+    assert config.eval == load_config(EvalConfig, tmp_path / "eval.toml")
+    runs = train_configs(config, "icface")
+    assert runs["baseline"] == dataclasses.replace(
+        config.icface, data=config.data, out=config.out / "train" / "icface", seed=3,
+        exclude_speakers=("B02",), asccl_weight=0.0, asccl_checkpoint=Path("m.safetensors"),
+    )  # fmt: skip
+    assert runs["asccl"] == dataclasses.replace(
+        runs["baseline"], out=config.out / "train" / "icface_asccl", asccl_weight=1.0)  # fmt: skip
+    evaluation = eval_config(config, tmp_path / "results")
+    assert evaluation == dataclasses.replace(
+        config.eval, results=tmp_path / "results", out=config.out / "eval",
+        methods=("ganmut", "ganmut_asccl", "icface", "icface_asccl"),
+    )  # fmt: skip
+    # a file given on the command line replaces the table; keys still go on top of it
+    again = load_config(ExperimentConfig, toml, ["--icface.steps", "9", "--icface",
+                                                 str(tmp_path / "icface.toml")])  # fmt: skip
+    assert again.icface.steps == 9 and again.icface.icface.d_layers == 3
+    (tmp_path / "ganmut.toml").write_text('model = "ganmut"\nsteps = 0\n')
+    with pytest.raises(ConfigError, match=r"ganmut \(from .*ganmut\.toml\): steps must be"):
+        load_config(ExperimentConfig, toml)

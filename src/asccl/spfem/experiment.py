@@ -2,8 +2,9 @@
 
 For each model in ``models`` (``"ganmut"``, ``"icface"``):
 
-1. **Train** twice with :func:`asccl.spfem.train.train_spfem` and the model's config file,
-   same seed, same data and same step budget: ``baseline`` (``asccl_weight = 0``: the metric
+1. **Train** twice with :func:`asccl.spfem.train.train_spfem` and the model's training
+   config (``ExperimentConfig.ganmut`` / ``.icface``), same seed, same data and same step
+   budget: ``baseline`` (``asccl_weight = 0``: the metric
    is never built) and ``asccl`` (``asccl_weight = asccl_weight`` with the frozen metric
    ``metric``). The test speakers are held out of training. Each run resumes from its
    newest checkpoint, so a killed experiment picks up where it stopped; a run whose
@@ -23,11 +24,11 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    while it was made by the same weights (per method) and the same data, clip selection and
    image sizes (``results/.settings.json``); otherwise it is made again, and the run says how
    many.
-3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation`
-   (tables per setting in the seed's Tables 1-2 layout, bar plots, qualitative grids like
-   its Figures 1-4), then write ``comparison.{md,csv}``: per model and setting the average of
-   every metric for the baseline and +ASCCL, the difference and which is better, whatever
-   the numbers say.
+3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation` and
+   ``ExperimentConfig.eval`` (tables per setting in the seed's Tables 1-2 layout, bar
+   plots, qualitative grids like its Figures 1-4), then write ``comparison.{md,csv}``: per
+   model and setting the average of every metric for the baseline and +ASCCL, the
+   difference and which is better, whatever the numbers say.
 
 On the demo data (``configs/experiments/demo.toml``) the evaluation models have random
 weights unless real ones are given, so the numbers show the plumbing, not the method.
@@ -39,30 +40,37 @@ import csv
 import hashlib
 import json
 import math
-import os
-import re
 import shutil
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm import tqdm
 
-from asccl.config import ConfigError
+from asccl.config import (
+    ConfigError,
+    is_device,
+    is_int,
+    is_number,
+    names_field,
+    path_field,
+    require,
+)
 from asccl.data.clip_index import read_clip_index
 from asccl.data.clips import Clip
-from asccl.data.crop_store import ClipCropsReader, open_clip_crops
+from asccl.data.crop_store import STORE_SUFFIX, ClipCropsReader, crop_path, open_clip_crops
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
-from asccl.data.prepare import STORE_SUFFIX, crop_path
 from asccl.data.video import write_video
 from asccl.evaluation.results import REFERENCES, SOURCES
-from asccl.evaluation.tables import AVERAGE, METRICS, write_text_atomic
+from asccl.evaluation.runner import EvalConfig
+from asccl.evaluation.tables import AVERAGE, METRICS
+from asccl.io import write_text_atomic
 from asccl.spfem.data import EMOTIONS, ClipPairFrames, clip_tensors, emotion_label
+from asccl.spfem.train import SPFEMTrainConfig
 
 MODELS = ("ganmut", "icface")
 #: settings each reference generator is evaluated in
@@ -70,84 +78,73 @@ MODEL_SETTINGS = {"ganmut": ("single",), "icface": ("inter_id", "cross_id")}
 VARIANTS = ("baseline", "asccl")
 
 
-@dataclass
+@dataclass(frozen=True)
 class ExperimentConfig:
-    """Settings of ``asccl experiment`` (see ``configs/experiments/demo.toml``)."""
+    """Settings of ``asccl experiment`` (see ``configs/experiments/demo.toml``).
+
+    ``ganmut`` and ``icface`` are the models' training configs (``[ganmut]`` tables, or a
+    file: ``ganmut = "configs/spfem/ganmut_demo.toml"``), ``eval`` the evaluation's. The
+    experiment sets in each run's copy what makes its two variants one experiment: ``data``,
+    ``seed``, ``resume``, ``exclude_speakers`` (the test speakers), ``out``
+    (``<out>/train/<method>``), ``asccl_weight`` (0 for the baseline) and
+    ``asccl_checkpoint`` (``metric``); in ``eval``: ``results``, ``out`` (``<out>/eval``)
+    and ``methods``. Those keys of the nested configs are not used.
+    """
 
     data: Path = Path("runs/demo/data")  #: stage-1 output (clips.csv, pairs.csv, crops/)
     metric: Path | None = None  #: the frozen ASCCL metric (.safetensors) for the +ASCCL runs
     out: Path = Path("runs/demo/experiment")  #: train/, results/, eval/, comparison.*
     models: tuple[str, ...] = MODELS
-    ganmut_config: Path = Path("configs/spfem/ganmut_demo.toml")
-    icface_config: Path = Path("configs/spfem/icface_demo.toml")
-    #: --key value overrides applied to both variants of every model (e.g. "--steps", "50")
-    train_overrides: tuple[str, ...] = ()
+    #: training of the GANmut-style runs (its ``model`` must be "ganmut")
+    ganmut: SPFEMTrainConfig = field(default_factory=lambda: SPFEMTrainConfig(model="ganmut"))
+    #: training of the ICface-style runs (its ``model`` must be "icface")
+    icface: SPFEMTrainConfig = field(default_factory=lambda: SPFEMTrainConfig(model="icface"))
     asccl_weight: float = 1.0
     seed: int = 0
     test_speakers: tuple[str, ...] = ("W903",)  #: held out of training, used for results
     cross_speakers: tuple[str, ...] = ()  #: cross-ID references from these; () = any other
     max_clips_per_emotion: int = 0  #: test clips per emotion; 0 = all
-    batch_size: int = 16  #: frames per generator call when generating
-    device: str = "cpu"
-    eval_config: Path | None = Path("configs/eval/demo.toml")  #: None: no evaluation
-    #: --key value overrides of the evaluation config (weights paths, device, ...)
-    eval_overrides: tuple[str, ...] = ()
-
+    generation_batch_size: int = 16  #: frames per generator call when writing results
+    device: str = "cpu"  #: where results are generated (training: each model's ``device``)
+    evaluate: bool = True  #: false: train and write the results only
+    eval: EvalConfig = field(default_factory=EvalConfig)  #: how the results are evaluated
     #: false: train every run from scratch (the earlier runs' checkpoints are removed)
     resume: bool = True
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        for name in ("models", "test_speakers", "cross_speakers"):  # one name -> a tuple
-            if isinstance(getattr(self, name), str):
-                setattr(self, name, (getattr(self, name),))
-        for name in ("models", "test_speakers", "cross_speakers", "train_overrides",
-                     "eval_overrides"):  # fmt: skip
-            value = getattr(self, name)
-            _require(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value),
-                     self, name, 'must be a list of strings, e.g. ["a", "b"]')  # fmt: skip
-            setattr(self, name, tuple(value))
-        for name in ("data", "out", "ganmut_config", "icface_config"):
-            _require(isinstance(getattr(self, name), Path), self, name, "must be a path")
-        for name in ("metric", "eval_config"):
-            value = getattr(self, name)
-            _require(value is None or isinstance(value, Path), self, name, "must be a path")
+        for name in ("models", "test_speakers", "cross_speakers"):
+            names_field(self, name)
+        for name in ("data", "out"):
+            path_field(self, name)
+        path_field(self, "metric", optional=True)
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
             raise ConfigError(f"models: unknown {unknown}; valid: {list(MODELS)}")
-        _require(0 < len(self.models) == len(set(self.models)), self, "models",
-                 f"must name one or more of {list(MODELS)}, each once")  # fmt: skip
-        _require(_is_number(self.asccl_weight) and self.asccl_weight > 0, self, "asccl_weight",
-                 "must be a finite number > 0 (the baseline is weight 0)")  # fmt: skip
-        _require(len(self.test_speakers) > 0, self, "test_speakers",
-                 "must name at least one held-out speaker")  # fmt: skip
-        _require(_is_int(self.seed, 0) and self.seed < 2**63 - 2, self, "seed",
-                 "must be in [0, 2**63 - 2)")  # fmt: skip
-        _require(_is_int(self.max_clips_per_emotion, 0), self, "max_clips_per_emotion",
-                 "must be an integer >= 0 (0: all)")  # fmt: skip
-        _require(_is_int(self.batch_size, 1), self, "batch_size", "must be an integer >= 1")
-        _require(isinstance(self.device, str) and bool(DEVICE.match(self.device)), self,
-                 "device", 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
-
-    def model_config(self, model: str) -> Path:
-        return {"ganmut": self.ganmut_config, "icface": self.icface_config}[model]
-
-
-DEVICE = re.compile(r"^(cpu|mps|cuda(:\d+)?)$")
-
-
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _require(ok: bool, config: object, key: str, problem: str) -> None:
-    """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``."""
-    if not ok:
-        raise ConfigError(f"{key} {problem}, got {getattr(config, key)!r}")
+        require(0 < len(self.models) == len(set(self.models)), self, "models",
+                f"must name one or more of {list(MODELS)}, each once")  # fmt: skip
+        for model in MODELS:
+            train = getattr(self, model)
+            require(isinstance(train, SPFEMTrainConfig), self, model,
+                    "must be a training config (a table or a config file name)")  # fmt: skip
+            if train.model != model:
+                raise ConfigError(f'{model}.model must be "{model}" (the table is the {model} '
+                                  f"runs' training config), got {train.model!r}")  # fmt: skip
+        require(isinstance(self.eval, EvalConfig), self, "eval",
+                "must be an evaluation config (a table or a config file name)")  # fmt: skip
+        require(is_number(self.asccl_weight) and self.asccl_weight > 0, self, "asccl_weight",
+                "must be a finite number > 0 (the baseline is weight 0)")  # fmt: skip
+        require(len(self.test_speakers) > 0, self, "test_speakers",
+                "must name at least one held-out speaker")  # fmt: skip
+        require(is_int(self.seed, 0, 2**63 - 3), self, "seed", "must be in [0, 2**63 - 2)")
+        require(is_int(self.max_clips_per_emotion, 0), self, "max_clips_per_emotion",
+                "must be an integer >= 0 (0: all)")  # fmt: skip
+        require(is_int(self.generation_batch_size, 1), self, "generation_batch_size",
+                "must be an integer >= 1")  # fmt: skip
+        require(is_device(self.device), self, "device",
+                'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+        for name in ("evaluate", "resume"):
+            require(isinstance(getattr(self, name), bool), self, name, "must be true or false")
 
 
 def method_name(model: str, variant: str) -> str:
@@ -158,31 +155,28 @@ def method_name(model: str, variant: str) -> str:
 # ----------------------------------------------------------------------------- 1. training
 
 
-def train_configs(config: ExperimentConfig, model: str) -> dict[str, Any]:
-    """``{variant: SPFEMTrainConfig}`` of ``model``'s baseline and +ASCCL runs, from its
-    config file and ``train_overrides`` (a bad value is a ConfigError naming its key)."""
-    from asccl.config import load_config
-    from asccl.spfem.train import SPFEMTrainConfig
-
+def train_configs(config: ExperimentConfig, model: str) -> dict[str, SPFEMTrainConfig]:
+    """``{variant: SPFEMTrainConfig}`` of ``model``'s baseline and +ASCCL runs: its training
+    config with the experiment's data, seed, held-out speakers, output folders and ASCCL
+    settings (a bad combination is a ConfigError naming the model and key)."""
     if config.metric is None:
         raise ConfigError("metric is not set: the +ASCCL runs need a trained ASCCL metric "
                           "(.safetensors from `asccl train-metric`)")  # fmt: skip
     configs = {}
     for variant in VARIANTS:
-        weight = 0.0 if variant == "baseline" else config.asccl_weight
-        overrides = [
-            *config.train_overrides,
-            "--model", model,
-            "--data", str(config.data),
-            "--out", str(config.out / "train" / method_name(model, variant)),
-            "--seed", str(config.seed),
-            "--exclude-speakers", json.dumps(list(config.test_speakers)),
-            "--asccl-weight", str(weight),
-            "--asccl-checkpoint", str(config.metric),
-        ]  # fmt: skip
-        if not config.resume:
-            overrides += ["--resume", "false"]
-        configs[variant] = load_config(SPFEMTrainConfig, config.model_config(model), overrides)
+        try:
+            configs[variant] = replace(
+                getattr(config, model),
+                data=config.data,
+                out=config.out / "train" / method_name(model, variant),
+                seed=config.seed,
+                exclude_speakers=config.test_speakers,
+                asccl_weight=0.0 if variant == "baseline" else config.asccl_weight,
+                asccl_checkpoint=config.metric,
+                resume=config.resume,
+            )
+        except ConfigError as exc:
+            raise ConfigError(f"{model}: {exc}") from None
     return configs
 
 
@@ -194,8 +188,8 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
 
     checkpoints = {}
     for variant, train in train_configs(config, model).items():
-        print(f"\ntraining {method_name(model, variant)} ({config.model_config(model)}, "
-              f"ASCCL weight {train.asccl_weight:g}) -> {train.out}")  # fmt: skip
+        print(f"\ntraining {method_name(model, variant)} (ASCCL weight "
+              f"{train.asccl_weight:g}) -> {train.out}")  # fmt: skip
         checkpoints[variant] = train_spfem(train)
     return checkpoints
 
@@ -277,10 +271,7 @@ def _write_clip(path: Path, frames: np.ndarray, fps: float, audio: Path | None =
     """Write atomically; an existing file is kept (a resumed experiment skips it)."""
     if path.is_file():
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    write_video(tmp, frames, fps=fps, audio_from=audio)
-    os.replace(tmp, path)
+    write_video(path, frames, fps=fps, audio_from=audio)
 
 
 @torch.no_grad()
@@ -296,8 +287,8 @@ def _translate(
     ref_frames, ref_landmarks = reference
     out = []
     device = torch.device(config.device)
-    for start in range(0, len(frames), config.batch_size):
-        part = slice(start, start + config.batch_size)
+    for start in range(0, len(frames), config.generation_batch_size):
+        part = slice(start, start + config.generation_batch_size)
         n = len(frames[part])
         src = frames[part].to(device)
         ref = ref_frames[part].to(device)
@@ -452,16 +443,11 @@ def _reference(
 # --------------------------------------------------------------------------- 3. evaluation
 
 
-def eval_config(config: ExperimentConfig, results: Path) -> Any:
-    """The :class:`~asccl.evaluation.runner.EvalConfig` of ``results`` (all models' methods,
-    table order), from ``eval_config`` and ``eval_overrides``."""
-    from asccl.config import load_config
-    from asccl.evaluation.runner import EvalConfig
-
-    methods = [method_name(m, v) for m in config.models for v in VARIANTS]
-    overrides = ["--results", str(results), "--out", str(config.out / "eval"),
-                 "--methods", json.dumps(methods), *config.eval_overrides]  # fmt: skip
-    return load_config(EvalConfig, config.eval_config, overrides)
+def eval_config(config: ExperimentConfig, results: Path) -> EvalConfig:
+    """The :class:`~asccl.evaluation.runner.EvalConfig` of ``results``: ``eval`` with the
+    results folder, ``<out>/eval`` and all models' methods in table order."""
+    methods = tuple(method_name(m, v) for m in config.models for v in VARIANTS)
+    return replace(config.eval, results=results, out=config.out / "eval", methods=methods)
 
 
 def evaluate_results(config: ExperimentConfig, results: Path) -> dict[str, Path]:
@@ -519,8 +505,8 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
 def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     """Train, generate, evaluate, compare; returns ``{name: path}`` of what it wrote.
 
-    Every setting (each model's training config with ``train_overrides``, the evaluation
-    config) is checked before anything is written; a rerun with other settings redoes what
+    Every setting (each run's training config, the evaluation config) is checked before
+    anything is written; a rerun with other settings redoes what
     they change (training refuses to resume from other settings: ``--resume false``)."""
     from asccl.config import save_config
 
@@ -531,7 +517,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
 
     trains = {model: train_configs(config, model) for model in config.models}
     results = config.out / "results"
-    if config.eval_config is not None:
+    if config.evaluate:
         eval_config(config, results)
     for runs in trains.values():  # a run that cannot resume stops the experiment here
         for train in runs.values():
@@ -551,7 +537,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     for model in config.models:
         results = generate_results(config, model, checkpoints[model])
     paths["results"] = results
-    if config.eval_config is None:
+    if not config.evaluate:
         return paths
     evaluation = evaluate_results(config, results)
     paths |= {f"eval_{k}": v for k, v in evaluation.items()}

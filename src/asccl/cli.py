@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="baseline vs +ASCCL: train both, generate test results, evaluate, compare",
         description="Train each model with and without ASCCL (same seed and budget), write "
         "the test set's results, evaluate them and compare. Extra --key value options "
-        "override the config, e.g. --metric runs/demo/metric/metric.safetensors.",
+        "override the config, nested ones too, e.g. --metric runs/demo/metric/metric.safetensors "
+        "--ganmut.steps 500 --eval.device cuda (or --ganmut configs/spfem/ganmut.toml).",
     )
     experiment.add_argument("--config", help="TOML config, e.g. configs/experiments/demo.toml")
     experiment.set_defaults(handler=_experiment, takes_overrides=True)

@@ -105,7 +105,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--crop-format", choices=["jpeg", "npy"], default="jpeg")
     p.add_argument("--demo-speaker", default="W901")
     p.add_argument("--demo-emotions", default="angry", help="comma-separated, besides neutral")
-    p.add_argument("--workers", type=int, default=TrainConfig().num_workers)
+    p.add_argument("--workers", type=int, default=TrainConfig().workers)
     p.add_argument("--cache-size", type=int, default=64, help="PairedFrames readers per worker")
     p.add_argument("--read-items", type=int, default=200, help="items for the reader rate")
     p.add_argument("--arcface", metavar="PATH", help="insightface backbone.pth to load")

@@ -140,7 +140,7 @@ def train_args(data: Path, out: Path, workers: int = 0) -> list[str]:
     toml = out.parent / f"{out.name}.toml"
     toml.write_text(
         f'data = "{data}"\ninit = "random"\nval_speakers = ["W903"]\nbatch_size = 4\n'
-        f"max_steps = 2\nval_every = 0\nval_batches = 1\nnum_workers = {workers}\n"
+        f"max_steps = 2\nval_every = 0\nval_batches = 1\nworkers = {workers}\n"
         'device = "cpu"\n\n[metric]\nbackbone = "iresnet18"\nimage_size = 64\n'
         "num_anchors = [8, 4, 4, 2]\n"
     )

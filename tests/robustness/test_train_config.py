@@ -61,7 +61,7 @@ BAD_NUMBERS = [
     (["--lr", "inf"], "lr must be a finite number > 0, got inf"),
     (["--lr", "fast"], "lr must be float, got 'fast'"),
     (["--seed", "-1"], "seed must be in [0, 2**63), got -1"),
-    (["--num-workers", "-1"], "num_workers must be an integer >= 0, got -1"),
+    (["--workers", "-1"], "workers must be an integer >= 0, got -1"),
     (["--checkpoint-every", "-1"], "checkpoint_every must be an integer >= 0, got -1"),
     (["--keep-checkpoints", "-2"], "keep_checkpoints must be an integer >= 0, got -2"),
     (["--val-every", "-1"], "val_every must be an integer >= 0, got -1"),

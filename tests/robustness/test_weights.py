@@ -253,7 +253,7 @@ def test_bad_weights_file_is_one_line_naming_it(kind, case, command, corpus, tmp
             "convert": ["metric", "convert", file, work / "converted.safetensors"],
             "train-metric": ["train-metric", "--data", work / "no-data", "--out", work / "out",
                              "--arcface-weights", file, "--metric.backbone", "iresnet18",
-                             "--device", "cpu", "--num-workers", "0"],
+                             "--device", "cpu", "--workers", "0"],
         }.get(command)  # fmt: skip
         if command == "evaluate":
             metric = {"arcface": "csim", "syncnet": "lse", "inception": "fid"}[kind]

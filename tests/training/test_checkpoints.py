@@ -1,5 +1,6 @@
-"""Training checkpoints: an exact round trip of every state a run needs, pruning, atomic
-folder writes, and broken checkpoints skipped in favour of the previous one."""
+"""Training checkpoints: an exact round trip of every state a run needs (named optimisers,
+scalers, generators, the run settings), pruning, atomic folder writes, broken checkpoints
+skipped in favour of the previous one, and older formats refused in one line."""
 
 from __future__ import annotations
 
@@ -11,17 +12,24 @@ import pytest
 import safetensors.torch
 import torch
 
-from asccl.metric import ASCCLMetric, MetricConfig
-from asccl.training.checkpoints import (
-    Progress,
-    latest_checkpoint,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-)
+from asccl.config import ConfigError
+from asccl.io import load_state_dict_strict
+from asccl.metric import ASCCLMetric, MetricConfig, save_metric
+from asccl.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
+from asccl.training.progress import Progress
 
 SMALL = MetricConfig(backbone="iresnet18", image_size=64, num_anchors=(8, 4, 4, 2))
-FILES = ["metric.safetensors", "optimizer.safetensors", "rng.safetensors", "state.json"]
+FILES = ["metric.safetensors", "optimizer_metric.safetensors", "rng.safetensors", "state.json"]
+SETTINGS = {"lr": "0.001", "metric.backbone": '"iresnet18"'}
+
+
+def save(out, metric, optimizer, generator, progress, scaler=None, keep=3):
+    """A checkpoint of a metric trainer's states, as ``TrainingRun`` saves them."""
+    return save_checkpoint(
+        out, progress, models={"metric.safetensors": lambda path: save_metric(metric, path)},
+        optimizers={"metric": optimizer}, scalers={"metric": scaler} if scaler else {},
+        generators={"regions": generator}, settings=SETTINGS, keep=keep,
+    )  # fmt: skip
 
 
 def images(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,44 +73,45 @@ def test_round_trip_restores_every_state(tmp_path):
     progress = Progress(step=7, epoch=1, batch_in_epoch=3)
     torch.manual_seed(123)
     cpu_rng = torch.get_rng_state()
-    path = save_checkpoint(tmp_path, metric, optimizer, scaler, generator, progress)
+    path = save(tmp_path, metric, optimizer, generator, progress, scaler)
     assert path == tmp_path / "checkpoints" / "step_00000007"
     assert checkpoint_names(tmp_path) == ["step_00000007"]  # and no temporary folder
     assert sorted(os.listdir(path)) == FILES
 
     loaded = load_checkpoint(path)
-    assert loaded.path == path and loaded.progress == progress
-    assert loaded.metric.config == metric.config
+    assert loaded.path == path and loaded.progress == progress and loaded.settings == SETTINGS
     expected = metric.state_dict()
-    assert loaded.metric.state_dict().keys() == expected.keys()
-    for key, value in loaded.metric.state_dict().items():
+    weights = loaded.weights["metric.safetensors"]
+    assert weights.keys() == expected.keys()
+    for key, value in weights.items():
         assert value.dtype == expected[key].dtype and torch.equal(value, expected[key]), key
 
     original = optimizer.state_dict()
-    assert loaded.optimizer_state["state"].keys() == original["state"].keys()
+    restored_state = loaded.optimizer_states["metric"]
+    assert restored_state["state"].keys() == original["state"].keys()
     for index, entries in original["state"].items():
         assert set(entries) == {"step", "exp_avg", "exp_avg_sq"}
         for name, value in entries.items():
-            restored = loaded.optimizer_state["state"][index][name]
+            restored = restored_state["state"][index][name]
             assert restored.dtype == value.dtype and torch.equal(restored, value), (index, name)
     assert original["state"][0]["step"].item() == 2
     # param_groups go through JSON: betas come back as a list instead of a tuple
     plain = json.loads(json.dumps(original["param_groups"]))
-    assert loaded.optimizer_state["param_groups"] == plain
+    assert restored_state["param_groups"] == plain
 
     assert torch.equal(loaded.rng["torch_cpu"], cpu_rng)
     assert torch.equal(loaded.rng["regions"], generator.get_state())
-    assert loaded.scaler_state == scaler.state_dict()
+    assert loaded.scaler_states == {"metric": scaler.state_dict()}
 
-    # The proof that nothing is missing: a metric, optimiser and generator rebuilt from the
-    # checkpoint take the next step exactly as the originals do.
-    metric_2 = ASCCLMetric(loaded.metric.config).train()
-    metric_2.load_state_dict(loaded.metric.state_dict())
+    # The proof that nothing is missing: a metric, optimiser, scaler and generator rebuilt
+    # from the checkpoint take the next step exactly as the originals do.
+    metric_2 = load_state_dict_strict(ASCCLMetric(SMALL).train(), weights, path)
     optimizer_2 = torch.optim.Adam(metric_2.parameters(), lr=0.5)  # overwritten by the load
-    optimizer_2.load_state_dict(loaded.optimizer_state)
+    scaler_2 = torch.amp.GradScaler("cpu", init_scale=2.0)
     generator_2 = torch.Generator()
     torch.manual_seed(999)
-    restore_rng(loaded.rng, generator_2)
+    loaded.restore({"metric": optimizer_2}, {"metric": scaler_2}, {"regions": generator_2})
+    assert scaler_2.get_scale() == 1024.0
     assert torch.equal(torch.get_rng_state(), cpu_rng)
     assert torch.equal(generator_2.get_state(), generator.get_state())
     train_step(metric, optimizer, generator, seed=5)
@@ -115,18 +124,18 @@ def test_round_trip_restores_every_state(tmp_path):
 def test_keep_prunes_the_oldest_checkpoints(state, tmp_path):
     metric, optimizer, generator = state
     for step in range(1, 6):
-        save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(step), keep=2)
+        save(tmp_path, metric, optimizer, generator, Progress(step), keep=2)
     assert checkpoint_names(tmp_path) == ["step_00000004", "step_00000005"]
     # steps sort numerically, not as text
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(100_000_000), keep=2)
+    save(tmp_path, metric, optimizer, generator, Progress(100_000_000), keep=2)
     assert checkpoint_names(tmp_path) == ["step_00000005", "step_100000000"]
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(100_000_001), keep=0)
+    save(tmp_path, metric, optimizer, generator, Progress(100_000_001), keep=0)
     assert len(checkpoint_names(tmp_path)) == 3  # keep=0: keep them all
 
 
 def test_a_failed_write_leaves_no_folder_and_the_previous_checkpoint(state, tmp_path, monkeypatch):
     metric, optimizer, generator = state
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(2))
+    save(tmp_path, metric, optimizer, generator, Progress(2))
     real_save_file = safetensors.torch.save_file
     calls = []
 
@@ -138,32 +147,32 @@ def test_a_failed_write_leaves_no_folder_and_the_previous_checkpoint(state, tmp_
 
     monkeypatch.setattr(safetensors.torch, "save_file", fail_on_rng)
     with pytest.raises(OSError, match="disk full"):
-        save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(4))
-    assert "optimizer.safetensors" in calls and "rng.safetensors" in calls
+        save(tmp_path, metric, optimizer, generator, Progress(4))
+    assert "optimizer_metric.safetensors" in calls and "rng.safetensors" in calls
     assert checkpoint_names(tmp_path) == ["step_00000002"]  # no step_4, no temporary folder
     assert latest_checkpoint(tmp_path).progress.step == 2
 
 
 def test_a_temporary_folder_left_by_a_killed_write_is_ignored_then_removed(state, tmp_path):
     metric, optimizer, generator = state
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(2))
+    save(tmp_path, metric, optimizer, generator, Progress(2))
     stale = tmp_path / "checkpoints" / ".step_00000004.k1ll3d"  # SIGKILL during a write
     stale.mkdir()
     (stale / "metric.safetensors").write_bytes(b"\0" * 100)
     assert latest_checkpoint(tmp_path).progress.step == 2
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(4))
+    save(tmp_path, metric, optimizer, generator, Progress(4))
     assert checkpoint_names(tmp_path) == ["step_00000002", "step_00000004"]
 
 
 def test_saving_a_step_again_replaces_it(tmp_path):
     metric, optimizer, generator = trained(steps=1)
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(3, batch_in_epoch=3))
+    save(tmp_path, metric, optimizer, generator, Progress(3, batch_in_epoch=3))
     train_step(metric, optimizer, generator, seed=9)
-    save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(3, batch_in_epoch=9))
+    save(tmp_path, metric, optimizer, generator, Progress(3, batch_in_epoch=9))
     loaded = latest_checkpoint(tmp_path)
     assert checkpoint_names(tmp_path) == ["step_00000003"]
     assert loaded.progress.batch_in_epoch == 9
-    assert loaded.optimizer_state["state"][0]["step"].item() == 2
+    assert loaded.optimizer_states["metric"]["state"][0]["step"].item() == 2
 
 
 def truncate_metric(folder) -> None:
@@ -176,14 +185,14 @@ def garbage_state(folder) -> None:
 
 
 def missing_optimizer(folder) -> None:
-    (folder / "optimizer.safetensors").unlink()
+    (folder / "optimizer_metric.safetensors").unlink()
 
 
 @pytest.mark.parametrize("damage", [truncate_metric, garbage_state, missing_optimizer])
 def test_a_broken_newest_checkpoint_is_skipped_with_a_warning(state, tmp_path, caplog, damage):
     metric, optimizer, generator = state
     for step in (2, 4):
-        save_checkpoint(tmp_path, metric, optimizer, None, generator, Progress(step))
+        save(tmp_path, metric, optimizer, generator, Progress(step))
     newest = tmp_path / "checkpoints" / "step_00000004"
     damage(newest)
     with caplog.at_level(logging.WARNING, logger="asccl.training.checkpoints"):
@@ -200,3 +209,18 @@ def test_no_checkpoint_is_none(tmp_path, caplog):
     (tmp_path / "checkpoints" / "notes").mkdir(parents=True)  # not a step_<N> folder
     assert latest_checkpoint(tmp_path) is None
     assert caplog.records == []
+
+
+def test_a_checkpoint_of_an_older_format_is_refused_in_one_line(state, tmp_path):
+    """A whole checkpoint without run settings cannot be checked against this run: it is
+    neither resumed nor skipped (a fresh run would delete it), but refused."""
+    metric, optimizer, generator = state
+    path = save(tmp_path, metric, optimizer, generator, Progress(2))
+    old = json.loads((path / "state.json").read_text())
+    del old["format"], old["settings"]
+    (path / "state.json").write_text(json.dumps(old))
+    with pytest.raises(ConfigError, match="written by an older asccl") as err:
+        latest_checkpoint(tmp_path)
+    assert str(err.value).startswith(f"{path}: cannot resume") and "--resume false" in str(
+        err.value
+    )

@@ -69,8 +69,8 @@ from asccl.evaluation.results import REFERENCES, SOURCES
 from asccl.evaluation.runner import EvalConfig
 from asccl.evaluation.tables import AVERAGE, METRICS
 from asccl.io import write_text_atomic
+from asccl.spfem.config import SPFEMTrainConfig
 from asccl.spfem.data import EMOTIONS, ClipPairFrames, clip_tensors, emotion_label
-from asccl.spfem.train import SPFEMTrainConfig
 
 MODELS = ("ganmut", "icface")
 #: settings each reference generator is evaluated in
@@ -309,7 +309,7 @@ def generate_results(
     """Write ``model``'s results for every test clip, both variants; returns the root.
     Results already there are kept only while they come from the same weights (see
     :func:`_drop_stale`); call :func:`check_results_settings` first."""
-    from asccl.spfem.train import load_generator
+    from asccl.spfem.generators.checkpoint import load_generator
 
     root = config.out / "results"
     test, others = test_clips(config)
@@ -351,7 +351,7 @@ def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[st
     each method's weights: the data (its path, ``pairs.csv`` and ``clips.csv`` digests, the
     crop stores' sizes and mtimes), the test/cross speakers, ``max_clips_per_emotion`` and
     each model's image size (sources are written at it)."""
-    from asccl.spfem.train import file_digest
+    from asccl.training.resume import file_digest
 
     data = Path(config.data)
     crops = hashlib.sha256()
@@ -377,7 +377,7 @@ SETTINGS_FILE = ".settings.json"
 def check_results_settings(config: ExperimentConfig, settings: dict[str, str]) -> None:
     """Keep ``results/`` only if it was made with ``settings``; otherwise remove it (saying
     which settings changed and how many files go) so that every clip is made again."""
-    from asccl.spfem.train import settings_differences
+    from asccl.training.resume import settings_differences
 
     root = config.out / "results"
     stamp = root / SETTINGS_FILE
@@ -399,8 +399,8 @@ def check_results_settings(config: ExperimentConfig, settings: dict[str, str]) -
 
 def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
     """Results are kept across runs only while they come from the same weights: a digest
-    of the checkpoint's tensors and metadata (:func:`asccl.spfem.train.weights_digest`)."""
-    from asccl.spfem.train import weights_digest
+    of the checkpoint's tensors and metadata (:func:`asccl.training.resume.weights_digest`)."""
+    from asccl.training.resume import weights_digest
 
     stamp = f"{weights_digest(checkpoint)} {Path(checkpoint).resolve()}\n"
     stamp_file = method_dir / ".checkpoint"

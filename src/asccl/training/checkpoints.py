@@ -2,11 +2,13 @@
 
 A checkpoint is a folder ``<out>/checkpoints/step_<N>/`` holding
 
-* ``metric.safetensors``: the metric (weights + its config in the header; usable as is by
-  ``ASCCLLoss``);
-* ``optimizer.safetensors``: the optimiser's tensors (Adam moments, step counts);
-* ``rng.safetensors``: the global CPU/CUDA RNG states and the region sampler's generator;
-* ``state.json``: epoch, step, position in the epoch, optimiser hyper-parameters, AMP scaler.
+* the model file(s) a trainer writes (e.g. ``metric.safetensors``, ``generator.safetensors``:
+  usable as they are);
+* ``optimizer_<name>.safetensors``: each named optimiser's tensors (Adam moments, steps);
+* ``rng.safetensors``: the global CPU/CUDA RNG states and each named ``torch.Generator``;
+* ``state.json``: the format, the model files, progress (step, epoch, position in the
+  epoch), the optimisers' hyper-parameters, each named AMP scaler, the run's settings
+  (:func:`asccl.training.resume.run_settings`, compared on resume) and its full config.
 
 It is written to a temporary folder and renamed into place, so a run killed at any moment
 (even by SIGKILL) leaves either a complete checkpoint or none (the next save removes the
@@ -18,11 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -31,68 +31,96 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from asccl.metric import ASCCLMetric, load_metric, save_metric
+from asccl.config import ConfigError
+from asccl.io import atomic_write, read_weights
+from asccl.training.progress import Progress
+from asccl.training.resume import START_OVER
 
 log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d+)$")
+FORMAT = "asccl-training-checkpoint-2"
 
 
 @dataclass
-class Progress:
-    """Where a run is: optimiser steps done, current epoch, batches done in that epoch."""
+class Checkpoint:
+    """A loaded checkpoint (tensors on the CPU)."""
 
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
+    path: Path
+    progress: Progress
+    settings: dict[str, str]  #: the run settings that made it
+    weights: dict[str, dict[str, Tensor]]  #: ``{model file: state dict}`` as saved
+    optimizer_states: dict[str, dict[str, Any]]
+    scaler_states: dict[str, dict[str, Any] | None]
+    rng: dict[str, Tensor]
+
+    def restore(
+        self,
+        optimizers: Mapping[str, torch.optim.Optimizer],
+        scalers: Mapping[str, torch.amp.GradScaler],
+        generators: Mapping[str, torch.Generator],
+    ) -> None:
+        """Load the named optimiser and scaler states and put back every RNG state."""
+        for name, optimizer in optimizers.items():
+            optimizer.load_state_dict(self.optimizer_states[name])
+        for name, scaler in scalers.items():
+            if self.scaler_states.get(name):
+                scaler.load_state_dict(self.scaler_states[name])
+        torch.set_rng_state(self.rng["torch_cpu"])
+        for name, generator in generators.items():
+            generator.set_state(self.rng[name])
+        cuda = [self.rng[k] for k in sorted(self.rng) if k.startswith("torch_cuda_")]
+        if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(cuda)
 
 
 def save_checkpoint(
     out: Path,
-    metric: ASCCLMetric,
-    optimizer: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler | None,
-    region_generator: torch.Generator,
     progress: Progress,
+    *,
+    models: Mapping[str, Callable[[Path], object]],
+    optimizers: Mapping[str, torch.optim.Optimizer],
+    scalers: Mapping[str, torch.amp.GradScaler],
+    generators: Mapping[str, torch.Generator],
+    settings: Mapping[str, str],
+    config: Mapping[str, Any] | None = None,
     keep: int = 3,
 ) -> Path:
-    """Write a checkpoint for ``progress.step`` atomically; keep the ``keep`` newest."""
+    """Write a checkpoint for ``progress.step`` atomically; keep the ``keep`` newest.
+
+    ``models`` maps each model file's name to a function writing it to the path given.
+    """
     from safetensors.torch import save_file
 
     with checkpoint_folder(out, progress.step, keep) as folder:
-        save_metric(metric, folder / "metric.safetensors")
-        opt_tensors, opt_meta = flatten_optimizer_state(optimizer.state_dict())
-        save_file(opt_tensors, str(folder / "optimizer.safetensors"))
-        save_file(_rng_tensors(region_generator), str(folder / "rng.safetensors"))
-        state = {
-            "progress": asdict(progress),
-            "optimizer": opt_meta,
-            "scaler": scaler.state_dict() if scaler is not None and scaler.is_enabled() else None,
-        }
-        (folder / "state.json").write_text(json.dumps(state, indent=1))
+        for name, write in models.items():
+            write(folder / name)
+        state: dict[str, Any] = {"format": FORMAT, "models": list(models),
+                                 "progress": asdict(progress), "optimizers": {},
+                                 "scalers": {}, "settings": dict(settings),
+                                 "config": config}  # fmt: skip
+        for name, optimizer in optimizers.items():
+            tensors, state["optimizers"][name] = flatten_optimizer_state(optimizer.state_dict())
+            save_file(tensors, str(folder / f"optimizer_{name}.safetensors"))
+        for name, scaler in scalers.items():
+            state["scalers"][name] = scaler.state_dict() if scaler.is_enabled() else None
+        save_file(_rng_tensors(generators), str(folder / "rng.safetensors"))
+        (folder / "state.json").write_text(json.dumps(state, indent=1, default=str))
     return out / "checkpoints" / f"step_{progress.step:08d}"
 
 
 @contextmanager
 def checkpoint_folder(out: Path, step: int, keep: int) -> Iterator[Path]:
     """A temporary folder to fill; on leaving the block it becomes
-    ``out/checkpoints/step_<step>`` by one rename (a kill leaves a whole checkpoint or none)
-    and all but the ``keep`` newest step folders are removed (``keep <= 0``: none). An error
-    inside the block removes the temporary folder and leaves the old checkpoints alone."""
+    ``out/checkpoints/step_<step>`` (:func:`asccl.io.atomic_write`: a kill leaves a whole
+    checkpoint or none) and all but the ``keep`` newest step folders are removed (``keep
+    <= 0``: none). An error inside the block removes the temporary folder and leaves the
+    old checkpoints alone."""
     root = out / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    for stale in root.glob(".step_*"):  # the temporary folder of a run killed mid-write
+    for stale in root.glob(".step_*"):  # what a run killed mid-write left
         shutil.rmtree(stale, ignore_errors=True)
-    final = root / f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=root))
-    try:
+    with atomic_write(root / f"step_{step:08d}", folder=True) as tmp:
         yield tmp
-        os.chmod(tmp, 0o755)  # mkdtemp creates 0700
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in checkpoint_dirs(out)[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -106,33 +134,36 @@ def checkpoint_dirs(out: Path) -> list[Path]:
     return sorted(dirs, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
-@dataclass
-class Checkpoint:
-    """A loaded checkpoint (tensors on the CPU)."""
-
-    path: Path
-    metric: ASCCLMetric
-    optimizer_state: dict[str, Any]
-    scaler_state: dict[str, Any] | None
-    rng: dict[str, Tensor]
-    progress: Progress
-
-
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint folder; raises if any part is missing or malformed."""
+    """Read a checkpoint folder; raises if any part is missing or malformed.
+
+    Raises:
+        ConfigError: a whole checkpoint of an older format (no run settings saved), which
+            cannot be checked against this run.
+    """
     from safetensors.torch import load_file
 
     state = json.loads((path / "state.json").read_text())
-    optimizer_state = unflatten_optimizer_state(
-        load_file(str(path / "optimizer.safetensors")), state["optimizer"]
-    )
+    if isinstance(state, dict) and "format" not in state and "progress" in state:
+        raise ConfigError(
+            f"{path}: cannot resume, it was written by an older asccl without its run "
+            f"settings; {START_OVER}"
+        )
+    if state["format"] != FORMAT:
+        raise ValueError(f"unknown checkpoint format {state['format']!r}")
     return Checkpoint(
         path=path,
-        metric=load_metric(path / "metric.safetensors"),
-        optimizer_state=optimizer_state,
-        scaler_state=state["scaler"],
-        rng=load_file(str(path / "rng.safetensors")),
         progress=Progress(**state["progress"]),
+        settings=state["settings"],
+        weights={name: read_weights(path / name) for name in state["models"]},
+        optimizer_states={
+            name: unflatten_optimizer_state(
+                load_file(str(path / f"optimizer_{name}.safetensors")), meta
+            )
+            for name, meta in state["optimizers"].items()
+        },
+        scaler_states=state["scalers"],
+        rng=load_file(str(path / "rng.safetensors")),
     )
 
 
@@ -141,22 +172,16 @@ def latest_checkpoint(out: Path) -> Checkpoint | None:
     for path in reversed(checkpoint_dirs(out)):
         try:
             return load_checkpoint(path)
+        except ConfigError:
+            raise
         except Exception as exc:  # partial copy, corrupt file, wrong format...
             log.warning("skipping checkpoint %s: it does not load (%s)", path, exc)
     return None
 
 
-def restore_rng(rng: dict[str, Tensor], region_generator: torch.Generator) -> None:
-    """Put back the RNG states saved by :func:`save_checkpoint`."""
-    torch.set_rng_state(rng["torch_cpu"])
-    region_generator.set_state(rng["regions"])
-    cuda = [rng[k] for k in sorted(rng) if k.startswith("torch_cuda_")]
-    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
-        torch.cuda.set_rng_state_all(cuda)
-
-
-def _rng_tensors(region_generator: torch.Generator) -> dict[str, Tensor]:
-    tensors = {"torch_cpu": torch.get_rng_state(), "regions": region_generator.get_state()}
+def _rng_tensors(generators: Mapping[str, torch.Generator]) -> dict[str, Tensor]:
+    tensors = {"torch_cpu": torch.get_rng_state()}
+    tensors.update({name: g.get_state() for name, g in generators.items()})
     if torch.cuda.is_available():
         for i, s in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"torch_cuda_{i}"] = s

@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from asccl.config import ConfigError
+from asccl.config import is_device, is_int, is_number, path_field, require
 from asccl.metric.config import MetricConfig
+from asccl.training.resume import OMIT, data_settings, run_settings
 
-#: what ``device`` may be: "auto", "cpu", "mps", "cuda" or "cuda:N"
-DEVICE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
+#: settings a resumed run may change: they move neither the data order nor the maths
+#: (``channels_last``/``compile``/``device``/``threads`` pick other kernels for the same
+#: maths; ``epochs``/``max_steps`` only where it stops; validation reads, never trains)
+RESUMABLE_CHANGES = frozenset(
+    {
+        "out",
+        "resume",
+        "device",
+        "threads",
+        "workers",
+        "channels_last",
+        "compile",
+        "epochs",
+        "max_steps",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "val_every",
+        "log_every",
+        "tensorboard",
+    }
+)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
     """Metric training settings. Defaults are the paper's (seed 1.2): 224x224, Adam,
     batch 16, learning rate 1e-4, 50 epochs."""
@@ -35,7 +53,9 @@ class TrainConfig:
     epochs: int = 50  #: passes over the training pairs (>= 1: a run always trains)
     max_steps: int | None = None  #: stop after this many optimiser steps (short runs)
     seed: int = 0
-    num_workers: int = 4  #: DataLoader workers per process
+    workers: int = 4  #: DataLoader workers per process
+    #: CPU threads for torch (0: torch's default); 1 is fastest on a busy shared machine
+    threads: int = 0
     amp: Literal["off", "bf16", "fp16"] = "off"
     #: dtype of the weights, the optimiser state and the inputs. "float64" is for
     #: reproducibility checks: runs that differ only in the order of sums (processes,
@@ -61,70 +81,64 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """One :class:`ConfigError` per nonsense value, naming its key."""
-        check = self._require
         for name in ("data", "out"):
-            check(isinstance(getattr(self, name), Path), name, "must be a path")
-        check(
-            self.arcface_weights is None or isinstance(self.arcface_weights, Path),
-            "arcface_weights",
-            "must be a path",
-        )
+            path_field(self, name)
+        path_field(self, "arcface_weights", optional=True)
         for name in ("val_speakers", "emotions"):
             names = getattr(self, name)
             if name == "emotions" and names is None:
                 continue
-            check(
+            require(
                 isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names),
+                self,
                 name,
                 'must be a list of names, e.g. ["W021"]',
             )
-            check(len(names) > 0, name, "must name at least one")
+            require(len(names) > 0, self, name, "must name at least one")
         for name in ("batch_size", "grad_accum", "epochs", "log_every"):
-            check(_is_int(getattr(self, name), 1), name, "must be an integer >= 1")
-        check(
-            self.max_steps is None or _is_int(self.max_steps, 1),
+            require(is_int(getattr(self, name), 1), self, name, "must be an integer >= 1")
+        require(
+            self.max_steps is None or is_int(self.max_steps, 1),
+            self,
             "max_steps",
             "must be an integer >= 1 (or unset: all epochs)",
         )
-        check(
+        require(
             self.batch_size % self.grad_accum == 0,
+            self,
             "batch_size",
             f"must be divisible by grad_accum ({self.grad_accum}): each optimiser step "
             "averages equal micro-batches",
         )
         for name in (
-            "num_workers",
+            "workers",
+            "threads",
             "checkpoint_every",
             "keep_checkpoints",
             "val_every",
             "val_batches",
         ):
-            check(_is_int(getattr(self, name), 0), name, "must be an integer >= 0")
-        check(_is_int(self.seed, 0) and self.seed < 2**63, "seed", "must be in [0, 2**63)")
-        check(
-            isinstance(self.lr, (int, float))
-            and not isinstance(self.lr, bool)
-            and math.isfinite(self.lr)
-            and self.lr > 0,
-            "lr",
-            "must be a finite number > 0",
-        )
-        check(
-            isinstance(self.device, str) and bool(DEVICE.match(self.device)),
+            require(is_int(getattr(self, name), 0), self, name, "must be an integer >= 0")
+        require(is_int(self.seed, 0, 2**63 - 1), self, "seed", "must be in [0, 2**63)")
+        require(is_number(self.lr) and self.lr > 0, self, "lr", "must be a finite number > 0")
+        require(
+            is_device(self.device, auto=True),
+            self,
             "device",
             'must be "auto", "cpu", "mps", "cuda" or "cuda:N"',
         )
-        check(
+        require(
             self.precision == "float32" or self.amp == "off",
+            self,
             "precision",
             f'"float64" cannot be combined with amp = "{self.amp}" (use amp = "off")',
         )
-        check(isinstance(self.metric, MetricConfig), "metric", "must be a MetricConfig")
+        require(isinstance(self.metric, MetricConfig), self, "metric", "must be a MetricConfig")
 
-    def _require(self, ok: bool, key: str, problem: str) -> None:
-        if not ok:
-            raise ConfigError(f"{key} {problem}, got {getattr(self, key)!r}")
-
-
-def _is_int(value: object, low: int) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= low
+    def run_settings(self) -> dict[str, str]:
+        """What the run's weights depend on (saved in each checkpoint; a resume must match):
+        every setting but :data:`RESUMABLE_CHANGES`, the data folder with a digest of its
+        ``pairs.csv``; not ``arcface_weights``, read at step 0 only (``init`` is kept)."""
+        return run_settings(
+            self, RESUMABLE_CHANGES, **data_settings(self.data), arcface_weights=OMIT
+        )

@@ -1,38 +1,42 @@
-"""The training log: one CSV row per logged step (train) or validation (val), optional
-TensorBoard, and a PNG of the curves."""
+"""The training log of every trainer: ``log.csv`` (one row per logged step or validation),
+optional TensorBoard, and a PNG of the curves."""
 
 from __future__ import annotations
 
 import csv
+import io
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from asccl.figures import pyplot, save_figure
+from asccl.io import atomic_write
 
-STAGES = 4
-COLUMNS = [
-    "step", "epoch", "split", "loss", "positive_cosine", "negative_cosine", "gap",
-    *(f"positive_cosine_{i + 1}" for i in range(STAGES)),
-    *(f"negative_cosine_{i + 1}" for i in range(STAGES)),
-    "pairs_per_s", "lr",
-]  # fmt: skip
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+#: columns that place a row, not series to plot
+PLACE = ("step", "epoch", "split")
 
 
 class TrainingLog:
-    """Appends rows to ``<out>/log.csv``; on resume, rows past the resumed step are dropped
-    first (they belong to the run that was killed)."""
+    """``<out>/log.csv``: rows of ``{column: value}``; the header grows when a row brings a
+    new column (the file is then rewritten). On resume, rows past the resumed step are
+    dropped first (they belong to the run that was killed); a fresh run starts empty.
+    Rows go to TensorBoard too (``tensorboard``: under ``<out>/tensorboard``, tagged
+    ``<split>/<column>``)."""
 
     def __init__(self, out: Path, resumed_step: int | None, tensorboard: bool = False) -> None:
         self.path = out / "log.csv"
-        out.mkdir(parents=True, exist_ok=True)
-        rows = []
+        self.rows: list[dict[str, Any]] = []
+        self.columns: list[str] = []
         if self.path.exists() and resumed_step is not None:
             with self.path.open(newline="") as handle:
-                rows = [r for r in csv.DictReader(handle) if int(r["step"]) <= resumed_step]
-        with self.path.open("w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS)
-            writer.writeheader()
-            writer.writerows(rows)
+                reader = csv.DictReader(handle)
+                self.columns = list(reader.fieldnames or [])
+                self.rows = [r for r in reader if int(r["step"]) <= resumed_step]
+        self._rewrite()
         self.writer = None
         if tensorboard:
             try:
@@ -41,19 +45,34 @@ class TrainingLog:
                 raise ImportError("tensorboard=true needs: pip install tensorboard") from exc
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
-    def write(self, row: dict[str, Any]) -> None:
-        with self.path.open("a", newline="") as handle:
-            csv.DictWriter(handle, fieldnames=COLUMNS).writerow(
-                {k: _fmt(row.get(k)) for k in COLUMNS}
-            )
+    def write(self, row: Mapping[str, Any]) -> None:
+        """Append ``row`` (``step`` first; floats kept to 6 significant digits)."""
+        text = {k: _fmt(v) for k, v in row.items()}
+        self.rows.append(text)
+        if set(text) - set(self.columns):
+            self.columns += [k for k in text if k not in self.columns]
+            self._rewrite()
+        else:
+            with self.path.open("a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=self.columns).writerow(text)
         if self.writer is not None:
+            split = row.get("split") or "train"
             for key, value in row.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch"):
-                    self.writer.add_scalar(f"{row['split']}/{key}", value, row["step"])
+                if isinstance(value, (int, float)) and key not in PLACE:
+                    self.writer.add_scalar(f"{split}/{key}", value, int(row["step"]))
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+    def _rewrite(self) -> None:
+        text = io.StringIO()
+        if self.columns:
+            writer = csv.DictWriter(text, fieldnames=self.columns)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        with atomic_write(self.path) as tmp:
+            tmp.write_text(text.getvalue(), newline="")
 
 
 def _fmt(value: Any) -> Any:
@@ -63,7 +82,7 @@ def _fmt(value: Any) -> Any:
 
 
 def read_log(path: Path) -> list[dict[str, Any]]:
-    """Rows of a ``log.csv`` with numbers parsed."""
+    """Rows of a ``log.csv`` with numbers parsed (an empty cell is ``None``)."""
     with path.open(newline="") as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
@@ -73,31 +92,44 @@ def read_log(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def plot_curves(log_path: Path, png_path: Path) -> Path:
-    """Loss (train and validation) and the validation health signal: mean positive and
-    negative cosine and their gap, per step."""
-    plt = pyplot()
+def plot_curves(
+    log_path: Path, png_path: Path, panels: Mapping[str, Callable[[str], bool]]
+) -> Path:
+    """The curves of ``log_path`` (see :func:`draw_curves`) as a PNG at ``png_path``."""
+    return save_figure(draw_curves(read_log(log_path), panels), png_path, dpi=120)
 
-    rows = read_log(log_path)
-    train = [r for r in rows if r["split"] == "train"]
-    val = [r for r in rows if r["split"] == "val"]
-    fig, (ax_loss, ax_cos) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for subset, name in ((train, "train"), (val, "validation")):
-        if subset:
-            ax_loss.plot([r["step"] for r in subset], [r["loss"] for r in subset],
-                         marker="o" if name == "validation" else None, label=name)  # fmt: skip
-    ax_loss.set_xlabel("step")
-    ax_loss.set_ylabel("ASCCL loss")
-    ax_loss.legend()
-    ax_loss.grid(alpha=0.3)
-    if val:
-        steps = [r["step"] for r in val]
-        ax_cos.plot(steps, [r["positive_cosine"] for r in val], marker="o", label="positive pairs")
-        ax_cos.plot(steps, [r["negative_cosine"] for r in val], marker="o", label="negative pairs")
-        ax_cos.plot(steps, [r["gap"] for r in val], marker="o", label="gap (health signal)")
-        ax_cos.legend()
-    ax_cos.set_xlabel("step")
-    ax_cos.set_ylabel("mean cosine similarity (validation)")
-    ax_cos.grid(alpha=0.3)
+
+def draw_curves(rows: list[dict[str, Any]], panels: Mapping[str, Callable[[str], bool]]) -> Figure:
+    """One panel per ``{title: which columns}``, each holding every series it selects, per
+    split (``train``/``val``) where the log has one, over the step. A sparse series (logged
+    on fewer rows than its panel's densest one, e.g. every 4th step, or validation
+    between training rows, or a single point) is drawn through its points with markers."""
+    plt = pyplot()
+    columns = [c for c in (rows[0] if rows else {}) if c not in PLACE]
+    splits = list(dict.fromkeys(r.get("split") for r in rows))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.8 * len(panels), 3.8), squeeze=False)
+    for ax, (title, selects) in zip(axes[0], panels.items(), strict=True):
+        series = []
+        for column in filter(selects, columns):
+            for split in splits:
+                points = [(r["step"], r[column]) for r in rows
+                          if r.get("split") == split and _finite(r[column])]  # fmt: skip
+                if points:
+                    label = column if len(splits) == 1 else f"{column} ({split})"
+                    series.append((label, points))
+        densest = max((len(points) for _, points in series), default=0)
+        for label, points in series:
+            sparse = len(points) < densest or len(points) < 2
+            ax.plot(*zip(*points, strict=True), label=label, marker="o" if sparse else None,
+                    markersize=3)  # fmt: skip
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+        if series:
+            ax.legend(fontsize=7)
     fig.tight_layout()
-    return save_figure(fig, png_path, dpi=120)
+    return fig
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, float) and math.isfinite(value)

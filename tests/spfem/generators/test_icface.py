@@ -14,9 +14,11 @@ from tests.spfem.test_data import write_stage1
 
 from asccl.config import load_config
 from asccl.spfem.action_units import LANDMARK_LAYOUT, landmark_expression_params
+from asccl.spfem.config import SPFEMTrainConfig
 from asccl.spfem.generators import GENERATORS, build_generator
+from asccl.spfem.generators.checkpoint import load_generator
 from asccl.spfem.generators.icface import ICface, ICfaceConfig
-from asccl.spfem.train import SPFEMTrainConfig, load_generator, train_spfem
+from asccl.spfem.train import train_spfem
 
 SIZE = 32
 

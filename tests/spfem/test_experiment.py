@@ -19,8 +19,8 @@ from asccl.data.errors import DataError
 from asccl.evaluation.results import scan_results
 from asccl.evaluation.runner import EvalConfig
 from asccl.metric import build_iresnet, save_metric
+from asccl.spfem.config import SPFEMTrainConfig
 from asccl.spfem.experiment import ExperimentConfig, run_experiment
-from asccl.spfem.train import SPFEMTrainConfig
 from asccl.training.history import read_log
 
 AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"

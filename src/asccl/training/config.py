@@ -12,7 +12,8 @@ from asccl.training.resume import OMIT, data_settings, run_settings
 
 #: settings a resumed run may change: they move neither the data order nor the maths
 #: (``channels_last``/``compile``/``device``/``threads`` pick other kernels for the same
-#: maths; ``epochs``/``max_steps`` only where it stops; validation reads, never trains)
+#: maths: equal to rounding, not bit for bit; ``epochs``/``max_steps`` only where it
+#: stops; validation reads, never trains)
 RESUMABLE_CHANGES = frozenset(
     {
         "out",

@@ -54,7 +54,7 @@ class ASCCLLoss(nn.Module):
             (stored in the checkpoint) when they differ.
         reduction: ``"mean"`` (default) over the batch, ``"sum"``, or ``"none"``: one value
             per sample, ``(B,)``, whose mean is exactly the ``"mean"`` value.
-        **config_overrides: metric settings to change at load time, e.g.
+        **metric_changes: metric settings to change at load time, e.g.
             ``num_anchors=(64, 32, 16, 8)``; architecture fields are rejected.
 
     Inputs ``(B, 3, H, W)`` of any size go through
@@ -71,7 +71,7 @@ class ASCCLLoss(nn.Module):
         input_range: tuple[float, float] = (-1.0, 1.0),
         channel_order: Literal["rgb", "bgr"] = "rgb",
         reduction: Reduction = "mean",
-        **config_overrides: Any,
+        **metric_changes: Any,
     ) -> None:
         super().__init__()
         if (checkpoint is None) == (metric is None):
@@ -80,17 +80,17 @@ class ASCCLLoss(nn.Module):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        if "weight" in config_overrides:
+        if "weight" in metric_changes:
             raise TypeError(
                 "ASCCLLoss takes no weight: scale the loss it returns, or give the weight to "
                 "asccl.spfem.ASCCLSupervision(weight=...)"
             )
         if metric is None:
-            metric = load_metric(checkpoint, **config_overrides)
+            metric = load_metric(checkpoint, **metric_changes)
         else:
             metric = copy.deepcopy(metric)
-            if config_overrides:
-                changed = metric.config.replace(**config_overrides)
+            if metric_changes:
+                changed = metric.config.replace(**metric_changes)
                 if (changed.backbone, changed.head_reduction) != (
                     metric.config.backbone,
                     metric.config.head_reduction,

@@ -155,12 +155,12 @@ def _field_problem(value: Any, default: Any) -> str | None:
     return None
 
 
-def load_metric(path: str | os.PathLike, **overrides: Any) -> ASCCLMetric:
+def load_metric(path: str | os.PathLike, **changes: Any) -> ASCCLMetric:
     """Load a metric checkpoint: an asccl ``.safetensors`` file, or the authors' ``.pth``.
 
     Args:
         path: the checkpoint file.
-        **overrides: :class:`MetricConfig` fields to change after loading, e.g.
+        **changes: :class:`MetricConfig` fields to change after loading, e.g.
             ``channel_order="bgr"`` for the authors' checkpoints (they trained on BGR).
             Fields that change the architecture are rejected.
 
@@ -179,8 +179,8 @@ def load_metric(path: str | os.PathLike, **overrides: Any) -> ASCCLMetric:
         )
         filter_fn = _authors_filter
     state = read_weights(path)
-    if overrides:
-        changed = config.replace(**overrides)
+    if changes:
+        changed = config.replace(**changes)
         for name in ("backbone", "head_reduction"):
             if getattr(changed, name) != getattr(config, name):
                 raise CheckpointError(path, f"{name} is fixed by the checkpoint's weights")

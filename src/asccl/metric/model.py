@@ -74,16 +74,16 @@ class ASCCLMetric(nn.Module):
 
     Args:
         config: a :class:`MetricConfig` (default: the paper's settings).
-        **overrides: fields of :class:`MetricConfig` to change, e.g. ``backbone="iresnet18"``.
+        **changes: fields of :class:`MetricConfig` to change, e.g. ``backbone="iresnet18"``.
 
     Inputs are ``(B, 3, S, S)`` in [-1, 1] with ``S = config.image_size``, channels in
     ``config.channel_order``; :func:`asccl.metric.preprocess.to_metric_input` converts.
     """
 
-    def __init__(self, config: MetricConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: MetricConfig | None = None, **changes: Any) -> None:
         super().__init__()
         config = config or MetricConfig()
-        self.config = config.replace(**overrides) if overrides else config
+        self.config = config.replace(**changes) if changes else config
         self.backbone = build_iresnet(self.config.backbone, with_head=False)
         self.heads = ProjectionHeads(STAGE_CHANNELS, self.config.head_reduction)
 

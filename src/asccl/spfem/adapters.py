@@ -160,7 +160,7 @@ ADAPTERS: dict[str, KeyedAdapter] = {
 }
 
 
-def get_adapter(name: str, **overrides: Any) -> KeyedAdapter:
+def get_adapter(name: str, **changes: Any) -> KeyedAdapter:
     """The adapter registered as ``name``, with fields overridden (e.g. key names).
 
     Raises:
@@ -169,4 +169,4 @@ def get_adapter(name: str, **overrides: Any) -> KeyedAdapter:
     if name not in ADAPTERS:
         raise ValueError(f"unknown SPFEM adapter {name!r}; valid names: {sorted(ADAPTERS)}")
     adapter = ADAPTERS[name]
-    return adapter.replace(**overrides) if overrides else adapter
+    return adapter.replace(**changes) if changes else adapter

@@ -44,7 +44,7 @@ class ASCCLSupervision(nn.Module):
         warmup_steps: steps of the linear ramp from 0 to ``weight`` (0: no warm-up).
         every_n_steps: compute the loss only on steps divisible by this (1: every step);
             the weight is not rescaled to make up for skipped steps.
-        **config_overrides: metric settings changed at load time (see :class:`ASCCLLoss`).
+        **metric_changes: metric settings changed at load time (see :class:`ASCCLLoss`).
 
     The metric is frozen and stays in eval mode whatever ``.train()`` is called on this
     module; gradients reach only the generator, through ``generated``.
@@ -59,7 +59,7 @@ class ASCCLSupervision(nn.Module):
         weight: float = 1.0,
         warmup_steps: int = 0,
         every_n_steps: int = 1,
-        **config_overrides: Any,
+        **metric_changes: Any,
     ) -> None:
         super().__init__()
         if weight < 0:
@@ -74,7 +74,7 @@ class ASCCLSupervision(nn.Module):
             metric=metric,
             input_range=self.adapter.value_range,
             channel_order=self.adapter.channel_order,
-            **config_overrides,
+            **metric_changes,
         )  # unweighted: this module holds the one weight (and its schedule)
         self.weight = float(weight)
         self.warmup_steps = int(warmup_steps)

@@ -236,11 +236,11 @@ COEFFICIENT_ADAPTERS: dict[str, type[NEDStage1Adapter] | type[DSMAdapter]] = {
 
 
 def get_coefficient_adapter(
-    name: str, *, model: FLAME | BFM, renderer: MeshRenderer | None = None, **overrides: Any
+    name: str, *, model: FLAME | BFM, renderer: MeshRenderer | None = None, **changes: Any
 ) -> NEDStage1Adapter | DSMAdapter:
     """The coefficient adapter ``name`` (``"ned_stage1"`` or ``"dsm"``) on ``model``.
 
-    ``overrides`` set the adapter's other fields (key names, ``layout``, ``frames``, cameras).
+    ``changes`` set the adapter's other fields (key names, ``layout``, ``frames``, cameras).
 
     Raises:
         ValueError: unknown ``name`` (the valid names are listed).
@@ -249,4 +249,4 @@ def get_coefficient_adapter(
         raise ValueError(
             f"unknown coefficient adapter {name!r}; valid names: {sorted(COEFFICIENT_ADAPTERS)}"
         )
-    return COEFFICIENT_ADAPTERS[name](model=model, renderer=renderer, **overrides)  # type: ignore[arg-type]
+    return COEFFICIENT_ADAPTERS[name](model=model, renderer=renderer, **changes)  # type: ignore[arg-type]

@@ -312,7 +312,7 @@ class GANmut(ReferenceGenerator):
     def translate(self, batch: Batch) -> Tensor:
         """``batch["source"]`` (or ``"image"``) turned to ``batch["target_emotion"]`` at the
         emotion's gamut point (linear: intensity ``translate_rho``; neutral: the origin).
-        A ``"points"`` entry ``(B, 2)`` overrides the labels (any point of the gamut)."""
+        A ``"points"`` entry ``(B, 2)`` replaces the labels (any point of the gamut)."""
         source = batch["source"] if "source" in batch else batch["image"]
         check_images(source, "batch['source']", self.config.image_size)
         points = batch.get("points")

@@ -39,7 +39,8 @@ from asccl.config import (
     require,
     save_config,
 )
-from asccl.data.prepare import DataConfig, run_prepare
+from asccl.data.config import DataConfig
+from asccl.data.prepare import run_prepare
 from asccl.figures import pyplot, save_figure
 from asccl.losses import ASCCLLoss
 from asccl.metric import ASCCLMetric, Regions, save_metric

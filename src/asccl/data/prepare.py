@@ -26,298 +26,56 @@ Layout of ``config.out``::
     pairs.csv, aligned_pairs.json     all pairs: table + the authors' nested format
     crops/<clip id>.<ext>             face crops + landmarks per clip
     logs/<command>-<time>.log         failures with reasons
+
+The pieces live beside this module: :mod:`asccl.data.config` (``DataConfig``,
+``parse_shard``), :mod:`asccl.data.runs` (the pool, ``StageSummary``, the log) and
+:mod:`asccl.data.item_settings` (the settings recorded per item, redo decisions).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import sys
-import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from tqdm import tqdm
-
-from asccl.config import ConfigError, is_int
 from asccl.data.clip_index import probe_clip, read_clip_index, write_clip_index
-from asccl.data.clips import AlignedPair, Clip, ClipPair
-from asccl.data.crop_store import STORE_SUFFIX, crop_path
+from asccl.data.clips import Clip, ClipPair
+from asccl.data.config import BOX_RULE, DataConfig, parse_shard
+from asccl.data.crop_store import crop_path
 from asccl.data.errors import DataError
-from asccl.data.pairing import DEFAULT_RULES, PairingRule, pair_clips
+from asccl.data.item_settings import (
+    _crop_state,
+    _note_redone,
+    _pair_state,
+    _read_pair,
+    crop_settings_path,
+    load_pair_record,
+    read_crop_settings,
+    settings_change,
+)
+from asccl.data.pairing import pair_clips
+from asccl.data.runs import StageSummary, _run_items, _write_log
 from asccl.io import write_text_atomic
 
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Settings of the ``asccl data`` commands (see ``configs/data/*.toml``)."""
-
-    dataset: Literal["mead", "ravdess"] = "mead"
-    root: Path = Path("demo_data/MEAD")  #: the dataset as distributed
-    out: Path = Path("runs/data")  #: where every output of stage 1 goes
-    view: str = "front"  #: MEAD camera view
-    speakers: list[str] | None = None  #: restrict to these speakers
-    pairing: PairingRule | None = None  #: None: the dataset's default rule
-    #: audio features for DTW: "mel" (the paper), "mfcc", or "mfcc_psf" (the authors' file)
-    features: Literal["mel", "mfcc", "mfcc_psf"] = "mel"
-    dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
-    sample_rate: int = 16000
-    crop_size: int = 224
-    crop_format: Literal["jpeg", "npy"] = "jpeg"  #: crop store (see asccl.data.crop_store)
-    landmark_backend: str = "dlib"
-    detect_every: int = 10  #: run the face detector every N frames, track in between
-    crop_all_clips: bool = False  #: crop every clip, not only those in pairs
-    workers: int = 2  #: processes; 0 runs in this process
-    shard: str = "0/1"  #: "i/n": this job's share of the items
-
-    def __post_init__(self) -> None:
-        """Check every setting; :class:`~asccl.config.ConfigError` names the first bad key."""
-        for key in ("root", "out"):
-            value = getattr(self, key)
-            if not isinstance(value, (str, os.PathLike)) or not str(value):
-                raise ConfigError(f"{key}: must be a path, got {value!r}")
-            object.__setattr__(self, key, Path(value))
-        choices = {
-            "dataset": ("mead", "ravdess"),
-            "features": ("mel", "mfcc", "mfcc_psf"),
-            "dtw_metric": ("l1", "euclidean", "cosine"),
-            "crop_format": tuple(STORE_SUFFIX),
-        }
-        for key, valid in choices.items():
-            if getattr(self, key) not in valid:
-                raise ConfigError(
-                    f"{key}: must be one of {list(valid)}, got {getattr(self, key)!r}"
-                )
-        for key in ("view", "landmark_backend"):
-            if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ConfigError(f"{key}: must be a non-empty string, got {getattr(self, key)!r}")
-        if self.speakers is not None and (
-            not isinstance(self.speakers, list | tuple)
-            or not all(isinstance(s, str) and s for s in self.speakers)
-        ):
-            raise ConfigError(f"speakers: must be a list of speaker names, got {self.speakers!r}")
-        if not isinstance(self.crop_all_clips, bool):
-            raise ConfigError(f"crop_all_clips: must be true or false, got {self.crop_all_clips!r}")
-        for key, (low, high, unit) in _INT_RANGES.items():
-            value = getattr(self, key)
-            if not is_int(value, low, high):
-                raise ConfigError(
-                    f"{key}: must be an integer {unit} in {low}..{high}, got {value!r}"
-                )
-        try:
-            parse_shard(self.shard)
-        except ValueError as exc:
-            raise ConfigError(f"shard: {exc}") from None
-
-    def rule(self) -> PairingRule:
-        return self.pairing or DEFAULT_RULES[self.dataset]
-
-    def pair_settings(self) -> dict[str, Any]:
-        """The settings a pair file's content depends on (recorded in it, compared on rerun)."""
-        return {"features": self.features, "dtw_metric": self.dtw_metric,
-                "sample_rate": self.sample_rate}  # fmt: skip
-
-    def crop_settings(self) -> dict[str, Any]:
-        """The settings a crop store's content depends on (recorded beside it)."""
-        return {"crop_size": self.crop_size, "landmark_backend": self.landmark_backend,
-                "detect_every": self.detect_every, **BOX_RULE}  # fmt: skip
-
-
-#: ``DataConfig`` integers: key -> (lowest, highest, unit).
-_INT_RANGES: dict[str, tuple[int, int, str]] = {
-    "sample_rate": (8000, 192000, "(Hz)"),
-    "crop_size": (16, 1024, "(pixels)"),
-    "detect_every": (1, 1000, "(frames)"),
-    "workers": (0, 1024, "(processes)"),
-}
-
-#: The box rule every crop store is made with (:func:`asccl.data.crops.crop_clip`'s
-#: arguments), recorded with the store so that a change of it redoes the crops.
-BOX_RULE: dict[str, Any] = {"grow": 0.10, "square": False, "smooth_window": 5, "max_gap": 5,
-                            "pad": "zeros"}  # fmt: skip
-
-
-@dataclass
-class StageSummary:
-    """What a command did: counts, failures ``(item, reason)``, and its outputs."""
-
-    stage: str
-    done: int = 0
-    skipped: int = 0
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-    outputs: dict[str, Path] = field(default_factory=dict)
-
-    def report(self) -> str:
-        lines = [
-            f"[{self.stage}] {self.done} done, {self.skipped} already done (skipped), "
-            f"{len(self.failures)} failed",
-            *(f"  {note}" for note in self.notes),
-        ]
-        lines += [f"  failed: {item}: {reason}" for item, reason in self.failures[:10]]
-        if len(self.failures) > 10:
-            lines.append(f"  ... {len(self.failures) - 10} more in the log")
-        lines += [f"  {name}: {path}" for name, path in self.outputs.items()]
-        return "\n".join(lines)
-
-    def error_line(self) -> str | None:
-        """One line for ``asccl: error: ...`` when items failed: the first failure (its
-        file and problem), how many failed, and the log; ``None`` when none did."""
-        if not self.failures:
-            return None
-        item, reason = self.failures[0]
-        log = self.outputs.get("log")
-        where = f", listed in {log}" if log else ""
-        return f"{item}: {reason} ([{self.stage}] {len(self.failures)} items failed{where})"
-
-
-# ----------------------------------------------------------------------------- running
-
-
-def parse_shard(shard: str) -> tuple[int, int]:
-    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
-    try:
-        index, count = (int(part) for part in str(shard).split("/"))
-    except ValueError:
-        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
-    if not 0 <= index < count:
-        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
-    return index, count
-
-
-def _run_items(
-    name: str,
-    items: list[Any],
-    work: Callable[[Any], None],
-    describe: Callable[[Any], str],
-    workers: int,
-    summary: StageSummary,
-) -> None:
-    """Run ``work(item)`` for every item (in a pool when ``workers > 0``); record failures.
-
-    ``work`` raises :class:`DataError` (or any exception) to fail one item only. A worker
-    process that dies (killed, out of memory, a crash in native code) fails the items it
-    and the broken pool still held, each with that reason.
-    """
-    progress = tqdm(total=len(items), desc=name, unit="item", leave=False)
-    if workers <= 0 or len(items) <= 1:
-        for item in items:
-            _record(summary, describe(item), _call(work, item))
-            progress.update()
-    else:
-        pool = ProcessPoolExecutor(
-            max_workers=workers, initializer=_die_with_parent, initargs=(os.getpid(),)
-        )
-        try:
-            futures = {pool.submit(_call, work, item): item for item in items}
-            for future in as_completed(futures):
-                try:
-                    error = future.result()
-                except BrokenProcessPool:
-                    error = (None, "a worker process died (killed or crashed) before finishing it")
-                _record(summary, describe(futures[future]), error)
-                progress.update()
-        except BaseException:  # Ctrl-C: do not wait for the queued items
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
-        pool.shutdown()
-    progress.close()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Pool initialiser: end this worker when ``parent`` (the run's process) ends.
-
-    Linux: the kernel sends SIGKILL when the parent dies (``prctl(PR_SET_PDEATHSIG)``);
-    elsewhere a daemon thread polls ``os.getppid()``. Either way the parent may already
-    be gone by the time this runs: then exit at once.
-    """
-    armed = False
-    if sys.platform.startswith("linux"):
-        try:
-            import ctypes
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            armed = libc.prctl(1, signal.SIGKILL, 0, 0, 0) == 0  # 1: PR_SET_PDEATHSIG
-        except (OSError, AttributeError):
-            armed = False
-    if os.getppid() != parent:
-        os._exit(1)
-    if not armed:
-
-        def watch() -> None:
-            while os.getppid() == parent:
-                time.sleep(0.5)
-            os._exit(1)
-
-        threading.Thread(target=watch, name="asccl-parent-watch", daemon=True).start()
-
-
-def _call(work: Callable[[Any], None], item: Any) -> tuple[str | None, str] | None:
-    """``work(item)``; ``None``, or ``(file or None, problem)`` of the error it raised."""
-    try:
-        work(item)
-    except DataError as exc:
-        return exc.path, exc.problem
-    except Exception as exc:  # one bad item must not stop the run
-        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
-    return None
-
-
-def _record(summary: StageSummary, item: str, error: tuple[str | None, str] | None) -> None:
-    """Count ``item`` done, or add ``(item, reason)``; the reason names the file at fault
-    (``file: problem``) unless that file is the item itself."""
-    if error is None:
-        summary.done += 1
-        return
-    path, problem = error
-    summary.failures.append((item, problem if path in (None, item) else f"{path}: {problem}"))
-
-
-def _write_log(out: Path, summary: StageSummary, problems: Iterable[DataError] = ()) -> Path:
-    logs = out / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    stem = f"{summary.stage}-{time.strftime('%Y%m%d-%H%M%S')}"
-    path = logs / f"{stem}.log"
-    for n in range(2, 1000):  # two runs in one second keep both logs
-        if not path.exists():
-            break
-        path = logs / f"{stem}-{n}.log"
-    lines = [f"{item}: {reason}" for item, reason in summary.failures]
-    lines += [f"{p.path}: {p.problem}" for p in problems]
-    write_text_atomic(path, "\n".join(lines) + ("\n" if lines else ""))
-    summary.outputs["log"] = path
-    return path
-
-
-def settings_change(recorded: Mapping[str, Any] | None, current: Mapping[str, Any]) -> str | None:
-    """How ``current`` settings differ from those an item ``recorded``: ``None`` if not at
-    all, ``"settings unknown"`` when nothing was recorded, else ``"key: old -> new; ..."``."""
-    if recorded is None:
-        return "settings unknown"
-    keys = [k for k in (*current, *(k for k in recorded if k not in current))
-            if recorded.get(k, "?") != current.get(k, "?")]  # fmt: skip
-    if not keys:
-        return None
-    return "; ".join(f"{k}: {recorded.get(k, '?')} -> {current.get(k, '?')}" for k in keys)
-
-
-def _note_redone(summary: StageSummary, changes: Counter[str], noun: str) -> None:
-    """One note per kind of settings change: how many items it made the run redo."""
-    for change, count in sorted(changes.items()):
-        if change == "settings unknown":
-            summary.notes.append(
-                f"{count} {noun} made without recorded settings (an older asccl: settings "
-                "unknown): redone"
-            )
-        else:
-            summary.notes.append(f"{count} {noun} made with other settings ({change}): redone")
+#: Names importable from here (their homes: config, runs, item_settings, crop_store).
+__all__ = [
+    "BOX_RULE",
+    "DataConfig",
+    "StageSummary",
+    "crop_path",
+    "crop_settings_path",
+    "load_pair_record",
+    "pair_path",
+    "parse_shard",
+    "read_crop_settings",
+    "run_crops",
+    "run_index",
+    "run_pairs",
+    "run_prepare",
+    "settings_change",
+]
 
 
 # ----------------------------------------------------------------------------- index
@@ -423,33 +181,6 @@ class _AlignWork:
             raise DataError(clip.audio, f"no features ({' '.join(str(exc).split())})") from exc
 
 
-def load_pair_record(path: Path) -> AlignedPair:
-    """Read one ``pairs/.../<key>.json``; :class:`DataError` if it is not valid."""
-    return _read_pair(path)[0]
-
-
-def _read_pair(path: Path) -> tuple[AlignedPair, dict[str, Any] | None]:
-    """A pair file's pair and the settings it recorded (``None``: not recorded)."""
-    try:
-        record = json.loads(path.read_text())
-        settings = record.pop("settings", None)
-        return AlignedPair(**record), settings if isinstance(settings, dict) else None
-    except (OSError, ValueError, TypeError, AttributeError) as exc:
-        raise DataError(path, f"not a valid aligned pair ({exc})") from exc
-
-
-def _pair_state(path: Path, settings: dict[str, Any]) -> str | None:
-    """``None`` if ``path`` is a valid pair made with ``settings``; ``"missing"`` if it
-    is absent or unreadable; else how its settings differ (:func:`settings_change`)."""
-    if not path.is_file():
-        return "missing"
-    try:
-        _, recorded = _read_pair(path)
-    except DataError:
-        return "missing"
-    return settings_change(recorded, settings)
-
-
 def run_pairs(config: DataConfig) -> StageSummary:
     """Align every clip pair of this shard by DTW on audio; merge all pairs on disk.
 
@@ -519,20 +250,6 @@ def run_pairs(config: DataConfig) -> StageSummary:
 # ----------------------------------------------------------------------------- crops
 
 
-def crop_settings_path(store: Path) -> Path:
-    """The file beside a crop store that records the settings it was made with."""
-    return store.with_name(f"{store.name}.settings.json")
-
-
-def read_crop_settings(store: Path) -> dict[str, Any] | None:
-    """The settings recorded beside ``store``; ``None`` if none (or unreadable) are."""
-    try:
-        recorded = json.loads(crop_settings_path(store).read_text())
-    except (OSError, ValueError):
-        return None
-    return recorded if isinstance(recorded, dict) else None
-
-
 _TRACKERS: dict[tuple[str, int], Any] = {}  # one per process: loading a model takes ~0.7 s
 
 
@@ -563,19 +280,6 @@ class _CropWork:
         crop_settings_path(path).unlink(missing_ok=True)
         write_clip_crops(crops, path, format=self.fmt)
         write_text_atomic(crop_settings_path(path), json.dumps(s, sort_keys=True))
-
-
-def _crop_state(path: Path, settings: dict[str, Any], frames: int | None) -> str | None:
-    """``None`` if ``path`` is a complete store made with ``settings``; ``"missing"`` if
-    it is absent or broken; else how its settings differ (:func:`settings_change`)."""
-    from asccl.data.crop_store import validate_clip_crops
-
-    if not path.exists():
-        return "missing"
-    change = settings_change(read_crop_settings(path), settings)
-    if change is not None:
-        return change
-    return None if validate_clip_crops(path, expected_frames=frames) else "missing"
 
 
 def run_crops(config: DataConfig) -> StageSummary:

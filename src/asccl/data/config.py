@@ -1,0 +1,117 @@
+"""``DataConfig``: the settings of the ``asccl data`` commands, and ``--shard i/n`` parsing.
+
+The settings that shape an item's content (:meth:`DataConfig.pair_settings`,
+:meth:`DataConfig.crop_settings`, with :data:`BOX_RULE`) are recorded with each item and
+compared on rerun (:mod:`asccl.data.item_settings`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from asccl.config import ConfigError, is_int
+from asccl.data.crop_store import STORE_SUFFIX
+from asccl.data.pairing import DEFAULT_RULES, PairingRule
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Settings of the ``asccl data`` commands (see ``configs/data/*.toml``)."""
+
+    dataset: Literal["mead", "ravdess"] = "mead"
+    root: Path = Path("demo_data/MEAD")  #: the dataset as distributed
+    out: Path = Path("runs/data")  #: where every output of stage 1 goes
+    view: str = "front"  #: MEAD camera view
+    speakers: list[str] | None = None  #: restrict to these speakers
+    pairing: PairingRule | None = None  #: None: the dataset's default rule
+    #: audio features for DTW: "mel" (the paper), "mfcc", or "mfcc_psf" (the authors' file)
+    features: Literal["mel", "mfcc", "mfcc_psf"] = "mel"
+    dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
+    sample_rate: int = 16000
+    crop_size: int = 224
+    crop_format: Literal["jpeg", "npy"] = "jpeg"  #: crop store (see asccl.data.crop_store)
+    landmark_backend: str = "dlib"
+    detect_every: int = 10  #: run the face detector every N frames, track in between
+    crop_all_clips: bool = False  #: crop every clip, not only those in pairs
+    workers: int = 2  #: processes; 0 runs in this process
+    shard: str = "0/1"  #: "i/n": this job's share of the items
+
+    def __post_init__(self) -> None:
+        """Check every setting; :class:`~asccl.config.ConfigError` names the first bad key."""
+        for key in ("root", "out"):
+            value = getattr(self, key)
+            if not isinstance(value, (str, os.PathLike)) or not str(value):
+                raise ConfigError(f"{key}: must be a path, got {value!r}")
+            object.__setattr__(self, key, Path(value))
+        choices = {
+            "dataset": ("mead", "ravdess"),
+            "features": ("mel", "mfcc", "mfcc_psf"),
+            "dtw_metric": ("l1", "euclidean", "cosine"),
+            "crop_format": tuple(STORE_SUFFIX),
+        }
+        for key, valid in choices.items():
+            if getattr(self, key) not in valid:
+                raise ConfigError(
+                    f"{key}: must be one of {list(valid)}, got {getattr(self, key)!r}"
+                )
+        for key in ("view", "landmark_backend"):
+            if not isinstance(getattr(self, key), str) or not getattr(self, key):
+                raise ConfigError(f"{key}: must be a non-empty string, got {getattr(self, key)!r}")
+        if self.speakers is not None and (
+            not isinstance(self.speakers, list | tuple)
+            or not all(isinstance(s, str) and s for s in self.speakers)
+        ):
+            raise ConfigError(f"speakers: must be a list of speaker names, got {self.speakers!r}")
+        if not isinstance(self.crop_all_clips, bool):
+            raise ConfigError(f"crop_all_clips: must be true or false, got {self.crop_all_clips!r}")
+        for key, (low, high, unit) in _INT_RANGES.items():
+            value = getattr(self, key)
+            if not is_int(value, low, high):
+                raise ConfigError(
+                    f"{key}: must be an integer {unit} in {low}..{high}, got {value!r}"
+                )
+        try:
+            parse_shard(self.shard)
+        except ValueError as exc:
+            raise ConfigError(f"shard: {exc}") from None
+
+    def rule(self) -> PairingRule:
+        return self.pairing or DEFAULT_RULES[self.dataset]
+
+    def pair_settings(self) -> dict[str, Any]:
+        """The settings a pair file's content depends on (recorded in it, compared on rerun)."""
+        return {"features": self.features, "dtw_metric": self.dtw_metric,
+                "sample_rate": self.sample_rate}  # fmt: skip
+
+    def crop_settings(self) -> dict[str, Any]:
+        """The settings a crop store's content depends on (recorded beside it)."""
+        return {"crop_size": self.crop_size, "landmark_backend": self.landmark_backend,
+                "detect_every": self.detect_every, **BOX_RULE}  # fmt: skip
+
+
+#: ``DataConfig`` integers: key -> (lowest, highest, unit).
+_INT_RANGES: dict[str, tuple[int, int, str]] = {
+    "sample_rate": (8000, 192000, "(Hz)"),
+    "crop_size": (16, 1024, "(pixels)"),
+    "detect_every": (1, 1000, "(frames)"),
+    "workers": (0, 1024, "(processes)"),
+}
+
+#: The box rule every crop store is made with (:func:`asccl.data.crops.crop_clip`'s
+#: arguments), recorded with the store so that a change of it redoes the crops.
+BOX_RULE: dict[str, Any] = {"grow": 0.10, "square": False, "smooth_window": 5, "max_gap": 5,
+                            "pad": "zeros"}  # fmt: skip
+
+
+def parse_shard(shard: str) -> tuple[int, int]:
+    """``"i/n"`` -> ``(i, n)`` with ``0 <= i < n``."""
+    try:
+        index, count = (int(part) for part in str(shard).split("/"))
+    except ValueError:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {shard!r}") from None
+    if not 0 <= index < count:
+        raise ValueError(f"shard {shard!r}: need 0 <= i < n")
+    return index, count

@@ -7,7 +7,8 @@
   and DSM adapters via ``get_coefficient_adapter``).
 - :mod:`asccl.spfem.generators`, :mod:`asccl.spfem.train`: the GANmut- and ICface-style
   reference generators and ``asccl spfem train``.
-- :mod:`asccl.spfem.experiment`: ``asccl experiment`` (baseline vs +ASCCL, evaluated).
+- :mod:`asccl.spfem.experiment`: ``asccl experiment`` (baseline vs +ASCCL, evaluated);
+  its steps :mod:`asccl.spfem.results` (test-set results) and :mod:`asccl.spfem.comparison`.
 
 Only the adapters and the supervision are imported here; the rest loads on import.
 """

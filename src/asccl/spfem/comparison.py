@@ -1,0 +1,61 @@
+"""Step 3 of ``asccl experiment``: ``comparison.{md,csv}``, baseline vs +ASCCL per model,
+setting and metric, from the evaluation's ``scores.csv``."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from asccl.evaluation.tables import AVERAGE, METRICS
+from asccl.io import write_text_atomic
+from asccl.spfem.results import MODEL_SETTINGS, method_name
+
+if TYPE_CHECKING:
+    from asccl.spfem.experiment import ExperimentConfig
+
+
+def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
+    """``comparison.{md,csv}``: per model, setting and metric, the average over emotions of
+    the baseline and of +ASCCL, the difference (+ASCCL - baseline) and the better one."""
+    with open(scores_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    value = {(r["setting"], r["method"], r["emotion"], r["metric"]): float(r["value"])
+             for r in rows}  # fmt: skip
+    metrics = [m for m in METRICS if any(r["metric"] == m for r in rows)]
+    table = []
+    for model in config.models:
+        base, ours = method_name(model, "baseline"), method_name(model, "asccl")
+        for setting in MODEL_SETTINGS[model]:
+            for metric in metrics:
+                a = value.get((setting, base, AVERAGE, metric), math.nan)
+                b = value.get((setting, ours, AVERAGE, metric), math.nan)
+                if math.isnan(a) and math.isnan(b):
+                    continue
+                higher = METRICS[metric][2]
+                if math.isnan(a) or math.isnan(b):
+                    better = "-"
+                elif f"{a:.3f}" == f"{b:.3f}":
+                    better = "tie"  # equal to the table's precision
+                else:
+                    better = "+ASCCL" if (b > a) == higher else "baseline"
+                table.append((model, setting, METRICS[metric][0], a, b, b - a, better))
+    header = ("model", "setting", "metric", "baseline", "+ASCCL", "difference", "better")
+    out = config.out
+    csv_path = out / "comparison.csv"
+    buffer = [",".join(header)]
+    buffer += [",".join([m, s, k, f"{a:.4f}", f"{b:.4f}", f"{d:+.4f}", w])
+               for m, s, k, a, b, d, w in table]  # fmt: skip
+    write_text_atomic(csv_path, "\n".join(buffer) + "\n")
+    md = [
+        "# Baseline vs +ASCCL (average over emotions)\n",
+        f"Test speakers: {', '.join(config.test_speakers)}; ASCCL weight "
+        f"{config.asccl_weight:g}; seed {config.seed}; same data and step budget for both.\n",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    md += [f"| {m} | {s} | {k} | {a:.3f} | {b:.3f} | {d:+.3f} | {w} |"
+           for m, s, k, a, b, d, w in table]  # fmt: skip
+    md_path = write_text_atomic(out / "comparison.md", "\n".join(md) + "\n")
+    return {"comparison_md": md_path, "comparison_csv": csv_path}

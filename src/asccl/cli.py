@@ -62,7 +62,8 @@ def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 def _evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from asccl.config import load_config
-    from asccl.evaluation.runner import EvalConfig, run_evaluation
+    from asccl.evaluation.config import EvalConfig
+    from asccl.evaluation.runner import run_evaluation
 
     config = load_config(EvalConfig, args.config, overrides)
     outputs = run_evaluation(config)

@@ -1,0 +1,128 @@
+"""Settings and the account of one ``asccl evaluate`` run: :class:`EvalConfig`
+(``configs/eval/*.toml``, ``[eval]`` of an experiment) and :class:`EvalSummary` (features
+computed or reused, layout problems, clips not scored)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from asccl.config import (
+    ConfigError,
+    is_device,
+    is_int,
+    is_number,
+    names_field,
+    path_field,
+    require,
+)
+
+METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Settings of ``asccl evaluate`` (see ``configs/eval/demo.toml``); ``device`` has no
+    "auto": the evaluation runs where it is told."""
+
+    results: Path = Path("runs/demo/results")  # results folder (layout: evaluation/results.py)
+    out: Path = Path("runs/demo/eval")  # tables/, plots/, grids/, scores.csv, report.txt, cache/
+    distribution_metric: Literal["fid", "fad"] = "fid"  # GANmut table: FID; DSM table: FAD
+    # switched-on metrics: "distribution" (or its name, "fid"/"fad"), "csim", "lse"
+    metrics: tuple[str, ...] = ("distribution", "csim", "lse")
+    inception_weights: Path | None = None  # pt_inception-2015-12-05-6726825d.pth (FID)
+    arcface_weights: Path | None = None  # insightface backbone.pth (FAD, CSIM)
+    arcface_backbone: str = "iresnet50"
+    syncnet_weights: Path | None = None  # syncnet_v2.model (LSE)
+    max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
+    lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
+    lse_vshift: int = 15
+    frame_folder_fps: float = 25.0  # frame rate assumed for frame-folder results
+    batch_size: int = 32
+    device: str = "cpu"
+    grid_clips: int = 3  # clips per qualitative grid; 0 = no grids
+    methods: tuple[str, ...] = ()  # methods to evaluate, in table order; () = all, by name
+
+    def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        names_field(self, "metrics", problem=f"must name switches of {list(METRIC_SWITCHES)}")
+        names_field(self, "methods", problem='must be a list of method folder names, e.g. '
+                    '["baseline", "asccl"]')  # fmt: skip
+        for name in ("results", "out"):
+            path_field(self, name)
+        for name in ("inception_weights", "arcface_weights", "syncnet_weights"):
+            path_field(self, name, optional=True)
+        require(self.distribution_metric in ("fid", "fad"), self, "distribution_metric",
+                'must be "fid" or "fad"')  # fmt: skip
+        require(len(self.metrics) > 0, self, "metrics", f"must name at least one of "
+                f"{list(METRIC_SWITCHES)}")  # fmt: skip
+        unknown = [m for m in self.metrics if m not in METRIC_SWITCHES]
+        if unknown:
+            raise ConfigError(f"metrics: unknown {unknown}; valid: {list(METRIC_SWITCHES)}")
+        other = {"fid": "fad", "fad": "fid"}[self.distribution_metric]
+        if other in self.metrics:
+            raise ConfigError(
+                f"metrics lists {other!r} but distribution_metric is "
+                f"{self.distribution_metric!r}; set distribution_metric = {other!r}"
+            )
+        from asccl.metric.iresnet import IRESNET_LAYERS
+
+        require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
+                f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
+        for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
+                          ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
+            require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
+        require(is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
+                "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
+        require(is_device(self.device), self, "device",
+                'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+        require(len(set(self.methods)) == len(self.methods), self, "methods",
+                "must not repeat a method")  # fmt: skip
+
+    @property
+    def use_distribution(self) -> bool:
+        return bool({"distribution", self.distribution_metric} & set(self.metrics))
+
+    @property
+    def table_metrics(self) -> list[str]:
+        """Table columns per method, in the paper's order (FID/FAD, LSE-D, CSIM, LSE-C)."""
+        names = [self.distribution_metric] if self.use_distribution else []
+        names += ["lse_d"] if "lse" in self.metrics else []
+        names += ["csim"] if "csim" in self.metrics else []
+        names += ["lse_c"] if "lse" in self.metrics else []
+        return names
+
+
+@dataclass
+class EvalSummary:
+    """What a run did: feature counts, layout problems, unreadable or dropped clips."""
+
+    computed: int = 0
+    cached: int = 0
+    redone: int = 0  #: of ``computed``: cache entries made by other settings or another clip
+    redone_because: dict[str, int] = field(default_factory=dict)  #: recipe key -> entries
+    problems: list[str] = field(default_factory=list)
+    failures: dict[str, str] = field(default_factory=dict)  # path -> reason
+
+    def fail(self, path: Path, reason: str) -> None:
+        """List ``path`` as not (fully) scored, with ``reason`` (reasons accumulate)."""
+        key, before = str(path), self.failures.get(str(path))
+        if before is None:
+            self.failures[key] = reason
+        elif reason not in before.split("; "):
+            self.failures[key] = f"{before}; {reason}"
+
+    def report(self) -> str:
+        redone = ""
+        if self.redone:
+            why = ", ".join(f"{k} ({n})" for k, n in sorted(self.redone_because.items()))
+            redone = f" ({self.redone} redone: cached with other settings or clip: {why})"
+        lines = [
+            f"features computed: {self.computed}{redone}, reused from cache: {self.cached}",
+            f"layout problems: {len(self.problems)}",
+            *(f"  {p}" for p in self.problems),
+            f"clips skipped (unreadable or unscored): {len(self.failures)}",
+            *(f"  {p}: {r}" for p, r in sorted(self.failures.items())),
+        ]
+        return "\n".join(lines) + "\n"

@@ -9,7 +9,7 @@ Rows (one metric, same weights everywhere, eval mode, frozen; random weights unl
 
 * unavoidable: frozen backbone on the real image under ``no_grad``, plus forward of the
   generated image and backward to it (through all four stages);
-* asccl: ``ASCCLLoss(metric=metric)(generated, real).backward()``;
+* asccl: ``ASCCLLoss(metric=metric)(generated, source).backward()``;
 * authors: their loss re-created (numpy region draw, index tensors built on the host,
   boolean-mask adaptive weights, ``CrossEntropyLoss`` PatchNCE, cosine logging on the host,
   ``loss.item()``), always float32 and contiguous, as they ran it.

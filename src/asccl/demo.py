@@ -21,7 +21,6 @@ Writes Markdown/CSV tables and PNG figures and prints where they are.
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -41,9 +40,9 @@ from asccl.config import (
 )
 from asccl.data.config import DataConfig
 from asccl.data.prepare import run_prepare
-from asccl.figures import pyplot, save_figure
+from asccl.demo_figures import plot_optimisation, plot_regions, plot_variants, write_tables
 from asccl.losses import ASCCLLoss
-from asccl.metric import ASCCLMetric, Regions, save_metric
+from asccl.metric import ASCCLMetric, save_metric
 from asccl.spfem.experiment import ExperimentConfig
 from asccl.training.config import TrainConfig
 
@@ -187,7 +186,7 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
         images = {name: _variant(name, face, other) for name in config.variants}
         rows = [(name, loss_fn(img, face, regions=regions).item()) for name, img in images.items()]
     table_md, table_csv = out / "loss_table.md", out / "loss_table.csv"
-    _write_tables(rows, table_md, table_csv)
+    write_tables(rows, table_md, table_csv)
     print(table_md.read_text())
 
     # 4. Gradients carry signal: recover the face from a degraded copy with the loss alone.
@@ -210,9 +209,9 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     )
 
     figures = {
-        "variants_png": _plot_variants(images, dict(rows), out / "loss_variants.png"),
-        "regions_png": _plot_regions(face, regions, out / "sampled_regions.png"),
-        "optimisation_png": _plot_optimisation(
+        "variants_png": plot_variants(images, dict(rows), out / "loss_variants.png"),
+        "regions_png": plot_regions(face, regions, out / "sampled_regions.png"),
+        "optimisation_png": plot_optimisation(
             face, start, generated.detach(), history, out / "optimisation.png"
         ),
     }
@@ -356,83 +355,6 @@ def _data_stage(config: DataConfig, out: Path) -> dict[str, Path]:
         if sheet:
             paths["crops_png"] = plot_crop_sheet(sheet, out / "crops_contact_sheet.png")
     return paths
-
-
-def _write_tables(rows: list[tuple[str, float]], md: Path, csv_path: Path) -> None:
-    lines = ["| generated vs source face | ASCCL loss |", "|---|---:|"]
-    lines += [f"| {name} | {value:.4f} |" for name, value in rows]
-    md.write_text("\n".join(lines) + "\n")
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["variant", "asccl_loss"])
-        writer.writerows((name, f"{value:.6f}") for name, value in rows)
-
-
-def _as_numpy_image(image: Tensor):
-    return image[0].permute(1, 2, 0).clamp(0, 1).numpy()
-
-
-def _plot_variants(images: dict[str, Tensor], losses: dict[str, float], path: Path) -> Path:
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, len(images), figsize=(2.4 * len(images), 2.8))
-    for ax, (name, image) in zip(axes, images.items(), strict=True):
-        ax.imshow(_as_numpy_image(image))
-        ax.set_title(f"{name}\nloss {losses[name]:.3f}", fontsize=9)
-        ax.axis("off")
-    fig.suptitle("ASCCL loss of each image against the source face", fontsize=10)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120)
-
-
-def _plot_regions(face: Tensor, regions: list[Regions], path: Path) -> Path:
-    plt = pyplot()
-
-    size = face.shape[-1]
-    fig, axes = plt.subplots(1, len(regions), figsize=(2.6 * len(regions), 2.9))
-    for stage, (ax, reg) in enumerate(zip(axes, regions, strict=True)):
-        stride = size / reg.width
-        ax.imshow(_as_numpy_image(face))
-
-        def centre(flat: Tensor, s: float = stride, w: int = reg.width) -> tuple[Tensor, Tensor]:
-            return (flat % w + 0.5) * s, (flat // w + 0.5) * s
-
-        nx, ny = centre(reg.neighbour_index[0].flatten())
-        ax_, ay_ = centre(reg.anchor_index[0])
-        ax.scatter(nx, ny, s=4, c="cyan", linewidths=0)
-        ax.scatter(ax_, ay_, s=10, c="red", linewidths=0)
-        ax.set_title(
-            f"stage {stage + 1}: {reg.height}x{reg.width} map\n"
-            f"{reg.anchor_index.shape[1]} anchors x 8",
-            fontsize=8,
-        )
-        ax.axis("off")
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120)
-
-
-def _plot_optimisation(
-    face: Tensor, start: Tensor, result: Tensor, history: list[float], path: Path
-) -> Path:
-    plt = pyplot()
-
-    fig, axes = plt.subplots(1, 4, figsize=(11, 2.8))
-    for ax, image, title in zip(
-        axes[:3],
-        (face, start, result),
-        ("source", "start (blur+noise)", "after optimisation"),
-        strict=True,
-    ):
-        ax.imshow(_as_numpy_image(image))
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    axes[3].plot(range(1, len(history) + 1), history)
-    axes[3].set_xlabel("step")
-    axes[3].set_ylabel("ASCCL loss")
-    axes[3].set_title("loss during optimisation", fontsize=9)
-    axes[3].grid(alpha=0.3)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=120)
 
 
 __all__ = ["DemoConfig", "run_demo"]

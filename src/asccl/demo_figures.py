@@ -4,11 +4,13 @@ the sampled regions and the image optimised with the loss alone."""
 from __future__ import annotations
 
 import csv
+import io
 from pathlib import Path
 
 from torch import Tensor
 
 from asccl.figures import pyplot, save_figure
+from asccl.io import write_text_atomic
 from asccl.metric import Regions
 
 
@@ -16,11 +18,12 @@ def write_tables(rows: list[tuple[str, float]], md: Path, csv_path: Path) -> Non
     """``loss_table.{md,csv}``: one row per ``(variant, ASCCL loss)``."""
     lines = ["| generated vs source face | ASCCL loss |", "|---|---:|"]
     lines += [f"| {name} | {value:.4f} |" for name, value in rows]
-    md.write_text("\n".join(lines) + "\n")
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["variant", "asccl_loss"])
-        writer.writerows((name, f"{value:.6f}") for name, value in rows)
+    write_text_atomic(md, "\n".join(lines) + "\n")
+    table = io.StringIO(newline="")
+    writer = csv.writer(table)
+    writer.writerow(["variant", "asccl_loss"])
+    writer.writerows((name, f"{value:.6f}") for name, value in rows)
+    write_text_atomic(csv_path, table.getvalue())
 
 
 def _as_numpy_image(image: Tensor):

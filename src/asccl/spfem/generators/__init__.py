@@ -11,21 +11,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from asccl.spfem.generators.base import ReferenceGenerator
+from asccl.spfem.generators.ganmut import GANmut
+from asccl.spfem.generators.icface import ICface
 
-GENERATORS: dict[str, type[ReferenceGenerator]] = {}
-
-try:  # filled in as the generator modules land
-    from asccl.spfem.generators.ganmut import GANmut
-
-    GENERATORS["ganmut"] = GANmut
-except ImportError:  # pragma: no cover
-    pass
-try:
-    from asccl.spfem.generators.icface import ICface
-
-    GENERATORS["icface"] = ICface
-except ImportError:  # pragma: no cover
-    pass
+# A generator module that fails to import makes this package fail to import: a broken
+# generator is an error to see, not a name silently missing from ``GENERATORS``.
+GENERATORS: dict[str, type[ReferenceGenerator]] = {"ganmut": GANmut, "icface": ICface}
 
 
 def build_generator(name: str, config: Any = None) -> ReferenceGenerator:

@@ -1,20 +1,29 @@
 """docs/recipes: the index is complete, every python block parses (self-contained ones run
-against a small random metric), and the runnable examples train with a finite ASCCL term."""
+against a small random metric), the runnable examples train with a finite ASCCL term, and
+what the recipes say matches the code: each recipe's declared adapter conventions equal the
+registry's, no sentence contradicts them, every ``asccl ...`` command line parses, and the
+python blocks call asccl's current names with arguments their signatures take."""
 
 import ast
 import builtins
+import dataclasses
+import inspect
 import math
 import pickle
 import re
 import runpy
+import shlex
 from pathlib import Path
 
 import pytest
 import torch
 
+from asccl.cli import build_parser
 from asccl.metric import ASCCLMetric, save_metric
-from asccl.spfem import ASCCLSupervision
-from asccl.spfem.face3d import convert_flame
+from asccl.metric.config import MetricConfig
+from asccl.spfem import ADAPTERS, ASCCLSupervision, get_adapter
+from asccl.spfem.face3d import convert_flame, get_coefficient_adapter, load_flame
+from asccl.spfem.face3d.adapters import COEFFICIENT_ADAPTERS
 from asccl.spfem.face3d.synthetic import synthetic_flame_arrays
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,3 +173,366 @@ def test_the_example_runs_and_logs_a_finite_asccl_value(name, steps, capsys):
     weights = [float(v) for v in re.findall(r"asccl_weight\s*[=:]\s*([^\s,]+)", out)]
     assert len(values) >= 2 and all(math.isfinite(v) and v > 0 for v in values), out
     assert weights[0] < 1.0 and weights[-1] == 1.0, weights  # the warm-up ramp is visible
+
+
+# --- what the recipes say, checked against the code ------------------------------------------
+#
+# Each recipe declares the adapter it uses in one fenced ``adapter`` block of ``key: value``
+# lines (a trailing ``(...)`` is a comment), e.g.
+#
+#     adapter:        ganmut
+#     channel order:  bgr
+#     input range:    [-1, 1]
+#     frames:         last
+#     generated key:  generated   (outputs: x_fake)
+#     source key:     image       (batch: x_real)
+#
+# ``with: layout="ned"`` lists the fields the recipe's code changes (never a convention).
+# The test builds the adapter from the registry (``ADAPTERS`` / ``get_coefficient_adapter``)
+# and compares every declared value with the adapter's field.
+
+CONVENTION_FIELDS = ("channel_order", "value_range", "frames")
+REQUIRED_FIELDS = (*CONVENTION_FIELDS, "generated_key", "source_key")
+CHANNEL_WORD = re.compile(r"\b(rgb|bgr)\b", re.IGNORECASE)
+RANGE = re.compile(r"\[\s*(-?\d+(?:\.\d+)?)\s*,\s*(-?\d+(?:\.\d+)?)\s*\]")
+OVERRIDE = r"(?:channel_order|value_range|frames)\s*=\s*(?:[\"']\w+[\"']|\([^)]*\))"
+UNWIRED = re.compile(r"once wired|not (?:yet )?wired|not yet (?:available|implemented)", re.I)
+
+
+def declaration(path: Path) -> dict[str, str]:
+    """The ``key: value`` lines of the recipe's one fenced ``adapter`` block."""
+    blocks = re.findall(r"^```adapter\n(.*?)^```", path.read_text(), re.MULTILINE | re.DOTALL)
+    assert len(blocks) == 1, f"{path.name}: expected one ```adapter block, found {len(blocks)}"
+    declared = {}
+    for line in blocks[0].splitlines():
+        if not line.strip():
+            continue
+        key, sep, value = line.partition(":")
+        assert sep, f"{path.name}: adapter block line {line!r} is not 'key: value'"
+        value = re.sub(r"\s+\(.*\)\s*$", "", value).strip()
+        declared[key.strip().lower()] = value
+    return declared
+
+
+def declared_fields(declared: dict[str, str]) -> dict[str, object]:
+    """Declared values as adapter fields: ``"input range"`` -> ``value_range`` (a float
+    pair), ``"<x> key"`` -> ``<x>_key`` (``none`` -> ``None``), the rest by name."""
+    fields: dict[str, object] = {}
+    for key, value in declared.items():
+        if key in ("adapter", "with"):
+            continue
+        field = "value_range" if key == "input range" else key.replace(" ", "_")
+        if field == "value_range":
+            fields[field] = tuple(float(v) for v in ast.literal_eval(value))
+        elif value.lower() == "none":
+            fields[field] = None
+        else:
+            fields[field] = value
+    return fields
+
+
+def changes_of(declared: dict[str, str]) -> dict[str, object]:
+    """``with: a="x", b=1`` -> ``{"a": "x", "b": 1}``."""
+    text = declared.get("with", "")
+    if not text:
+        return {}
+    call = ast.parse(f"f({text})", mode="eval").body
+    assert isinstance(call, ast.Call) and not call.args, text
+    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+
+
+def registered_adapter(name: str, changes: dict[str, object], folder: Path):
+    """The adapter ``name`` as the registry builds it (coefficient adapters on the
+    synthetic FLAME-format head)."""
+    if name in ADAPTERS:
+        return get_adapter(name, **changes)
+    assert name in COEFFICIENT_ADAPTERS, f"{name!r} is in no adapter registry"
+    flame = load_flame(folder / "flame.npz", n_shape=100, n_exp=50)
+    return get_coefficient_adapter(name, model=flame, **changes)
+
+
+def statements(text: str) -> list[tuple[int, str]]:
+    """``(line, unit)``: prose sentences, table cells and code lines of a markdown text."""
+    units: list[tuple[int, str]] = []
+    paragraph: list[str] = []
+    start = 0
+
+    def flush() -> None:
+        if paragraph:
+            for sentence in re.split(r"(?<=[.;!?])\s+", " ".join(paragraph)):
+                units.append((start, sentence))
+            paragraph.clear()
+
+    fenced = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            flush()
+            fenced = not fenced
+        elif fenced:
+            units.append((number, line))
+        elif line.lstrip().startswith("|"):
+            flush()
+            units.extend((number, cell) for cell in line.strip().strip("|").split("|"))
+        elif not line.strip() or line.startswith("#") or re.match(r"\s*[-*] ", line):
+            flush()
+            if line.strip() and not line.startswith("#"):
+                start, paragraph[:] = number, [line.strip()[2:]]
+        else:
+            if not paragraph:
+                start = number
+            paragraph.append(line.strip())
+    flush()
+    return units
+
+
+def names_adapter(unit: str, name: str) -> bool:
+    """Whether ``unit`` names the registered adapter ``name`` or states what an adapter
+    declares by default."""
+    quoted = rf"[\"']{re.escape(name)}[\"']"
+    forms = (
+        rf"ADAPTERS\[{quoted}\]",
+        rf"get_(?:coefficient_)?adapter\(\s*{quoted}",
+        rf"adapter\s*=\s*{quoted}",
+        rf"{quoted}\s+adapter",
+        r"\badapter\s+declares\b",
+        r"\badapter's default\b",
+    )
+    return any(re.search(form, unit) for form in forms)
+
+
+def contradictions(text: str, name: str, fields: dict[str, object]) -> list[str]:
+    """Statements of ``text`` about adapter ``name`` that contradict its ``fields``:
+    a channel order or a range stated next to the adapter's name, a ``frames=`` value
+    called the default, a command said to be not wired."""
+    found = []
+    low, high = fields["value_range"]
+    for line, unit in statements(text):
+        where = f"line {line}: {unit.strip()!r}"
+        if names_adapter(unit, name):
+            claims = re.sub(OVERRIDE, "", unit)  # an explicit override claims nothing
+            for word in CHANNEL_WORD.findall(claims):
+                if word.lower() != fields["channel_order"]:
+                    found.append(
+                        f"{where} says {word}, the adapter declares {fields['channel_order']}"
+                    )
+            for a, b in RANGE.findall(claims):
+                if (float(a), float(b)) != (low, high):
+                    found.append(f"{where} says [{a}, {b}], the adapter declares [{low}, {high}]")
+        for match in re.finditer(r"frames\s*=\s*[\"'](\w+)[\"']", unit):
+            after = unit[match.end() :].split("frames", 1)[0]
+            before = unit[max(0, match.start() - 25) : match.start()]
+            if (
+                re.search(r"\bdefault\b", after + " " + before)
+                and match.group(1) != fields["frames"]
+            ):
+                found.append(f"{where} calls frames={match.group(1)!r} the default, "
+                             f"the adapter's is {fields['frames']!r}")  # fmt: skip
+        if commands_in(unit) and UNWIRED.search(unit):
+            found.append(f"{where} says a command that exists is not wired")
+    return found
+
+
+def commands_in(unit: str) -> list[str]:
+    """``asccl ...`` command lines in the inline code spans of a unit, minus ``asccl``."""
+    spans = re.findall(r"`(?:\$ )?(?:python -m )?asccl ([^`]+)`", unit)
+    return [span.strip() for span in spans]
+
+
+def shell_commands(text: str) -> list[str]:
+    """``asccl ...`` lines of the fenced shell (``bash``, ``sh``, ``console``, bare) blocks."""
+    blocks = re.findall(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", text, re.M | re.S)
+    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    pattern = r"(?:\$ )?(?:python -m )?asccl (.+)"
+    return [m.group(1) for line in lines if (m := re.fullmatch(pattern, line))]
+
+
+def command_error(argv: list[str]) -> str | None:
+    """Why ``asccl <argv>`` does not parse (as ``asccl.cli.main`` parses it), or ``None``."""
+    parser = build_parser()
+    try:
+        args, extra = parser.parse_known_args(argv)
+    except SystemExit:
+        return "argparse refused it"
+    if extra and not getattr(args, "takes_overrides", False):
+        return f"unrecognised arguments: {extra}"
+    return None
+
+
+def signature_errors(tree: ast.AST) -> list[str]:
+    """Calls in a block to asccl names it imports (and to objects it builds from them)
+    whose arguments the current signatures do not take."""
+    imported: dict[str, object] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asccl"):
+            module = __import__(node.module, fromlist=["_"])
+            for alias in node.names:
+                assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
+                imported[alias.asname or alias.name] = getattr(module, alias.name)
+    instances: dict[str, type] = {}  # "asccl" / "self.asccl" -> the class it was built from
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Call):
+            call = node.value
+            while isinstance(call.func, ast.Attribute) and isinstance(call.func.value, ast.Call):
+                call = call.func.value  # ASCCLSupervision(...).to(device)
+            built = imported.get(call.func.id) if isinstance(call.func, ast.Name) else None
+            if inspect.isclass(built):
+                for target in node.targets:
+                    instances[ast.unparse(target)] = built
+    errors = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or any(isinstance(a, ast.Starred) for a in node.args):
+            continue
+        func = ast.unparse(node.func)
+        if func in imported:
+            target = imported[func]
+        elif func in instances:
+            target = instances[func].forward
+        else:
+            continue
+        if not callable(target):
+            continue
+        signature = inspect.signature(target)
+        if func in instances:
+            signature = signature.replace(parameters=list(signature.parameters.values())[1:])
+        keywords = [kw.arg for kw in node.keywords if kw.arg is not None]
+        if "metric_changes" in signature.parameters:  # ASCCLLoss, ASCCLSupervision
+            metric = {f.name for f in dataclasses.fields(MetricConfig)} - {"weight"}
+            extra = [k for k in keywords if k not in signature.parameters]
+            errors += [f"{func}(... {k}=): not a metric setting" for k in extra if k not in metric]
+            keywords = [k for k in keywords if k in signature.parameters]
+        try:
+            signature.bind(*node.args, **dict.fromkeys(keywords))
+        except TypeError as error:
+            errors.append(f"line {node.lineno}: {ast.unparse(node)[:80]}: {error}")
+    return errors
+
+
+def adapter_uses(tree: ast.AST) -> list[tuple[str, dict[str, object]]]:
+    """``(name, convention changes)`` of each ``get_adapter``/``get_coefficient_adapter``
+    call and each ``adapter="name"`` argument in a block."""
+    uses = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func = ast.unparse(node.func).rsplit(".", 1)[-1]
+        if func in ("get_adapter", "get_coefficient_adapter") and node.args:
+            literal = {}
+            for kw in node.keywords:
+                if kw.arg in CONVENTION_FIELDS:
+                    literal[kw.arg] = ast.literal_eval(kw.value)
+            uses.append((ast.literal_eval(node.args[0]), literal))
+        for kw in node.keywords:
+            if kw.arg == "adapter" and isinstance(kw.value, ast.Constant):
+                uses.append((kw.value.value, {}))
+    return uses
+
+
+def supervision_calls(tree: ast.AST) -> list[tuple[set[str], set[str]]]:
+    """Dict-literal keys of ``asccl(batch, outputs, step)`` calls: ``(batch, outputs)`` keys."""
+    calls = []
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Call)
+            and ast.unparse(node.func) in ("asccl", "self.asccl")
+            and len(node.args) >= 2
+            and all(isinstance(a, ast.Dict) for a in node.args[:2])
+        ):
+            keys = [{ast.literal_eval(k) for k in a.keys if k is not None} for a in node.args[:2]]
+            calls.append((keys[0], keys[1]))
+    return calls
+
+
+def test_contradictions_are_found():
+    fields = {"channel_order": "bgr", "value_range": (-1.0, 1.0), "frames": "all"}
+    text = (
+        '`ADAPTERS["ganmut"]` declares RGB. It reads `cv2.COLOR_BGR2RGB` images.\n\n'
+        '`frames="last"` (the adapter\'s default) keeps one frame; `frames="all"` folds.\n\n'
+        '| a | `adapter="ganmut"`, [0, 1] |\n\n'
+        "```python\n"
+        'asccl = ASCCLSupervision(adapter="ganmut")  # [-1, 1], BGR\n'
+        "```\n\n"
+        'Pass `get_adapter("ganmut", channel_order="rgb")` for such a copy.\n\n'
+        "The CLI equivalent, once wired: `asccl face3d convert-flame a.pkl b.npz`.\n"
+    )
+    found = contradictions(text, "ganmut", fields)
+    assert len(found) == 4, found
+    assert "RGB" in found[0] and "frames='last'" in found[1] and "[0, 1]" in found[2]
+    assert "not wired" in found[3]
+    assert command_error(["face3d", "convert-flame", "a.pkl", "b.npz"]) is None
+    assert command_error(["face3d", "convert-flame", "a.pkl"]) is not None
+    assert command_error(["metric", "info", "x", "--frames", "all"]) is not None
+    assert command_error(["data", "pairs", "--workers", "4"]) is None  # config overrides
+    bad = ast.parse(
+        "from asccl.losses import ASCCLLoss\nfrom asccl.spfem import ASCCLSupervision\n"
+        "loss = ASCCLLoss('m.safetensors', weight=2.0)\n"
+        "asccl = ASCCLSupervision(checkpoint='m', adapter='ganmut', num_workers=2).to('cpu')\n"
+        "asccl({}, {}, 0, 1, 2)\n"
+    )
+    assert len(signature_errors(bad)) == 3, signature_errors(bad)
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_the_recipe_declares_the_adapter_as_the_registry_does(name, metric_folder):
+    path = RECIPES / f"{name}.md"
+    declared = declaration(path)
+    fields, changes = declared_fields(declared), changes_of(declared)
+    assert set(REQUIRED_FIELDS) <= set(fields), f"{path.name}: declare {REQUIRED_FIELDS}"
+    assert not set(changes) & set(CONVENTION_FIELDS), "conventions come from the registry"
+    adapter = registered_adapter(declared["adapter"], changes, metric_folder)
+    for field, value in fields.items():
+        actual = getattr(adapter, field)
+        assert actual == value, (
+            f"{path.name} declares {field}={value!r}; the adapter has {actual!r}"
+        )
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_no_statement_of_the_recipe_contradicts_the_registry(name, metric_folder):
+    path = RECIPES / f"{name}.md"
+    declared = declaration(path)
+    adapter = registered_adapter(declared["adapter"], changes_of(declared), metric_folder)
+    fields = {field: getattr(adapter, field) for field in CONVENTION_FIELDS}
+    found = contradictions(path.read_text(), declared["adapter"], fields)
+    assert not found, f"{path.name}:\n" + "\n".join(found)
+    # The index's row for the recipe states the same channel order and range.
+    row = next(line for line in INDEX.read_text().splitlines() if f"]({name}.md)" in line)
+    assert {w.lower() for w in CHANNEL_WORD.findall(row)} <= {fields["channel_order"]}, row
+    assert {(float(a), float(b)) for a, b in RANGE.findall(row)} <= {fields["value_range"]}, row
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_the_recipe_code_uses_its_adapter_and_current_signatures(name):
+    path = RECIPES / f"{name}.md"
+    declared = declaration(path)
+    fields = declared_fields(declared)
+    for line, source in python_blocks(path):
+        tree = ast.parse(source)
+        where = f"{path.name}, block at line {line}"
+        assert not signature_errors(tree), f"{where}: {signature_errors(tree)}"
+        for used, literal in adapter_uses(tree):
+            assert used == declared["adapter"], f"{where} uses adapter {used!r}"
+            for field in set(literal) & set(CONVENTION_FIELDS):
+                value = literal[field]
+                value = tuple(map(float, value)) if field == "value_range" else value
+                assert value == fields[field], f"{where}: {field}={value!r} contradicts the adapter"
+        for batch_keys, output_keys in supervision_calls(tree):
+            assert fields["source_key"] in batch_keys, f"{where}: batch keys {batch_keys}"
+            assert fields["generated_key"] in output_keys, f"{where}: outputs keys {output_keys}"
+        assert "num_workers" not in source, f"{where}: asccl's setting is `workers`"
+
+
+@pytest.mark.parametrize("path", [INDEX, *(RECIPES / f"{name}.md" for name in EXPECTED)],
+                         ids=lambda p: p.stem)  # fmt: skip
+def test_every_asccl_command_line_parses_and_local_paths_exist(path):
+    text = path.read_text()
+    commands = [command for _, unit in statements(text) for command in commands_in(unit)]
+    commands += shell_commands(text)
+    for command in commands:
+        error = command_error(shlex.split(command))
+        assert error is None, f"{path.name}: `asccl {command}`: {error}"
+    for target in re.findall(
+        r"(?<![\w/.])((?:examples|benchmarks|scripts|configs)/[\w./-]+\.\w+)", text
+    ):
+        assert (ROOT / target).exists(), f"{path.name} names {target}, which does not exist"
+    for target in re.findall(r"\]\((\.\./[^)#]+)\)", text):
+        assert (path.parent / target).resolve().exists(), f"{path.name} links {target}"

@@ -10,6 +10,7 @@ import pytest
 
 from asccl.data.audio import (
     FEATURE_KINDS,
+    FEATURE_PRESETS,
     SILENCE_PEAK,
     frame_features,
     load_audio,
@@ -278,4 +279,18 @@ def test_mfcc_psf_matches_the_authors_call():
     feats = frame_features(x, SR, 30, kind="mfcc_psf")
     assert feats.shape == (121, 13)  # psf's own T: 1 + ceil((64000 - 400) / 533)
     ref = psf.mfcc(x.astype(np.float64), SR, winstep=1 / 30)
-    np.testing.assert_allclose(feats, ref, rtol=1e-5, atol=1e-4)
+    # float64 and bit-equal to the authors' call: a float32 cast would move values by up to
+    # ~|value| * 2**-24 (4e-6 on MFCCs of tens), enough to flip DTW ties
+    assert feats.dtype == np.float64
+    np.testing.assert_array_equal(feats, ref)
+
+
+@pytest.mark.parametrize("kind", FEATURE_KINDS)
+def test_features_have_their_presets_dtype(kind):
+    if kind == "mfcc_psf":
+        pytest.importorskip("python_speech_features")
+    feats = frame_features(chirp(16000), SR, 30, kind=kind)
+    assert feats.dtype == np.dtype(FEATURE_PRESETS[kind].dtype)
+    assert FEATURE_PRESETS[kind].settings() == {
+        "feature_dtype": FEATURE_PRESETS[kind].dtype, "dtw_ties": FEATURE_PRESETS[kind].dtw_ties,
+    }  # fmt: skip

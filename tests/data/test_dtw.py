@@ -1,7 +1,9 @@
-"""DTW against librosa.sequence.dtw (same path, same cost), frame pairs, diagnostics."""
+"""DTW against librosa.sequence.dtw (same path, same cost), both tie rules against plain
+re-creations on tie-heavy costs, frame pairs, diagnostics, the preset's rule in pair files."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,8 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asccl.data.audio import frame_features, load_audio
+from asccl.data.audio import FEATURE_PRESETS, frame_features, load_audio
 from asccl.data.dtw import (
+    TIE_RULES,
+    _accumulate_authors_py,
     _accumulate_py,
     _backtrack_py,
     accumulated_cost,
@@ -71,12 +75,158 @@ def test_tie_order_diagonal_then_advance_b_then_advance_a():
     np.testing.assert_array_equal(path, [[0, 0], [1, 0], [2, 0], [3, 1], [4, 2]])
 
 
-def test_compiled_kernels_equal_the_python_ones():
+@pytest.mark.parametrize(
+    ("ties", "python_kernel"), [("librosa", _accumulate_py), ("authors", _accumulate_authors_py)]
+)
+def test_compiled_kernels_equal_the_python_ones(ties, python_kernel):
     rng = np.random.default_rng(3)
     cost = rng.integers(0, 4, size=(15, 21)).astype(np.float64)
-    acc, steps = _accumulate_py(cost)
-    np.testing.assert_array_equal(acc, accumulated_cost(cost))
-    np.testing.assert_array_equal(_backtrack_py(steps), dtw(cost)[0])
+    acc, steps = python_kernel(cost)
+    np.testing.assert_array_equal(acc, accumulated_cost(cost, ties))
+    np.testing.assert_array_equal(_backtrack_py(steps), dtw(cost, ties)[0])
+
+
+# ----------------------------------------------------------------------------- tie rules
+# Plain re-creations of each rule, written independently of the kernels: a padded
+# accumulated-cost table (inf border, 0 in the corner) and a traceback from the end that
+# re-decides every step from the table.
+
+_MOVES = {"diag": (1, 1), "advance_a": (1, 0), "advance_b": (0, 1)}  # (di, dj) taken back
+
+
+def reference_dtw(cost: np.ndarray, ties: str) -> tuple[list[tuple[int, int]], float]:
+    """Path (from (0, 0)) and total cost of ``cost`` under rule ``ties``, in plain Python.
+
+    librosa: candidates diagonal, (i, j-1), (i-1, j); sums ``D[pred] + C`` compared, a later
+    one wins only if strictly smaller. authors: the textbook ``C + min(D[pred])``, the first
+    minimum of the predecessors in the order diagonal, (i-1, j), (i, j-1).
+    """
+    if ties == "librosa":
+        return _reference(cost, ("diag", "advance_b", "advance_a"), compare_sums=True)
+    return _reference(cost, ("diag", "advance_a", "advance_b"), compare_sums=False)
+
+
+def _reference(
+    cost: np.ndarray, order: tuple[str, ...], compare_sums: bool
+) -> tuple[list[tuple[int, int]], float]:
+    n, m = cost.shape
+    c = cost.tolist()
+    inf = float("inf")
+    table = [[inf] * (m + 1) for _ in range(n + 1)]  # table[i + 1][j + 1] = D[i, j]
+    table[0][0] = 0.0
+
+    def choose(i: int, j: int) -> str:
+        preds = {k: table[i + 1 - di][j + 1 - dj] for k, (di, dj) in _MOVES.items()}
+        if i == 0 and j == 0:
+            return "start"
+        best_move, best = None, inf
+        for move in order:
+            value = preds[move] + c[i][j] if compare_sums else preds[move]
+            if value < best:
+                best_move, best = move, value
+        return best_move
+
+    for i in range(n):
+        for j in range(m):
+            move = choose(i, j)
+            if move == "start":
+                table[1][1] = c[0][0]
+            else:
+                di, dj = _MOVES[move]
+                table[i + 1][j + 1] = table[i + 1 - di][j + 1 - dj] + c[i][j]
+    path = [(n - 1, m - 1)]
+    while path[-1] != (0, 0):
+        i, j = path[-1]
+        di, dj = _MOVES[choose(i, j)]
+        path.append((i - di, j - dj))
+    return path[::-1], table[n][m]
+
+
+def tie_heavy_costs(seed: int, count: int):
+    """``count`` cost matrices of random sizes 1..20 whose entries make many exact ties:
+    {0, 1}; {0.1, 0.2, 0.3} (sums that look equal but differ in the last bit); and
+    {0, 1, 2**60} (where adding 2**60 rounds 0 and 1 to the same sum)."""
+    rng = np.random.default_rng(seed)
+    values = (np.array([0.0, 1.0]), np.array([0.1, 0.2, 0.3]), np.array([0.0, 1.0, 2.0**60]))
+    for k in range(count):
+        n, m = rng.integers(1, 21, size=2)
+        yield rng.choice(values[k % 3], size=(n, m))
+
+
+@pytest.mark.parametrize("ties", TIE_RULES)
+def test_each_tie_rule_matches_its_plain_re_creation(ties):
+    differ = 0
+    for cost in tie_heavy_costs(seed=16, count=300):
+        path, total = dtw(cost, ties)
+        ref_path, ref_total = reference_dtw(cost, ties)
+        assert path.tolist() == [list(p) for p in ref_path], cost
+        assert total == ref_total
+        other = TIE_RULES[1 - TIE_RULES.index(ties)]
+        np.testing.assert_array_equal(accumulated_cost(cost, ties), accumulated_cost(cost, other))
+        differ += not np.array_equal(path, dtw(cost, other)[0])
+    assert differ > 0  # the two rules do part ways on such costs: the test can see it
+
+
+def test_authors_rule_compares_predecessors_not_sums():
+    """With 2**60 in the costs, ``D[p] + C`` rounds unequal predecessors to equal sums:
+    comparing sums (librosa's way) in the authors' order would then pick other paths."""
+    order = ("diag", "advance_a", "advance_b")
+    differ = 0
+    for k, cost in enumerate(tie_heavy_costs(seed=16, count=300)):
+        if k % 3 == 2:  # the {0, 1, 2**60} family
+            by_sums = _reference(cost, order, compare_sums=True)[0]
+            differ += dtw(cost, "authors")[0].tolist() != [list(p) for p in by_sums]
+    assert differ > 0
+
+
+def test_librosa_rule_is_librosa_on_tie_heavy_costs():
+    for cost in tie_heavy_costs(seed=17, count=150):
+        assert_same_as_librosa(cost)
+        assert dtw(cost, "librosa")[0].tolist() == dtw(cost)[0].tolist()
+
+
+def test_the_issues_example_parts_the_rules():
+    cost = np.array([[0.0, 0, 0], [0, 1, 0], [0, 0, 0]])
+    librosa_path, librosa_total = dtw(cost, "librosa")
+    authors_path, authors_total = dtw(cost, "authors")
+    assert librosa_total == authors_total == 0.0
+    np.testing.assert_array_equal(librosa_path, [[0, 0], [1, 0], [2, 1], [2, 2]])
+    np.testing.assert_array_equal(authors_path, [[0, 0], [0, 1], [1, 2], [2, 2]])
+    # all-zero costs: the diagonal wins every tie it is in, under both rules alike
+    for shape in ((3, 5), (5, 3)):
+        np.testing.assert_array_equal(
+            dtw(np.zeros(shape), "authors")[0], dtw(np.zeros(shape), "librosa")[0]
+        )
+
+
+def test_align_audio_uses_the_tie_rule():
+    rng = np.random.default_rng(18)
+    differ = 0
+    for _ in range(20):
+        a, b = rng.integers(0, 2, size=(9, 2)), rng.integers(0, 2, size=(11, 2))  # l1 in 0..2
+        paths = {}
+        for ties in TIE_RULES:
+            idx_n, idx_e, _, _ = align_audio(a, b, 9, 11, ties=ties)
+            paths[ties] = np.column_stack((idx_n, idx_e))
+            ref = reference_dtw(cost_matrix(a, b), ties)[0]
+            np.testing.assert_array_equal(paths[ties], ref)
+        differ += not np.array_equal(*paths.values())
+    assert differ > 0
+    with pytest.raises(ValueError, match="librosa, authors"):
+        dtw(np.zeros((2, 2)), "textbook")
+
+
+def test_feature_presets_pick_the_tie_rule_and_dtype():
+    from asccl.data.config import DataConfig
+
+    assert FEATURE_PRESETS["mfcc_psf"].dtw_ties == "authors"
+    assert FEATURE_PRESETS["mfcc_psf"].dtype == "float64"
+    assert FEATURE_PRESETS["mel"].dtw_ties == FEATURE_PRESETS["mfcc"].dtw_ties == "librosa"
+    assert {p.dtw_ties for p in FEATURE_PRESETS.values()} <= set(TIE_RULES)
+    psf = DataConfig(features="mfcc_psf").pair_settings()
+    assert (psf["dtw_ties"], psf["feature_dtype"]) == ("authors", "float64")
+    mel = DataConfig().pair_settings()
+    assert (mel["dtw_ties"], mel["feature_dtype"]) == ("librosa", "float32")
 
 
 def test_path_properties_and_total_cost():
@@ -239,3 +389,46 @@ def test_same_path_as_librosa_on_demo_speech(kind, emotion, sentence):
     for metric in ("l1", "euclidean"):
         path = assert_same_as_librosa(cost_matrix(feats[0], feats[1], metric=metric))
         assert len(path) >= max(len(feats[0]), len(feats[1]))
+
+
+def test_pairs_run_records_the_presets_rule_and_redoes_older_pairs(tmp_path):
+    """``features = "mfcc_psf"``: pair files hold the authors' rule's frames and record it;
+    one written before the rule was recorded (as older asccl did) is redone, and says so."""
+    pytest.importorskip("python_speech_features")
+    from asccl.data.clip_index import read_clip_index
+    from asccl.data.pairing import PairingRule
+    from asccl.data.prepare import DataConfig, run_index, run_pairs
+
+    root = tmp_path / "MEAD"
+    for sub in ("video/front", "audio"):
+        for emotion in ("neutral", "angry"):
+            shutil.copytree(DEMO_AUDIO.parent / sub / emotion, root / "W901" / sub / emotion)
+    rule = PairingRule(emotions=("angry",), sentences=("001",))
+    config = DataConfig(root=root, out=tmp_path / "out", pairing=rule, features="mfcc_psf",
+                        workers=0)  # fmt: skip
+    run_index(config)
+    assert (run_pairs(config).done, run_pairs(config).skipped) == (1, 1)
+    (path,) = (config.out / "pairs").rglob("*.json")
+    record = json.loads(path.read_text())
+    assert record["settings"]["dtw_ties"] == "authors"
+    assert record["settings"]["feature_dtype"] == "float64"
+    clips = {c.clip_id: c for c in read_clip_index(config.out / "clips.csv")}
+    neutral, emotional = clips[record["neutral_clip"]], clips[record["emotional_clip"]]
+    feats = [frame_features(load_audio(c.audio, SR), SR, c.fps, kind="mfcc_psf")
+             for c in (neutral, emotional)]  # fmt: skip
+    assert all(f.dtype == np.float64 for f in feats)
+    idx_n, idx_e, total, _ = align_audio(
+        *feats, neutral.num_frames, emotional.num_frames, ties="authors"
+    )
+    assert (record["neutral_frames"], record["emotional_frames"]) == (
+        idx_n.tolist(),
+        idx_e.tolist(),
+    )
+    assert record["dtw_cost"] == total
+    for key in ("dtw_ties", "feature_dtype"):
+        del record["settings"][key]
+    path.write_text(json.dumps(record))
+    again = run_pairs(config)
+    assert (again.done, again.skipped) == (1, 0)
+    assert any("dtw_ties: ? -> authors" in note for note in again.notes), again.notes
+    assert json.loads(path.read_text())["settings"]["dtw_ties"] == "authors"

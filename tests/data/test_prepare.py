@@ -178,7 +178,8 @@ def test_rerun_with_other_features_and_metric_redoes_pairs(dataset, tmp_path):
         "redone" in again.notes
     )
     record = json.loads(pair_path(config.out, _pair(config)).read_text())
-    assert record["settings"] == {"features": "mfcc", "dtw_metric": "cosine", "sample_rate": 16000}
+    assert record["settings"] == {"features": "mfcc", "dtw_metric": "cosine", "sample_rate": 16000,
+                                  "feature_dtype": "float32", "dtw_ties": "librosa"}  # fmt: skip
     after = read_pairs_table(config.out / "pairs.csv")
     assert len(after) == 4
     # cosine distances lie in [0, 2]: the mel/L1 costs (hundreds of dB per step) are gone
@@ -261,7 +262,9 @@ def test_data_config_refuses_bad_values_naming_the_key(changes, key):
 def test_data_config_takes_sane_values():
     config = DataConfig(root="data", out="runs/x", crop_size=16, workers=0, shard="3/4")
     assert config.out == Path("runs/x") and config.crop_size == 16
-    assert config.pair_settings() == {"features": "mel", "dtw_metric": "l1", "sample_rate": 16000}
+    preset = {"feature_dtype": "float32", "dtw_ties": "librosa"}
+    assert config.pair_settings() == {"features": "mel", "dtw_metric": "l1", "sample_rate": 16000,
+                                      **preset}  # fmt: skip
     assert config.crop_settings()["crop_size"] == 16
 
 

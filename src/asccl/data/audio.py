@@ -10,14 +10,39 @@ from __future__ import annotations
 import functools
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from asccl.data.errors import DataError
 
+
+@dataclass(frozen=True)
+class FeaturePreset:
+    """What a feature kind fixes besides its arithmetic: the dtype :func:`frame_features`
+    returns, and the tie rule of the DTW over those features (``asccl.data.dtw.TIE_RULES``).
+    Both shape the frame pairs, so :meth:`settings` is recorded with every pair file."""
+
+    dtype: str  #: "float32" or "float64"
+    dtw_ties: str  #: "librosa" or "authors"
+
+    def settings(self) -> dict[str, str]:
+        """``{"feature_dtype": ..., "dtw_ties": ...}``: the pair settings this preset adds."""
+        return {"feature_dtype": self.dtype, "dtw_ties": self.dtw_ties}
+
+
+#: Feature kind of :func:`frame_features` -> its preset. ``mfcc_psf`` reproduces the
+#: authors' released pair file: their float64 features (a float32 cast moves values by up
+#: to 4e-6, enough to flip DTW ties) and their DTW's tie order; the others use librosa's.
+FEATURE_PRESETS: dict[str, FeaturePreset] = {
+    "mel": FeaturePreset("float32", "librosa"),
+    "mfcc": FeaturePreset("float32", "librosa"),
+    "mfcc_psf": FeaturePreset("float64", "authors"),
+}
+
 #: Feature kinds of :func:`frame_features`.
-FEATURE_KINDS: tuple[str, ...] = ("mel", "mfcc", "mfcc_psf")
+FEATURE_KINDS: tuple[str, ...] = tuple(FEATURE_PRESETS)
 
 _AMIN = 1e-10  # power floor of the log-Mel, as librosa.power_to_db's default amin
 
@@ -125,7 +150,9 @@ def frame_features(
     *,
     window_s: float = 0.025,
 ) -> np.ndarray:
-    """One feature vector per video frame: ``(T, D)`` float32, ``T = num_video_frames(...)``.
+    """One feature vector per video frame: ``(T, D)``, ``T = num_video_frames(...)``, of
+    the dtype of the kind's preset (:data:`FEATURE_PRESETS`: float32, float64 for
+    ``"mfcc_psf"``).
 
     The hop is ``sample_rate / fps`` samples, which need not be an integer (16000 / 30 =
     533.33): instead of rounding the hop (whose error accumulates: 40 samples over 4 s),
@@ -144,7 +171,8 @@ def frame_features(
             pre-emphasis 0.97, lifter 22, log energy as coefficient 0), called as they did
             with ``winstep=1/fps``. For reproduction only: its frames *start* at
             ``k * round(sample_rate / fps)`` and its T is its own,
-            ``1 + ceil((S - win) / hop)``, often one more than the video has.
+            ``1 + ceil((S - win) / hop)``, often one more than the video has. float64,
+            as python_speech_features returns it and the authors aligned it.
 
     Args:
         audio: ``(S,)`` float mono samples in [-1, 1].
@@ -165,13 +193,14 @@ def frame_features(
     power = _framed_power(audio, sample_rate, fps, n_fft, win_length)  # (T, F)
     mel = np.asarray(power @ _mel_basis(sample_rate, n_fft, n_mels))  # (T, n_mels)
     log_mel = 10.0 * np.log10(np.maximum(mel, _AMIN))
+    dtype = FEATURE_PRESETS[kind].dtype
     if kind == "mel":
-        return log_mel.astype(np.float32)
+        return log_mel.astype(dtype)
     if not 1 <= n_mfcc <= n_mels:
         raise ValueError(f"n_mfcc must be in 1..n_mels={n_mels}, got {n_mfcc}")
     from scipy.fft import dct
 
-    return dct(log_mel, type=2, norm="ortho", axis=-1)[:, :n_mfcc].astype(np.float32)
+    return dct(log_mel, type=2, norm="ortho", axis=-1)[:, :n_mfcc].astype(dtype)
 
 
 def _framed_power(
@@ -217,9 +246,8 @@ def _psf_mfcc(audio: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
         raise ImportError(
             "kind='mfcc_psf' needs python_speech_features: pip install python_speech_features"
         ) from err
-    return psf.mfcc(audio.astype(np.float64), samplerate=sample_rate, winstep=1.0 / fps).astype(
-        np.float32
-    )
+    feats = psf.mfcc(audio.astype(np.float64), samplerate=sample_rate, winstep=1.0 / fps)
+    return np.asarray(feats, dtype=np.float64)  # not float32: that would move DTW ties
 
 
 def _open(av, path: Path):

@@ -82,9 +82,13 @@ class DataConfig:
         return self.pairing or DEFAULT_RULES[self.dataset]
 
     def pair_settings(self) -> dict[str, Any]:
-        """The settings a pair file's content depends on (recorded in it, compared on rerun)."""
+        """The settings a pair file's content depends on (recorded in it, compared on rerun),
+        with the feature preset's dtype and DTW tie rule (``audio.FEATURE_PRESETS``)."""
+        from asccl.data.audio import FEATURE_PRESETS
+
         return {"features": self.features, "dtw_metric": self.dtw_metric,
-                "sample_rate": self.sample_rate}  # fmt: skip
+                "sample_rate": self.sample_rate,
+                **FEATURE_PRESETS[self.features].settings()}  # fmt: skip
 
     def crop_settings(self) -> dict[str, Any]:
         """The settings a crop store's content depends on (recorded beside it)."""

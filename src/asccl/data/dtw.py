@@ -2,10 +2,22 @@
 
 Plain DTW: steps (1, 1), (0, 1), (1, 0), unweighted,
 ``D[i, j] = C[i, j] + min(D[i-1, j-1], D[i, j-1], D[i-1, j])``, D[0, 0] = C[0, 0].
-On ties the first candidate in that order wins (diagonal, then advance in b, then advance
-in a), exactly as ``librosa.sequence.dtw`` with its default steps, so paths are identical
-to librosa's, not just their costs. (The authors' own traceback broke the second tie the
-other way; only exact ties between the two non-diagonal moves can differ.)
+Paths with equal cost are told apart by a tie rule (:data:`TIE_RULES`; the feature preset
+of :data:`asccl.data.audio.FEATURE_PRESETS` picks it):
+
+``"librosa"``: candidates in the order diagonal, (i, j-1), (i-1, j); the sum
+    ``D[pred] + C[i, j]`` is compared and only a strictly smaller one replaces the best,
+    exactly as ``librosa.sequence.dtw`` with its default steps, so paths are identical to
+    librosa's, not just their costs.
+``"authors"``: the textbook recurrence of the script that made the authors' released pair
+    file: the predecessors ``D[pred]`` are compared, the first minimum in the order
+    diagonal, (i-1, j), (i, j-1) wins. On the tie of the two non-diagonal moves it goes the
+    other way (cost ``[[0,0,0],[0,1,0],[0,0,0]]``: librosa's path passes (2, 1), the
+    authors' (1, 2)).
+
+Both rules give the same accumulated costs (rounding is monotone, so
+``min(D[p] + c) == min(D[p]) + c``); only the paths differ, and only on exact ties.
+The kernels are compiled with numba on first use (about a second; cached on disk after).
 
 The kernels are compiled with numba on first use (about a second; cached on disk after).
 """
@@ -15,6 +27,9 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+
+#: Tie rules of :func:`dtw` (see the module's docstring).
+TIE_RULES: tuple[str, ...] = ("librosa", "authors")
 
 #: ``metric`` names of :func:`cost_matrix` -> scipy's cdist names.
 METRICS: dict[str, str] = {"l1": "cityblock", "euclidean": "euclidean", "cosine": "cosine"}
@@ -36,23 +51,23 @@ def cost_matrix(a: np.ndarray, b: np.ndarray, metric: str = "l1") -> np.ndarray:
     return cdist(a.astype(np.float64), b.astype(np.float64), metric=METRICS[metric])
 
 
-def dtw(cost: np.ndarray) -> tuple[np.ndarray, float]:
-    """Optimal warping path through ``cost`` ``(N, M)``.
+def dtw(cost: np.ndarray, ties: str = "librosa") -> tuple[np.ndarray, float]:
+    """Optimal warping path through ``cost`` ``(N, M)``, ties broken by rule ``ties``
+    (one of :data:`TIE_RULES`).
 
     Returns:
         path: ``(L, 2)`` int64 ``(i, j)`` pairs from ``(0, 0)`` to ``(N-1, M-1)``, each step
             one of (1, 1), (0, 1), (1, 0); ``max(N, M) <= L <= N + M - 1``.
         total_cost: ``D[N-1, M-1]``, the sum of ``cost`` along the path.
     """
-    cost = _check_cost(cost)
-    accumulate, backtrack = _kernels()
-    acc, steps = accumulate(cost)
-    return backtrack(steps), float(acc[-1, -1])
+    acc, steps = _accumulate(cost, ties)
+    return _kernels()["backtrack"](steps), float(acc[-1, -1])
 
 
-def accumulated_cost(cost: np.ndarray) -> np.ndarray:
-    """The accumulated cost matrix ``D`` ``(N, M)`` float64 of :func:`dtw`."""
-    return _kernels()[0](_check_cost(cost))[0]
+def accumulated_cost(cost: np.ndarray, ties: str = "librosa") -> np.ndarray:
+    """The accumulated cost matrix ``D`` ``(N, M)`` float64 of :func:`dtw` (the same for
+    every tie rule)."""
+    return _accumulate(cost, ties)[0]
 
 
 def frame_pairs(
@@ -110,14 +125,16 @@ def align_audio(
     n_neutral_frames: int,
     n_emotional_frames: int,
     metric: str = "l1",
+    ties: str = "librosa",
 ) -> tuple[np.ndarray, np.ndarray, float, dict[str, float]]:
-    """DTW of two clips' per-frame features ``(N, D)``, ``(M, D)`` -> video frame pairs.
+    """DTW of two clips' per-frame features ``(N, D)``, ``(M, D)`` -> video frame pairs,
+    ties broken by rule ``ties`` (:data:`TIE_RULES`).
 
     Returns ``(neutral_idx, emotional_idx, total_cost, quality)``: the clipped frame pairs
     of :func:`frame_pairs`, the DTW cost, and :func:`alignment_quality` of the path.
     """
     cost = cost_matrix(neutral_feats, emotional_feats, metric)
-    path, total = dtw(cost)
+    path, total = dtw(cost, ties)
     idx_n, idx_e = frame_pairs(path, n_neutral_frames, n_emotional_frames)
     return idx_n, idx_e, total, alignment_quality(path, cost)
 
@@ -128,6 +145,16 @@ def _longest_run(values: np.ndarray) -> int:
         return 0
     starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1], True])
     return int(np.diff(starts).max())
+
+
+def _accumulate(cost: np.ndarray, ties: str) -> tuple[np.ndarray, np.ndarray]:
+    """Checked ``cost`` -> the kernel of rule ``ties``: accumulated costs, step codes."""
+    if ties not in TIE_RULES:
+        raise ValueError(f"unknown tie rule {ties!r}; valid: {', '.join(TIE_RULES)}")
+    acc, steps = _kernels()[ties](_check_cost(cost))
+    if not np.isfinite(acc[-1, -1]):
+        raise ValueError("the accumulated cost overflows float64 (costs too large)")
+    return acc, steps
 
 
 def _check_cost(cost: np.ndarray) -> np.ndarray:
@@ -144,7 +171,8 @@ _DIAG, _ADVANCE_B, _ADVANCE_A = 0, 1, 2  # step codes, in tie-breaking order
 
 
 def _accumulate_py(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(N, M)`` costs -> accumulated costs ``(N, M)`` float64, step codes ``(N, M)`` int8."""
+    """librosa's rule: ``(N, M)`` costs -> accumulated costs ``(N, M)`` float64, step codes
+    ``(N, M)`` int8."""
     n, m = cost.shape
     acc = np.empty((n, m), dtype=np.float64)
     steps = np.zeros((n, m), dtype=np.int8)
@@ -167,6 +195,33 @@ def _accumulate_py(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                 best = acc[i - 1, j] + c
                 step = _ADVANCE_A
             acc[i, j] = best
+            steps[i, j] = step
+    return acc, steps
+
+
+def _accumulate_authors_py(cost: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The authors' rule: as :func:`_accumulate_py`, but the predecessors are compared
+    (the first minimum in the order diagonal, (i-1, j), (i, j-1) wins) and then ``C[i, j]``
+    added."""
+    n, m = cost.shape
+    acc = np.empty((n, m), dtype=np.float64)
+    steps = np.zeros((n, m), dtype=np.int8)
+    for i in range(n):
+        for j in range(m):
+            if i == 0 and j == 0:
+                acc[i, j] = cost[i, j]
+                continue
+            best = np.inf
+            step = _DIAG
+            if i > 0 and j > 0:
+                best = acc[i - 1, j - 1]
+            if i > 0 and (acc[i - 1, j] < best or j == 0):
+                best = acc[i - 1, j]
+                step = _ADVANCE_A
+            if j > 0 and (acc[i, j - 1] < best or i == 0):
+                best = acc[i, j - 1]
+                step = _ADVANCE_B
+            acc[i, j] = best + cost[i, j]
             steps[i, j] = step
     return acc, steps
 
@@ -195,11 +250,16 @@ def _backtrack_py(steps: np.ndarray) -> np.ndarray:
 
 
 @functools.cache
-def _kernels():
-    """numba-compiled (accumulate, backtrack); compiled once, cached on disk."""
+def _kernels() -> dict:
+    """numba-compiled kernels: each rule of :data:`TIE_RULES` -> its accumulate, and
+    ``"backtrack"``; compiled once, cached on disk."""
     try:
         import numba
     except ImportError as err:
         raise ImportError("DTW needs numba (it comes with librosa): pip install numba") from err
     jit = numba.njit(cache=True, nogil=True)
-    return jit(_accumulate_py), jit(_backtrack_py)
+    return {
+        "librosa": jit(_accumulate_py),
+        "authors": jit(_accumulate_authors_py),
+        "backtrack": jit(_backtrack_py),
+    }

@@ -133,7 +133,7 @@ def pair_path(out: Path, pair: ClipPair) -> Path:
 @dataclass(frozen=True)
 class _AlignWork:
     out: Path
-    settings: dict[str, Any]  #: DataConfig.pair_settings(): features, dtw_metric, sample_rate
+    settings: dict[str, Any]  #: DataConfig.pair_settings(): features, dtw_metric, ..., dtw_ties
 
     def __call__(self, pair: ClipPair) -> None:
         from asccl.data.dtw import align_audio
@@ -142,7 +142,7 @@ class _AlignWork:
         try:
             idx_n, idx_e, cost, quality = align_audio(
                 features[0], features[1], pair.neutral.num_frames, pair.emotional.num_frames,
-                metric=self.settings["dtw_metric"],
+                metric=self.settings["dtw_metric"], ties=self.settings["dtw_ties"],
             )  # fmt: skip
         except (ValueError, FloatingPointError) as exc:
             files = f"{pair.neutral.audio} vs {pair.emotional.audio}"

@@ -8,13 +8,13 @@ compared on rerun (:mod:`asccl.data.item_settings`).
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from asccl.config import ConfigError, is_int
 from asccl.data.crop_store import STORE_SUFFIX
-from asccl.data.pairing import DEFAULT_RULES, PairingRule
+from asccl.data.pairing import DEFAULT_RULES, PAIRING_PRESETS, PairingRule
 
 
 @dataclass(frozen=True)
@@ -26,7 +26,10 @@ class DataConfig:
     out: Path = Path("runs/data")  #: where every output of stage 1 goes
     view: str = "front"  #: MEAD camera view
     speakers: list[str] | None = None  #: restrict to these speakers
-    pairing: PairingRule | None = None  #: None: the dataset's default rule
+    pairing: PairingRule | None = None  #: None: the dataset's default rule (or the preset's)
+    #: "authors": the authors' clip-pair list (MEAD, their 36 speakers; ``speakers`` may
+    #: narrow it); None: ``pairing`` or the dataset's default rule
+    preset: Literal["authors"] | None = None
     #: audio features for DTW: "mel" (the paper), "mfcc", or "mfcc_psf" (the authors' file)
     features: Literal["mel", "mfcc", "mfcc_psf"] = "mel"
     dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
@@ -77,9 +80,47 @@ class DataConfig:
             parse_shard(self.shard)
         except ValueError as exc:
             raise ConfigError(f"shard: {exc}") from None
+        self._check_preset()
+
+    def _check_preset(self) -> None:
+        if self.preset is None:
+            return
+        if self.preset not in PAIRING_PRESETS:
+            raise ConfigError(
+                f"preset: must be one of {list(PAIRING_PRESETS)}, got {self.preset!r}"
+            )
+        dataset, rule = PAIRING_PRESETS[self.preset]
+        if self.dataset != dataset:
+            raise ConfigError(
+                f"preset: {self.preset!r} is for dataset {dataset!r}, not {self.dataset!r}"
+            )
+        if self.pairing is not None:
+            raise ConfigError(
+                f"pairing: preset {self.preset!r} sets the pairing rule; give one of them"
+            )
+        others = sorted(set(self.speakers or ()) - set(rule.speakers))
+        if self.speakers is not None and not self.speakers:
+            raise ConfigError("speakers: an empty list leaves nothing to pair")
+        if others:
+            raise ConfigError(
+                f"speakers: {', '.join(others)} not among preset {self.preset!r}'s speakers"
+            )
 
     def rule(self) -> PairingRule:
+        """The pairing rule: ``pairing``, else the preset's (narrowed to ``speakers``), else
+        the dataset's default."""
+        if self.preset is not None:
+            rule = PAIRING_PRESETS[self.preset][1]
+            if self.speakers is not None:
+                rule = replace(rule, speakers=tuple(s for s in rule.speakers if s in self.speakers))
+            return rule
         return self.pairing or DEFAULT_RULES[self.dataset]
+
+    def index_speakers(self) -> list[str] | None:
+        """The speakers to index: ``speakers``, else the rule's (None: every speaker)."""
+        if self.speakers is not None:
+            return list(self.speakers)
+        return list(self.rule().speakers) or None
 
     def pair_settings(self) -> dict[str, Any]:
         """The settings a pair file's content depends on (recorded in it, compared on rerun),

@@ -55,7 +55,7 @@ from asccl.data.item_settings import (
     read_crop_settings,
     settings_change,
 )
-from asccl.data.pairing import pair_clips
+from asccl.data.pairing import numbering_notes, pair_clips, resolve_numbering
 from asccl.data.runs import StageSummary, _run_items, _write_log
 from asccl.io import write_text_atomic
 
@@ -90,7 +90,8 @@ def run_index(config: DataConfig) -> StageSummary:
 
     summary = StageSummary("index")
     if config.dataset == "mead":
-        clips, problems = index_mead(config.root, view=config.view, speakers=config.speakers)
+        speakers = config.index_speakers()  # a preset's speakers when none are given
+        clips, problems = index_mead(config.root, view=config.view, speakers=speakers)
     else:
         clips, problems = index_ravdess(config.root)
         if config.speakers is not None:
@@ -192,7 +193,16 @@ def run_pairs(config: DataConfig) -> StageSummary:
 
     summary = StageSummary("pairs")
     clips = read_clip_index(config.out / "clips.csv")
-    pairs, problems = pair_clips(clips, config.rule())
+    rule = config.rule()
+    pairs, problems = pair_clips(clips, rule)
+    # the sentence numbering read per speaker from disk (MEAD's disgusted: 001 or 028)
+    summary.notes += numbering_notes(resolve_numbering(clips, rule))
+    absent = [s for s in rule.speakers if s not in {c.speaker for c in clips}]
+    if absent:
+        summary.notes.append(
+            f"{len(absent)} of the rule's {len(rule.speakers)} speakers have no clips in "
+            f"clips.csv: {', '.join(absent)}"
+        )
     shard, shards = parse_shard(config.shard)
     mine = [p for i, p in enumerate(pairs) if i % shards == shard]
     settings = config.pair_settings()

@@ -7,7 +7,6 @@ config, then calls a plain function.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
@@ -155,17 +154,9 @@ def _face3d_convert_flame(args: argparse.Namespace, overrides: Sequence[str]) ->
 
 
 def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
-    from asccl.metric import load_metric
-    from asccl.metric.checkpoint import read_metric_metadata
+    from asccl.metric.checkpoint import describe_metric
 
-    metadata = read_metric_metadata(args.checkpoint)
-    metric = load_metric(args.checkpoint)  # every check: config, keys, shapes, finite values
-    config, count = metric.config, len(metric.state_dict())
-    print(
-        f"{args.checkpoint}: asccl metric, {count} tensors, "
-        f"written by asccl {metadata.get('asccl_version', '?')}"
-    )
-    print(json.dumps(config.to_dict(), indent=2))
+    print(describe_metric(args.checkpoint))  # every check: config, keys, shapes, finite values
     return 0
 
 
@@ -174,9 +165,14 @@ def _metric_convert(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     # --channel-order given: it wins; else the file's own (the authors' .pth: bgr)
     order = {"channel_order": args.channel_order} if args.channel_order else {}
-    metric = load_metric(args.source, **order)
+    metric = load_metric(args.source, authors_compat=args.authors_compat, **order)
     path = save_metric(metric, args.output)
-    print(f"wrote {path} ({metric.config.backbone}, channel order {metric.config.channel_order})")
+    config = metric.config
+    arithmetic = "asccl's" if config.authors_differences() else "the authors'"
+    print(
+        f"wrote {path} ({config.backbone}, channel order {config.channel_order}, "
+        f"{arithmetic} loss arithmetic)"
+    )
     return 0
 
 
@@ -333,7 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     metric = commands.add_parser("metric", help="inspect and convert metric checkpoints")
     metric_commands = metric.add_subparsers(dest="metric_command", required=True, metavar="ACTION")
-    info = metric_commands.add_parser("info", help="print a checkpoint's config")
+    info = metric_commands.add_parser(
+        "info", help="print a checkpoint's every setting (config, input, version)"
+    )
     info.add_argument("checkpoint")
     info.set_defaults(handler=_metric_info)
     convert = metric_commands.add_parser(
@@ -347,6 +345,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="channel order the checkpoint was trained on (default: an asccl file's own; "
         "the authors' .pth: bgr)",
+    )
+    convert.add_argument(
+        "--authors-compat",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="store the authors' loss arithmetic (their anchor window, adaptive weighting) "
+        "in the header, so the file gives their loss with no flags at load (default: the "
+        "source's own; the authors' .pth: theirs). --no-authors-compat: asccl's arithmetic",
     )
     convert.set_defaults(handler=_metric_convert)
     return parser

@@ -267,20 +267,119 @@ def test_convert_keeps_an_asccl_files_channel_order(tmp_path, capsys):
     torch.save(authors_layout(ASCCLMetric()), authors)
     assert main(["metric", "convert", str(authors), str(tmp_path / "a.safetensors")]) == 0
     assert read_metric_config(tmp_path / "a.safetensors").channel_order == "bgr"
-    assert "channel order bgr" in capsys.readouterr().out
+    assert "channel order bgr, the authors' loss arithmetic" in capsys.readouterr().out
 
 
-def test_info_prints_the_header_of_a_good_file(metric, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def authors_pth(tmp_path_factory):
+    """The authors' released layout (IResNet-50, resnet50.* / mlp.*), seeded weights."""
+    torch.manual_seed(5)
+    path = tmp_path_factory.mktemp("authors") / "20-512_224.pth"
+    torch.save(authors_layout(ASCCLMetric()), path)
+    return path
+
+
+def test_converting_the_authors_file_stores_their_arithmetic(authors_pth, tmp_path):
+    """Their .pth stores no settings: converted, the header holds theirs (BGR, window,
+    adaptive arithmetic) unless --no-authors-compat, which keeps asccl's (still BGR)."""
+    from asccl.cli import main
+    from asccl.metric.checkpoint import authors_config
+    from asccl.metric.config import AUTHORS_ARITHMETIC
+
+    outs = {}
+    for name, flags in [
+        ("default", []),
+        ("on", ["--authors-compat"]),
+        ("off", ["--no-authors-compat"]),
+    ]:
+        outs[name] = tmp_path / f"{name}.safetensors"
+        assert main(["metric", "convert", str(authors_pth), str(outs[name]), *flags]) == 0
+    for name in ("default", "on"):
+        config = read_metric_config(outs[name])
+        assert config == authors_config()
+        assert {k: getattr(config, k) for k in AUTHORS_ARITHMETIC} == AUTHORS_ARITHMETIC
+        assert config.authors_window and config.adaptive == "authors"
+        assert config.channel_order == "bgr"
+    assert outs["default"].read_bytes() == outs["on"].read_bytes()
+    off = read_metric_config(outs["off"])
+    assert (off.adaptive, off.authors_window, off.channel_order) == ("pair", False, "bgr")
+
+
+@pytest.mark.slow
+def test_a_converted_authors_file_gives_their_loss_with_no_flags(authors_pth, tmp_path):
+    """ASCCLLoss on the converted file (no flags) equals ASCCLLoss on their .pth with their
+    settings passed explicitly, on the same regions (one seeded generator each call); the
+    same weights and operations, so equal up to float32 rounding (a few ulps of ~13). With
+    --no-authors-compat it differs by far more (asccl's window and per-pair weights)."""
+    from asccl import ASCCLLoss
+    from asccl.cli import main
+
+    converted, plain = tmp_path / "c.safetensors", tmp_path / "p.safetensors"
+    assert main(["metric", "convert", str(authors_pth), str(converted), "--authors-compat"]) == 0
+    assert main(["metric", "convert", str(authors_pth), str(plain), "--no-authors-compat"]) == 0
+    x, y = random_images(2, 224, seed=1), random_images(2, 224, seed=2)
+
+    def loss(fn):
+        with torch.no_grad():
+            return fn(x, y, generator=torch.Generator().manual_seed(0))
+
+    theirs = loss(
+        ASCCLLoss(
+            authors_pth,
+            channel_order="rgb",
+            negatives="patch",
+            per_image_regions=False,
+            authors_window=True,
+            adaptive="authors",
+        )
+    )
+    ours = loss(ASCCLLoss(converted))
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+    assert (loss(ASCCLLoss(plain)) - theirs).abs() > 1e-4
+
+
+def test_info_prints_every_setting(metric, tmp_path, capsys):
+    """Format and versions, tensors, the input the metric expects, its loss arithmetic and
+    the whole config."""
     from asccl import __version__
     from asccl.cli import main
 
     path = save_metric(metric, tmp_path / "m.safetensors")
     assert main(["metric", "info", str(path)]) == 0
     out = capsys.readouterr().out
-    first, config = out.split("\n", 1)
-    count = len(metric.state_dict())
-    assert first == f"{path}: asccl metric, {count} tensors, written by asccl {__version__}"
+    head, config = out.split("config: ", 1)
+    lines = head.splitlines()
+    assert lines[0] == (
+        f"{path}: asccl metric checkpoint (format asccl-metric v1), written by asccl {__version__}"
+    )
+    assert lines[1].startswith(f"tensors: {len(metric.state_dict())} (")
+    assert lines[2].startswith(
+        "input: (B, 3, 224, 224) float, values in [-1, 1], channel order bgr"
+    )
+    assert lines[3] == (
+        "loss arithmetic: asccl's, not the authors' "
+        '(negatives = "random", authors_window = false, adaptive = "pair")'
+    )
     assert json.loads(config) == metric.config.to_dict()
+    authors = save_metric(
+        ASCCLMetric(
+            metric.config.replace(negatives="patch", adaptive="authors", authors_window=True)
+        ),
+        tmp_path / "a.safetensors",
+    )
+    assert main(["metric", "info", str(authors)]) == 0
+    assert "loss arithmetic: the authors' (" in capsys.readouterr().out
+
+
+def test_authors_compat_at_load_sets_only_the_arithmetic(metric, tmp_path):
+    from asccl.metric.config import AUTHORS_ARITHMETIC
+
+    path = save_metric(metric, tmp_path / "m.safetensors")
+    compat = load_metric(path, authors_compat=True).config
+    assert compat.authors_differences() == {}
+    assert compat == metric.config.replace(**AUTHORS_ARITHMETIC)  # channel order kept: bgr
+    assert load_metric(path, authors_compat=False).config == metric.config
+    assert load_metric(path, authors_compat=True, adaptive="off").config.adaptive == "off"
 
 
 def test_safetensors_bytes_under_another_suffix_are_read(metric, tmp_path):

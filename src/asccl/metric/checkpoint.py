@@ -10,6 +10,10 @@ FILE`` prints it). Reading goes through :mod:`asccl.io`: every problem with a fi
 The authors' released checkpoints (``torch.save(model.state_dict())`` of their
 ``Temporal_Context_Loss``: ``resnet50.*`` and ``mlp.{0,2,3,5,6,8,9,11}.*``) load through an
 explicit key mapping, read with ``torch.load(weights_only=True)``: nothing is unpickled.
+They store no settings; they load with the authors' own (:func:`authors_config`: BGR and
+:data:`~asccl.metric.config.AUTHORS_ARITHMETIC`), so they give the authors' loss, and a
+file converted from one keeps those settings in its header (``authors_compat=False`` /
+``asccl metric convert --no-authors-compat`` opts out: asccl's arithmetic, still BGR).
 """
 
 from __future__ import annotations
@@ -33,12 +37,14 @@ from asccl.io import (
     save_safetensors,
     unwrap_state_dict,
 )
-from asccl.metric.config import MetricConfig
+from asccl.metric.config import AUTHORS_ARITHMETIC, MetricConfig
 from asccl.metric.model import ASCCLMetric
 
 __all__ = [
     "CheckpointError",
+    "authors_config",
     "authors_state_dict",
+    "describe_metric",
     "load_metric",
     "read_metric_config",
     "read_metric_metadata",
@@ -155,14 +161,34 @@ def _field_problem(value: Any, default: Any) -> str | None:
     return None
 
 
-def load_metric(path: str | os.PathLike, **changes: Any) -> ASCCLMetric:
+def authors_config() -> MetricConfig:
+    """The settings of the authors' released checkpoints, which store none: IResNet-50 at
+    224, BGR (they trained on OpenCV frames) and their loss arithmetic
+    (:data:`~asccl.metric.config.AUTHORS_ARITHMETIC`)."""
+    return MetricConfig(
+        backbone="iresnet50",
+        image_size=224,
+        channel_order="bgr",
+        **AUTHORS_ARITHMETIC,
+        extra={"source": "authors' checkpoint"},
+    )
+
+
+def load_metric(
+    path: str | os.PathLike, *, authors_compat: bool | None = None, **changes: Any
+) -> ASCCLMetric:
     """Load a metric checkpoint: an asccl ``.safetensors`` file, or the authors' ``.pth``.
 
     Args:
         path: the checkpoint file.
-        **changes: :class:`MetricConfig` fields to change after loading, e.g.
-            ``channel_order="bgr"`` for the authors' checkpoints (they trained on BGR).
-            Fields that change the architecture are rejected.
+        authors_compat: ``None`` (default): the file's own settings (the authors' ``.pth``:
+            theirs, :func:`authors_config`). ``True``: the authors' loss arithmetic
+            (:data:`~asccl.metric.config.AUTHORS_ARITHMETIC`) whatever the file holds;
+            ``False``: asccl's defaults where they depart from the authors' (anchor window
+            inside the map, per-pair adaptive weights). The channel order stays the file's.
+        **changes: :class:`MetricConfig` fields to change after loading (applied after
+            ``authors_compat``), e.g. ``num_anchors=(64, 32, 16, 8)``. Fields that change
+            the architecture are rejected.
 
     Raises:
         CheckpointError: one line naming the file: missing, empty, truncated or malformed,
@@ -173,12 +199,13 @@ def load_metric(path: str | os.PathLike, **changes: Any) -> ASCCLMetric:
         config = read_metric_config(path)
         filter_fn = None
     else:
-        # The authors trained on OpenCV's BGR frames; everything else uses asccl's defaults.
-        config = MetricConfig(
-            backbone="iresnet50", channel_order="bgr", extra={"source": "authors' checkpoint"}
-        )
+        config = authors_config()
         filter_fn = _authors_filter
     state = read_weights(path)
+    if authors_compat:
+        changes = {**AUTHORS_ARITHMETIC, **changes}
+    elif authors_compat is not None:  # asccl's own where its defaults depart from theirs
+        changes = {**MetricConfig().authors_differences(), **changes}
     if changes:
         changed = config.replace(**changes)
         for name in ("backbone", "head_reduction"):
@@ -192,6 +219,47 @@ def load_metric(path: str | os.PathLike, **changes: Any) -> ASCCLMetric:
     what = f"an ASCCL metric ({config.backbone}, head_reduction {config.head_reduction})"
     load_state_dict_strict(metric, state, path, filter_fn, what=what)
     return metric
+
+
+def describe_metric(path: str | os.PathLike) -> str:
+    """Every setting of a metric checkpoint, as ``asccl metric info`` prints it: format and
+    the asccl version that wrote it, tensor count, the input the metric expects (size,
+    range [-1, 1], channel order), whether its arithmetic is the authors', and the whole
+    :class:`MetricConfig` as JSON. The file is fully loaded (every check runs)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        metadata = read_metric_metadata(path)
+        kind = (
+            f"asccl metric checkpoint (format {metadata['format']} "
+            f"v{metadata['format_version']}), written by asccl "
+            f"{metadata.get('asccl_version', '?')}"
+        )
+    else:
+        kind = "the authors' checkpoint layout (resnet50.* / mlp.*; no settings stored)"
+    metric = load_metric(path)
+    config = metric.config
+    count = len(metric.state_dict())
+    params = sum(p.numel() for p in metric.parameters())
+    side = config.image_size
+    departs = config.authors_differences()
+    if departs:
+        detail = ", ".join(f"{k} = {json.dumps(v)}" for k, v in departs.items())
+        arithmetic = f"asccl's, not the authors' ({detail})"
+    else:
+        arithmetic = "the authors' (" + ", ".join(
+            f"{k} = {json.dumps(v)}" for k, v in AUTHORS_ARITHMETIC.items()
+        )
+        arithmetic += ")"
+    lines = [
+        f"{path}: {kind}",
+        f"tensors: {count} ({params} parameters), read by asccl {__version__}",
+        f"input: (B, 3, {side}, {side}) float, values in [-1, 1], channel order "
+        f"{config.channel_order} (asccl.ASCCLLoss converts from its input_range and "
+        "channel_order)",
+        f"loss arithmetic: {arithmetic}",
+        "config: " + json.dumps(config.to_dict(), indent=2, sort_keys=True),
+    ]
+    return "\n".join(lines)
 
 
 def _authors_filter(state: Mapping[str, Any], model: nn.Module | None = None) -> dict:

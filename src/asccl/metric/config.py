@@ -14,6 +14,17 @@ from asccl.metric.sampler import anchor_window
 ChannelOrder = Literal["rgb", "bgr"]
 NegativeMode = Literal["patch", "random"]
 
+#: The authors' released loss arithmetic, independent of any weights: negatives from the
+#: other sampled patches, one set of regions per batch, their anchor window (stage-4
+#: neighbours may wrap to the far edge) and their adaptive weighting (one global scale).
+#: With ``channel_order="bgr"`` (their OpenCV frames) it reproduces their loss exactly.
+AUTHORS_ARITHMETIC: dict[str, Any] = {
+    "negatives": "patch",
+    "per_image_regions": False,
+    "authors_window": True,
+    "adaptive": "authors",
+}
+
 
 @dataclass(frozen=True)
 class MetricConfig:
@@ -98,6 +109,15 @@ class MetricConfig:
     def replace(self, **changes: Any) -> MetricConfig:
         """A copy with ``changes`` applied (validated; unknown names are an error)."""
         return MetricConfig.from_dict({**self.to_dict(), **changes})
+
+    def authors_differences(self) -> dict[str, Any]:
+        """The fields of :data:`AUTHORS_ARITHMETIC` where this config departs from the
+        authors' arithmetic, with this config's values (empty: it computes their loss)."""
+        return {
+            name: getattr(self, name)
+            for name, value in AUTHORS_ARITHMETIC.items()
+            if getattr(self, name) != value
+        }
 
 
 def _is_int(value: object) -> bool:

@@ -117,9 +117,21 @@ def test_metric_info_and_convert(tmp_path, capsys):
     torch.save(authors, tmp_path / "authors.pth")
     out = tmp_path / "converted.safetensors"
     assert main(["metric", "convert", str(tmp_path / "authors.pth"), str(out)]) == 0
-    assert "channel order bgr" in capsys.readouterr().out
+    assert "channel order bgr, the authors' loss arithmetic" in capsys.readouterr().out
     assert main(["metric", "info", str(out)]) == 0
-    assert '"channel_order": "bgr"' in capsys.readouterr().out
+    info = capsys.readouterr().out
+    for setting in ('"channel_order": "bgr"', '"adaptive": "authors"', '"authors_window": true'):
+        assert setting in info
+    assert "values in [-1, 1], channel order bgr" in info
+    assert "loss arithmetic: the authors'" in info
+    # opting out keeps asccl's arithmetic (still BGR), and info says where it departs
+    plain = tmp_path / "plain.safetensors"
+    args = ["metric", "convert", str(tmp_path / "authors.pth"), str(plain), "--no-authors-compat"]
+    assert main(args) == 0
+    assert "channel order bgr, asccl's loss arithmetic" in capsys.readouterr().out
+    assert main(["metric", "info", str(plain)]) == 0
+    info = capsys.readouterr().out
+    assert 'not the authors\' (authors_window = false, adaptive = "pair")' in info
 
 
 def test_metric_info_on_a_bad_file_is_a_one_line_error(tmp_path, capsys):

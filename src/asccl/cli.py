@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
         "data",
         help="stage 1: index clips, DTW frame pairs, face crops",
         description="Stage 1 of the pipeline. Extra --key value options override the config "
-        "(e.g. --root /data/MEAD --out runs/mead --shard 0/8 --workers 16).",
+        "(e.g. --root /data/MEAD --out runs/mead --shard 0/8 --workers 16; --preset authors: "
+        "the authors' clip pairs).",
     )
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     for action, text in (

@@ -70,6 +70,25 @@ def test_reads_the_authors_layout(tmp_path):
     assert len(pairs[2]) == 5 and math.isnan(pairs[2].dtw_cost) and pairs[2].quality == {}
 
 
+def test_both_disgusted_numberings_round_trip(tmp_path):
+    """Their file keys disgusted 001_028 for some speakers and 001_001 for others (W021)."""
+    pairs = [
+        AlignedPair(s, "disgusted", f"{s}/neutral/level_1/001", f"{s}/disgusted/level_3/{e}",
+                    np.arange(3), np.arange(3))
+        for s, e in (("M035", "028"), ("W021", "001"))
+    ]  # fmt: skip
+    path = write_authors_json(pairs, tmp_path / "aligned.json")
+    assert {s: list(e["disgusted"]) for s, e in json.loads(path.read_text()).items()} == {
+        "M035": ["001_028"],
+        "W021": ["001_001"],
+    }
+    back = read_authors_json(path)
+    assert [(p.speaker, p.neutral_clip, p.emotional_clip) for p in back] == [
+        ("M035", "001", "028"),
+        ("W021", "001", "001"),
+    ]
+
+
 def test_authors_json_round_trip_uses_sentence_ids(tmp_path):
     path = write_authors_json(make_pairs(), tmp_path / "out" / "aligned.json")
     tree = json.loads(path.read_text())

@@ -128,9 +128,7 @@ def test_the_numbering_choice_is_reported_per_speaker(tmp_path):
     make_tree(tmp_path)
     clips, _ = index_mead(tmp_path)
     choices = {n.speaker: n for n in resolve_numbering(clips, MEAD_RULE)}
-    assert set(choices) == set(DISGUSTED) and {n.emotion for n in choices.values()} == {
-        "disgusted"
-    }
+    assert set(choices) == set(DISGUSTED) and {n.emotion for n in choices.values()} == {"disgusted"}
     assert choices["M035"].mapping == {"001": "028", "002": "029", "003": "030"}
     assert choices["M035"].mapped and choices["M035"].reason == "030 on disk"
     assert choices["W021"].mapping == {"001": "001", "002": "002", "003": "003"}
@@ -234,3 +232,9 @@ def test_a_030_left_out_of_the_index_still_shows_the_numbering(tmp_path):
     (tmp_path / "W025/video/front/disgusted/level_3/030.mp4").unlink()
     (choice,) = resolve_numbering(kept, MEAD_RULE)
     assert not choice.mapped
+
+
+def test_the_bundled_authors_config_is_the_preset():
+    config = load_config(DataConfig, Path(__file__).parents[2] / "configs/data/authors.toml")
+    assert (config.preset, config.features) == ("authors", "mfcc_psf")
+    assert config.rule().speakers == AUTHORS_SPEAKERS and len(set(AUTHORS_SPEAKERS)) == 36

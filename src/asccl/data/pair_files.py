@@ -6,8 +6,11 @@ Authors' JSON (their released ``aligned_path.json``)::
               "disgusted": {"001_028": [[...], [...]]}}}
 
 speaker -> emotion -> ``"<neutral sentence>_<emotional sentence>"`` -> [neutral frame
-indices, emotional frame indices]. asccl's CSV keeps one row per clip pair with the DTW cost,
-the alignment diagnostics (``q_*`` columns) and the frames as space-separated integers.
+indices, emotional frame indices]. Disgusted keys follow each speaker's numbering on disk
+(``001_028`` or ``001_001``: :func:`asccl.data.pairing.resolve_numbering`); ``asccl data
+pairs --preset authors`` forms the authors' list of clip pairs. asccl's CSV keeps one row
+per clip pair with the DTW cost, the alignment diagnostics (``q_*`` columns) and the frames
+as space-separated integers.
 Both writers replace the file atomically; both readers validate and raise
 :class:`~asccl.data.errors.DataError` naming the file and the offending entry.
 """

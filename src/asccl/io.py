@@ -204,9 +204,8 @@ def _read_torch(path: Path, head: bytes) -> dict[str, Any]:
         )
     try:
         # zip files are memory-mapped: a refused file's tensors are never read in full
-        state = torch.load(
-            path, map_location="cpu", weights_only=True, mmap=head.startswith(_ZIP_MAGIC)
-        )
+        mmap = head.startswith(_ZIP_MAGIC)
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as exc:
         if "weights only" in str(exc).lower():
             raise CheckpointError(

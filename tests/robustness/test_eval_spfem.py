@@ -25,7 +25,7 @@ from asccl.metric import build_iresnet
 from tests.evaluation.test_results import write_tiny_results
 from tests.robustness.conftest import one_line_error, snapshot
 from tests.spfem.test_data import write_stage1
-from tests.spfem.test_experiment import make_setup
+from tests.spfem.test_experiment import GANMUT_TOML, make_setup
 
 AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"
 NAMES = ("A_001", "A_002", "A_003")
@@ -191,25 +191,8 @@ def test_broken_clips_are_listed_with_their_reason_and_never_scored(evaluated, t
 
 # ---------------------------------------------------------------------- asccl spfem train
 
-TRAIN_TOML = """\
-data = "{data}"
-out = "{out}"
-model = "ganmut"
-steps = 2
-batch_size = 4
-image_size = 32
-workers = 0
-device = "cpu"
-sample_every = 0
-checkpoint_every = 2
-log_every = 1
-[ganmut]
-g_channels = 8
-g_res_blocks = 1
-d_channels = 8
-d_layers = 3
-num_random = 1
-"""
+# the tiny GANmut run of the experiment tests, on its own data and output folder
+TRAIN_TOML = 'data = "{data}"\nout = "{out}"\n' + GANMUT_TOML
 
 
 @pytest.fixture(scope="module")

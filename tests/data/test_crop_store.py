@@ -343,3 +343,43 @@ def test_npy_store_with_wrong_frame_dtype_is_refused(tmp_path):
     path = write_clip_crops(make_crops(), tmp_path / "a.crops", format="npy")
     np.save(path / "frames.npy", np.zeros((6, 64, 64, 3), np.float32))
     assert_refused(path, "array frames.npy has dtype float32")
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_threads_never_parse_npy_headers_at_once(tmp_path, fmt, monkeypatch):
+    """numpy parses .npy headers with ast.literal_eval, which CPython < 3.11.8 cannot run
+    in two threads at once (gh-106905: a SystemError failed CI once). Every opening and
+    header read here holds NPY_HEADER_LOCK: with a parse made slow enough that 8 threads
+    would overlap without the lock, no two parses ever run together."""
+    import ast
+    import threading
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    from asccl.data.crop_store import read_clip_header
+
+    paths = [
+        write_clip_crops(make_crops(seed=i), tmp_path / f"{i}{store_path(tmp_path, fmt).name}",
+                         format=fmt)
+        for i in range(8)
+    ]  # fmt: skip
+    real_literal_eval, guard = ast.literal_eval, threading.Lock()
+    inside, most = [0], [0]
+
+    def slow_literal_eval(text):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.002)
+        try:
+            return real_literal_eval(text)
+        finally:
+            with guard:
+                inside[0] -= 1
+
+    monkeypatch.setattr(ast, "literal_eval", slow_literal_eval)
+    with ThreadPoolExecutor(8) as pool:
+        readers = list(pool.map(open_clip_crops, paths))
+        headers = list(pool.map(read_clip_header, paths))
+    assert most[0] == 1  # parses happened, and one at a time
+    assert [len(r) for r in readers] == [6] * 8 and all(v.sum() == 5 for v, _ in headers)

@@ -57,6 +57,7 @@ stops the run before it starts, not in a DataLoader worker hours later.
 from __future__ import annotations
 
 import os
+import threading
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -149,6 +150,14 @@ def write_clip_crops(crops: ClipCrops, path: str | os.PathLike, format: str = "j
         with open(tmp_dir / _META, "wb") as f:
             np.savez(f, **_meta(crops))
     return path
+
+
+# numpy parses every ``.npy`` header with ``ast.literal_eval``; on CPython before 3.11.8 and
+# 3.12.1 two threads doing that at once can fail with "SystemError: AST constructor
+# recursion depth mismatch" (python/cpython gh-106905). Stores are opened from threads
+# (:meth:`asccl.training.dataset.PairedFrames` checks them in a pool), so every header
+# read in this module holds this lock; frame reads and checksums run without it.
+NPY_HEADER_LOCK = threading.RLock()
 
 
 class ClipCropsReader:
@@ -315,7 +324,8 @@ def open_clip_crops(path: str | os.PathLike) -> ClipCropsReader:
     path = Path(path)
     _require_archive(path)
     try:
-        return ClipCropsReader(path)
+        with NPY_HEADER_LOCK:
+            return ClipCropsReader(path)
     except DataError:
         raise
     except (OSError, ValueError, TypeError, KeyError, IndexError, EOFError, BadZipFile) as err:
@@ -475,7 +485,7 @@ def read_clip_header(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     path = Path(path)
     _require_archive(path)
     try:
-        with np.load(path / _META if path.is_dir() else path) as meta:
+        with NPY_HEADER_LOCK, np.load(path / _META if path.is_dir() else path) as meta:
             version = int(meta["format_version"])
             valid = np.asarray(meta["valid"], dtype=bool)
             size = int(meta["crop_size"])

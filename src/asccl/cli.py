@@ -42,6 +42,19 @@ def _data(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 1 if errors else 0
 
 
+def _data_pack(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.data.config import DataConfig
+    from asccl.data.frame_pack import run_pack
+
+    summary = run_pack(load_config(DataConfig, args.config, overrides))
+    print(summary.report())
+    error = summary.error_line()
+    if error:
+        print(f"asccl: error: {error}", file=sys.stderr)
+    return 1 if error else 0
+
+
 def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     import logging
 
@@ -122,6 +135,31 @@ def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 0
 
 
+class _CommandParser(argparse.ArgumentParser):
+    """A command's parser; ``config="module:Class"``: its ``--help`` ends with the keys of
+    that config class (type, default, description), imported only when help is shown."""
+
+    def __init__(self, *args, config: str | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.config = config
+
+    def format_help(self) -> str:
+        text = super().format_help()
+        if self.config is None:
+            return text
+        import importlib
+
+        from asccl.config_keys import describe_keys
+
+        module, name = self.config.split(":")
+        keys = describe_keys(getattr(importlib.import_module(module), name))
+        return (
+            f"{text}\nconfig keys: set in the --config file as key = value (a.b as b in its "
+            "[a] table),\nor on the command line as --key value, --a.b value (dashes or "
+            f"underscores):\n{keys}\n"
+        )
+
+
 class _OneLineParser(argparse.ArgumentParser):
     """A sub-parser whose usage errors are one line, ``asccl: error: <action>: <problem>``."""
 
@@ -182,13 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="ASCCL: spatial coherent correlation metric and loss for SPFEM.",
     )
     parser.add_argument("--version", action="version", version=f"asccl {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_CommandParser
+    )
 
     demo = commands.add_parser(
         "demo",
         help="run the pipeline (as far as it exists) on bundled data",
         description="Run the demo. Extra --key value options override the config, nested "
         "ones too: --out runs/x --train.max-steps 10 --experiment.ganmut.steps 50.",
+        config="asccl.demo:DemoConfig",
     )
     demo.add_argument(
         "--config",
@@ -212,9 +253,15 @@ def build_parser() -> argparse.ArgumentParser:
         ("crops", "detect landmarks and store face crops per clip"),
         ("prepare", "index, pairs and crops in turn"),
     ):
-        sub = data_commands.add_parser(action, help=text, description=text)
+        sub = data_commands.add_parser(
+            action, help=text, description=text, config="asccl.data.config:DataConfig"
+        )
         sub.add_argument("--config", help="TOML config, e.g. configs/data/mead.toml")
         sub.set_defaults(handler=_data, takes_overrides=True)
+    text = "pack the JPEG crop stores into crops.pack/ for random access (training reads it)"
+    pack = data_commands.add_parser("pack", help=text, description=text)
+    pack.add_argument("--config", help="TOML config (its out and crop_format are used)")
+    pack.set_defaults(handler=_data_pack, takes_overrides=True)
 
     train = commands.add_parser(
         "train-metric",
@@ -222,6 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train (or resume) the metric. Extra --key value options override the "
         "config, e.g. --data runs/mead --arcface-weights backbone.pth --metric.backbone "
         "iresnet50. Under torchrun it trains with DDP.",
+        config="asccl.training.config:TrainConfig",
     )
     train.add_argument("--config", help="TOML config, e.g. configs/metric/seed.toml")
     train.set_defaults(handler=_train_metric, takes_overrides=True)
@@ -232,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Evaluate a results folder (<method>/<setting>/<emotion>/<clip>). Extra "
         "--key value options override the config, e.g. --results runs/dsm --arcface-weights "
         "backbone.pth --syncnet-weights syncnet_v2.model --max-frames-per-clip 64.",
+        config="asccl.evaluation.config:EvalConfig",
     )
     evaluate.add_argument("--config", help="TOML config, e.g. configs/eval/demo.toml")
     evaluate.set_defaults(handler=_evaluate, takes_overrides=True)
@@ -245,6 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         "override the config, e.g. --model ganmut --asccl-weight 1 --asccl-checkpoint "
         "metric.safetensors --data runs/mead --out runs/ganmut_asccl. Under torchrun each "
         "process trains on its share of the batch and gradients are averaged.",
+        config="asccl.spfem.config:SPFEMTrainConfig",
     )
     spfem_train.add_argument("--config", help="TOML config, e.g. configs/spfem/ganmut_demo.toml")
     spfem_train.set_defaults(handler=_spfem_train, takes_overrides=True)
@@ -256,6 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the test set's results, evaluate them and compare. Extra --key value options "
         "override the config, nested ones too, e.g. --metric runs/demo/metric/metric.safetensors "
         "--ganmut.steps 500 --eval.device cuda (or --ganmut configs/spfem/ganmut.toml).",
+        config="asccl.spfem.experiment:ExperimentConfig",
     )
     experiment.add_argument("--config", help="TOML config, e.g. configs/experiments/demo.toml")
     experiment.set_defaults(handler=_experiment, takes_overrides=True)
@@ -361,14 +412,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``asccl`` command."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)  # --help ends here: torch is not imported
+
     from asccl.config import ConfigError
     from asccl.data.errors import DataError
     from asccl.io import CheckpointError
     from asccl.spfem.face3d.errors import Face3DModelError
     from asccl.weights import MissingWeightsError
 
-    parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
     if extra and not getattr(args, "takes_overrides", False):
         parser.error(f"unrecognised arguments: {' '.join(extra)}")
     try:

@@ -14,6 +14,10 @@ The checks every config class runs in its ``__post_init__`` (one
 :class:`ConfigError` naming the key): :func:`require`, :func:`is_int`,
 :func:`is_number`, :func:`is_device`, and the converters :func:`path_field` and
 :func:`names_field`.
+
+A command's ``--help`` lists its config's keys (:func:`describe_keys`): type, default and
+the field's description (:mod:`asccl.config_keys`). An unknown key is an error naming the
+flag (or the file) with the closest valid keys.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from asccl.config_keys import config_keys, describe_keys, did_you_mean
 from asccl.io import write_text_atomic
 
 if sys.version_info >= (3, 11):
@@ -39,6 +44,20 @@ else:  # pragma: no cover
 
 T = TypeVar("T")
 
+__all__ = [
+    "ConfigError",
+    "config_keys",
+    "describe_keys",
+    "is_device",
+    "is_int",
+    "is_number",
+    "load_config",
+    "names_field",
+    "path_field",
+    "require",
+    "save_config",
+]
+
 
 class ConfigError(ValueError):
     """A config file or override is invalid; the message names the file or key."""
@@ -47,9 +66,7 @@ class ConfigError(ValueError):
 # ------------------------------------------------------------ checks for __post_init__
 
 
-def require(
-    ok: bool, config: object, key: str, problem: str, *, name: str | None = None
-) -> None:
+def require(ok: bool, config: object, key: str, problem: str, *, name: str | None = None) -> None:
     """Raise ``ConfigError("<key> <problem>, got <value>")`` unless ``ok``; ``name``: what
     to call the key instead (a command-line flag such as ``-n``)."""
     if not ok:
@@ -140,6 +157,8 @@ def load_config(
         file, where = Path(path), str(path)
         data = _expand(cls, _read_toml(file), where, (file.resolve(),))
     pairs = _parse_overrides(overrides)
+    for key, value in pairs:
+        _check_override_key(cls, key, value.flag)
     # includes first (`--eval FILE`), then every other key on top, in the order given
     pairs.sort(key=lambda pair: not _is_include(cls, *pair))
     for key, value in pairs:
@@ -274,8 +293,25 @@ def _parse_overrides(args: Sequence[str]) -> list[tuple[str, Any]]:
             raw = items.pop(0)
         else:
             raise ConfigError(f"option --{key} needs a value")
-        pairs.append((key.replace("-", "_"), _CommandLine(_parse_value(raw), raw)))
+        value = _CommandLine(_parse_value(raw), raw, f"--{key}")
+        pairs.append((key.replace("-", "_"), value))
     return pairs
+
+
+def _check_override_key(cls: Any, key: str, flag: str) -> None:
+    """An override whose dotted ``key`` is no key of ``cls`` is a :class:`ConfigError`
+    naming the ``flag`` as typed, with the closest keys (``--lrr``: did you mean ``--lr``?)."""
+    owner = cls
+    for part in key.split("."):
+        names = sorted(f.name for f in dataclasses.fields(owner))
+        if part not in names:
+            hint = did_you_mean(cls, key, style=flag)
+            raise ConfigError(
+                f"{flag}: unknown key(s) {[part]} for {owner.__name__}; {hint}valid: {names}"
+            )
+        owner = _config_class(typing.get_type_hints(owner)[part])
+        if owner is None:
+            return  # a plain setting: a deeper part is refused as "not a table" later
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,6 +320,7 @@ class _CommandLine:
 
     value: Any
     text: str
+    flag: str = ""  #: the option as typed (``--batch-size``)
 
 
 def _parse_value(raw: str) -> Any:
@@ -293,39 +330,58 @@ def _parse_value(raw: str) -> Any:
         return raw
 
 
-def _build(cls: type[T], data: dict[str, Any], where: str, base: Any = None) -> T:
+def _build(
+    cls: type[T], data: dict[str, Any], where: str, base: Any = None, cli: str = "command line"
+) -> T:
     """``cls`` from the table ``data``; keys it does not give keep ``base``'s values (the
     default of the field it fills, e.g. ``ExperimentConfig.icface``'s ``model = "icface"``),
-    else the class defaults."""
+    else the class defaults. ``where``: the file (and table) the keys come from; ``cli``:
+    what to call the command line's keys of this table, so that a bad override's error
+    names the command line, not the file beside it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a table for {cls.__name__}, got {data!r}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - set(fields))
     if unknown:
+        hint = did_you_mean(cls, unknown[0])
         raise ConfigError(
-            f"{where}: unknown key(s) {unknown} for {cls.__name__}; valid: {sorted(fields)}"
+            f"{where}: unknown key(s) {unknown} for {cls.__name__}; {hint}valid: {sorted(fields)}"
         )
     hints = typing.get_type_hints(cls)
     kwargs = {}
+    from_cli = set()
     for name, value in data.items():
         text = None
         if isinstance(value, _CommandLine):
             value, text = value.value, value.text
+            from_cli.add(name)
         inner = _config_class(hints[name])
         if inner is not None and isinstance(value, dict):
             here, source = f"{where}: {name}", getattr(value, "source", None)
             here = f"{here} (from {source})" if source else here
             default = getattr(base, name) if base is not None else _default(fields[name])
             default = default if isinstance(default, inner) else None
-            kwargs[name] = _build(inner, value, here, default)
+            kwargs[name] = _build(inner, value, here, default, f"{cli}: {name}")
         else:
-            kwargs[name] = _convert(hints[name], value, f"{where}: {name}", text)
+            key_where = f"{cli if name in from_cli else where}: {name}"
+            kwargs[name] = _convert(hints[name], value, key_where, text)
     if base is not None:
         kwargs = {f: getattr(base, f) for f, spec in fields.items() if spec.init} | kwargs
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: {exc}") from exc
+        raise ConfigError(f"{_blamed(str(exc), data, from_cli, where, cli)}: {exc}") from exc
+
+
+def _blamed(message: str, data: dict[str, Any], from_cli: set[str], where: str, cli: str) -> str:
+    """Where a check's ``message`` comes from: the command line when the first key of the
+    table it names was given there (``lr must be ...`` after ``--lr -1``), else the file."""
+    first = None
+    for key in data:
+        found = re.search(rf"(?<![\w.'\"]){re.escape(key)}(?![\w'\"])", message)
+        if found and (first is None or found.start() < first[0]):
+            first = (found.start(), key)
+    return cli if first is not None and first[1] in from_cli else where
 
 
 def _default(spec: dataclasses.Field) -> Any:

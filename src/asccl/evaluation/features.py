@@ -1,10 +1,12 @@
-"""What the evaluation networks see and compute per clip: :func:`square_resize` (frames to
-a network's input), :class:`Extractors` (Inception, ArcFace, SyncNet, loaded once; features
-or LSE of one clip) and :func:`feature_jobs` (which clip goes through which extractor, with
-which audio)."""
+"""What the evaluation networks compute per clip: :class:`Extractors` (Inception, ArcFace,
+SyncNet, loaded once; features or LSE of one clip's framed frames, see
+:mod:`~asccl.evaluation.framing`), :func:`extractor_input` (the cache recipe's words for an
+input), :func:`paired_features` (CSIM's frame pairs) and :func:`feature_jobs` (which clip
+goes through which extractor, with which audio). ``square_resize`` is re-exported."""
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 from dataclasses import dataclass
@@ -12,46 +14,79 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from asccl.data.errors import DataError
+from asccl.data.landmarks import FAN_WEIGHTS_ENV
 from asccl.evaluation.config import EvalConfig
+from asccl.evaluation.framing import (
+    FID_WORDS,
+    SYNCNET_FPS,
+    BoxTracker,
+    FaceTrack,
+    arcface_input,
+    inception_input,
+    make_tracker,
+    square_resize,
+    syncnet_input,
+    track_faces,
+)
 from asccl.evaluation.results import ResultClip, ResultsIndex, read_frames
 
-# ------------------------------------------------------------------------- frame transforms
-
-
-def square_resize(frames: np.ndarray, size: int) -> torch.Tensor:
-    """``(N, H, W, 3)`` uint8 -> ``(N, 3, size, size)`` float in 0..255: centre square crop,
-    bilinear resize (antialiased when shrinking).
-
-    Not :func:`~asccl.metric.preprocess.to_metric_input`: this feeds the evaluation networks
-    (Inception in [0, 1], ArcFace in [-1, 1], SyncNet uint8), not the metric. It crops
-    frames of any aspect, stays in 0..255 for those three ranges, and upsamples without
-    antialiasing: changing it would change every FID/CSIM/LSE score (``EXTRACTOR_INPUT``
-    names it in the cache's recipe)."""
-    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
-    h, w = x.shape[-2:]
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
-    x = x[..., top : top + side, left : left + side]
-    if side != size:
-        x = F.interpolate(
-            x, size=(size, size), mode="bilinear", align_corners=False, antialias=side > size
-        )
-    return x.clamp(0, 255)
-
+__all__ = [
+    "Extractors",
+    "FeatureJob",
+    "extractor_input",
+    "feature_jobs",
+    "paired_features",
+    "square_resize",
+]
 
 # ------------------------------------------------------------------------------ extraction
+
+#: bump when what a framing cache entry holds changes
+TRACK_VERSION = 1
+
+
+def extractor_input(config: EvalConfig, kind: str) -> str:
+    """How a clip's frames become extractor ``kind``'s input, with every framing setting it
+    depends on: the cache recipe's ``"input"`` (another framing recomputes the features)."""
+    if kind == "inception":
+        return f"fid_preprocess={config.fid_preprocess}: {FID_WORDS[config.fid_preprocess]}"
+    framing = config.framing_of(kind)
+    words = {
+        "arcface": "112x112 RGB / 127.5 - 1",
+        "syncnet": "224x224 uint8 RGB at 25 fps (round-to-nearest frame pick)",
+    }[kind]
+    text = f"framing={framing}: {words}"
+    if kind == "syncnet" and framing == "track":
+        text += f", crop_scale={config.crop_scale!r}"
+    if framing == "track":
+        text += f"; {track_settings(config)}"
+    return text
+
+
+def track_settings(config: EvalConfig) -> str:
+    """The settings a clip's face track depends on (its cache recipe, also in features')."""
+    fan = config.fan_weights or os.environ.get(FAN_WEIGHTS_ENV, "")
+    backend = config.landmark_backend + (f" ({fan})" if config.landmark_backend == "fan" else "")
+    return (
+        f"landmarks={backend}, detect_every={config.detect_every}, "
+        f"landmark_every={config.landmark_every}"
+    )
 
 
 class Extractors:
     """Models built on first use (``run_evaluation`` loads them before any other work, so a
-    bad weights file is refused at once); per-clip features."""
+    bad weights file is refused at once); per-clip features of the framed frames
+    (:mod:`~asccl.evaluation.framing`); each clip's face track computed once and cached
+    under ``<out>/cache/framing/``."""
 
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
         self._models: dict[str, torch.nn.Module] = {}
+        self._tracker: BoxTracker | None = None
+        self._tracks: dict[Path, FaceTrack] = {}
+        self.track_stats = {"computed": 0, "cached": 0}
 
     def model(self, kind: str) -> torch.nn.Module:
         if kind not in self._models:
@@ -72,6 +107,23 @@ class Extractors:
                 raise ValueError(f"unknown extractor {kind!r}")
             self._models[kind] = net.to(c.device).eval()
         return self._models[kind]
+
+    def tracker(self) -> BoxTracker:
+        """The landmark tracker (built once; a missing backend or weights: ConfigError)."""
+        if self._tracker is None:
+            from asccl.config import ConfigError
+            from asccl.data.landmarks import make_landmarker
+
+            c = self.config
+            kwargs: dict = {}
+            if c.landmark_backend == "fan":
+                kwargs = {"weights_dir": c.fan_weights, "device": c.device}
+            try:
+                landmarker = make_landmarker(c.landmark_backend, **kwargs)
+            except (ImportError, FileNotFoundError, ValueError) as err:
+                raise ConfigError(f"landmark_backend: {err}") from None
+            self._tracker = make_tracker(landmarker, c.detect_every)
+        return self._tracker
 
     def weights(self, kind: str) -> Path | None:
         """The weights file of ``kind`` as the loaders find it (config, else environment)."""
@@ -94,23 +146,81 @@ class Extractors:
         outs = [
             net(x[i : i + bs].to(self.config.device)).float().cpu() for i in range(0, len(x), bs)
         ]
+        if not outs:
+            return np.zeros((0, getattr(net, "num_features", 0)), np.float32)
         return torch.cat(outs).numpy()
 
+    def face_track(self, clip: Path, frames: np.ndarray) -> FaceTrack:
+        """``clip``'s face track: from memory, the framing cache (same recipe), or tracked."""
+        if clip in self._tracks:
+            return self._tracks[clip]
+        from asccl.evaluation import cache
+
+        c = self.config
+        recipe = {
+            "version": str(TRACK_VERSION),
+            "clip": cache._identity(clip),
+            "track": track_settings(c),
+            "max_frames_per_clip": str(c.max_frames_per_clip),
+        }
+        path = cache.cache_path(c.out, "framing", clip)
+        data = cache._load_npz(path)
+        if (
+            data is not None
+            and cache._recipe_of(data) == recipe
+            and len(data["boxes"]) == len(frames)
+        ):
+            track = FaceTrack(data["landmarks"], data["boxes"])
+            self.track_stats["cached"] += 1
+        else:
+            track = track_faces(frames, self.tracker(), c.landmark_every)
+            recipe_text = np.str_(json.dumps(recipe, sort_keys=True))
+            arrays = {"landmarks": track.landmarks, "boxes": track.boxes}
+            cache._save_npz(path, {**arrays, cache.RECIPE_KEY: recipe_text})
+            self.track_stats["computed"] += 1
+        self._tracks[clip] = track
+        return track
+
     def compute(self, kind: str, clip: Path, audio_from: Path | None) -> dict[str, np.ndarray]:
-        """Features of one clip; raises :class:`DataError` for an unreadable clip."""
+        """Features of one clip; raises :class:`DataError` for an unreadable clip.
+
+        ArcFace: ``features`` ``(M, D)`` of the frames ``frame_index`` ``(M,)`` (those with
+        a face under ``"track"``), ``no_face`` (frame numbers), ``frames`` (N read).
+        Inception: ``features`` ``(N, 2048)`` of every frame (``frame_index``: all).
+        SyncNet: LSE-D/LSE-C and friends, ``no_face`` (25 fps frame numbers)."""
         frames = read_frames(clip, self.config.max_frames_per_clip)
         if kind == "inception":
-            x = square_resize(frames, 299) / 255.0
-            return {"features": self._batched(kind, x)}
+            x = inception_input(frames, self.config.fid_preprocess)
+            return {
+                "features": self._batched(kind, x),
+                "frame_index": np.arange(len(frames)),
+                "no_face": np.zeros(0, np.int64),
+                "frames": np.int64(len(frames)),
+            }
+        framing = self.config.framing_of(kind)
+        track = self.face_track(clip, frames) if framing == "track" else None
         if kind == "arcface":
-            x = square_resize(frames, 112) / 127.5 - 1.0
-            return {"features": self._batched(kind, x)}
-        return self._lip_sync(clip, frames, audio_from)
+            framed = arcface_input(frames, framing, track)
+            x = torch.from_numpy(framed.frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+            return {
+                "features": self._batched(kind, x),
+                "frame_index": framed.index,
+                "no_face": np.asarray(framed.no_face, np.int64),
+                "frames": np.int64(len(frames)),
+            }
+        return self._lip_sync(clip, frames, audio_from, framing, track)
 
-    def _lip_sync(self, clip: Path, frames: np.ndarray, audio_from: Path | None) -> dict:
+    def _lip_sync(
+        self,
+        clip: Path,
+        frames: np.ndarray,
+        audio_from: Path | None,
+        framing: str,
+        track: FaceTrack | None,
+    ) -> dict:
         from asccl.data.audio import load_audio
         from asccl.data.video import probe_video
-        from asccl.evaluation.lip_sync import evaluate_clip
+        from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME, evaluate_clip
 
         c = self.config
         fps = c.frame_folder_fps if clip.is_dir() else probe_video(clip).fps
@@ -118,27 +228,43 @@ class Extractors:
         if audio_path.is_dir():
             raise DataError(clip, "frame folder without a matching source: no audio for LSE")
         audio = load_audio(audio_path)
-        faces = square_resize(frames, 224).round().to(torch.uint8).permute(0, 2, 3, 1)
+        framed = syncnet_input(frames, fps, framing, track, c.crop_scale)
+        start = int(framed.index[0]) if len(framed.index) else 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a dropped clip is reported through `dropped`
             r = evaluate_clip(
                 self.model("syncnet"),
-                faces,
-                audio,
-                fps=fps,
+                framed.frames,
+                audio[start * SAMPLES_PER_FRAME :],  # the scored run's audio (their audiostart)
+                fps=SYNCNET_FPS,
                 rgb=True,
                 vshift=c.lse_vshift,
                 min_frames=c.lse_min_frames,
                 batch_size=c.batch_size,
             )
+        dropped = r.dropped or ""
+        if framed.no_face and not len(framed.index):
+            dropped = "no face in any frame"
         return {
             "lse_d": np.float64(r.lse_d),
             "lse_c": np.float64(r.lse_c),
             "offset": np.int64(r.offset),
             "windows": np.int64(r.num_windows),
-            "dropped": np.str_(r.dropped or ""),
+            "dropped": np.str_(dropped),
             "audio": np.str_(str(audio_path)),
+            "frame_index": framed.index,
+            "no_face": np.asarray(framed.no_face, np.int64),
+            "frames": np.int64(len(framed.index) + len(framed.no_face)),
         }
+
+
+def paired_features(source: dict, result: dict) -> tuple[np.ndarray, np.ndarray]:
+    """ArcFace features of the frames both clips have a face in, paired by frame number:
+    ``(K, D), (K, D)`` (CSIM compares source frame ``i`` with result frame ``i``)."""
+    a_index = source.get("frame_index", np.arange(len(source["features"])))
+    b_index = result.get("frame_index", np.arange(len(result["features"])))
+    _, ia, ib = np.intersect1d(a_index, b_index, assume_unique=True, return_indices=True)
+    return source["features"][ia], result["features"][ib]
 
 
 # -------------------------------------------------------------------------------- the jobs

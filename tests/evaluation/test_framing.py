@@ -46,9 +46,9 @@ def _landmarks(rng: np.random.Generator, centre=(0.0, 0.0), scale=1.0, angle=0.0
     nose = np.stack([np.zeros(9), np.linspace(-0.3, 0.15, 9)], 1)
     eye = np.stack([np.cos(np.linspace(0, 2 * np.pi, 6, endpoint=False)) * 0.15,
                     np.sin(np.linspace(0, 2 * np.pi, 6, endpoint=False)) * 0.06], 1)  # fmt: skip
-    eyes = np.concatenate([eye + [-0.4, -0.25], eye + [0.4, -0.25]])
-    mouth = np.stack([np.cos(np.linspace(np.pi, 3 * np.pi, 20, endpoint=False)) * 0.35,
-                      0.45 + np.sin(np.linspace(np.pi, 3 * np.pi, 20, endpoint=False)) * 0.1], 1)  # fmt: skip
+    eyes = np.concatenate([eye + np.array([-0.4, -0.25]), eye + np.array([0.4, -0.25])])
+    angles = np.linspace(np.pi, 3 * np.pi, 20, endpoint=False)
+    mouth = np.stack([np.cos(angles) * 0.35, 0.45 + np.sin(angles) * 0.1], 1)
     pts = np.concatenate([jaw, brows, nose, eyes, mouth]) + rng.normal(0, 0.01, (68, 2))
     c, s = math.cos(angle), math.sin(angle)
     return (pts @ np.array([[c, s], [-s, c]])) * scale + np.asarray(centre)
@@ -60,7 +60,9 @@ def _landmarks(rng: np.random.Generator, centre=(0.0, 0.0), scale=1.0, angle=0.0
 def test_five_points_are_the_eye_centres_nose_tip_and_mouth_corners():
     pts = np.arange(136, dtype=np.float64).reshape(68, 2)
     five = five_points(pts)
-    assert np.array_equal(five[0], pts[36:42].mean(0)) and np.array_equal(five[1], pts[42:48].mean(0))
+    assert np.array_equal(five[0], pts[36:42].mean(0)) and np.array_equal(
+        five[1], pts[42:48].mean(0)
+    )
     assert np.array_equal(five[2:], pts[[30, 48, 54]])
 
 
@@ -113,7 +115,7 @@ def test_aligned_face_puts_the_five_points_where_the_template_says():
     frame = np.repeat(big[..., None], 3, 2)
     aligned = align_face(frame, lm)[..., 0].astype(np.float64)
     for x, y in ARCFACE_DST:
-        x0, y0 = int(round(x)), int(round(y))
+        x0, y0 = round(x), round(y)
         patch = aligned[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
         py, px = np.mgrid[y0 - 4 : y0 + 5, x0 - 4 : x0 + 5]
         centroid = np.array([(patch * px).sum(), (patch * py).sum()]) / patch.sum()
@@ -143,7 +145,7 @@ def test_syncnet_boxes_median_filter_the_centre_and_half_size():
     from scipy.signal import medfilt
 
     rng = np.random.default_rng(4)
-    boxes = np.cumsum(rng.normal(0, 2, (40, 4)), 0) + [100, 100, 220, 260]
+    boxes = np.cumsum(rng.normal(0, 2, (40, 4)), 0) + np.array([100, 100, 220, 260])
     x, y, s = syncnet_boxes(boxes).T
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
     assert np.array_equal(s, medfilt(np.maximum(w, h) / 2, 13))
@@ -236,7 +238,7 @@ class KnownFaces:
 
     def face_box(self, frame, near=None):
         lm = self.by_frame.get(frame.tobytes())
-        return None if lm is None else landmark_extent(lm) + [-10, -30, 10, 10]
+        return None if lm is None else landmark_extent(lm) + np.array([-10, -30, 10, 10])
 
     def fit(self, frame, box):
         return self.by_frame[frame.tobytes()]
@@ -287,7 +289,7 @@ def test_full_frame_off_centre_scores_as_the_pre_cropped_face(tmp_path, weights)
     canvases, crops = {}, {}
     for name, frames in faces.items():
         drift = np.cumsum(rng.normal(0, 0.7, (n, 2)), 0)
-        lms = [_landmarks(rng, (128.0, 140.0) + d, 70.0, 0.05) for d in drift]
+        lms = [_landmarks(rng, np.array([128.0, 140.0]) + d, 70.0, 0.05) for d in drift]
         canvas = np.full((n, 720, 1280, 3), SYNCNET_PAD_VALUE, np.uint8)
         canvas[:, 217 : 217 + 256, 433 : 433 + 256] = frames
         for frame, big, lm in zip(frames, canvas, lms, strict=True):
@@ -298,7 +300,8 @@ def test_full_frame_off_centre_scores_as_the_pre_cropped_face(tmp_path, weights)
         track = track_faces(frames, tracker)
         crops[name] = {
             "arcface": _save(tmp_path / "arc" / name,
-                             np.stack([align_face(f, lm) for f, lm in zip(frames, lms, strict=True)])),
+                             np.stack([align_face(f, lm) for f, lm in zip(frames, lms,
+                                                                          strict=True)])),
             "syncnet": _save(tmp_path / "sync" / name,
                              syncnet_input(frames, 25.0, "track", track).frames),
         }  # fmt: skip
@@ -313,7 +316,9 @@ def test_full_frame_off_centre_scores_as_the_pre_cropped_face(tmp_path, weights)
     full = {k: track_x.compute("arcface", canvases[k], None) for k in faces}
     pre = {k: none_x.compute("arcface", crops[k]["arcface"], None) for k in faces}
     assert all(len(full[k]["no_face"]) == 0 for k in faces)
-    csim_full = cosine_similarities(*map(torch.from_numpy, paired_features(full["src"], full["res"])))
+    csim_full = cosine_similarities(
+        *map(torch.from_numpy, paired_features(full["src"], full["res"]))
+    )
     csim_pre = cosine_similarities(*map(torch.from_numpy, paired_features(pre["src"], pre["res"])))
     assert len(csim_full) == n
     assert abs(float(csim_full.mean()) - float(csim_pre.mean())) < 1e-6
@@ -346,7 +351,7 @@ def test_landmarks_every_k_frames_are_interpolated_between():
     truth = []
     for t in range(10):
         frames[t] = t  # distinct contents
-        truth.append(base + [2.0 * t, 1.0 * t])
+        truth.append(base + np.array([2.0 * t, 1.0 * t]))
         known.add(frames[t], truth[-1])
     seen = set()
     fit = known.fit

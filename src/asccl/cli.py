@@ -320,32 +320,74 @@ def build_parser() -> argparse.ArgumentParser:
     study_commands = study.add_subparsers(
         dest="study_command", required=True, metavar="ACTION", parser_class=_OneLineParser
     )
+    from asccl.study.config import StudyConfig  # no torch: argparse's defaults are its own
+
+    default = StudyConfig()
+    study_file = "the study's definition file; its database, secrets and media sit beside it "
+    study_file += "(default: %(default)s)"
     study_create = study_commands.add_parser(
         "create", help="draw the study's items from a results folder -> study.toml + database"
     )
     study_create.add_argument(
         "--results", required=True, help="results folder (<method>/<setting>/<emotion>/<clip>)"
     )
-    study_create.add_argument("--study", default="study.toml", help="definition to write")
     study_create.add_argument(
-        "--methods", nargs=2, default=["baseline", "asccl"], metavar=("BASELINE", "OURS")
+        "--study", default=str(default.study), help="definition to write (default: %(default)s)"
     )
-    study_create.add_argument("--setting", default="inter_id")
-    study_create.add_argument("--items-per-emotion", type=_number(int, 1), default=10)
-    study_create.add_argument("--seed", type=int, default=0, help="seed of the item draw")
-    study_create.add_argument("--attention-checks", type=_number(int, 0), default=2)
+    study_create.add_argument(
+        "--methods",
+        nargs="+",
+        default=default.methods,
+        metavar="METHOD",
+        help=f"the two method folders compared, baseline then ours (default: "
+        f"{' '.join(default.methods)}: the ICface pair of `asccl experiment`/`asccl demo` "
+        "results, in the settings inter_id and cross_id; GANmut's pair, ganmut "
+        "ganmut_asccl, is in the setting single)",
+    )
+    study_create.add_argument(
+        "--setting", default=default.setting, help="setting folder compared (default: %(default)s)"
+    )
+    study_create.add_argument(
+        "--items-per-emotion",
+        type=_number(int, 1),
+        default=default.items_per_emotion,
+        help="clips drawn per emotion (default: %(default)s)",
+    )
+    study_create.add_argument(
+        "--seed", type=int, default=default.seed, help="seed of the item draw (default: 0)"
+    )
+    study_create.add_argument(
+        "--attention-checks",
+        type=_number(int, 0),
+        default=default.attention_checks,
+        help="attention-check items (the neutral source vs the emotional reference: a careful "
+        "rater picks the reference); raters failing them are left out of the report "
+        "(default: %(default)s)",
+    )
     study_invite = study_commands.add_parser("invite", help="make rater tokens, print links")
-    study_invite.add_argument("--study", default="study.toml")
+    study_invite.add_argument("--study", default=str(default.study), help=study_file)
     study_invite.add_argument(
-        "-n", type=_number(int, 1, 10_000), default=25, help="number of raters"
+        "-n",
+        type=_number(int, 1, 10_000),
+        default=default.raters,
+        help="number of raters (default: %(default)s)",
     )
     study_invite.add_argument(
-        "--base-url", default="http://127.0.0.1:8000", help="public address of the server"
+        "--base-url",
+        default=default.base_url,
+        help="public address of the server (default: %(default)s)",
     )
     study_serve = study_commands.add_parser("serve", help="serve the study (uvicorn)")
-    study_serve.add_argument("--study", default="study.toml")
-    study_serve.add_argument("--host", default="127.0.0.1", help="bind address (loopback)")
-    study_serve.add_argument("--port", type=_number(int, 1, 65535), default=8000)
+    study_serve.add_argument("--study", default=str(default.study), help=study_file)
+    study_serve.add_argument(
+        "--host", default=default.host, help="bind address (default: %(default)s, loopback)"
+    )
+    study_serve.add_argument(
+        "--port",
+        type=_number(int, 1, 65535),
+        default=default.port,
+        help="port (default: %(default)s)",
+    )
     study_serve.add_argument(
         "--allow-origin",
         action="append",
@@ -355,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_report = study_commands.add_parser(
         "report", help="tables (MD/CSV/LaTeX), statistics, agreement, charts from the votes"
     )
-    study_report.add_argument("--study", default="study.toml")
+    study_report.add_argument("--study", default=str(default.study), help=study_file)
     study_report.add_argument("--db", help="a study database instead of --study's")
     study_report.add_argument("--out", help="output folder (default: report/ beside it)")
     study_report.add_argument(

@@ -34,6 +34,7 @@ def made_study(results, tmp_path_factory) -> Path:
     whom voted on every item."""
     toml = tmp_path_factory.mktemp("made") / "study" / "study.toml"
     assert main(["study", "create", "--results", str(results), "--study", str(toml),
+                 "--methods", "baseline", "asccl",
                  "--items-per-emotion", "1", "--attention-checks", "1"]) == 0  # fmt: skip
     assert main(["study", "invite", "--study", str(toml), "-n", "2"]) == 0
     store = open_store(toml)
@@ -72,7 +73,7 @@ def _files(toml: Path) -> dict[str, Path]:
 def _all_commands(toml: Path, results: Path) -> list[list]:
     return [
         ["study", "create", "--results", results, "--study", toml, "--items-per-emotion", "1",
-         "--attention-checks", "1"],
+         "--attention-checks", "1", "--methods", "baseline", "asccl"],
         ["study", "invite", "--study", toml, "-n", "1"],
         ["study", "serve", "--study", toml, "--port", "8765"],
         ["study", "report", "--study", toml],

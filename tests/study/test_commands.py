@@ -138,6 +138,7 @@ def test_secret_files_are_0600_whatever_the_umask(results_root, tmp_path, umask,
     old = os.umask(umask)
     try:
         assert main(["study", "create", "--results", str(results_root), "--study", str(toml),
+                     "--methods", "baseline", "asccl",
                      "--items-per-emotion", "1", "--attention-checks", "1"]) == 0  # fmt: skip
         created = _modes(toml.parent)
         assert main(["study", "invite", "--study", str(toml), "-n", "2"]) == 0
@@ -239,3 +240,54 @@ def test_study_config_names_the_flag_of_a_bad_setting():
         with pytest.raises(ConfigError) as err:
             StudyConfig(**changes)
         assert str(err.value).startswith(message), (changes, str(err.value))
+
+
+def _study_parsers() -> dict:
+    """``asccl study``'s action parsers, by action name."""
+    import argparse
+
+    from asccl.cli import build_parser
+
+    def choices(parser):
+        (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        return sub.choices
+
+    return choices(choices(build_parser())["study"])
+
+
+def test_every_study_option_has_help_text():
+    for action, parser in _study_parsers().items():
+        for option in parser._actions:
+            assert option.help and option.help.strip(), (action, option.option_strings)
+
+
+def test_the_default_methods_are_the_demo_experiments_icface_pair():
+    """What `asccl experiment` (and so `asccl demo`) names its results folders, and the
+    setting those folders have: the default study compares two of them."""
+    from asccl.spfem.experiment import MODELS, VARIANTS
+    from asccl.spfem.results import MODEL_SETTINGS, method_name
+
+    create = _study_parsers()["create"]
+    methods = tuple(create.get_default("methods"))
+    written = {model: [method_name(model, v) for v in VARIANTS] for model in MODELS}
+    assert list(methods) in written.values()
+    model = next(m for m, names in written.items() if list(methods) == names)
+    assert create.get_default("setting") in MODEL_SETTINGS[model]
+    from asccl.study.config import StudyConfig
+
+    assert methods == StudyConfig().methods
+
+
+def test_one_method_is_one_method_not_its_letters(results_root, tmp_path, capsys):
+    """`--methods ganmut` is the one method "ganmut" (refused: a study compares two), never
+    the letters g, a, n, m, u, t; two names are the pair."""
+    toml = tmp_path / "s" / "study.toml"
+    argv = ["study", "create", "--results", str(results_root), "--study", str(toml)]
+    assert main([*argv, "--methods", "ganmut"]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line == ("asccl: error: --methods must be two different method folder names "
+                    "(BASELINE OURS), got ['ganmut']")  # fmt: skip
+    assert not toml.exists()
+    assert main([*argv, "--methods", "baseline", "asccl", "--items-per-emotion", "1",
+                 "--attention-checks", "1"]) == 0  # fmt: skip
+    assert read_study_toml(toml).methods == ("baseline", "asccl")

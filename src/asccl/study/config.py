@@ -28,7 +28,9 @@ class StudyConfig:
     #: the definition; its database, secrets file, media and report sit beside it
     study: Path = Path("study.toml")
     results: Path | None = None  #: create: the results folder the items are drawn from
-    methods: tuple[str, str] = ("baseline", "asccl")  #: create: (baseline, ours)
+    #: create: (baseline, ours); the default is the ICface pair that ``asccl experiment``
+    #: (and ``asccl demo``) writes, in the settings inter_id and cross_id
+    methods: tuple[str, str] = ("icface", "icface_asccl")
     setting: str = "inter_id"  #: create: the results setting compared
     items_per_emotion: int = 10  #: create
     seed: int = 0  #: create: seed of the item draw

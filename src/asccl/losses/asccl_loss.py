@@ -15,6 +15,7 @@ from asccl.metric.preprocess import to_metric_input
 from asccl.metric.sampler import Regions
 
 Reduction = Literal["mean", "sum", "none"]
+RegionMode = Literal["random", "fixed"]
 
 
 class ASCCLLoss(nn.Module):
@@ -34,13 +35,32 @@ class ASCCLLoss(nn.Module):
     The loss is not weighted: scale it where it joins the generator's other losses
     (:class:`asccl.spfem.ASCCLSupervision` holds that weight and its schedule).
 
-    Randomness: each call draws new regions (anchors and neighbours) unless ``regions=``
-    is given, from ``generator`` or else torch's global RNG, so two calls on the same images
-    differ unless they share ``regions`` or a generator seeded alike for each call (one
-    generator object advances with every draw). Identical images (``loss_fn(x, x)``) give a
-    positive value, not 0: each positive pair has cosine 1, but InfoNCE still counts the
-    negatives, ``log(1 + sum_t exp((c_t - 1) / T))`` per pair, which depends on the drawn
-    regions; it is below the value for an unrelated image on the same regions.
+    Regions (anchors and their neighbours), two modes:
+
+    - ``regions="random"`` (default, for training): each call draws new regions, from
+      ``generator=`` if given, else from the loss's own generator seeded with ``seed``
+      (two losses built with the same seed draw the same sequence), else from torch's
+      global RNG. Two calls on the same images then differ, by design: over training the
+      loss covers the whole face.
+    - ``regions="fixed"`` (a deterministic score): the regions are drawn once from ``seed``
+      (0 if ``None``) and reused by every call, so the same images always give the same
+      value. The draw does not depend on the images; with the metric's default shared
+      regions it does not depend on the batch size either (with ``per_image_regions`` it
+      is drawn once per batch size).
+
+    ``regions=`` given to a call overrides both.
+
+    Identical images (``loss_fn(x, x)``) do not give 0. With ``q = k``, pair ``s``'s InfoNCE
+    term is ``log(1 + sum_{t != s} exp((c_st - 1) / T))``, where ``c_st`` is the cosine
+    between the embeddings of disparities ``s`` and ``t`` of the same image and
+    ``T = 0.07``: positive whenever the ``S - 1`` other pairs (the negatives) are not far
+    from pair ``s`` in the metric's embedding space. The value is therefore
+    ``loss_scale * sum_l mean_s(w_s * log(1 + sum_t exp((c_st - 1) / T)))`` over the four
+    stages ``l``: between 0 (every other disparity's embedding far away) and
+    ``loss_scale * 2 * sum_l log(S_l)`` (all alike; adaptive weights ``w_s < 2``; ``S_l`` =
+    8 x the stage's anchors, 256, 128, 64, 32 by default). It depends on the metric and
+    on the regions, and it is below the value for an unrelated image on the same regions;
+    what the loss measures is the difference from that floor, not a distance to 0.
 
     Args:
         checkpoint: an asccl ``.safetensors`` metric or the authors' ``.pth``. A bad file
@@ -54,6 +74,10 @@ class ASCCLLoss(nn.Module):
             (stored in the checkpoint) when they differ.
         reduction: ``"mean"`` (default) over the batch, ``"sum"``, or ``"none"``: one value
             per sample, ``(B,)``, whose mean is exactly the ``"mean"`` value.
+        regions: ``"random"`` (default): new regions each call; ``"fixed"``: regions drawn
+            once from ``seed`` and reused (a deterministic score). See above.
+        seed: seed of the region draws: the one draw of ``"fixed"`` (default 0), the
+            loss's own generator in ``"random"`` mode (default ``None``: global RNG).
         **metric_changes: metric settings to change at load time, e.g.
             ``num_anchors=(64, 32, 16, 8)``; architecture fields are rejected.
 
@@ -71,6 +95,8 @@ class ASCCLLoss(nn.Module):
         input_range: tuple[float, float] = (-1.0, 1.0),
         channel_order: Literal["rgb", "bgr"] = "rgb",
         reduction: Reduction = "mean",
+        regions: RegionMode = "random",
+        seed: int | None = None,
         **metric_changes: Any,
     ) -> None:
         super().__init__()
@@ -80,6 +106,10 @@ class ASCCLLoss(nn.Module):
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {channel_order!r}")
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        if regions not in ("random", "fixed"):
+            raise ValueError(f"regions must be 'random' or 'fixed', got {regions!r}")
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"seed must be an integer or None, got {seed!r}")
         if "weight" in metric_changes:
             raise TypeError(
                 "ASCCLLoss takes no weight: scale the loss it returns, or give the weight to "
@@ -101,6 +131,15 @@ class ASCCLLoss(nn.Module):
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.channel_order = channel_order
         self.reduction = reduction
+        self.region_mode: RegionMode = regions
+        self.seed = seed
+        # "random" with a seed: the loss's own generator, advancing with every draw
+        self._generator = (
+            torch.Generator().manual_seed(seed)
+            if regions == "random" and seed is not None
+            else None
+        )
+        self._fixed: dict[tuple[int, str], list[Regions]] = {}  # (batch, device) -> regions
         super().train(False)
 
     def train(self, mode: bool = True) -> ASCCLLoss:
@@ -114,6 +153,31 @@ class ASCCLLoss(nn.Module):
             input_range=self.input_range,
             flip_channels=self.channel_order != self.metric.config.channel_order,
             size=self.metric.config.image_size,
+        )
+
+    def draw_regions(
+        self,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        generator: torch.Generator | None = None,
+    ) -> list[Regions]:
+        """The regions a call without ``regions=`` uses: the fixed draw (made on first use
+        for this batch size and device, from ``seed``), or a new random draw."""
+        if self.region_mode == "fixed":
+            if generator is not None:
+                raise ValueError(
+                    "generator= draws new regions, but this loss was built with "
+                    "regions='fixed': give regions= or build it with regions='random'"
+                )
+            key = (batch_size, str(device))
+            if key not in self._fixed:
+                seeded = torch.Generator().manual_seed(0 if self.seed is None else self.seed)
+                self._fixed[key] = self.metric.sample_regions(
+                    batch_size, generator=seeded, device=device
+                )
+            return self._fixed[key]
+        return self.metric.sample_regions(
+            batch_size, generator=generator or self._generator, device=device
         )
 
     def forward(
@@ -132,8 +196,10 @@ class ASCCLLoss(nn.Module):
             source: ``(B, 3, H, W)`` the frame it must stay coherent with: the frame the
                 generator manipulated (its input, or the real frame it re-renders).
             regions: regions to evaluate on, drawn for the metric's ``image_size`` (see
-                :meth:`ASCCLMetric.sample_regions`); drawn afresh when ``None``.
-            generator: CPU ``torch.Generator`` for that draw (``None``: global RNG).
+                :meth:`ASCCLMetric.sample_regions`); when ``None``, the loss's own
+                (``regions="fixed"``: the one draw; ``"random"``: a new draw).
+            generator: CPU ``torch.Generator`` for a ``"random"`` draw (``None``: the
+                loss's seeded generator, else the global RNG); refused with ``"fixed"``.
             per_stage: keep the four stages apart: a trailing dimension of 4, whose sum
                 is the value without it (up to float rounding), like lpips' per-layer output.
 
@@ -148,9 +214,7 @@ class ASCCLLoss(nn.Module):
                 f"{tuple(generated.shape)} and {tuple(source.shape)}"
             )
         if regions is None:  # drawn first: the index copies overlap with the backbone
-            regions = self.metric.sample_regions(
-                generated.shape[0], generator=generator, device=generated.device
-            )
+            regions = self.draw_regions(generated.shape[0], generated.device, generator)
         with torch.no_grad():
             key = self.metric.features(self.preprocess(source))
         query = self.metric.features(self.preprocess(generated))

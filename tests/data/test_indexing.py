@@ -341,3 +341,69 @@ def test_clip_index_refuses_paths_it_cannot_write_as_utf8(tmp_path):
         read_clip_index(target)
     good = replace(clip, video=tmp_path / "caf\u00e9.mp4")  # UTF-8 names go through
     assert read_clip_index(write_clip_index([good], target)) == [good]
+
+
+MEAD_LAYOUT = "expected <root>/<speaker>/video/front/<emotion>/level_<n>/<NNN>.mp4"
+
+
+def test_data_prepare_on_an_empty_root_is_one_line_with_the_layout(tmp_path, capsys):
+    """Not "0 clips of 0 speakers" and exit 0: what was expected, where, with an example."""
+    from asccl.cli import main
+
+    root, out = tmp_path / "empty", tmp_path / "out"
+    root.mkdir()
+    assert main(["data", "prepare", "--root", str(root), "--out", str(out)]) == 2
+    captured = capsys.readouterr()
+    [line] = captured.err.splitlines()
+    assert line.startswith(f"asccl: error: {root}: no MEAD clips: the folder is empty; ")
+    assert MEAD_LAYOUT in line and f"e.g. {root}/M003/video/front/angry/level_1/001.mp4" in line
+    assert not out.exists()  # nothing written
+    args = ["data", "index", "--dataset", "ravdess", "--root", str(root), "--out", str(out)]
+    assert main(args) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert "no RAVDESS recordings: the folder is empty; expected <root>/Actor_NN/" in line
+    assert f"e.g. {root}/Actor_01/01-01-03-01-01-01-01.mp4" in line
+
+
+def test_a_mead_root_a_level_too_high_or_too_low_is_named(tmp_path):
+    make_mead(tmp_path / "data" / "MEAD")
+    high, right = tmp_path / "data", tmp_path / "data" / "MEAD"
+    with pytest.raises(DataError) as error:
+        index_mead(high)
+    message = str(error.value)
+    assert f"the speaker folders are one level down, in {right}: give that as the root" in message
+    assert MEAD_LAYOUT in message and f"e.g. {right}/M003/video/front/" in message
+    with pytest.raises(DataError, match="the speaker folders are 2 levels down"):
+        index_mead(tmp_path)
+    for low, what in ((right / "M003", "is one speaker's folder"),
+                      (right / "W021/video/front/angry", "is inside W021")):  # fmt: skip
+        with pytest.raises(DataError) as error:
+            index_mead(low)
+        assert f"{low} {what} (the root is too low): give the folder holding the speaker " \
+               f"folders, {right}" in str(error.value)  # fmt: skip
+    with pytest.raises(DataError, match=r"none of the speakers asked for \(M999\) is here "
+                                        r"\(found: M003, W021\)"):  # fmt: skip
+        index_mead(right, speakers=["M999"])
+    assert len(index_mead(right)[0]) == 2 * 9  # the right root: every clip
+
+
+def test_speaker_folders_without_clips_name_the_first_problem(tmp_path):
+    touch(tmp_path / "M003/video/front/angri/level_1/001.mp4")
+    with pytest.raises(DataError) as error:
+        index_mead(tmp_path)
+    message = str(error.value)
+    assert "speaker folders found, but no clip in them (first problem: " in message
+    assert "angri: unknown MEAD emotion" in message and "\n" not in message
+
+
+def test_a_ravdess_root_that_is_one_actors_folder_is_named(tmp_path):
+    actor = tmp_path / "Actor_01"
+    touch(actor / "01-01-03-01-01-01-01.mp4")
+    with pytest.raises(DataError) as error:
+        index_ravdess(actor)
+    assert f"{actor} holds recordings itself (the root is too low): give the folder holding " \
+           f"the Actor_NN folders, {tmp_path}" in str(error.value)  # fmt: skip
+    assert [c.speaker for c in index_ravdess(tmp_path)[0]] == ["Actor_01"]
+    touch(tmp_path / "notes" / "readme.txt")
+    with pytest.raises(DataError, match="no Actor_NN folder at the top level or below"):
+        index_ravdess(tmp_path / "notes")

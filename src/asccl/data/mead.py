@@ -3,7 +3,9 @@
 ``audio.tar`` extracted in place).
 
 Unknown or malformed names are reported, never guessed: :func:`index_mead` returns the
-clips it understood and one :class:`~asccl.data.errors.DataError` per thing it did not. A
+clips it understood and one :class:`~asccl.data.errors.DataError` per thing it did not; a
+root with no clip at all is one error saying what was expected at which level (a root one
+level too high or too low is named as such). A
 name whose bytes are not UTF-8 is one of those (reported with the bytes escaped, e.g.
 ``\\xff01.mp4``); a root path that is not UTF-8 is refused whole.
 """
@@ -21,6 +23,9 @@ SPEAKER = re.compile(r"^[MW]\d{3}$")
 LEVEL = re.compile(r"^level_(\d)$")
 SENTENCE = re.compile(r"^(\d{3})\.(mp4|m4a)$")
 MEAD_VIEWS = ("front", "down", "left_30", "left_60", "right_30", "right_60", "top")
+#: the layout, as told to a user whose root holds no clip
+MEAD_LAYOUT = "<root>/<speaker>/video/{view}/<emotion>/level_<n>/<NNN>.mp4 (audio: "
+MEAD_LAYOUT += "<root>/<speaker>/audio/<emotion>/level_<n>/<NNN>.m4a)"
 
 
 def index_mead(
@@ -38,7 +43,8 @@ def index_mead(
         kept (the other path is ``None``) and also reported.
 
     Raises:
-        DataError: ``root`` is not a folder, or not valid UTF-8; an unknown view.
+        DataError: ``root`` is not a folder, or not valid UTF-8; an unknown view; no clip
+            found (the message says what was expected where, with an example path).
     """
     root = Path(root)
     require_utf8(root, "MEAD root")
@@ -81,7 +87,76 @@ def index_mead(
                 other = files["audio" if kind == "video" else "video"]
                 problems.append(DataError(other, f"no matching {kind} file for {clip.clip_id}"))
         clips.append(clip)
+    if not clips:
+        raise DataError(root, _no_clips(root, view, speakers, problems))
     return clips, problems
+
+
+def _no_clips(root: Path, view: str, speakers: list[str] | None, problems: list) -> str:
+    """Why ``root`` gave no clip, level by level, with the layout and an example path."""
+    layout, top = MEAD_LAYOUT.format(view=view), root  # top: where the speakers should be
+    found = _speaker_folders(root)
+    if found and speakers is not None and not set(speakers) & {p.name for p in found}:
+        names = ", ".join(p.name for p in found[:10]) + (", ..." if len(found) > 10 else "")
+        why = f"none of the speakers asked for ({', '.join(speakers)}) is here (found: {names})"
+    elif found:
+        first = problems[0] if problems else f"no files under video/{view} or audio"
+        why = f"speaker folders found, but no clip in them (first problem: {first})"
+    elif (above := _speaker_ancestor(root)) is not None:
+        where = "one speaker's folder" if above.name == root.name else f"inside {above.name}"
+        why = (f"{root} is {where} (the root is too low): give the folder holding the "
+               f"speaker folders, {above.parent}")  # fmt: skip
+        top = above.parent
+    elif (below := _nested_speaker_folders(root)) is not None:
+        depth = len(below.relative_to(root).parts)
+        levels = "one level" if depth == 1 else f"{depth} levels"
+        why = f"the speaker folders are {levels} down, in {below}: give that as the root"
+        top = below
+    elif any(root.iterdir()):
+        why = "no speaker folder (M003, W015, ...) at the top level"
+    else:
+        why = "the folder is empty"
+    example = top / "M003" / "video" / view / "angry" / "level_1" / "001.mp4"
+    return f"no MEAD clips: {why}; expected {layout}, e.g. {example}"
+
+
+def _speaker_folders(folder: Path) -> list[Path]:
+    """``folder``'s sub-folders named like MEAD speakers (``M003``), sorted."""
+    try:
+        return sorted(p for p in folder.iterdir() if SPEAKER.match(p.name) and p.is_dir())
+    except OSError:
+        return []
+
+
+def _speaker_ancestor(root: Path) -> Path | None:
+    """The speaker folder ``root`` is (or is inside, up to 5 levels: ``M003/video/front/
+    angry/level_1``), recognised by its name and its ``video``/``audio`` folders."""
+    for folder in [root, *list(root.resolve().parents)[:5]]:
+        if SPEAKER.match(folder.name) and any(
+            (folder / kind).is_dir() for kind in ("video", "audio")
+        ):
+            return folder
+    return None
+
+
+def _nested_speaker_folders(root: Path, depth: int = 2, budget: int = 2000) -> Path | None:
+    """The first folder at most ``depth`` levels under ``root`` that holds speaker folders
+    (a root one or two levels too high), looking at ``budget`` folders at most."""
+    level = [root]
+    for _ in range(depth):
+        children = []
+        for folder in level:
+            try:
+                children += sorted(p for p in folder.iterdir() if p.is_dir())
+            except OSError:
+                continue
+            if len(children) > budget:
+                return None
+        for child in children:
+            if _speaker_folders(child):
+                return child
+        level = children
+    return None
 
 
 def _scan_emotion(

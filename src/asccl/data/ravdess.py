@@ -13,7 +13,8 @@ to MEAD's names (fearful -> fear, disgust -> disgusted); ``sentence`` is
 ``"<statement>-<repetition>"`` so that pairing matches the same take number.
 
 A file or folder whose name is not valid UTF-8 is reported (bytes escaped, e.g. ``\\xff``)
-and skipped; a root path that is not UTF-8 is refused whole.
+and skipped; a root path that is not UTF-8 is refused whole; a root with no recording at all
+is one error saying what was expected where (a root that is one actor's folder is named so).
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ RAVDESS_EMOTIONS = {
 }  # fmt: skip
 NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})\.(mp4|wav)$")
 ACTOR = re.compile(r"^Actor_(\d{2})$")
+#: the layout, as told to a user whose root holds no recording
+RAVDESS_LAYOUT = "<root>/Actor_NN/MM-VV-EE-II-SS-RR-AA.mp4 (or .wav; the Actor_NN folders may "
+RAVDESS_LAYOUT += "sit one level down, as in the Zenodo archives)"
 
 
 def parse_ravdess_name(path: Path) -> dict[str, str]:
@@ -67,7 +71,8 @@ def index_ravdess(
     ``include_song``.
 
     Raises:
-        DataError: ``root`` is not a folder, or not valid UTF-8.
+        DataError: ``root`` is not a folder, or not valid UTF-8; no recording found (the
+            message says what was expected where, with an example path).
     """
     root = Path(root)
     require_utf8(root, "RAVDESS root")
@@ -76,8 +81,6 @@ def index_ravdess(
     problems: list[DataError] = []
     takes: dict[tuple[str, ...], dict[str, Path]] = {}
     actor_dirs = sorted({p for p in root.rglob("Actor_*") if p.is_dir()})
-    if not actor_dirs:
-        problems.append(DataError(root, "no Actor_NN folders found"))
     for actor_dir in actor_dirs:
         try:
             require_utf8(actor_dir, "folder path")
@@ -123,4 +126,25 @@ def index_ravdess(
                 audio=files.get("03") or files.get("01"),
             )
         )
+    if not clips:
+        raise DataError(root, _no_clips(root, actor_dirs, problems, include_song))
     return clips, problems
+
+
+def _no_clips(root: Path, actor_dirs: list[Path], problems: list, include_song: bool) -> str:
+    """Why ``root`` gave no recording, with the layout and an example path."""
+    top = root  # where the Actor_NN folders should be
+    if ACTOR.match(root.name) or any(NAME.match(p.name) for p in root.iterdir()):
+        why = f"{root} holds recordings itself (the root is too low): give the folder "
+        why += f"holding the Actor_NN folders, {root.resolve().parent}"
+        top = root.resolve().parent
+    elif actor_dirs and problems:
+        why = f"Actor_NN folders found, but no recording in them (first problem: {problems[0]})"
+    elif actor_dirs and not include_song:
+        why = "Actor_NN folders found, but only song recordings (vocal channel 02) or none"
+    elif any(root.iterdir()):
+        why = "no Actor_NN folder at the top level or below"
+    else:
+        why = "the folder is empty"
+    example = top / "Actor_01" / "01-01-03-01-01-01-01.mp4"
+    return f"no RAVDESS recordings: {why}; expected {RAVDESS_LAYOUT}, e.g. {example}"

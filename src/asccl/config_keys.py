@@ -12,9 +12,11 @@ field, or a comment at the end of the field's first line::
     #: passes over the training pairs
     epochs: int = 50
 
-Comments are read from the class's source with :mod:`ast` and :mod:`tokenize` (both stable
-across Python versions); where there is no source (an install stripped of ``.py`` files)
-the keys are listed without descriptions. Nothing here imports torch.
+else its entry in the class docstring's ``Attributes:`` section (Google style). Comments
+are read from the class's source with :mod:`ast` and :mod:`tokenize` (both stable across
+Python versions); where there is no source (an install stripped of ``.py`` files) only
+metadata and docstrings describe keys, and the keys are listed all the same. Nothing here
+imports torch.
 """
 
 from __future__ import annotations
@@ -149,6 +151,7 @@ def field_docs(cls: type) -> dict[str, str]:
     docs: dict[str, str] = {}
     for klass in reversed(cls.__mro__):
         if dataclasses.is_dataclass(klass):
+            docs.update(_docstring_docs(klass))
             docs.update(_source_docs(klass))
     for spec in dataclasses.fields(cls):
         if spec.metadata.get("help"):
@@ -184,6 +187,34 @@ def _source_docs(cls: type) -> dict[str, str]:
             text = _trailing_text(trailing[0])
         if text:
             docs[node.target.id] = text
+    return docs
+
+
+def _docstring_docs(cls: type) -> dict[str, str]:
+    """The entries of ``cls``'s own docstring's ``Attributes:`` section: ``name: text`` (or
+    ``a, b: text`` for several), continuation lines indented further."""
+    lines = inspect.cleandoc(cls.__dict__.get("__doc__") or "").splitlines()
+    starts = [i for i, line in enumerate(lines) if line.strip() == "Attributes:"]
+    docs: dict[str, str] = {}
+    if not starts:
+        return docs
+    names: list[str] = []
+    indent = None
+    for line in lines[starts[0] + 1 :]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        indent = depth if indent is None else indent
+        if depth < indent or (depth == indent and ":" not in line):
+            break  # the section ended
+        if depth == indent:
+            head, text = line.strip().split(":", 1)
+            names = [n.strip().split(" ")[0] for n in head.split(",")]
+            for name in names:
+                docs[name] = text.strip()
+        else:
+            for name in names:
+                docs[name] = f"{docs[name]} {line.strip()}"
     return docs
 
 

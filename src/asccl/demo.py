@@ -64,12 +64,13 @@ class DemoConfig:
     backbone: str = "iresnet18"  #: a small IResNet keeps the demo fast on CPU
     image_size: int = 112  #: metric input side (the paper uses 224)
     checkpoint: Path | None = None  #: a trained metric to use instead of stage 2's
-    out: Path = Path("runs/demo")
-    seed: int = 0
+    out: Path = Path("runs/demo")  #: the demo's outputs: metric/, experiment/, loss table, figures
+    seed: int = 0  #: seed of the demo's random draws, and the experiment's seed
     optimise_steps: int = 30  #: gradient steps on the degraded image
     optimise_lr: float = 0.02  #: Adam learning rate of those steps
-    variants: tuple[str, ...] = VARIANTS
+    variants: tuple[str, ...] = VARIANTS  #: edits of a sample face whose loss is tabulated
     run_data_stage: bool = True  #: run stage 1 on ``data.root`` first
+    #: stage 1 (a table or a config file); its ``out`` is the data of stages 2 and 4
     data: DataConfig = field(
         default_factory=lambda: DataConfig(out=Path("runs/demo/data"), crop_size=112)
     )

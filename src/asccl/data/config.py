@@ -21,7 +21,7 @@ from asccl.data.pairing import DEFAULT_RULES, PAIRING_PRESETS, PairingRule
 class DataConfig:
     """Settings of the ``asccl data`` commands (see ``configs/data/*.toml``)."""
 
-    dataset: Literal["mead", "ravdess"] = "mead"
+    dataset: Literal["mead", "ravdess"] = "mead"  #: the layout of ``root``
     root: Path = Path("demo_data/MEAD")  #: the dataset as distributed
     out: Path = Path("runs/data")  #: where every output of stage 1 goes
     view: str = "front"  #: MEAD camera view
@@ -32,11 +32,11 @@ class DataConfig:
     preset: Literal["authors"] | None = None
     #: audio features for DTW: "mel" (the paper), "mfcc", or "mfcc_psf" (the authors' file)
     features: Literal["mel", "mfcc", "mfcc_psf"] = "mel"
-    dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"
-    sample_rate: int = 16000
-    crop_size: int = 224
+    dtw_metric: Literal["l1", "euclidean", "cosine"] = "l1"  #: frame distance of the DTW cost
+    sample_rate: int = 16000  #: audio is resampled to this rate (Hz) for the features
+    crop_size: int = 224  #: side of the square face crops (pixels)
     crop_format: Literal["jpeg", "npy"] = "jpeg"  #: crop store (see asccl.data.crop_store)
-    landmark_backend: str = "dlib"
+    landmark_backend: str = "dlib"  #: 68-point landmark detector: "dlib" or "fan"
     detect_every: int = 10  #: run the face detector every N frames, track in between
     crop_all_clips: bool = False  #: crop every clip, not only those in pairs
     workers: int = 2  #: processes; 0 runs in this process

@@ -40,10 +40,10 @@ class MetricConfig:
     num_anchors: tuple[int, int, int, int] = (32, 16, 8, 4)  #: anchors per stage 1..4
     negatives: NegativeMode = "patch"  #: "patch" (authors' code) or "random" (paper text)
     num_random_negatives: int = 8  #: K random regions per anchor in "random" mode
-    temperature: float = 0.07
+    temperature: float = 0.07  #: InfoNCE temperature
     loss_scale: float = 0.3  #: the authors' factor on the sum over stages
     adaptive: AdaptiveMode = "pair"  #: "pair" (intended), "authors" (global scale), "off"
-    adaptive_threshold: float = 0.8
+    adaptive_threshold: float = 0.8  #: sigmoid(|disparity|) above it is weighted 2 t^2
     per_image_regions: bool = False  #: new locations per image instead of per batch
     authors_window: bool = False  #: the authors' anchor window (neighbours may wrap)
     head_reduction: int = 4  #: head output size is C // head_reduction

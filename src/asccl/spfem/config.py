@@ -28,7 +28,7 @@ class SPFEMTrainConfig:
     ``image_size`` here overrides theirs.
     """
 
-    model: Literal["ganmut", "icface"] = "ganmut"
+    model: Literal["ganmut", "icface"] = "ganmut"  #: the generator trained
     data: Path = Path("runs/demo/data")  #: stage-1 output (pairs.csv + crops/)
     out: Path = Path("runs/spfem/ganmut")  #: checkpoints, samples, log, final generator
     steps: int = 1000  #: generator updates
@@ -38,7 +38,7 @@ class SPFEMTrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)  #: Adam betas [GANmut 0.5, 0.999]
     n_critic: int = 1  #: discriminator updates per generator update [GANmut 5]
     image_size: int = 64  #: frames are resized to this side
-    seed: int = 0
+    seed: int = 0  #: seed of the run's random draws (initialisation, data order, regions)
     #: autocast dtype; fp16 also scales the losses (GradScaler), see asccl.training.amp
     amp: Literal["off", "bf16", "fp16"] = "off"
     asccl_checkpoint: Path | None = None  #: the frozen ASCCL metric (.safetensors)
@@ -54,14 +54,14 @@ class SPFEMTrainConfig:
     speakers: tuple[str, ...] | None = None  #: train on these speakers only (None: all)
     exclude_speakers: tuple[str, ...] = ()  #: held out (test speakers)
     emotions: tuple[str, ...] | None = None  #: target emotions to train on (None: all)
-    crop_format: Literal["jpeg", "npy"] = "jpeg"
+    crop_format: Literal["jpeg", "npy"] = "jpeg"  #: the stage-1 crop store's format
     device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"
     #: CPU threads for torch (0: torch's default); 1 is fastest on a busy shared machine
     threads: int = 0
     resume: bool = True  #: continue from the newest checkpoint in ``out``
     tensorboard: bool = False  #: also log to TensorBoard (needs the tensorboard package)
-    ganmut: GANmutConfig = field(default_factory=GANmutConfig)
-    icface: ICfaceConfig = field(default_factory=ICfaceConfig)
+    ganmut: GANmutConfig = field(default_factory=GANmutConfig)  #: model = "ganmut"'s settings
+    icface: ICfaceConfig = field(default_factory=ICfaceConfig)  #: model = "icface"'s settings
 
     def __post_init__(self) -> None:
         """One :class:`ConfigError` per nonsense value, naming its key."""

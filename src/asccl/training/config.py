@@ -41,23 +41,24 @@ class TrainConfig:
 
     data: Path = Path("runs/mead")  #: a stage-1 output folder (pairs.csv + crops/)
     out: Path = Path("runs/metric")  #: checkpoints, logs, curves
+    #: the metric's architecture and contrastive settings (saved in its checkpoint)
     metric: MetricConfig = field(default_factory=MetricConfig)
     #: "arcface": initialise the backbone from insightface weights (arcface_weights or
     #: ASCCL_ARCFACE_WEIGHTS); "random": random init (for tests and demos; logged loudly)
     init: Literal["arcface", "random"] = "arcface"
-    arcface_weights: Path | None = None
+    arcface_weights: Path | None = None  #: insightface IResNet weights for init = "arcface"
     val_speakers: list[str] = field(default_factory=lambda: ["W021"])  #: held out (authors)
     emotions: list[str] | None = None  #: restrict training pairs to these emotions
     batch_size: int = 16  #: global batch (split over processes under torchrun)
     grad_accum: int = 1  #: micro-batches per optimiser step
-    lr: float = 1e-4
+    lr: float = 1e-4  #: Adam learning rate
     epochs: int = 50  #: passes over the training pairs (>= 1: a run always trains)
     max_steps: int | None = None  #: stop after this many optimiser steps (short runs)
-    seed: int = 0
+    seed: int = 0  #: seed of the run's random draws (initialisation, data order, regions)
     workers: int = 4  #: DataLoader workers per process
     #: CPU threads for torch (0: torch's default); 1 is fastest on a busy shared machine
     threads: int = 0
-    amp: Literal["off", "bf16", "fp16"] = "off"
+    amp: Literal["off", "bf16", "fp16"] = "off"  #: autocast dtype (fp16 also scales the loss)
     #: dtype of the weights, the optimiser state and the inputs. "float64" is for
     #: reproducibility checks: runs that differ only in the order of sums (processes,
     #: threads) then agree to ~1e-16 relative instead of float32's ~1e-7, which Adam's
@@ -65,7 +66,7 @@ class TrainConfig:
     #: Slow (no fast float64 kernels on GPUs); not with ``amp``. The metric is saved in
     #: this dtype (``load_metric`` reads it back as float32).
     precision: Literal["float32", "float64"] = "float32"
-    channels_last: bool = False
+    channels_last: bool = False  #: channels-last memory layout (faster convolutions on GPUs)
     compile: bool = False  #: torch.compile the backbone
     #: BatchNorm during training: "train" (batch statistics, as the authors), "frozen"
     #: (running statistics, no updates), "sync" (SyncBatchNorm across GPUs under torchrun)

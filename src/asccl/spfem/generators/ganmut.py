@@ -71,14 +71,14 @@ class GANmutConfig:
     """Architecture and loss weights of :class:`GANmut` (GANmut's values in brackets)."""
 
     image_size: int = 64  #: side of the square input/output images [128]
-    variant: Literal["linear", "gaussian"] = "linear"
+    variant: Literal["linear", "gaussian"] = "linear"  #: the gamut's form (see the module)
     num_emotions: int = len(EMOTIONS)  #: classes, label 0 neutral [7, AffectNet]
     g_channels: int = 32  #: generator width after the stem [64]
     g_downsamples: int = 2  #: stride-2 stages (the bottleneck is size / 2^n) [2]
     g_res_blocks: int = 3  #: residual blocks in the bottleneck [6]
     d_channels: int = 32  #: discriminator width of its first layer [64]
     d_layers: int = 4  #: discriminator stride-2 layers (size / 2^n must be >= 1) [6]
-    adversarial: Literal["wgan-gp", "lsgan"] = "wgan-gp"
+    adversarial: Literal["wgan-gp", "lsgan"] = "wgan-gp"  #: adversarial loss ["gp": WGAN-GP]
     lambda_gp: float = 10.0  #: WGAN gradient penalty [10]
     lambda_cls: float = 1.0  #: emotion classification (D on real, G on fake) [1]
     lambda_point: float = 1.0  #: gamut point regression, GANmut's "info" loss (D and G)

@@ -101,13 +101,13 @@ class ExperimentConfig:
     data: Path = Path("runs/demo/data")  #: stage-1 output (clips.csv, pairs.csv, crops/)
     metric: Path | None = None  #: the frozen ASCCL metric (.safetensors) for the +ASCCL runs
     out: Path = Path("runs/demo/experiment")  #: train/, results/, eval/, comparison.*
-    models: tuple[str, ...] = MODELS
+    models: tuple[str, ...] = MODELS  #: the generators compared: "ganmut", "icface"
     #: training of the GANmut-style runs (its ``model`` must be "ganmut")
     ganmut: SPFEMTrainConfig = field(default_factory=lambda: SPFEMTrainConfig(model="ganmut"))
     #: training of the ICface-style runs (its ``model`` must be "icface")
     icface: SPFEMTrainConfig = field(default_factory=lambda: SPFEMTrainConfig(model="icface"))
-    asccl_weight: float = 1.0
-    seed: int = 0
+    asccl_weight: float = 1.0  #: the +ASCCL runs' weight of the ASCCL term (baseline: 0)
+    seed: int = 0  #: every run's seed (both variants of a model train from the same one)
     test_speakers: tuple[str, ...] = ("W903",)  #: held out of training, used for results
     cross_speakers: tuple[str, ...] = ()  #: cross-ID references from these; () = any other
     max_clips_per_emotion: int = 0  #: test clips per emotion; 0 = all

@@ -278,3 +278,67 @@ def test_a_table_changes_its_fields_default_not_the_class_defaults():
     ``--experiment.icface.steps`` keeps ``model = "icface"``); no default: the class's."""
     cfg = load_config(WithDefaults, None, ["--optim.anchors", "[1]", "--other.anchors", "[2]"])
     assert cfg.optim == Inner(lr=0.5, anchors=(1,)) and cfg.other == Inner(anchors=(2,))
+
+
+@dataclass
+class Documented:
+    """A config whose fields are described every supported way.
+
+    Attributes:
+        width: from the docstring. Its second sentence is left out.
+        height: the docstring's, under the comment's.
+    """
+
+    #: above the field, on two lines
+    #: (joined as one)
+    steps: int = 3
+    lr: float = 1e-4  #: at the end of the line
+    name: str = "x"  # a plain trailing comment counts too
+    mode: str = field(default="a", metadata={"help": "from metadata, over the comment"})  #: no
+    bare: tuple[int, int] = (1, 2)  # fmt: skip
+    width: int = 8
+    height: int = 9  #: the comment's. Not this, e.g. this.
+    inner: Inner = field(default_factory=lambda: Inner(lr=0.5))
+
+
+def test_field_descriptions_come_from_metadata_comments_and_the_docstring():
+    from asccl.config_keys import field_docs
+
+    assert field_docs(Documented) == {
+        "steps": "above the field, on two lines (joined as one)",
+        "lr": "at the end of the line",
+        "name": "a plain trailing comment counts too",
+        "mode": "from metadata, over the comment",
+        "width": "from the docstring.",
+        "height": "the comment's.",
+    }  # `bare`: a tool directive is no description
+
+
+def test_describe_keys_lists_nested_keys_with_their_parents_defaults():
+    from asccl.config_keys import describe_keys
+
+    text = describe_keys(Documented)
+    assert "  steps: int = 3\n      above the field, on two lines (joined as one)\n" in text
+    assert "  bare: [int, int] = [1, 2]\n  width: int = 8\n" in text
+    # the nested table's defaults are the parent's default instance's (lr 0.5, not 1e-4)
+    assert "  inner: table (a [inner] table, or a TOML file's name)\n" in text
+    assert "  inner.lr: float = 0.5\n  inner.anchors: list[int] = [32, 16, 8, 4]" in text
+    text = describe_keys(Outer)
+    assert '  mode: "mel" | "mfcc" = "mel"\n' in text
+    assert "  weights: path (unset by default)\n" in text and '  out: path = "runs"\n' in text
+
+
+def test_an_unknown_override_suggests_the_closest_key_in_the_flags_spelling():
+    cases = [
+        (["--stepz", "3"], "--stepz: unknown key(s) ['stepz'] for Outer; did you mean --steps?"),
+        (["--optim.lrr", "1"], "--optim.lrr: unknown key(s) ['lrr'] for Inner; did you mean "
+         "--optim.lr?"),
+        (["--lr", "1"], "--lr: unknown key(s) ['lr'] for Outer; did you mean --optim.lr?"),
+        (["--optim.an_chors", "1"], "--optim.an_chors: unknown key(s) ['an_chors'] for Inner; "
+         "did you mean --optim.anchors?"),
+        (["--colour", "1"], "--colour: unknown key(s) ['colour'] for Outer; valid: ["),
+    ]  # fmt: skip
+    for args, message in cases:
+        with pytest.raises(ConfigError) as error:
+            load_config(Outer, None, args)
+        assert str(error.value).startswith(message), str(error.value)

@@ -109,17 +109,20 @@ def did_you_mean(cls: type, key: str, style: str = "") -> str:
     or ``""`` when no key is close. ``style``: the flag as typed (``--batchsize``): the
     suggestions are flags, with dashes unless it used underscores; empty: key names.
 
-    Close means: the same last part under another table (``lr`` -> ``train.lr``), else
-    :func:`difflib.get_close_matches` on the whole key, else on its last part."""
+    Close means: the same last part under another table (``lr`` -> ``train.lr``), else a
+    key of the same table whose name :func:`difflib.get_close_matches` finds (``lrr`` ->
+    ``lr``), else such a name under any table (``maxsteps`` -> ``train.max_steps``)."""
     names = _walk_keys(cls)
-    leaf = key.rsplit(".", 1)[-1]
-    found = [k for k in names if k != key and k.rsplit(".", 1)[-1] == leaf]
+    parent, _, leaf = key.rpartition(".")
+    found = [k for k in names if k != key and k.rpartition(".")[2] == leaf]
     if not found:
-        found = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+        siblings = [k.rpartition(".")[2] for k in names if k.rpartition(".")[0] == parent]
+        close = difflib.get_close_matches(leaf, siblings, n=1, cutoff=0.6)
+        found = [f"{parent}.{c}" if parent else c for c in close]
     if not found:
         leaves: dict[str, list[str]] = {}
         for name in names:
-            leaves.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+            leaves.setdefault(name.rpartition(".")[2], []).append(name)
         close = difflib.get_close_matches(leaf, list(leaves), n=1, cutoff=0.75)
         found = [name for match in close for name in leaves[match]]
     if not found:

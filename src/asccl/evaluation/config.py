@@ -33,15 +33,15 @@ class EvalConfig:
     metrics: tuple[str, ...] = ("distribution", "csim", "lse")
     inception_weights: Path | None = None  # pt_inception-2015-12-05-6726825d.pth (FID)
     arcface_weights: Path | None = None  # insightface backbone.pth (FAD, CSIM)
-    arcface_backbone: str = "iresnet50"
+    arcface_backbone: str = "iresnet50"  # IResNet depth of arcface_weights
     syncnet_weights: Path | None = None  # syncnet_v2.model (LSE)
     # face framing of the face metrics' inputs (evaluation/framing.py): "track" (landmark
     # track: syncnet_python's crop for LSE, 5-point alignment for CSIM/FAD), "center" (centre
     # square), "none" (frames are already aligned crops); framing_csim (CSIM and FAD) and
     # framing_lse override it per metric ("" = framing)
     framing: str = "track"
-    framing_csim: str = ""
-    framing_lse: str = ""
+    framing_csim: str = ""  # framing of CSIM and FAD's inputs ("" = framing)
+    framing_lse: str = ""  # framing of LSE's inputs ("" = framing)
     fid_preprocess: str = "pytorch-fid"  # or "center-crop" (not pytorch-fid's: named in tables)
     crop_scale: float = 0.4  # syncnet_python's --crop_scale
     landmark_backend: str = "dlib"  # as asccl data: "dlib" or "fan" (needs fan_weights)
@@ -50,10 +50,10 @@ class EvalConfig:
     landmark_every: int = 1  # landmarks every k frames, interpolated between
     max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
     lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
-    lse_vshift: int = 15
+    lse_vshift: int = 15  # audio-video offsets searched each way (frames), syncnet_python's
     frame_folder_fps: float = 25.0  # frame rate assumed for frame-folder results
-    batch_size: int = 32
-    device: str = "cpu"
+    batch_size: int = 32  # frames per feature-extractor call
+    device: str = "cpu"  # where features are computed: "cpu", "cuda", "cuda:N", "mps"
     grid_clips: int = 3  # clips per qualitative grid; 0 = no grids
     methods: tuple[str, ...] = ()  # methods to evaluate, in table order; () = all, by name
 

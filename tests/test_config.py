@@ -298,6 +298,9 @@ class Documented:
     bare: tuple[int, int] = (1, 2)  # fmt: skip
     width: int = 8
     height: int = 9  #: the comment's. Not this, e.g. this.
+    # -----------------------------------------------------------
+    # plain comment lines above count (a rule above them does not)
+    plain: int = 0
     inner: Inner = field(default_factory=lambda: Inner(lr=0.5))
 
 
@@ -311,6 +314,7 @@ def test_field_descriptions_come_from_metadata_comments_and_the_docstring():
         "mode": "from metadata, over the comment",
         "width": "from the docstring.",
         "height": "the comment's.",
+        "plain": "plain comment lines above count (a rule above them does not)",
     }  # `bare`: a tool directive is no description
 
 

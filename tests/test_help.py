@@ -13,7 +13,7 @@ import pytest
 
 from asccl.cli import main
 from asccl.config import ConfigError, load_config
-from asccl.config_keys import field_docs
+from asccl.config_keys import config_keys, field_docs
 from asccl.data.config import DataConfig
 from asccl.demo import DemoConfig
 from asccl.evaluation.config import EvalConfig
@@ -110,6 +110,17 @@ def test_every_config_command_lists_its_keys_and_describes_them(argv, cls, capsy
     key, doc = next((k, d) for k, d in field_docs(cls).items() if d)
     block = text.split(f"\n  {key}: ", 1)[1].split("\n  ", 2)
     assert " ".join(block[1].split()) in " ".join(doc.split())
+
+
+def test_every_key_of_every_command_is_described():
+    """No key left without a description: a field that has no doc-comment (or metadata,
+    or docstring entry) fails here, naming it."""
+    undescribed = []
+    for _, cls in COMMANDS:
+        for line_key, help_text_ in ((k.key, k.help) for k in config_keys(cls)):
+            if not help_text_:
+                undescribed.append(f"{cls.__name__}: {line_key}")
+    assert sorted(set(undescribed)) == []
 
 
 def test_the_keys_are_listed_without_their_source(monkeypatch, capsys):

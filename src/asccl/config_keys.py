@@ -5,8 +5,8 @@ gives each key's type, default and one-line description; :func:`describe_keys` r
 them for a command's ``--help``; :func:`did_you_mean` finds the keys closest to a typo.
 
 A field's description is its ``field(metadata={"help": ...})`` when given, else its
-``#:`` doc-comment, the convention Sphinx reads for attributes: ``#:`` lines just above the
-field, or a comment at the end of the field's first line::
+doc-comment: the comment lines just above the field, or a comment at the end of the field's
+first line (``#:`` as Sphinx reads attribute docs, or a plain ``#``)::
 
     lr: float = 1e-4  #: Adam's learning rate
     #: passes over the training pairs
@@ -181,13 +181,13 @@ def _source_docs(cls: type) -> dict[str, str]:
         if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
             continue
         above, line = [], node.lineno - 1
-        while line in comments and comments[line][1] and comments[line][0].startswith("#:"):
-            above.insert(0, comments[line][0][2:].strip())
+        while line in comments and comments[line][1]:  # comment lines right above it
+            above.insert(0, _comment_text(comments[line][0]))
             line -= 1
         trailing = comments.get(node.lineno, ("", True))
-        text = " ".join(above)
+        text = " ".join(t for t in above if t)
         if not text and not trailing[1]:
-            text = _trailing_text(trailing[0])
+            text = _comment_text(trailing[0])
         if text:
             docs[node.target.id] = text
     return docs
@@ -221,11 +221,12 @@ def _docstring_docs(cls: type) -> dict[str, str]:
     return docs
 
 
-def _trailing_text(comment: str) -> str:
-    """A comment at a line's end as a description (``#:`` or ``#``), tool directives not."""
+def _comment_text(comment: str) -> str:
+    """A comment as a description (``#:`` or ``#``); tool directives and rules (``# ---``)
+    are none."""
     text = comment[2:] if comment.startswith("#:") else comment[1:]
     text = text.strip()
-    return "" if _PRAGMAS.match(text) else text
+    return "" if _PRAGMAS.match(text) or not re.search(r"\w", text) else text
 
 
 def _first_sentence(text: str) -> str:

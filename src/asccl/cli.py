@@ -55,6 +55,18 @@ def _data_pack(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     return 1 if error else 0
 
 
+def _data_synth(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.data.synth import SynthConfig, run_synth
+
+    summary = run_synth(load_config(SynthConfig, args.config, overrides))
+    print(summary.report())
+    error = summary.error_line()
+    if error:
+        print(f"asccl: error: {error}", file=sys.stderr)
+    return 1 if error else 0
+
+
 def _train_metric(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     import logging
 
@@ -282,6 +294,14 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--config", help="TOML config, e.g. configs/data/mead.toml")
         sub.set_defaults(handler=_data, takes_overrides=True)
+    text = "write a synthetic MEAD (procedural speakers and speech) with SPFEM ground truth"
+    synth = data_commands.add_parser(
+        "synth", help=text, description=text + ". Extra --key value options set it, e.g. "
+        "--out runs/synth --speakers 3 --sentences 3 --seed 0 --size 256 --duration 3",
+        config="asccl.data.synth.config:SynthConfig",
+    )  # fmt: skip
+    synth.add_argument("--config", help="TOML config (keys of SynthConfig)")
+    synth.set_defaults(handler=_data_synth, takes_overrides=True)
     text = "pack the JPEG crop stores into crops.pack/ for random access (training reads it)"
     pack = data_commands.add_parser("pack", help=text, description=text)
     pack.add_argument("--config", help="TOML config (its out and crop_format are used)")

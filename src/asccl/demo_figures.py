@@ -50,7 +50,9 @@ def plot_regions(face: Tensor, regions: list[Regions], path: Path) -> Path:
     plt = pyplot()
 
     size = face.shape[-1]
-    fig, axes = plt.subplots(1, len(regions), figsize=(2.6 * len(regions), 2.9))
+    fig, axes = plt.subplots(
+        1, len(regions), figsize=(2.6 * len(regions), 3.4), layout="constrained"
+    )
     for stage, (ax, reg) in enumerate(zip(axes, regions, strict=True)):
         stride = size / reg.width
         ax.imshow(_as_numpy_image(face))
@@ -68,7 +70,7 @@ def plot_regions(face: Tensor, regions: list[Regions], path: Path) -> Path:
             fontsize=8,
         )
         ax.axis("off")
-    fig.tight_layout()
+    fig.suptitle("regions ASCCL samples: anchors (red) and their 8 neighbours (cyan)", fontsize=9)
     return save_figure(fig, path, dpi=120)
 
 

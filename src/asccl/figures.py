@@ -21,11 +21,15 @@ def pyplot() -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
-    """Save ``fig`` as a PNG at ``path`` atomically, close it, and return ``path``."""
+    """Save ``fig`` as a PNG at ``path`` atomically, close it, and return ``path``.
+
+    The saved area is the figure's drawn content plus a small pad (``bbox_inches="tight"``),
+    so no title, label or legend is ever cut off, whatever the layout left outside.
+    """
     path = Path(path)
     try:
         with atomic_write(path) as tmp:
-            fig.savefig(tmp, dpi=dpi)
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", pad_inches=0.08)
     finally:
         pyplot().close(fig)
     return path

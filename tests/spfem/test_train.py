@@ -71,7 +71,9 @@ def test_a_run_writes_its_outputs_and_loads_back(stage1, tmp_path):
     samples = sorted((tmp_path / "run" / "samples").glob("*.png"))
     assert [p.name for p in samples] == [f"step_0000000{i}.png" for i in (0, 2, 4)]
     grid = cv2.imread(str(samples[-1]))
-    assert grid.shape == (2 * 32, (1 + 2 + 1) * 32, 3)  # 2 emotions: source | 2 | target
+    # labelled sheet: 44 px header + rows, 88 px label margin + columns; 32 px frames shown
+    # 3x (96 px tiles); 2 emotions: source | 2 outputs | target
+    assert grid.shape == (44 + 2 * 96, 88 + (1 + 2 + 1) * 96, 3)
     assert (tmp_path / "run" / "curves.png").is_file()
     steps = sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir())
     assert steps == ["step_00000002", "step_00000004"]

@@ -17,8 +17,9 @@ update on the last batch with ``total = sum(generator terms) + asccl``. ``asccl`
 is never loaded nor run and the run is exactly the baseline (same weights, bit for bit).
 
 Outputs under ``out``: ``config.json``, ``log.csv`` (one row per ``log_every`` steps: every
-loss term, ``asccl`` next to them), ``curves.png``, ``samples/step_<N>.png`` (rows: one
-frame pair per emotion; columns: source | translated to each emotion | target),
+loss term, ``asccl`` next to them), ``curves.png``, ``samples/step_<N>.png`` (labelled
+sheets: the step; rows: one frame pair per emotion; columns: source | translated to each
+emotion | target),
 ``checkpoints/step_<N>/`` and the final ``generator.safetensors`` (read it back with
 :func:`~asccl.spfem.generators.checkpoint.load_generator`).
 
@@ -202,12 +203,31 @@ def _sample_batch(dataset: SPFEMFrames, rows: int) -> dict[str, Tensor]:
 
 
 @torch.no_grad()
-def write_sample_grid(model: ReferenceGenerator, batch: dict[str, Tensor], path: Path) -> Path:
-    """PNG grid: a row per frame pair; columns: source | the source turned to each row's
-    emotion (row ``j``'s target frame and landmarks as the reference) | target."""
-    import cv2
+def write_sample_grid(
+    model: ReferenceGenerator,
+    batch: dict[str, Tensor],
+    path: Path,
+    *,
+    tile: int = 96,
+    header: int = 44,
+    margin: int = 88,
+) -> Path:
+    """A labelled PNG sample sheet: a row per frame pair; columns: the source | the source
+    turned to each row's target emotion (row ``j``'s target frame and landmarks as the
+    reference) | the real target frame. The top band names the step (from ``path``'s
+    ``step_<N>`` name) and each column (``output: <emotion>``), the left band each row
+    (``pair i``, its target emotion); so the diagonal of the outputs is each pair's own
+    translation. Images are scaled by a whole factor to at least ``tile`` pixels (nearest:
+    the generator's pixels stay visible); the sheet is ``header + n * T`` by
+    ``margin + (n + 2) * T`` pixels, ``T = S * ceil(tile / S)`` for ``S``-pixel frames."""
+    import math
 
-    n = batch["source"].shape[0]
+    import cv2
+    import numpy as np
+
+    from asccl.spfem.data import EMOTIONS
+
+    n, _, size, _ = batch["source"].shape
     columns = [batch["source"]]
     for j in range(n):
         column = dict(batch)
@@ -217,7 +237,38 @@ def write_sample_grid(model: ReferenceGenerator, batch: dict[str, Tensor], path:
     columns.append(batch["target"])
     grid = torch.cat([torch.cat(list(c), dim=1) for c in columns], dim=2)  # (3, n*S, C*S)
     image = ((grid.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0)
-    ok, png = cv2.imencode(".png", cv2.cvtColor(image.cpu().numpy(), cv2.COLOR_RGB2BGR))
+    scale = math.ceil(tile / size)
+    cells = cv2.resize(
+        np.ascontiguousarray(image.cpu().numpy()),
+        None,
+        fx=scale,
+        fy=scale,
+        interpolation=cv2.INTER_NEAREST,
+    )
+    side = size * scale
+    sheet = np.full((header + cells.shape[0], margin + cells.shape[1], 3), 255, np.uint8)
+    sheet[header:, margin:] = cells
+    names = [EMOTIONS[int(e)] for e in batch["target_emotion"].flatten().tolist()]
+    font, black = cv2.FONT_HERSHEY_SIMPLEX, (0, 0, 0)
+
+    def text(label: str, x: int, y: int, width: int) -> None:  # shrunk to fit ``width``
+        scale_ = 0.42
+        while scale_ > 0.25 and cv2.getTextSize(label, font, scale_, 1)[0][0] > width - 4:
+            scale_ -= 0.02
+        cv2.putText(sheet, label, (x + 2, y), font, scale_, black, 1, cv2.LINE_AA)
+
+    stem = Path(path).stem
+    step = stem.removeprefix("step_").lstrip("0") or "0"
+    title = f"step {step}" if stem.startswith("step_") else stem
+    text(title, 2, 16, margin + side)
+    headings = ["source"] + [f"output: {name}" for name in names] + ["target (real)"]
+    for c, label in enumerate(headings):
+        text(label, margin + c * side, header - 8, side)
+    for r, name in enumerate(names):
+        top = header + r * side
+        text(f"pair {r + 1}", 0, top + side // 2 - 4, margin)
+        text(f"to {name}", 0, top + side // 2 + 14, margin)
+    ok, png = cv2.imencode(".png", cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError(f"could not encode the sample grid for {path}")
     with atomic_write(path) as tmp:

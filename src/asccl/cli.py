@@ -137,7 +137,8 @@ def _study(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     given = {
         key: getattr(args, flags.get(key, key))
         for key in StudyConfig.__dataclass_fields__
-        if getattr(args, flags.get(key, key), None) is not None  # each action has its own
+        # each action has its own; an option left out keeps StudyConfig's default
+        if not isinstance(getattr(args, flags.get(key, key), None), (type(None), _StudyDefault))
     }
     try:
         study.run(args.study_command, StudyConfig(**given))
@@ -170,6 +171,26 @@ class _CommandParser(argparse.ArgumentParser):
             "[a] table),\nor on the command line as --key value, --a.b value (dashes or "
             f"underscores):\n{keys}\n"
         )
+
+
+class _StudyDefault:
+    """A study option's default: :class:`~asccl.study.config.StudyConfig`'s, looked up only
+    when a help shows it (building the parser imports no asccl module); an option left
+    out is left to StudyConfig."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+    def __str__(self) -> str:
+        from asccl.study.config import StudyConfig
+
+        value = getattr(StudyConfig(), self.key)
+        return " ".join(value) if isinstance(value, tuple) else str(value)
+
+
+class _StudyDefaults:
+    def __getattr__(self, key: str) -> _StudyDefault:
+        return _StudyDefault(key)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -364,9 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_commands = study.add_subparsers(
         dest="study_command", required=True, metavar="ACTION", parser_class=_OneLineParser
     )
-    from asccl.study.config import StudyConfig  # no torch: argparse's defaults are its own
-
-    default = StudyConfig()
+    default = _StudyDefaults()  # StudyConfig's, read only when a help shows them
     study_file = "the study's definition file; its database, secrets and media sit beside it "
     study_file += "(default: %(default)s)"
     study_create = study_commands.add_parser(
@@ -376,15 +395,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", required=True, help="results folder (<method>/<setting>/<emotion>/<clip>)"
     )
     study_create.add_argument(
-        "--study", default=str(default.study), help="definition to write (default: %(default)s)"
+        "--study", default=default.study, help="definition to write (default: %(default)s)"
     )
     study_create.add_argument(
         "--methods",
         nargs="+",
         default=default.methods,
         metavar="METHOD",
-        help=f"the two method folders compared, baseline then ours (default: "
-        f"{' '.join(default.methods)}: the ICface pair of `asccl experiment`/`asccl demo` "
+        help="the two method folders compared, baseline then ours (default: %(default)s: "
+        "the ICface pair of `asccl experiment`/`asccl demo` "
         "results, in the settings inter_id and cross_id; GANmut's pair, ganmut "
         "ganmut_asccl, is in the setting single)",
     )
@@ -398,7 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="clips drawn per emotion (default: %(default)s)",
     )
     study_create.add_argument(
-        "--seed", type=int, default=default.seed, help="seed of the item draw (default: 0)"
+        "--seed",
+        type=int,
+        default=default.seed,
+        help="seed of the item draw (default: %(default)s)",
     )
     study_create.add_argument(
         "--attention-checks",
@@ -409,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: %(default)s)",
     )
     study_invite = study_commands.add_parser("invite", help="make rater tokens, print links")
-    study_invite.add_argument("--study", default=str(default.study), help=study_file)
+    study_invite.add_argument("--study", default=default.study, help=study_file)
     study_invite.add_argument(
         "-n",
         type=_number(int, 1, 10_000),
@@ -422,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="public address of the server (default: %(default)s)",
     )
     study_serve = study_commands.add_parser("serve", help="serve the study (uvicorn)")
-    study_serve.add_argument("--study", default=str(default.study), help=study_file)
+    study_serve.add_argument("--study", default=default.study, help=study_file)
     study_serve.add_argument(
         "--host", default=default.host, help="bind address (default: %(default)s, loopback)"
     )
@@ -441,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
     study_report = study_commands.add_parser(
         "report", help="tables (MD/CSV/LaTeX), statistics, agreement, charts from the votes"
     )
-    study_report.add_argument("--study", default=str(default.study), help=study_file)
+    study_report.add_argument("--study", default=default.study, help=study_file)
     study_report.add_argument("--db", help="a study database instead of --study's")
     study_report.add_argument("--out", help="output folder (default: report/ beside it)")
     study_report.add_argument(

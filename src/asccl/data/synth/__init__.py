@@ -25,6 +25,9 @@ clip's timeline (its audio, mouth track, head motion and blinks) with the target
 expression at level 3: what an SPFEM model given the neutral clip should output. The clip
 name is the evaluation layout's (``sources/<emotion>/W901_001.mp4``); the target
 ``neutral`` is the neutral clip itself. Landmarks are in pixels of the written frames.
+The answer does not depend on the reference an SPFEM model is given, so a results folder's
+``ground_truth/<setting>/<emotion>/<clip>`` (:mod:`asccl.evaluation.results`) is this same
+file under every setting.
 """
 
 from asccl.data.synth.config import SynthConfig

@@ -153,9 +153,12 @@ def test_asccl_help_does_not_import_torch():
         "except SystemExit as done:\n"
         "    assert done.code == 0\n"
         "print(sorted({'torch', 'numpy', 'matplotlib'} & set(sys.modules)))\n"
+        "print(sorted(m for m in sys.modules if m.startswith('asccl')))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.splitlines()[-1] == "[]"
+    heavy, ours = out.stdout.splitlines()[-2:]
+    assert heavy == "[]"
+    assert ours == str(["asccl", "asccl._version", "asccl.cli"])  # nothing else is needed
     done = subprocess.run([sys.executable, "-m", "asccl", "--help"], capture_output=True,
                           text=True, check=True)  # fmt: skip
     assert "train-metric" in done.stdout and done.stderr == ""

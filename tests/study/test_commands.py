@@ -266,16 +266,15 @@ def test_the_default_methods_are_the_demo_experiments_icface_pair():
     setting those folders have: the default study compares two of them."""
     from asccl.spfem.experiment import MODELS, VARIANTS
     from asccl.spfem.results import MODEL_SETTINGS, method_name
-
-    create = _study_parsers()["create"]
-    methods = tuple(create.get_default("methods"))
-    written = {model: [method_name(model, v) for v in VARIANTS] for model in MODELS}
-    assert list(methods) in written.values()
-    model = next(m for m, names in written.items() if list(methods) == names)
-    assert create.get_default("setting") in MODEL_SETTINGS[model]
     from asccl.study.config import StudyConfig
 
-    assert methods == StudyConfig().methods
+    default = StudyConfig()  # what `asccl study create` uses when --methods is left out
+    written = {model: [method_name(model, v) for v in VARIANTS] for model in MODELS}
+    assert list(default.methods) in written.values()
+    model = next(m for m, names in written.items() if list(default.methods) == names)
+    assert default.setting in MODEL_SETTINGS[model]
+    text = _study_parsers()["create"].format_help()
+    assert f"(default: {' '.join(default.methods)}:" in " ".join(text.split())
 
 
 def test_one_method_is_one_method_not_its_letters(results_root, tmp_path, capsys):

@@ -87,7 +87,7 @@ def first_run(config) -> dict[str, Path]:
 
 def _md_rows(path: Path) -> list[list[str]]:
     lines = path.read_text().splitlines()
-    return [[c.strip() for c in line.strip("|").split("|")] for line in lines if line]
+    return [[c.strip() for c in line.strip("|").split("|")] for line in lines if line[:1] == "|"]
 
 
 def test_outputs_tables_and_plots(first_run, config):
@@ -160,8 +160,17 @@ def test_corrupt_video_and_missing_emotion_are_reported(tmp_path, weights, capsy
     assert "asccl/inter_id: missing emotion(s) ['sad']" in printed
     rows = _md_rows(tmp_path / "out" / "tables" / "inter_id.md")
     assert rows[0] == ["Emotion", "baseline CSIM↑", "asccl CSIM↑"]
-    sad = next(r for r in rows if r[0] == "Sad")
-    assert sad[2] == "-" and sad[1] != "-"
+    happy, sad, average = (next(r for r in rows if r[0] == e) for e in ("Happy", "Sad",
+                                                                         "Average"))  # fmt: skip
+    assert sad[2] == "- [2]" and sad[1] == sad[1].strip("*") != "-"  # no winner in that row
+    # the Average is over the emotion both methods have (happy), footnoted as such
+    assert average[1].split()[0].strip("*") == happy[1].split()[0].strip("*")
+    assert average[1].endswith(" [3]") and average[2].endswith(" [3]")
+    text = (tmp_path / "out" / "tables" / "inter_id.md").read_text()
+    assert "[2] asccl has no sad results" in text and "[3] over happy only: sad lack" in text
+    # happy: baseline lost W901_002 (truncated): both methods over the 1 clip they share
+    assert happy[1].endswith(" [1]") and "[1] over the 1 clip(s) every method scored" in text
+    assert printed.splitlines()[-1] == "skipped clips: 1 (unreadable clip: 1)"
 
 
 def test_config_validation():
@@ -196,7 +205,7 @@ def tiny(tmp_path, weights) -> EvalConfig:
     return EvalConfig(results=write_tiny_results(tmp_path / "results"), out=tmp_path / "out",
                       distribution_metric="fad", metrics=("csim",),
                       arcface_weights=weights["arcface"], arcface_backbone="iresnet18",
-                      grid_clips=0)  # fmt: skip
+                      grid_clips=0, framing="none")  # fmt: skip  # random blocks: no face
 
 
 def _scores(outputs: dict[str, Path]) -> dict[tuple[str, str, str], float]:
@@ -277,8 +286,8 @@ def test_fid_route_with_a_small_extractor(tmp_path, config, monkeypatch):
     outputs = run_evaluation(cfg)
     rows = _md_rows(outputs["table_inter_id_md"])
     assert rows[0] == ["Emotion", "baseline FID↓", "asccl FID↓"]
-    for row in rows[2:]:  # same frames in both methods: same, finite FID, both marked best
-        assert row[1] == row[2] and row[1].startswith("**") and float(row[1].strip("*")) >= 0
+    for row in rows[2:]:  # same frames in both methods: same, finite FID, no winner marked
+        assert row[1] == row[2] and "*" not in row[1] and float(row[1].split()[0]) >= 0
 
 
 def test_corrupt_cache_file_is_recomputed(first_run, config, monkeypatch):

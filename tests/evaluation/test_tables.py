@@ -37,10 +37,43 @@ def test_rows_are_emotions_in_paper_order_then_average():
 def test_best_methods_respects_direction_ties_and_nan():
     assert best_methods(SCORES, "happy", "fad") == {"baseline"}  # lower is better
     assert best_methods(SCORES, "happy", "csim") == {"asccl"}  # higher is better
-    assert best_methods(SCORES, "sad", "lse_d") == {"baseline", "asccl"}  # tie
-    assert best_methods(SCORES, "happy", "lse_d") == {"baseline"}  # NaN never wins
+    assert best_methods(SCORES, "sad", "lse_d") == set()  # a tie: no winner
+    assert best_methods(SCORES, "happy", "lse_d") == set()  # a method without a value: none
     with pytest.raises(ValueError, match="unknown metric"):
         best_methods(SCORES, "happy", "psnr")
+
+
+def test_no_winner_below_the_displayed_precision_or_the_seed_spread():
+    """0.9994 and 0.9986 both show as 0.999 at 3 decimals: no winner (issue #19); at 4
+    decimals they differ. A spread of 0.001 (e.g. over seeds) swallows their 0.0008."""
+    scores = {"a": {"happy": {"csim": 0.9994}}, "b": {"happy": {"csim": 0.9986}}}
+    assert best_methods(scores, "happy", "csim") == set()
+    assert best_methods(scores, "happy", "csim", digits=4) == {"a"}
+    spread = {("b", "happy", "csim"): 0.001}
+    assert best_methods(scores, "happy", "csim", digits=4, spread=spread) == set()
+    md = to_markdown(scores, ["csim"])
+    assert "**" not in md and md.count("0.999") == 2
+    assert "*" not in to_csv(scores, ["csim"])
+
+
+def test_caption_footnotes_and_rows_not_comparable():
+    notes = {("asccl", "happy", "lse_d"): "no clip scored", ("baseline", "average", "fad"):
+             "over sad only", ("asccl", "average", "fad"): "over sad only"}  # fmt: skip
+    comparable = {("happy", "csim"), ("sad", "fad")}  # happy FAD: other clips, say
+    md = to_markdown(SCORES, METRICS, caption="inter_id: FAD (real set: sources)", notes=notes,
+                     comparable=comparable)  # fmt: skip
+    lines = md.splitlines()
+    assert lines[0] == "**inter_id: FAD (real set: sources)**"
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line[:1] == "|"]
+    happy, sad, average = rows[2:]
+    assert happy[1] == "1.000" and happy[6] == "**0.950**"  # FAD not comparable there
+    assert happy[5] == "- [1]" and average[1] == "1.500 [2]" and average[4] == "2.250 [2]"
+    assert sad[4] == "**1.500**"
+    assert "**" not in " ".join(average)  # no average row is comparable here
+    assert lines[-2:] == ["[1] no clip scored  ", "[2] over sad only  "]
+    tex = to_latex(SCORES, METRICS, caption="x", notes=notes, comparable=comparable)
+    assert r"-$^{1}$" in tex and r"\par{\footnotesize $^{2}$ over sad only}" in tex
+    assert tex.count("{") == tex.count("}")
 
 
 def test_markdown_layout_and_bold_marks():
@@ -60,7 +93,7 @@ def test_csv_marks_best_with_star():
     lines = to_csv(SCORES, METRICS).splitlines()
     assert lines[0].split(",") == ["emotion"] + ["baseline"] * 3 + ["asccl"] * 3
     assert lines[1].split(",") == ["", *METRICS, *METRICS]
-    assert lines[2].split(",") == ["happy", "1.000*", "9.500*", "0.700", "3.000", "-", "0.950*"]
+    assert lines[2].split(",") == ["happy", "1.000*", "9.500", "0.700", "3.000", "-", "0.950*"]
     assert lines[-1].startswith("average,1.500*")
 
 

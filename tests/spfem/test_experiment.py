@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 import torch
 from tests.robustness.conftest import snapshot
@@ -15,6 +16,8 @@ from tests.spfem.test_data import FRAMES, write_stage1
 from asccl.config import ConfigError, load_config
 from asccl.data.clip_index import write_clip_index
 from asccl.data.clips import Clip
+from asccl.data.crop_store import crop_path, write_clip_crops
+from asccl.data.crops import ClipCrops
 from asccl.data.errors import DataError
 from asccl.evaluation.results import scan_results
 from asccl.evaluation.runner import EvalConfig
@@ -66,6 +69,7 @@ distribution_metric = "fad"
 metrics = ["csim"]
 arcface_backbone = "iresnet18"
 grid_clips = 2
+framing = "center"  # the stand-in crops are noise: no face to track
 """
 
 
@@ -74,10 +78,31 @@ def setup(tmp_path_factory, small_metric) -> ExperimentConfig:
     return make_setup(tmp_path_factory.mktemp("experiment"), small_metric)
 
 
+def write_other_sentence(data: Path, sentence: str = "002", size: int = 32) -> list[Clip]:
+    """Per speaker and emotion, an emotional clip of another ``sentence`` in the crop store
+    (not in ``pairs.csv``): what inter-ID references are drawn from. Its frames are flat
+    grey ``100 + 10 * k`` (``k``: its index in speaker-major order), unlike the noise of
+    sentence 001."""
+    clips = []
+    for k, (speaker, emotion) in enumerate((s, e) for s in ("A01", "B02") for e in EMOTIONS):
+        clip_id = f"{speaker}/{emotion}/level_3/{sentence}"
+        frames = np.full((FRAMES + 2, size, size, 3), 100 + 10 * k, np.uint8)
+        landmarks = np.full((FRAMES + 2, 68, 2), size / 2, np.float32)
+        crops = ClipCrops(frames=frames, landmarks=landmarks, source_landmarks=landmarks,
+                          boxes=np.zeros((FRAMES + 2, 4), np.float32),
+                          valid=np.ones(FRAMES + 2, bool), fps=25.0,
+                          frame_size=(size, size))  # fmt: skip
+        write_clip_crops(crops, crop_path(data, clip_id, "jpeg"))
+        clips.append(Clip("mead", speaker, emotion, 3, sentence, clip_id, audio=AUDIO, fps=25.0,
+                          num_frames=FRAMES + 2))  # fmt: skip
+    return clips
+
+
 def make_setup(root: Path, metric: torch.nn.Module) -> ExperimentConfig:
-    """Under ``root``: a tiny stage 1 (speakers A01, B02; B02 held out), the two models'
-    configs (2 steps at 32 px), a CSIM-only evaluation config with random ArcFace weights,
-    ``metric`` saved; the experiment's config (``out = root / "out"``)."""
+    """Under ``root``: a tiny stage 1 (speakers A01, B02; B02 held out; pairs of sentence
+    001, emotional clips of 002 for inter-ID references), the two models' configs (2 steps
+    at 32 px), a CSIM-only evaluation config with random ArcFace weights, ``metric`` saved;
+    the experiment's config (``out = root / "out"``)."""
     data = write_stage1(root / "data", emotions=EMOTIONS)
     clips = [
         Clip("mead", speaker, emotion, 1 if emotion == "neutral" else 3, "001",
@@ -85,7 +110,8 @@ def make_setup(root: Path, metric: torch.nn.Module) -> ExperimentConfig:
              audio=AUDIO, fps=25.0, num_frames=FRAMES)
         for speaker in ("A01", "B02")
         for emotion in ("neutral", *EMOTIONS)
-    ]
+    ]  # fmt: skip
+    clips += write_other_sentence(data)
     write_clip_index(clips, data / "clips.csv")
     (root / "ganmut.toml").write_text(GANMUT_TOML)
     (root / "icface.toml").write_text(ICFACE_TOML)
@@ -136,6 +162,40 @@ def test_results_follow_the_evaluate_layout_frame_aligned_with_sources(setup, ou
             assert result.streams.video[0].width == 32  # the generator's size
             assert not result.streams.audio  # silent: LSE reads the source's speech
             assert len(source.streams.audio) == 1  # the neutral clip's audio, copied
+
+
+def test_references_are_never_the_target_nor_its_sentence(setup, outputs):
+    """Inter-ID: the same speaker's other sentence in the target emotion (NED's protocol);
+    cross-ID: another speaker. Chosen by :func:`choose_reference` and checked in the
+    written reference videos: sentence 002 is flat grey 100 + 10 k (k = 0..3 for A01
+    angry, A01 happy, B02 angry, B02 happy), the target (001) is 4x4-block noise whose
+    pixels spread over 0..255, so a reference frame within 3 grey levels of its flat value
+    (JPEG + H.264 of a flat frame round-trip to within 1; the noise's per-frame standard
+    deviation is ~70) can only come from 002."""
+    from asccl.spfem.results import choose_reference, reference_clips, test_clips
+
+    test, _ = test_clips(setup)
+    candidates = reference_clips(setup)
+    assert {c.sentence for c in candidates} == {"001", "002"}
+    for clip in test:
+        inter = choose_reference(clip, candidates, "inter_id", setup)
+        cross = choose_reference(clip, candidates, "cross_id", setup)
+        assert inter.clip_id != clip.emotional.clip_id and inter.sentence != "001"
+        assert (inter.speaker, inter.emotion) == ("B02", clip.pair.emotion)
+        assert cross.speaker == "A01" and cross.emotion == clip.pair.emotion
+        assert cross.sentence == "002"  # another sentence first
+    grey = {("B02", "angry"): 120, ("B02", "happy"): 130, ("A01", "angry"): 100,
+            ("A01", "happy"): 110}  # fmt: skip
+    for setting, speaker in (("inter_id", "B02"), ("cross_id", "A01")):
+        for emotion in EMOTIONS:
+            path = outputs["results"] / "references" / setting / emotion / "B02_001.mp4"
+            with av.open(str(path)) as video:
+                frames = np.stack([f.to_ndarray(format="rgb24") for f in video.decode(video=0)])
+            assert len(frames) == FRAMES  # frame i drives source frame i
+            assert np.abs(frames.astype(int) - grey[speaker, emotion]).max() <= 3, path
+    # with no other sentence of the speaker there is no inter-ID reference, never the target
+    alone = [c for c in candidates if c.sentence == "001"]
+    assert all(choose_reference(clip, alone, "inter_id", setup) is None for clip in test)
 
 
 def test_both_variants_train_with_the_same_budget_and_only_one_uses_asccl(setup, outputs):

@@ -19,6 +19,8 @@ from asccl.config import (
 )
 
 METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
+#: what FID/FAD compare the results with (see ``EvalConfig.real_set``)
+REAL_SETS = ("sources", "references", "ground_truth")
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ class EvalConfig:
     device: str = "cpu"  # where features are computed: "cpu", "cuda", "cuda:N", "mps"
     grid_clips: int = 3  # clips per qualitative grid; 0 = no grids
     methods: tuple[str, ...] = ()  # methods to evaluate, in table order; () = all, by name
+    # FID/FAD's real set: "sources" (the inputs), "references" (references/<setting>/) or
+    # "ground_truth" (ground_truth/<setting>/: the target clips; layout in results.py)
+    real_set: Literal["sources", "references", "ground_truth"] = "sources"
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
@@ -93,6 +98,7 @@ class EvalConfig:
                 'must be "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
         require(len(set(self.methods)) == len(self.methods), self, "methods",
                 "must not repeat a method")  # fmt: skip
+        require(self.real_set in REAL_SETS, self, "real_set", f"must be one of {list(REAL_SETS)}")
 
     def _check_framing(self) -> None:
         from asccl.evaluation.framing import FID_PREPROCESS, FRAMINGS

@@ -132,6 +132,7 @@ class FrechetDistance(Metric):
         dim = num_features if num_features is not None else feature_extractor.num_features
         self.feature_extractor = feature_extractor
         self.num_features = int(dim)
+        self.counts = (0, 0)  #: (real, generated) sample counts seen by the last compute()
         for side in ("real", "fake"):
             z = torch.zeros(dim, dtype=torch.float64)
             self.add_state(f"{side}_sum", z, dist_reduce_fx="sum")
@@ -157,6 +158,9 @@ class FrechetDistance(Metric):
         return FrechetStats(getattr(self, f"{side}_sum"), getattr(self, f"{side}_outer"), n)
 
     def compute(self) -> Tensor:
+        """The distance of the (process-summed) real and generated sets; their sizes are
+        left in ``counts`` (``(real, generated)``), also when it raises."""
+        self.counts = (int(self.real_n), int(self.fake_n))
         mu1, sigma1 = self.stats(real=True).mean_cov("real samples")
         mu2, sigma2 = self.stats(real=False).mean_cov("generated samples")
         return torch.tensor(frechet_distance(mu1, sigma1, mu2, sigma2), dtype=torch.float64)

@@ -1,7 +1,8 @@
-"""A run's outputs: per setting its tables, plot and qualitative grid
-(:func:`write_setting`), then ``scores.csv``, ``summary.json`` and ``report.txt``
-(:func:`write_run_files`); :func:`remove_stale_outputs` drops what an earlier run wrote for
-settings or methods no longer evaluated."""
+"""A run's outputs: per setting its tables (titled by :func:`table_caption`, footnoted by
+the scoring's notes), plot and qualitative grid (:func:`write_setting`), then
+``scores.csv``, ``summary.json`` and ``report.txt`` (:func:`write_run_files`; skipped clips
+counted by reason: :func:`skipped_by_reason`); :func:`remove_stale_outputs` drops what an
+earlier run wrote for settings or methods no longer evaluated."""
 
 from __future__ import annotations
 
@@ -13,8 +14,61 @@ from pathlib import Path
 from asccl.data.errors import DataError
 from asccl.evaluation.config import EvalConfig, EvalSummary
 from asccl.evaluation.results import ResultsIndex, read_frames
-from asccl.evaluation.tables import plot_scores, qualitative_grid, write_tables
+from asccl.evaluation.scoring import SettingScores
+from asccl.evaluation.tables import METRICS, plot_scores, qualitative_grid, write_tables
 from asccl.io import write_text_atomic
+
+#: what each real set is (``EvalConfig.real_set``), for table captions
+REAL_SET_TEXT = {
+    "sources": "sources (the methods' inputs of each emotion)",
+    "references": "references (the setting's reference clips of each emotion)",
+    "ground_truth": "ground truth (the setting's target clips of each emotion)",
+}
+#: metric -> (procedure, extractor whose input it reads)
+PROCEDURES = {
+    "fid": ("Frechet distance of pytorch-fid Inception pool3 features", "inception"),
+    "fad": ("Frechet distance of ArcFace embeddings", "arcface"),
+    "csim": ("mean cosine of ArcFace embeddings, source vs result frame", "arcface"),
+    "lse_d": ("syncnet_python's LSE-D, mean over clips", "syncnet"),
+    "lse_c": ("syncnet_python's LSE-C, mean over clips", "syncnet"),
+}
+
+
+def table_caption(config: EvalConfig, setting: str) -> str:
+    """A table's title: the setting, each metric's procedure (FID/FAD with the real set)
+    and what each network's input is made of (the cache's recipe text)."""
+    from asccl.evaluation.cache import EXTRACTOR_INPUT
+
+    parts, kinds = [], []
+    for metric in config.table_metrics:
+        procedure, kind = PROCEDURES[metric]
+        if metric in ("fid", "fad"):
+            procedure += f"; real set: {REAL_SET_TEXT[config.real_set]}"
+        parts.append(f"{METRICS[metric][0]} {procedure}")
+        kinds += [kind] if kind not in kinds else []
+    inputs = "; ".join(f"{k}: {EXTRACTOR_INPUT[k]}" for k in kinds if k in EXTRACTOR_INPUT)
+    return f"Setting {setting}. " + ". ".join(parts) + f". Inputs: {inputs}."
+
+
+def skipped_by_reason(failures: dict[str, str]) -> dict[str, int]:
+    """``{reason: clips}`` of the skipped clips (``EvalSummary.failures``), reasons grouped:
+    an unreadable clip, a CSIM without its source, an LSE too short (a clip may count
+    under several)."""
+    counts: dict[str, int] = {}
+    for reason in failures.values():
+        kinds = set()
+        for part in reason.split("; "):
+            if part.startswith("CSIM not scored"):
+                kinds.add("CSIM not scored: source unreadable")
+            elif part.startswith("LSE not scored"):
+                kinds.add("LSE not scored: too short for SyncNet")
+            elif "no frame with a face" in part:
+                kinds.add("no face found")
+            else:
+                kinds.add("unreadable clip")
+        for kind in kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def setting_grid(
@@ -71,7 +125,7 @@ def remove_stale_outputs(out: Path, outputs: dict[str, Path]) -> None:
 
 
 def write_setting(
-    scores: dict[str, dict[str, dict[str, float]]],
+    result: SettingScores,
     index: ResultsIndex,
     methods: list[str],
     setting: str,
@@ -79,14 +133,16 @@ def write_setting(
 ) -> dict[str, Path]:
     """Tables (MD/CSV/LaTeX), plot and (``grid_clips`` > 0) qualitative grid of one setting
     under ``config.out``; returns ``{name: path}``."""
-    out, metrics = Path(config.out), config.table_metrics
+    out, metrics, scores = Path(config.out), config.table_metrics, result.scores
     outputs: dict[str, Path] = {}
     stem = out / "tables" / setting
-    md, csv_path, tex = write_tables(scores, metrics, stem, caption=f"Setting: {setting}")
+    md, csv_path, tex = write_tables(scores, metrics, stem, caption=table_caption(config, setting),
+                                     notes=result.notes, comparable=result.comparable)  # fmt: skip
     outputs |= {f"table_{setting}_md": md, f"table_{setting}_csv": csv_path}
     outputs[f"table_{setting}_tex"] = tex
+    title = f"{setting} (real set: {config.real_set})" if config.use_distribution else setting
     outputs[f"plot_{setting}"] = plot_scores(
-        scores, metrics, out / "plots" / f"{setting}.png", title=setting
+        scores, metrics, out / "plots" / f"{setting}.png", title=title
     )
     if config.grid_clips > 0:
         grid = setting_grid(index, methods, setting, config, out / "grids" / f"{setting}.png")
@@ -96,10 +152,16 @@ def write_setting(
 
 
 def write_run_files(
-    out: Path, long_rows: list[tuple], summary: EvalSummary, index: ResultsIndex
+    out: Path,
+    long_rows: list[tuple],
+    summary: EvalSummary,
+    index: ResultsIndex,
+    comparable: bool = True,
+    real_set: str = "sources",
 ) -> dict[str, Path]:
-    """``scores.csv`` (one row per setting, method, emotion, metric), ``summary.json`` and
-    ``report.txt`` under ``out``; returns ``{name: path}``."""
+    """``scores.csv`` (one row per setting, method, emotion, metric), ``summary.json`` (with
+    ``skipped`` by reason and ``comparable``: whether any average compares every method)
+    and ``report.txt`` under ``out``; returns ``{name: path}``."""
     outputs: dict[str, Path] = {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -112,6 +174,9 @@ def write_run_files(
         "cached": summary.cached,
         "problems": summary.problems,
         "failures": summary.failures,
+        "skipped": skipped_by_reason(summary.failures),
+        "comparable": comparable,
+        "real_set": real_set,
         "methods": index.methods,
         "settings": index.settings,
         "emotions": index.emotions,

@@ -5,12 +5,18 @@ Layout (any SPFEM repo can produce it by copying or linking its outputs)::
     <root>/
       sources/<emotion>/<clip>.mp4                      the input each result was made from
       references/<setting>/<emotion>/<clip>.mp4         optional: the driving reference video
+      ground_truth/<setting>/<emotion>/<clip>.mp4       optional: the target the result should be
       <method>/<setting>/<emotion>/<clip>.mp4           a result (or <clip>/ of PNG/JPG frames)
 
 e.g. ``baseline/inter_id/happy/W901_001.mp4`` made from ``sources/happy/W901_001.mp4``.
 
-- ``<method>``: any folder name other than ``sources`` and ``references`` (``baseline``,
-  ``asccl``, ``dsm``, ``dsm_asccl``...).
+- ``<method>``: any folder name other than ``sources``, ``references`` and ``ground_truth``
+  (``baseline``, ``asccl``, ``dsm``, ``dsm_asccl``...).
+- ``ground_truth/``: mirrors a method folder (``<setting>/<emotion>/<clip>``, the same clip
+  names): the clip each result should equal, e.g. the source's sentence actually spoken in
+  the target emotion (MEAD's emotional take, synthetic ground truth). Needed only for
+  ``real_set = "ground_truth"`` (FID/FAD against the targets); its absence then is a
+  one-line error naming the folder and an example path.
 - ``<setting>``: ``inter_id`` (reference of the same identity), ``cross_id`` (reference of
   another identity) or ``single`` (models without a reference input, e.g. GANmut).
 - ``<emotion>``: one of the paper's seven, :data:`~asccl.data.clips.PAPER_EMOTIONS` (the
@@ -50,6 +56,9 @@ VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SOURCES = "sources"
 REFERENCES = "references"
+GROUND_TRUTH = "ground_truth"
+#: top-level folders that are not methods
+NOT_METHODS = (SOURCES, REFERENCES, GROUND_TRUTH)
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,18 @@ class ResultsIndex:
     clips: list[ResultClip] = field(default_factory=list)
     sources: dict[str, dict[str, Path]] = field(default_factory=dict)  # emotion -> name -> path
     problems: list[str] = field(default_factory=list)
+    #: ``references/`` and ``ground_truth/``: setting -> emotion -> name -> path
+    references: dict[str, dict[str, dict[str, Path]]] = field(default_factory=dict)
+    ground_truth: dict[str, dict[str, dict[str, Path]]] | None = None  # None: no folder
+
+    def real_clips(self, real_set: str, setting: str, emotion: str) -> dict[str, Path]:
+        """``{name: path}`` of the real set FID/FAD compare ``setting``/``emotion``'s
+        results with: every source of the emotion, or the setting's references or ground
+        truth of the emotion (see ``EvalConfig.real_set``)."""
+        if real_set == "sources":
+            return dict(self.sources.get(emotion, {}))
+        tree = self.references if real_set == "references" else (self.ground_truth or {})
+        return dict(tree.get(setting, {}).get(emotion, {}))
 
     @property
     def methods(self) -> list[str]:
@@ -118,18 +139,30 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
                 index.problems.append(_unknown_emotion(emotion_dir))
                 continue
             index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir, index.problems))
-    methods = [d for d in _subdirs(root) if d.name not in (SOURCES, REFERENCES)]
+    for name in (REFERENCES, GROUND_TRUTH):
+        tree = _scan_mirror(root / name, index.problems)
+        if name == REFERENCES:
+            index.references = tree
+        elif (root / name).is_dir():
+            index.ground_truth = tree
+    methods = [d for d in _subdirs(root) if d.name not in NOT_METHODS]
     if not methods:
-        raise DataError(root, "no method folders (expected <method>/<setting>/<emotion>/<clip>)")
+        example = root / "baseline" / "inter_id" / "happy" / "W901_001.mp4"
+        raise DataError(root, "no method folders (expected <method>/<setting>/<emotion>/<clip>, "
+                        f"e.g. {example})")  # fmt: skip
     for method_dir in methods:
         settings = _subdirs(method_dir)
         if not settings:
             index.problems.append(f"{method_dir}: method folder holds no setting folder")
         for setting_dir in settings:
             if setting_dir.name not in SETTINGS:
-                index.problems.append(
-                    f"{setting_dir}: unknown setting {setting_dir.name!r}; valid: {list(SETTINGS)}"
-                )
+                hint = ""
+                if setting_dir.name in PAPER_EMOTIONS:  # <method>/<emotion>/<clip>
+                    example = method_dir / "inter_id" / setting_dir.name / "<clip>.mp4"
+                    hint = (f"; the setting level is missing: expected <method>/<setting>/"
+                            f"<emotion>/<clip>, e.g. {example}")  # fmt: skip
+                index.problems.append(f"{setting_dir}: unknown setting {setting_dir.name!r}; "
+                                      f"valid: {list(SETTINGS)}{hint}")  # fmt: skip
                 continue
             _scan_setting(index, method_dir.name, setting_dir)
     _report_missing_emotions(index)
@@ -137,10 +170,15 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
 
 
 def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
-    references = index.root / REFERENCES / setting_dir.name
     emotion_dirs = _subdirs(setting_dir)
     if not emotion_dirs:
-        index.problems.append(f"{setting_dir}: setting folder holds no emotion folder")
+        hint = ""
+        clips = list(_clips_in(setting_dir))
+        if clips:  # <method>/<setting>/<clip>
+            example = setting_dir / "happy" / clips[0][1].name
+            hint = (f" but {len(clips)} clip(s): the emotion level is missing: expected "
+                    f"<method>/<setting>/<emotion>/<clip>, e.g. {example}")  # fmt: skip
+        index.problems.append(f"{setting_dir}: setting folder holds no emotion folder{hint}")
     for emotion_dir in emotion_dirs:
         emotion = emotion_dir.name
         if emotion not in PAPER_EMOTIONS:
@@ -156,10 +194,29 @@ def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
                     f"{path}: no matching source {SOURCES}/{emotion}/{name} (video or frame "
                     "folder); CSIM and LSE fallback audio skip it"
                 )
-            reference = dict(_clips_in(references / emotion)).get(name)
+            reference = index.references.get(setting_dir.name, {}).get(emotion, {}).get(name)
             index.clips.append(
                 ResultClip(method, setting_dir.name, emotion, name, path, source, reference)
             )
+
+
+def _scan_mirror(folder: Path, problems: list[str]) -> dict[str, dict[str, dict[str, Path]]]:
+    """``references/`` or ``ground_truth/``: ``{setting: {emotion: {name: path}}}``; folder
+    names that are no setting or emotion are reported."""
+    tree: dict[str, dict[str, dict[str, Path]]] = {}
+    for setting_dir in _subdirs(folder):
+        if setting_dir.name not in SETTINGS:
+            layout = f"{folder.name}/<setting>/<emotion>/<clip>"
+            problems.append(f"{setting_dir}: unknown setting {setting_dir.name!r}; valid: "
+                            f"{list(SETTINGS)} ({layout})")  # fmt: skip
+            continue
+        for emotion_dir in _subdirs(setting_dir):
+            if emotion_dir.name not in PAPER_EMOTIONS:
+                problems.append(_unknown_emotion(emotion_dir))
+                continue
+            clips = dict(_clips_in(emotion_dir, problems))
+            tree.setdefault(setting_dir.name, {})[emotion_dir.name] = clips
+    return tree
 
 
 def _report_missing_emotions(index: ResultsIndex) -> None:

@@ -1,115 +1,221 @@
-"""Scores from cached features: per method x setting x emotion (:func:`emotion_scores`:
-FID/FAD by :func:`~asccl.evaluation.frechet.frechet_distance`, CSIM, LSE-D/LSE-C) and the
-``average`` row (:func:`average_scores`)."""
+"""Scores from cached features, with the project's own torchmetrics metrics: per method x
+setting x emotion FID/FAD (:class:`~asccl.evaluation.frechet.FrechetDistance`), CSIM
+(:class:`~asccl.evaluation.identity.CSIM`) and LSE-D/LSE-C
+(:class:`~asccl.evaluation.lip_sync.LipSync`), and the ``average`` row.
+
+Each process updates the metrics with the clips it holds (:func:`scored_units` says which
+it can score); ``compute()`` sums the metric states over the processes (torchmetrics' sync
+under ``torch.distributed``), so one process and ``torchrun`` give the same numbers. The
+real set's Frechet statistics are accumulated once per emotion (and setting, for
+references and ground truth) and shared by every method.
+
+**Honest comparisons.** A row is computed, for every method, over the same clips: the ones
+every method that has the emotion scored (:func:`common_clips`); a method that lost clips
+makes the others drop them too, and the table's footnote says so. The ``average`` row is
+the mean over the emotions where every method has a value over a common set; the
+emotions left out are named in a footnote. Only such rows are *comparable*: a table marks
+a winner in those alone (:mod:`asccl.evaluation.tables`).
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import warnings
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from asccl.evaluation.config import EvalConfig, EvalSummary
 from asccl.evaluation.results import ResultClip, ResultsIndex
-from asccl.evaluation.tables import AVERAGE
+from asccl.evaluation.tables import AVERAGE, METRICS
+
+#: metric group -> the table metrics it gives
+GROUP_METRICS = {"fid": ("fid",), "fad": ("fad",), "csim": ("csim",), "lse": ("lse_d", "lse_c")}
+#: distribution metric -> its extractor
+DIST_KIND = {"fid": "inception", "fad": "arcface"}
+#: one scorable unit: (group, setting, method, emotion, clip name)
+Unit = tuple[str, str, str, str, str]
 
 
-def _frechet(real: list[np.ndarray], fake: list[np.ndarray]) -> float:
-    """FID/FAD between pooled ``(N, D)`` source and result features; NaN if either is empty."""
-    from asccl.evaluation.frechet import FrechetStats, frechet_distance
+@dataclass
+class SettingScores:
+    """One setting's table: ``scores[method][row][metric]`` (NaN: no value), ``notes``
+    (``(method, row, metric) -> why``: a footnote) and ``comparable`` (``(row, metric)``
+    pairs whose values all exist and come from the same clips: only there is a winner)."""
 
-    if not real or not fake:
-        return float("nan")
-    real_stats = FrechetStats.of(torch.from_numpy(np.concatenate(real)))
-    fake_stats = FrechetStats.of(torch.from_numpy(np.concatenate(fake)))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # few samples: noted in the report
-        mu1, s1 = real_stats.mean_cov("source frames")
-        mu2, s2 = fake_stats.mean_cov("result frames")
-        return float(frechet_distance(mu1, s1, mu2, s2))
+    scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    notes: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    comparable: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def any_average(self) -> bool:
+        """Whether any metric has a comparable ``average``."""
+        return any(row == AVERAGE for row, _ in self.comparable)
 
 
-def emotion_scores(
-    clips: list[ResultClip],
-    index: ResultsIndex,
-    features: dict,
-    config: EvalConfig,
-    summary: EvalSummary,
-) -> dict[str, float]:
-    """``{metric: value}`` of one method/setting/emotion (``clips``); what is not scored is
-    recorded in ``summary``."""
-    scores: dict[str, float] = {}
-    if config.use_distribution:
-        kind = {"fid": "inception", "fad": "arcface"}[config.distribution_metric]
-        sources = index.sources.get(clips[0].emotion, {}).values()
-        real = [features[(kind, p)]["features"] for p in sources if (kind, p) in features]
-        fake = [features[(kind, c.path)]["features"] for c in clips if (kind, c.path) in features]
-        n_real, n_fake = sum(map(len, real)), sum(map(len, fake))
-        where = f"{clips[0].method}/{clips[0].setting}/{clips[0].emotion}"
-        dim = real[0].shape[1] if real else 0
-        try:
-            scores[config.distribution_metric] = _frechet(real, fake)
-            if min(n_real, n_fake) <= dim:
-                summary.problems.append(
-                    f"{where}: {config.distribution_metric} from {n_real} source and {n_fake} "
-                    f"result frames for {dim} dimensions: singular covariance, unreliable"
-                )
-        except ValueError as err:
-            summary.problems.append(
-                f"{where}: no {config.distribution_metric} ({err}); "
-                f"{n_real} source and {n_fake} result frames: a Frechet distance needs more "
-                "frames than feature dimensions (raise max_frames_per_clip or add clips)"
-            )
-            scores[config.distribution_metric] = float("nan")
-    if "csim" in config.metrics:
-        from asccl.evaluation.identity import cosine_similarities
+def metric_groups(config: EvalConfig) -> list[str]:
+    """The switched-on metric groups, in table order."""
+    groups = [config.distribution_metric] if config.use_distribution else []
+    return groups + [g for g in ("csim", "lse") if g in config.metrics]
 
-        total, count = 0.0, 0
-        for c in clips:
-            a = features.get(("arcface", c.source))
-            b = features.get(("arcface", c.path))
-            if a is None or b is None:
-                if b is not None and c.source is not None:
-                    summary.fail(c.path, f"CSIM not scored: its source {c.source} is unreadable")
-                continue
-            n = min(len(a["features"]), len(b["features"]))
-            if len(b["features"]) > n:  # longer than its source: not frame-aligned with it
-                summary.problems.append(
-                    f"{c.path}: {len(b['features'])} frames, its source {len(a['features'])}; "
-                    f"CSIM compares the first {n} (a result should be as long as its source)"
-                )
-            sims = cosine_similarities(
-                torch.from_numpy(a["features"][:n]), torch.from_numpy(b["features"][:n])
-            )
-            total, count = total + float(sims.sum()), count + n
-        scores["csim"] = total / count if count else float("nan")
-    if "lse" in config.metrics:
-        d, conf = [], []
-        for c in clips:
+
+def scored_units(
+    clips: Iterable[ResultClip], features: dict, config: EvalConfig, summary: EvalSummary
+) -> set[Unit]:
+    """The units this process holds the features of (every feature is held by one process);
+    a result not scored for a reason of its own is listed in ``summary``."""
+    from asccl.evaluation.features import paired_features
+
+    units: set[Unit] = set()
+    groups = metric_groups(config)
+    for c in clips:
+        key = (c.setting, c.method, c.emotion, c.name)
+        if config.use_distribution:
+            f = features.get((DIST_KIND[groups[0]], c.path))
+            if f is not None and len(f["features"]):
+                units.add((groups[0], *key))
+            elif f is not None:
+                summary.fail(c.path, f"{groups[0].upper()} not scored: no frame with a face")
+        if "csim" in groups:
+            a, b = features.get(("arcface", c.source)), features.get(("arcface", c.path))
+            if a is not None and b is not None and len(paired_features(a, b)[0]):
+                units.add(("csim", *key))
+            elif a is not None and b is not None:
+                summary.fail(c.path, "CSIM not scored: no frame with a face in both it and "
+                             "its source")  # fmt: skip
+            elif b is not None and c.source is not None:
+                summary.fail(c.path, f"CSIM not scored: its source {c.source} is unreadable")
+        if "lse" in groups:
             r = features.get(("syncnet", c.path))
-            if r is None:
-                continue
-            if str(r["dropped"]):
+            if r is not None and str(r["dropped"]):
                 summary.fail(c.path, f"LSE not scored: {r['dropped']}")
-                continue
-            d.append(float(r["lse_d"]))
-            conf.append(float(r["lse_c"]))
-        scores["lse_d"] = float(np.mean(d)) if d else float("nan")
-        scores["lse_c"] = float(np.mean(conf)) if conf else float("nan")
-    return scores
+            elif r is not None:
+                units.add(("lse", *key))
+    return units
 
 
-def average_scores(per_emotion: dict[str, dict[str, float]]) -> dict[str, float]:
-    """The ``average`` row: per metric, the mean over the emotions with a finite value."""
-    names = {k for row in per_emotion.values() for k in row}
-    average = {}
-    for name in names:
-        values = [
-            row[name] for row in per_emotion.values() if math.isfinite(row.get(name, math.nan))
-        ]
-        average[name] = float(np.mean(values)) if values else float("nan")
-    return average
+def common_clips(by_method: dict[str, set[str]]) -> set[str]:
+    """The clip names every method with clips scored (empty if none or disjoint)."""
+    sets = [s for s in by_method.values() if s]
+    return set.intersection(*sets) if sets else set()
+
+
+def _label(metric: str) -> str:
+    return METRICS[metric][0]
+
+
+class RealStats:
+    """The real set's statistics per (real set, setting, emotion), updated once from this
+    process's real clips and copied for each method (the copy takes the method's results)."""
+
+    def __init__(self, index: ResultsIndex, features: dict, config: EvalConfig, dim: int):
+        self.index, self.features, self.config, self.dim = index, features, config, dim
+        self.kind = DIST_KIND[config.distribution_metric]
+        self._real: dict[tuple[str, str], nn.Module] = {}
+
+    def real(self, setting: str, emotion: str):
+        from asccl.evaluation.frechet import FrechetDistance
+
+        where = "*" if self.config.real_set == "sources" else setting
+        if (where, emotion) not in self._real:
+            metric = FrechetDistance(nn.Identity(), num_features=self.dim)
+            for path in self.index.real_clips(self.config.real_set, setting, emotion).values():
+                f = self.features.get((self.kind, path))
+                if f is not None:
+                    metric.update(torch.from_numpy(f["features"]), real=True)
+            self._real[where, emotion] = metric
+        return self._real[where, emotion]
+
+
+def _compute(metric):
+    """``metric.compute()`` (synced over processes); the warning a process without updates
+    gets is expected here: its states are zeros and add nothing."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", RuntimeWarning)  # few samples: noted in the report
+        return metric.compute()
+
+
+def _row_value(
+    group: str,
+    clips: list[ResultClip],
+    setting: str,
+    emotion: str,
+    ctx: dict,
+    out: SettingScores,
+    method: str,
+) -> dict[str, float]:
+    """``{metric: value}`` of ``group`` over ``clips`` (this process's share of the row's
+    clips); every process calls it for the same rows in the same order."""
+    features, config, summary = ctx["features"], ctx["config"], ctx["summary"]
+    if group in DIST_KIND:
+        real_set = config.real_set
+        if not ctx["index"].real_clips(real_set, setting, emotion):
+            out.notes[method, emotion, group] = (
+                f"{_label(group)}: no real clips in the real set ({real_set} of "
+                f"{setting}/{emotion}): nothing to compare with"
+            )
+            return {group: math.nan}
+        metric = copy.deepcopy(ctx["frechet"].real(setting, emotion))
+        kind = DIST_KIND[group]
+        for c in clips:
+            metric.update(torch.from_numpy(features[(kind, c.path)]["features"]), real=False)
+        where, dim = f"{method}/{setting}/{emotion}", ctx["frechet"].dim
+        try:
+            value = float(_compute(metric))
+        except ValueError as err:
+            n_real, n_fake = metric.counts
+            summary.problems.append(
+                f"{where}: no {group} ({err}); {n_real} real and {n_fake} result frames: a "
+                "Frechet distance needs more frames than feature dimensions (raise "
+                "max_frames_per_clip or add clips)"
+            )
+            out.notes[method, emotion, group] = (
+                f"{_label(group)} cannot be computed from so few frames (a covariance of "
+                f"{dim}-d features needs more; see report.txt)"
+            )
+            return {group: math.nan}
+        n_real, n_fake = metric.counts
+        if min(n_real, n_fake) <= dim:
+            summary.problems.append(
+                f"{where}: {group} from {n_real} real and {n_fake} result frames for {dim} "
+                "dimensions: singular covariance, unreliable"
+            )
+            out.notes[method, emotion, group] = (
+                f"{_label(group)} from no more frames than its {dim} feature dimensions "
+                "(singular covariance): unreliable"
+            )
+        return {group: value}
+    if group == "csim":
+        from asccl.evaluation.identity import CSIM
+
+        metric = CSIM(nn.Identity())
+        from asccl.evaluation.features import paired_features
+
+        for c in clips:
+            a, b = features[("arcface", c.source)], features[("arcface", c.path)]
+            length = (int(a.get("frames", len(a["features"]))),
+                      int(b.get("frames", len(b["features"]))))  # fmt: skip
+            if length[1] > length[0]:  # longer than its source: not frame-aligned with it
+                summary.problems.append(
+                    f"{c.path}: {length[1]} frames, its source {length[0]}; CSIM compares "
+                    f"the first {length[0]} (a result should be as long as its source)"
+                )
+            x, y = paired_features(a, b)  # frames with a face in both, by frame number
+            metric.update(torch.from_numpy(x), torch.from_numpy(y))
+        return {"csim": float(_compute(metric))}
+    from asccl.evaluation.lip_sync import LipSync
+
+    metric = LipSync()
+    for c in clips:
+        r = features[("syncnet", c.path)]
+        metric.update(float(r["lse_d"]), float(r["lse_c"]))
+    result = _compute(metric)
+    return {"lse_d": float(result["lse_d"]), "lse_c": float(result["lse_c"])}
 
 
 def setting_scores(
@@ -119,16 +225,99 @@ def setting_scores(
     features: dict,
     config: EvalConfig,
     summary: EvalSummary,
-) -> dict[str, dict[str, dict[str, float]]]:
-    """``{method: {emotion or "average": {metric: value}}}`` of one setting; a method
-    without clips in it is left out."""
-    scores: dict[str, dict[str, dict[str, float]]] = {}
-    for method in methods:
-        per_emotion = {}
-        for emotion in index.emotions:
-            clips = index.select(method, setting, emotion)
-            if clips:
-                per_emotion[emotion] = emotion_scores(clips, index, features, config, summary)
-        if per_emotion:
-            scores[method] = {**per_emotion, AVERAGE: average_scores(per_emotion)}
-    return scores
+    available: set[Unit],
+    local: set[Unit],
+    real: RealStats | None,
+) -> SettingScores:
+    """One setting's :class:`SettingScores` (methods without clips in it left out).
+
+    ``features`` and ``local`` are this process's (its :func:`scored_units`), ``available``
+    every process's (the same on all); each row is scored over :func:`common_clips`;
+    ``real`` holds the real set's statistics (``None`` without FID/FAD)."""
+    out = SettingScores()
+    present = [m for m in methods if index.select(method=m, setting=setting)]
+    ctx = {"features": features, "config": config, "summary": summary, "index": index,
+           "frechet": real, "local": local}  # fmt: skip
+    for method in present:
+        out.scores[method] = {}
+    for emotion in index.emotions:
+        having = [m for m in present if index.select(m, setting, emotion)]
+        for method in having:
+            out.scores[method][emotion] = {}
+        for group in metric_groups(config):
+            metrics = GROUP_METRICS[group]
+            scored = {
+                m: {u[4] for u in available if u[:4] == (group, setting, m, emotion)}
+                for m in having
+            }
+            common = common_clips(scored)
+            same_set = bool(common) and all(scored[m] for m in having)
+            for method in present:
+                if method not in having:
+                    for k in metrics:
+                        out.notes[method, emotion, k] = f"{method} has no {emotion} results"
+                    continue
+                names = common if common else scored[method]
+                if not names:
+                    for k in metrics:
+                        out.scores[method][emotion][k] = math.nan
+                        out.notes[method, emotion, k] = (
+                            f"no {emotion} clip of {method} could be scored for {_label(k)} "
+                            "(see the skipped clips in report.txt)"
+                        )
+                    continue
+                mine = [c for c in index.select(method, setting, emotion)
+                        if c.name in names and (group, setting, method, emotion, c.name)
+                        in ctx["local"]]  # fmt: skip
+                out.scores[method][emotion] |= _row_value(
+                    group, mine, setting, emotion, ctx, out, method
+                )
+                if not common:
+                    for k in metrics:
+                        out.notes[method, emotion, k] = (
+                            "the methods' scored clips do not overlap: each over its own, "
+                            "not compared"
+                        )
+                elif any(len(index.select(m, setting, emotion)) > len(common) for m in having):
+                    counts = ", ".join(
+                        f"{m} {len(scored[m])} of {len(index.select(m, setting, emotion))}"
+                        for m in having
+                    )
+                    for k in metrics:
+                        out.notes[method, emotion, k] = (
+                            f"over the {len(common)} clip(s) every method scored (scored: "
+                            f"{counts}; the skipped ones are in report.txt)"
+                        )
+            for k in metrics:
+                values = [out.scores[m].get(emotion, {}).get(k, math.nan) for m in present]
+                if same_set and len(having) == len(present) and all(map(math.isfinite, values)):
+                    out.comparable.add((emotion, k))
+    _average(out, present, index.emotions, config)
+    return out
+
+
+def _average(out: SettingScores, present: list[str], emotions: list[str], config) -> None:
+    """The ``average`` row: per metric the mean over the emotions comparable for every
+    method; a footnote names what it leaves out."""
+    for method in present:
+        out.scores[method][AVERAGE] = {}
+    for k in config.table_metrics:
+        common = [e for e in emotions if (e, k) in out.comparable]
+        valued = [e for e in emotions
+                  if any(math.isfinite(out.scores[m].get(e, {}).get(k, math.nan))
+                         for m in present)]  # fmt: skip
+        for method in present:
+            rows = [out.scores[method][e][k] for e in common]
+            out.scores[method][AVERAGE][k] = float(np.mean(rows)) if rows else math.nan
+            if not common and valued:
+                out.notes[method, AVERAGE, k] = (
+                    f"no average: no emotion has a {_label(k)} of every method over the same clips"
+                )
+            elif set(common) != set(valued):
+                left = [e for e in valued if e not in common]
+                out.notes[method, AVERAGE, k] = (
+                    f"over {', '.join(common)} only: {', '.join(left)} lack a value of some "
+                    "method (or one over the same clips)"
+                )
+        if common:
+            out.comparable.add((AVERAGE, k))

@@ -4,7 +4,11 @@ Scores are nested dicts ``scores[method][row][metric] -> float`` (rows are the e
 and ``"average"``; NaN where a value is missing). Tables follow the seed's Tables 1-2:
 one row per emotion plus Average, one column group per method holding its metrics; in
 every row the best method per metric is marked (bold in Markdown and LaTeX, a trailing
-``*`` in CSV). One table per setting.
+``*`` in CSV), but only where there is a winner (:func:`best_methods`): every method has a
+value, over the same clips (``comparable``), and the best one is apart from the next at the
+table's displayed precision (and, given ``spread``, by more than the seeds' spread). One
+table per setting. Markdown and LaTeX carry the table's title (``caption``) and footnotes
+(``notes``: why a cell is ``-`` or what set it covers); CSV holds the values only.
 """
 
 from __future__ import annotations
@@ -55,16 +59,31 @@ def value(scores: Scores, method: str, row: str, metric: str) -> float:
     return float("nan") if v is None else float(v)
 
 
-def best_methods(scores: Scores, row: str, metric: str) -> set[str]:
-    """Methods with the best (ties: all of them) finite ``metric`` in ``row``."""
+def best_methods(
+    scores: Scores,
+    row: str,
+    metric: str,
+    digits: int = 3,
+    spread: Mapping[tuple[str, str, str], float] | None = None,
+) -> set[str]:
+    """The winner of ``metric`` in ``row`` (a set of one), or no winner (empty): when a
+    method has no value, when the best equals the next at ``digits`` decimals (what the
+    table shows), or when their difference is within the larger ``spread[(method, row,
+    metric)]`` of the two (e.g. the standard deviation over seeds)."""
     _check_metrics([metric])
     higher = METRICS[metric][2]
     values = {m: value(scores, m, row, metric) for m in scores}
-    finite = {m: v for m, v in values.items() if math.isfinite(v)}
-    if not finite:
+    if len(values) < 2 or not all(math.isfinite(v) for v in values.values()):
         return set()
-    best = max(finite.values()) if higher else min(finite.values())
-    return {m for m, v in finite.items() if v == best}
+    ranked = sorted(values, key=lambda m: -values[m] if higher else values[m])
+    best, runner_up = ranked[0], ranked[1]
+    if _fmt(values[best], digits) == _fmt(values[runner_up], digits):
+        return set()
+    if spread is not None:
+        width = max(spread.get((m, row, metric), 0.0) for m in (best, runner_up))
+        if abs(values[best] - values[runner_up]) <= width:
+            return set()
+    return {best}
 
 
 def _fmt(v: float, digits: int) -> str:
@@ -75,37 +94,92 @@ def _row_label(row: str) -> str:
     return row.capitalize()
 
 
-def _cells(scores: Scores, metrics: Sequence[str], digits: int, mark) -> list[list[str]]:
-    """Body rows: ``[label, method1 metric1, method1 metric2, ..., method2 metric1, ...]``."""
+Notes = Mapping[tuple[str, str, str], str]
+
+
+def note_numbers(scores: Scores, metrics: Sequence[str], notes: Notes | None) -> dict[str, int]:
+    """``{note text: number}``, numbered in table order (rows, then columns); equal texts
+    share a number."""
+    numbers: dict[str, int] = {}
+    for row in table_rows(scores):
+        for method in scores:
+            for metric in metrics:
+                text = (notes or {}).get((method, row, metric))
+                if text is not None and text not in numbers:
+                    numbers[text] = len(numbers) + 1
+    return numbers
+
+
+def _cells(
+    scores: Scores,
+    metrics: Sequence[str],
+    digits: int,
+    mark,
+    notes: Notes | None = None,
+    comparable: set[tuple[str, str]] | None = None,
+    ref=None,
+) -> list[list[str]]:
+    """Body rows: ``[label, method1 metric1, method1 metric2, ..., method2 metric1, ...]``;
+    a winner (in a ``comparable`` row, all if ``None``) goes through ``mark``, a cell with a
+    note gets ``ref(number)`` appended."""
     _check_metrics(metrics)
+    numbers = note_numbers(scores, metrics, notes)
     body = []
     for row in table_rows(scores):
         cells = [_row_label(row)]
-        best = {metric: best_methods(scores, row, metric) for metric in metrics}
+        best = {
+            metric: best_methods(scores, row, metric, digits)
+            if comparable is None or (row, metric) in comparable
+            else set()
+            for metric in metrics
+        }
         for method in scores:
             for metric in metrics:
                 text = _fmt(value(scores, method, row, metric), digits)
-                cells.append(mark(text) if method in best[metric] and len(scores) > 1 else text)
+                text = mark(text) if method in best[metric] else text
+                note = (notes or {}).get((method, row, metric))
+                cells.append(text + ref(numbers[note]) if note is not None and ref else text)
         body.append(cells)
     return body
 
 
-def to_markdown(scores: Scores, metrics: Sequence[str], digits: int = 3) -> str:
-    """Markdown table; the header cells are ``method metric`` (best values in bold)."""
+def to_markdown(
+    scores: Scores,
+    metrics: Sequence[str],
+    digits: int = 3,
+    caption: str = "",
+    notes: Notes | None = None,
+    comparable: set[tuple[str, str]] | None = None,
+) -> str:
+    """Markdown table; the header cells are ``method metric`` (a winner in bold), the
+    ``caption`` above it in bold, footnotes ``[n] why`` below it."""
     header = ["Emotion"] + [f"{m} {METRICS[k][0]}" for m in scores for k in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for cells in _cells(scores, metrics, digits, lambda t: f"**{t}**"):
+    lines = [f"**{caption}**", ""] if caption else []
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    body = _cells(scores, metrics, digits, lambda t: f"**{t}**", notes, comparable,
+                  lambda n: f" [{n}]")  # fmt: skip
+    for cells in body:
         lines.append("| " + " | ".join(cells) + " |")
+    numbers = note_numbers(scores, metrics, notes)
+    if numbers:
+        lines.append("")
+        lines += [f"[{n}] {text}  " for text, n in numbers.items()]
     return "\n".join(lines) + "\n"
 
 
-def to_csv(scores: Scores, metrics: Sequence[str], digits: int = 3) -> str:
-    """CSV with a two-line header (method, metric); best values end in ``*``."""
+def to_csv(
+    scores: Scores,
+    metrics: Sequence[str],
+    digits: int = 3,
+    comparable: set[tuple[str, str]] | None = None,
+) -> str:
+    """CSV with a two-line header (method, metric); a winner ends in ``*`` (the title and
+    footnotes are in the Markdown and LaTeX tables)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["emotion"] + [m for m in scores for _ in metrics])
     writer.writerow([""] + [k for _ in scores for k in metrics])
-    for cells in _cells(scores, metrics, digits, lambda t: f"{t}*"):
+    for cells in _cells(scores, metrics, digits, lambda t: f"{t}*", comparable=comparable):
         writer.writerow([cells[0].lower(), *cells[1:]])
     return out.getvalue()
 
@@ -117,9 +191,16 @@ def tex_escape(text: str) -> str:
     return text
 
 
-def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: str = "") -> str:
+def to_latex(
+    scores: Scores,
+    metrics: Sequence[str],
+    digits: int = 3,
+    caption: str = "",
+    notes: Notes | None = None,
+    comparable: set[tuple[str, str]] | None = None,
+) -> str:
     """A ``table`` with a ``tabular``: ``\\multicolumn`` method groups, booktabs rules (the
-    document needs ``\\usepackage{booktabs}``)."""
+    document needs ``\\usepackage{booktabs}``); footnotes as superscripts under it."""
     n = len(metrics)
     spec = "l" + "|".join("c" * n for _ in scores)
     groups = " & ".join(rf"\multicolumn{{{n}}}{{c}}{{{tex_escape(m)}}}" for m in scores)
@@ -135,12 +216,15 @@ def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: s
         rf"Emotion & {labels} \\",
         r"\midrule",
     ]
-    body = _cells(scores, metrics, digits, lambda t: rf"\textbf{{{t}}}")
+    body = _cells(scores, metrics, digits, lambda t: rf"\textbf{{{t}}}", notes, comparable,
+                  lambda n: rf"$^{{{n}}}$")  # fmt: skip
     for i, cells in enumerate(body):
         if cells[0].lower() == AVERAGE and i > 0:
             lines.append(r"\midrule")
         lines.append(" & ".join(cells) + r" \\")
     lines += [r"\bottomrule", r"\end{tabular}"]
+    for text, n in note_numbers(scores, metrics, notes).items():
+        lines.append(rf"\par{{\footnotesize $^{{{n}}}$ {tex_escape(text)}}}")
     if caption:
         lines.append(rf"\caption{{{tex_escape(caption)}}}")
     lines.append(r"\end{table}")
@@ -148,14 +232,20 @@ def to_latex(scores: Scores, metrics: Sequence[str], digits: int = 3, caption: s
 
 
 def write_tables(
-    scores: Scores, metrics: Sequence[str], stem: str | os.PathLike, caption: str = ""
+    scores: Scores,
+    metrics: Sequence[str],
+    stem: str | os.PathLike,
+    caption: str = "",
+    notes: Notes | None = None,
+    comparable: set[tuple[str, str]] | None = None,
 ) -> list[Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns their paths."""
     stem = Path(stem)
+    extra = {"caption": caption, "notes": notes, "comparable": comparable}
     return [
-        write_text_atomic(stem.with_suffix(".md"), to_markdown(scores, metrics)),
-        write_text_atomic(stem.with_suffix(".csv"), to_csv(scores, metrics)),
-        write_text_atomic(stem.with_suffix(".tex"), to_latex(scores, metrics, caption=caption)),
+        write_text_atomic(stem.with_suffix(".md"), to_markdown(scores, metrics, **extra)),
+        write_text_atomic(stem.with_suffix(".csv"), to_csv(scores, metrics, comparable=comparable)),
+        write_text_atomic(stem.with_suffix(".tex"), to_latex(scores, metrics, **extra)),
     ]
 
 

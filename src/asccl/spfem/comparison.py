@@ -48,10 +48,14 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
     buffer += [",".join([m, s, k, f"{a:.4f}", f"{b:.4f}", f"{d:+.4f}", w])
                for m, s, k, a, b, d, w in table]  # fmt: skip
     write_text_atomic(csv_path, "\n".join(buffer) + "\n")
+    real = f"; FID/FAD real set: {config.eval.real_set}" if config.eval.use_distribution else ""
     md = [
-        "# Baseline vs +ASCCL (average over emotions)\n",
+        "# Baseline vs +ASCCL per model, setting and metric (average over emotions)\n",
         f"Test speakers: {', '.join(config.test_speakers)}; ASCCL weight "
-        f"{config.asccl_weight:g}; seed {config.seed}; same data and step budget for both.\n",
+        f"{config.asccl_weight:g}; seed {config.seed}; same data and step budget for both{real}. "
+        "Averages are over the emotions and clips both variants have (the setting's table "
+        "in eval/tables/ footnotes any left out); `better` is `tie` where the values are "
+        "equal at the 3 decimals shown.\n",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]

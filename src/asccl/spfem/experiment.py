@@ -11,19 +11,20 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    checkpoints were made with other settings (another seed, learning rate, metric...) is
    refused in one line naming them, before anything is written (``--resume false``
    retrains from scratch).
-2. **Generate** (:mod:`asccl.spfem.results`) the test set's results in the layout
-   ``asccl evaluate`` reads (:mod:`asccl.evaluation.results`): for every DTW-paired
-   (neutral, emotional) clip of a test speaker, the whole neutral clip is turned, frame by
-   frame, into the emotional clip's emotion. Method folders are ``<model>`` and
-   ``<model>_asccl``; settings are ``single`` for GANmut (no reference input) and, for
-   ICface, ``inter_id`` (the reference is the same speaker's emotional clip of that
-   sentence, frame ``j`` aligned by DTW to source frame ``i``) and ``cross_id`` (the same
-   emotion and sentence spoken by another speaker, same frame indices, clipped to its
-   length). Sources are the neutral crops resized to the model's size with the neutral
-   clip's audio copied in (LSE-D/LSE-C use it); results are silent and frame-aligned with
-   their source. A result that already exists is kept only while it was made by the same
-   weights (per method) and the same data, clip selection and image sizes
-   (``results/.settings.json``); otherwise it is made again, and the run says how many.
+2. **Generate** (:mod:`asccl.spfem.results`) the test set's results in the layout ``asccl
+   evaluate`` reads (:mod:`asccl.evaluation.results`): for every DTW-paired (neutral,
+   emotional) clip of a test speaker, the whole neutral clip is turned, frame by frame, into
+   the emotional clip's emotion. Method folders are ``<model>`` and ``<model>_asccl``;
+   settings are ``single`` for GANmut (no reference input) and, for ICface, ``inter_id``
+   (the reference is another sentence of the same speaker in the target emotion, NED's
+   protocol: never the target clip itself) and ``cross_id`` (a clip of the target emotion by
+   another speaker, another sentence first); reference frame ``i`` drives source frame ``i``
+   (its last frame past its end); see :func:`asccl.spfem.results.choose_reference`. Sources
+   are the neutral crops resized to the model's size with the neutral clip's audio copied in
+   (LSE-D/LSE-C use it); results are silent and frame-aligned with their source. A result
+   that already exists is kept only while it was made by the same weights (per method) and
+   the same data, clip selection and image sizes (``results/.settings.json``); otherwise it
+   is made again, and the run says how many.
 3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation` and
    ``ExperimentConfig.eval`` (tables per setting in the seed's Tables 1-2 layout, bar
    plots, qualitative grids like its Figures 1-4), then write ``comparison.{md,csv}``

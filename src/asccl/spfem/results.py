@@ -4,9 +4,13 @@ reads (:mod:`asccl.evaluation.results`).
 For every DTW-paired (neutral, emotional) clip of a test speaker, the whole neutral clip
 is turned, frame by frame, into the emotional clip's emotion by each variant's generator;
 the references of each setting and the sources (with the neutral clip's audio) are written
-beside them. Results are kept across runs only while they come from the same weights and
-the same data, clip selection and image sizes (see :func:`check_results_settings` and
-:func:`_drop_stale`). The experiment itself is :mod:`asccl.spfem.experiment`.
+beside them. The reference never is the target (:func:`choose_reference`, NED's protocol):
+inter-ID takes another sentence of the same speaker in the target emotion, cross-ID a clip
+of that emotion by another speaker (another sentence first); ``single`` (GANmut) reads the
+emotion label only, and its generator is given the source itself as reference. Results are
+kept across runs only while they come from the same weights and the same data, clip
+selection and image sizes (see :func:`check_results_settings` and :func:`_drop_stale`).
+The experiment itself is :mod:`asccl.spfem.experiment`.
 """
 
 from __future__ import annotations
@@ -163,7 +167,8 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
     from asccl.spfem.generators.checkpoint import load_generator
 
     root = config.out / "results"
-    test, others = test_clips(config)
+    test, _ = test_clips(config)
+    candidates = reference_clips(config)
     generators = {
         v: load_generator(path).to(config.device).eval() for v, path in checkpoints.items()
     }
@@ -179,7 +184,7 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
         _write_clip(root / SOURCES / emotion / name, _to_uint8(source[0]), fps,
                     clip.neutral.audio or clip.neutral.video)  # fmt: skip
         for setting in MODEL_SETTINGS[model]:
-            reference = _reference(config, clip, others, setting, len(source[0]), size)
+            reference = _reference(config, clip, candidates, setting, source, size)
             if reference is None:
                 continue
             if setting != "single":
@@ -266,26 +271,60 @@ def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
     write_text_atomic(stamp_file, stamp)
 
 
+def reference_clips(config: ExperimentConfig) -> list[Clip]:
+    """Every emotional clip of ``clips.csv`` with a crop store: what references are chosen
+    from (:func:`choose_reference`)."""
+    clips = read_clip_index(config.data / "clips.csv")
+    stored = [c for c in clips if c.emotion != "neutral"]
+    return [c for c in stored if any(crop_path(config.data, c.clip_id, f).exists()
+                                     for f in STORE_SUFFIX)]  # fmt: skip
+
+
+def choose_reference(
+    clip: TestClip, candidates: Sequence[Clip], setting: str, config: ExperimentConfig
+) -> Clip | None:
+    """The clip whose frames drive ``clip``'s result in ``setting`` (``None``: none fits).
+
+    Never the target (the emotional clip of the pair) nor its sentence: ``inter_id``: the
+    same speaker, the target emotion, another sentence (NED's protocol); ``cross_id``: the
+    target emotion by a speaker that is no test speaker (one of ``cross_speakers`` when
+    given), another sentence first. Ties go to the target's intensity, then the lowest
+    sentence, speaker and clip id, so the choice is the same on every run."""
+    speaker, emotion = clip.neutral.speaker, clip.pair.emotion
+    sentence, intensity = clip.neutral.sentence, clip.emotional.intensity
+    if setting == "inter_id":
+        pool = [c for c in candidates if c.speaker == speaker and c.emotion == emotion
+                and c.sentence not in (sentence, clip.emotional.sentence)]  # fmt: skip
+    elif setting == "cross_id":
+        pool = [c for c in candidates if c.emotion == emotion and c.speaker != speaker
+                and c.speaker not in config.test_speakers
+                and (not config.cross_speakers or c.speaker in config.cross_speakers)]  # fmt: skip
+    else:
+        raise ValueError(f"no reference clip in setting {setting!r}")
+    pool.sort(key=lambda c: (c.sentence == sentence, c.intensity != intensity, c.sentence,
+                             c.speaker, c.clip_id))  # fmt: skip
+    return pool[0] if pool else None
+
+
 def _reference(
     config: ExperimentConfig,
     clip: TestClip,
-    others: Sequence[TestClip],
+    candidates: Sequence[Clip],
     setting: str,
-    num_frames: int,
+    source: tuple[Tensor, Tensor],
     size: int,
 ) -> tuple[Tensor, Tensor] | None:
-    """Per source frame, the reference frame (and landmarks) that drives it."""
-    index = clip.pair.reference_index(num_frames)
-    if setting in ("single", "inter_id"):
-        driver = clip  # GANmut reads only the label; ICface inter-ID: the same speaker
-    else:
-        same = [o for o in others if o.pair.emotion == clip.pair.emotion]
-        same.sort(key=lambda o: (o.emotional.sentence != clip.emotional.sentence, o.name))
-        if not same:
-            print(f"  {clip.name} {clip.pair.emotion}: no other speaker for a cross-ID "
-                  "reference; skipped")  # fmt: skip
-            return None
-        driver = same[0]
-    frames, landmarks = clip_tensors(_store(config, driver.pair.emotional_clip), size)
-    index = np.minimum(index, len(frames) - 1)
+    """Per source frame, the reference frame (and landmarks) that drives it: frame ``i``
+    of the chosen clip (:func:`choose_reference`; its last past its end); ``single``: the
+    source itself (GANmut reads the label only)."""
+    if setting == "single":
+        return source
+    driver = choose_reference(clip, candidates, setting, config)
+    if driver is None:
+        who = "another sentence of the speaker" if setting == "inter_id" else "another speaker"
+        print(f"  {clip.name} {clip.pair.emotion}: no {setting} reference ({who} in that "
+              "emotion); skipped")  # fmt: skip
+        return None
+    frames, landmarks = clip_tensors(_store(config, driver.clip_id), size)
+    index = np.minimum(np.arange(len(source[0])), len(frames) - 1)
     return frames[index], landmarks[index]

@@ -15,6 +15,16 @@ audio, through
 * reference: syncnet_python's protocol written straight: one window per SyncNet forward, the
   distance curve with a Python loop over offsets and frames;
 * asccl: ``evaluate_clip`` (all windows batched, distances vectorised).
+Part 3, framing at 1080p (``--framing``, seconds per clip): demo faces pasted off-centre
+into 1920x1080 frames written as an H.264 clip, then, in one run,
+* decode only: the clip read (``read_frames``);
+* framing: the dlib landmark track (detector every ``--detect-every`` frames, landmarks every
+  ``--landmark-every`` frames, interpolated between), syncnet_python crops at 25 fps and
+  5-point aligned 112x112 faces;
+* features: Inception (pytorch-fid input, whole frame), ArcFace on the aligned faces, SyncNet
+  windows on the crops (random weights, batch ``--batch``).
+It prints framing / (decode + features): the share framing adds to an evaluation (target
+<= 50% on CPU).
 Weights are random (pass ``--inception-weights``/``--syncnet-weights`` for real ones): speed
 does not depend on them. Targets on a GPU: FID features >= 2x, LSE-D >= 10x.
 """
@@ -137,6 +147,66 @@ def lse_part(args: argparse.Namespace, device: torch.device) -> tuple[float, flo
     return t_ref, t_asccl, agree
 
 
+def framing_part(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    """Seconds per clip: decode, framing, features (see the module docstring)."""
+    from asccl.data.landmarks import make_landmarker
+    from asccl.data.video import write_video
+    from asccl.evaluation.framing import (
+        arcface_input,
+        inception_input,
+        make_tracker,
+        syncnet_input,
+        track_faces,
+    )
+    from asccl.evaluation.inception import FIDInceptionV3, InceptionFeatures
+    from asccl.evaluation.lip_sync import lip_windows
+    from asccl.evaluation.results import read_frames
+    from asccl.evaluation.syncnet import SyncNet
+    from asccl.metric.iresnet import build_iresnet
+
+    demo = Path(__file__).resolve().parents[1] / "demo_data" / "MEAD" / "W901" / "video"
+    faces = read_frames(demo / "front" / "happy" / "level_3" / "001.mp4", args.clip_frames)
+    big = np.full((len(faces), 1080, 1920, 3), 40, np.uint8)
+    import cv2
+
+    for i, face in enumerate(faces):  # 512 px face, off-centre
+        big[i, 300:812, 1100:1612] = cv2.resize(face, (512, 512), interpolation=cv2.INTER_CUBIC)
+    clip = Path(tempfile.mkdtemp(prefix="bench_eval_")) / "clip.mp4"
+    write_video(clip, big, fps=30.0)
+    tracker = make_tracker(make_landmarker("dlib"), args.detect_every)
+    inception = InceptionFeatures(FIDInceptionV3()).to(device)
+    arcface = build_iresnet("iresnet50", with_head=True).to(device).eval()
+    syncnet = SyncNet().to(device)
+    out: dict[str, float] = {"frames": float(len(faces))}
+
+    def decode() -> None:
+        out["_frames"] = read_frames(clip)
+
+    def frame() -> None:
+        frames = out["_frames"]
+        track = track_faces(frames, tracker, args.landmark_every)
+        out["_sync"] = syncnet_input(frames, 30.0, "track", track)
+        out["_arc"] = arcface_input(frames, "track", track)
+        out["no_face"] = float(len(track.no_face))
+
+    @torch.no_grad()
+    def features() -> None:
+        frames, bs = out["_frames"], args.batch
+        for i in range(0, len(frames), bs):
+            inception(inception_input(frames[i : i + bs]).to(device))
+        arc = torch.from_numpy(out["_arc"].frames).permute(0, 3, 1, 2).float() / 127.5 - 1
+        for i in range(0, len(arc), bs):
+            arcface(arc[i : i + bs].to(device))
+        lips = lip_windows(out["_sync"].frames)
+        for i in range(0, len(lips), bs):
+            syncnet.forward_lip(lips[i : i + bs].to(device))
+
+    out["decode"] = timed(decode, args.repeats)
+    out["framing"] = timed(frame, args.repeats)
+    out["features"] = timed(features, args.repeats)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -148,10 +218,26 @@ def main() -> None:
     parser.add_argument("--channels-last", action="store_true")
     parser.add_argument("--inception-weights")
     parser.add_argument("--syncnet-weights")
+    parser.add_argument("--framing", action="store_true", help="only part 3 (1080p framing)")
+    parser.add_argument("--clip-frames", type=int, default=60, help="part 3: 30 fps frames")
+    parser.add_argument("--detect-every", type=int, default=10)
+    parser.add_argument("--landmark-every", type=int, default=2)
     args = parser.parse_args()
     device = torch.device(args.device)
     print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"amp={args.amp}, channels_last={args.channels_last}")  # fmt: skip
+    if args.framing:
+        r = framing_part(args, device)
+        n, base = r["frames"], r["decode"] + r["features"]
+        print(
+            f"1080p clip, {n:.0f} frames at 30 fps (detect every {args.detect_every}, landmarks "
+            f"every {args.landmark_every}; {r['no_face']:.0f} frames without a face): decode "
+            f"{r['decode']:.2f} s ({n / r['decode']:.1f} fps), framing {r['framing']:.2f} s "
+            f"({n / r['framing']:.1f} fps), features {r['features']:.2f} s "
+            f"({n / r['features']:.1f} fps) -> framing adds {100 * r['framing'] / base:.0f}% "
+            "to decode + features (target <= 50%)"
+        )
+        return
     ref_ips, asccl_ips = fid_part(args, device)
     print(
         f"FID features, {args.images} PNG images: reference {ref_ips:.1f} img/s, "

@@ -24,6 +24,7 @@ from asccl.data.errors import DataError
 from asccl.data.video import write_video
 from asccl.evaluation import runner
 from asccl.evaluation.frechet import frechet_distance
+from asccl.evaluation.kid import KID
 from asccl.evaluation.results import make_demo_results
 from asccl.evaluation.runner import EvalConfig, run_evaluation
 from asccl.evaluation.syncnet import SyncNet
@@ -81,7 +82,7 @@ def test_fid_against_each_real_set_as_an_independent_pooling_gives(real_sets, tm
     model = runner.Extractors.model
     monkeypatch.setattr(runner.Extractors, "model", lambda self, kind: TinyFeatures()
                         if kind == "inception" else model(self, kind))  # fmt: skip
-    base = EvalConfig(results=real_sets, distribution_metric="fid", metrics=("fid",),
+    base = EvalConfig(results=real_sets, distribution_metric="fid", metrics=("fid", "kid"),
                       grid_clips=0, out=tmp_path / "sources")  # fmt: skip
     extractors = runner.Extractors(base)
 
@@ -94,8 +95,8 @@ def test_fid_against_each_real_set_as_an_independent_pooling_gives(real_sets, tm
         config = replace(base, real_set=real_set, out=tmp_path / real_set)
         outputs = run_evaluation(config)
         with open(outputs["scores"]) as handle:
-            scores = {(r["method"], r["emotion"]): float(r["value"])
-                      for r in csv.DictReader(handle) if r["metric"] == "fid"}  # fmt: skip
+            scores = {(r["method"], r["emotion"], r["metric"]): float(r["value"])
+                      for r in csv.DictReader(handle)}  # fmt: skip
         folder = {"sources": "sources"}.get(real_set, f"{real_set}/inter_id")
         for emotion in ("happy", "sad"):
             real = pooled(sorted((real_sets / folder / emotion).iterdir()))
@@ -104,10 +105,20 @@ def test_fid_against_each_real_set_as_an_independent_pooling_gives(real_sets, tm
                 fake = pooled(clips)
                 expected = frechet_distance(real.mean(0), np.cov(real, rowvar=False),
                                             fake.mean(0), np.cov(fake, rowvar=False))  # fmt: skip
-                assert scores[method, emotion] == pytest.approx(expected, rel=1e-9, abs=1e-9)
+                assert scores[method, emotion, "fid"] == pytest.approx(expected, rel=1e-9,
+                                                                       abs=1e-9)  # fmt: skip
                 found[real_set, method, emotion] = expected
+                kid = KID(torch.nn.Identity())  # KID of the pooled sets, one update each
+                kid.update(torch.from_numpy(real), real=True)
+                kid.update(torch.from_numpy(fake), real=False)
+                # the same kernel sums over the same canonically ordered rows: to rounding
+                expected_kid = float(kid.compute()[0])
+                assert scores[method, emotion, "kid"] == pytest.approx(expected_kid, rel=1e-9,
+                                                                       abs=1e-12)  # fmt: skip
         md = outputs["table_inter_id_md"].read_text()
         assert md.splitlines()[0].startswith("**Setting inter_id. FID↓ ")
+        assert "KID↓ unbiased KID" in md.splitlines()[0]
+        assert "| Emotion | asccl FID↓ | asccl KID↓ |" in md  # methods by name
         assert f"real set: {real_set.replace('_', ' ')}" in md.splitlines()[0]
     for method, emotion in (("baseline", "happy"), ("asccl", "sad")):
         values = [found[s, method, emotion] for s in ("sources", "references", "ground_truth")]
@@ -235,3 +246,18 @@ def test_two_processes_write_the_tables_of_one(tmp_path, arcface):
     assert any(r[3] == "csim" for r in rows["one"]) and any(r[3] == "lse_d" for r in rows["one"])
     for a, b in zip(rows["one"], rows["two"], strict=True):
         assert b[4] == pytest.approx(a[4], rel=1e-9, abs=1e-9, nan_ok=True), a[:4]
+
+
+def test_frames_without_a_face_are_listed_per_clip_and_never_scored(tmp_path, arcface, capsys):
+    """Noise clips under ``framing = "track"``: no face anywhere, so every clip is listed
+    with its frames without a face, no CSIM is scored and nothing is comparable."""
+    results = write_tiny_results(tmp_path / "results", emotions=("happy",), names=("A_001",))
+    argv = _csim_argv(results, tmp_path / "out", arcface)
+    one_line_error([*argv, "--framing", "track"], capsys, "nothing comparable")
+    report = (tmp_path / "out" / "report.txt").read_text()
+    for clip in (results / "baseline" / "inter_id" / "happy" / "A_001.mp4",
+                 results / "sources" / "happy" / "A_001.mp4"):  # fmt: skip
+        line = f"{clip}: 6 frame(s) of 6 without a face (arcface, track framing), not scored"
+        assert line in report
+    summary = (tmp_path / "out" / "summary.json").read_text()
+    assert '"no face found": 2' in summary

@@ -18,7 +18,7 @@ from asccl.config import (
     require,
 )
 
-METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse")
+METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse", "kid")
 #: what FID/FAD compare the results with (see ``EvalConfig.real_set``)
 REAL_SETS = ("sources", "references", "ground_truth")
 
@@ -31,7 +31,8 @@ class EvalConfig:
     results: Path = Path("runs/demo/results")  # results folder (layout: evaluation/results.py)
     out: Path = Path("runs/demo/eval")  # tables/, plots/, grids/, scores.csv, report.txt, cache/
     distribution_metric: Literal["fid", "fad"] = "fid"  # GANmut table: FID; DSM table: FAD
-    # switched-on metrics: "distribution" (or its name, "fid"/"fad"), "csim", "lse"
+    # switched-on metrics: "distribution" (or its name, "fid"/"fad"), "csim", "lse", "kid"
+    # (KID of pytorch-fid's Inception features against real_set: valid for small sets)
     metrics: tuple[str, ...] = ("distribution", "csim", "lse")
     inception_weights: Path | None = None  # pt_inception-2015-12-05-6726825d.pth (FID)
     arcface_weights: Path | None = None  # insightface backbone.pth (FAD, CSIM)
@@ -129,6 +130,7 @@ class EvalConfig:
     def table_metrics(self) -> list[str]:
         """Table columns per method, in the paper's order (FID/FAD, LSE-D, CSIM, LSE-C)."""
         names = [self.distribution_metric] if self.use_distribution else []
+        names += ["kid"] if "kid" in self.metrics else []  # KID of Inception features
         names += ["lse_d"] if "lse" in self.metrics else []
         names += ["csim"] if "csim" in self.metrics else []
         names += ["lse_c"] if "lse" in self.metrics else []

@@ -28,6 +28,11 @@ REAL_SET_TEXT = {
 PROCEDURES = {
     "fid": ("Frechet distance of pytorch-fid Inception pool3 features", "inception"),
     "fad": ("Frechet distance of ArcFace embeddings", "arcface"),
+    "kid": (
+        "unbiased KID (cubic polynomial MMD^2, mean over subsets) of pytorch-fid "
+        "Inception pool3 features",
+        "inception",
+    ),
     "csim": ("mean cosine of ArcFace embeddings, source vs result frame", "arcface"),
     "lse_d": ("syncnet_python's LSE-D, mean over clips", "syncnet"),
     "lse_c": ("syncnet_python's LSE-C, mean over clips", "syncnet"),
@@ -42,7 +47,7 @@ def table_caption(config: EvalConfig, setting: str) -> str:
     parts, kinds = [], []
     for metric in config.table_metrics:
         procedure, kind = PROCEDURES[metric]
-        if metric in ("fid", "fad"):
+        if metric in ("fid", "fad", "kid"):
             procedure += f"; real set: {REAL_SET_TEXT[config.real_set]}"
         parts.append(f"{METRICS[metric][0]} {procedure}")
         kinds += [kind] if kind not in kinds else []
@@ -58,12 +63,12 @@ def skipped_by_reason(failures: dict[str, str]) -> dict[str, int]:
     for reason in failures.values():
         kinds = set()
         for part in reason.split("; "):
-            if part.startswith("CSIM not scored"):
+            if "no frame with a face" in part:
+                kinds.add("no face found")
+            elif part.startswith("CSIM not scored"):
                 kinds.add("CSIM not scored: source unreadable")
             elif part.startswith("LSE not scored"):
-                kinds.add("LSE not scored: too short for SyncNet")
-            elif "no frame with a face" in part:
-                kinds.add("no face found")
+                kinds.add("LSE not scored: too short or no face")
             else:
                 kinds.add("unreadable clip")
         for kind in kinds:

@@ -102,6 +102,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
         dist_kind = DIST_KIND[config.distribution_metric]
         for kind, used in (
             (dist_kind, config.use_distribution),
+            ("inception", "kid" in config.metrics),
             ("arcface", "csim" in config.metrics),
             ("syncnet", "lse" in config.metrics),
         ):
@@ -113,12 +114,18 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
         summary = EvalSummary(problems=list(index.problems))
         jobs = _share(_jobs(index, config), index, rank, world)
         features = extract_features(jobs, extractors, config, summary)
+        for (kind, path), f in sorted(features.items(), key=lambda item: str(item[0])):
+            missed = len(f.get("no_face", ()))
+            if missed:  # report.txt lists them per clip; those frames are never scored
+                total = f"of {int(f['frames'])} " if "frames" in f else ""
+                how = f"{kind}, {config.framing_of(kind)} framing"
+                summary.problems.append(f"{path}: {missed} frame(s) {total}without a face "
+                                        f"({how}), not scored")  # fmt: skip
         local = scored_units(index.clips, features, config, summary)
-        shared = _gather((local, {k: f["features"].shape[1] for (k, _), f in features.items()
-                                  if k == dist_kind}), world)  # fmt: skip
+        dims = {k: f["features"].shape[1] for (k, _), f in features.items() if k != "syncnet"}
+        shared = _gather((local, dims), world)
         available = set().union(*(units for units, _ in shared))
-        dims = {k: d for _, part in shared for k, d in part.items()}
-        real = RealStats(index, features, config, dims[dist_kind]) if dist_kind in dims else None
+        real = RealStats(index, features, config, {k: d for _, p in shared for k, d in p.items()})
 
         metrics, long_rows, results = config.table_metrics, [], {}
         for setting in index.settings:
@@ -181,19 +188,24 @@ def _jobs(index: ResultsIndex, config: EvalConfig) -> list[FeatureJob]:
     """Every (extractor, clip) job: :func:`feature_jobs`, with the FID/FAD real set's clips
     (``real_set``) instead of every source."""
     jobs = feature_jobs(index, config)
-    if not config.use_distribution or config.real_set == "sources":
-        return jobs
-    kind = DIST_KIND[config.distribution_metric]
-    needed = {c.path for c in index.clips}  # results, and the sources CSIM compares with
-    needed |= {c.source for c in index.clips if "csim" in config.metrics and kind == "arcface"}
-    jobs = [j for j in jobs if j.kind != kind or j.clip in needed]
+    kinds = [DIST_KIND[config.distribution_metric]] if config.use_distribution else []
+    kinds += ["inception"] if "kid" in config.metrics else []
+    if config.use_distribution and config.real_set != "sources":
+        kind = kinds[0]
+        needed = {c.path for c in index.clips}  # results, and the sources CSIM compares with
+        needed |= {c.source for c in index.clips if "csim" in config.metrics
+                   and kind == "arcface"}  # fmt: skip
+        jobs = [j for j in jobs if j.kind != kind or j.clip in needed]
     have = {(j.kind, j.clip) for j in jobs}
-    for setting in index.settings:
-        for emotion in index.emotions:
-            for path in index.real_clips(config.real_set, setting, emotion).values():
-                if (kind, path) not in have:
-                    have.add((kind, path))
-                    jobs.append(FeatureJob(kind, path))
+    for kind in kinds:
+        paths = [c.path for c in index.clips]
+        for setting in index.settings:
+            for emotion in index.emotions:
+                paths += index.real_clips(config.real_set, setting, emotion).values()
+        for path in paths:
+            if (kind, path) not in have:
+                have.add((kind, path))
+                jobs.append(FeatureJob(kind, path))
     return jobs
 
 

@@ -34,9 +34,12 @@ from asccl.evaluation.results import ResultClip, ResultsIndex
 from asccl.evaluation.tables import AVERAGE, METRICS
 
 #: metric group -> the table metrics it gives
-GROUP_METRICS = {"fid": ("fid",), "fad": ("fad",), "csim": ("csim",), "lse": ("lse_d", "lse_c")}
+GROUP_METRICS = {"fid": ("fid",), "fad": ("fad",), "kid": ("kid",), "csim": ("csim",),
+                 "lse": ("lse_d", "lse_c")}  # fmt: skip
 #: distribution metric -> its extractor
 DIST_KIND = {"fid": "inception", "fad": "arcface"}
+#: metric groups against a real set -> their extractor
+REAL_KIND = {**DIST_KIND, "kid": "inception"}
 #: one scorable unit: (group, setting, method, emotion, clip name)
 Unit = tuple[str, str, str, str, str]
 
@@ -60,7 +63,7 @@ class SettingScores:
 def metric_groups(config: EvalConfig) -> list[str]:
     """The switched-on metric groups, in table order."""
     groups = [config.distribution_metric] if config.use_distribution else []
-    return groups + [g for g in ("csim", "lse") if g in config.metrics]
+    return groups + [g for g in ("kid", "csim", "lse") if g in config.metrics]
 
 
 def scored_units(
@@ -74,12 +77,12 @@ def scored_units(
     groups = metric_groups(config)
     for c in clips:
         key = (c.setting, c.method, c.emotion, c.name)
-        if config.use_distribution:
-            f = features.get((DIST_KIND[groups[0]], c.path))
+        for group in (g for g in groups if g in REAL_KIND):
+            f = features.get((REAL_KIND[group], c.path))
             if f is not None and len(f["features"]):
-                units.add((groups[0], *key))
+                units.add((group, *key))
             elif f is not None:
-                summary.fail(c.path, f"{groups[0].upper()} not scored: no frame with a face")
+                summary.fail(c.path, f"{group.upper()} not scored: no frame with a face")
         if "csim" in groups:
             a, b = features.get(("arcface", c.source)), features.get(("arcface", c.path))
             if a is not None and b is not None and len(paired_features(a, b)[0]):
@@ -109,26 +112,36 @@ def _label(metric: str) -> str:
 
 
 class RealStats:
-    """The real set's statistics per (real set, setting, emotion), updated once from this
-    process's real clips and copied for each method (the copy takes the method's results)."""
+    """The real set's state per (metric group, real set, setting, emotion): a
+    :class:`~asccl.evaluation.frechet.FrechetDistance` or :class:`~asccl.evaluation.kid.KID`
+    updated once from this process's real clips and copied for each method (the copy takes
+    the method's results). ``dims``: feature size per extractor."""
 
-    def __init__(self, index: ResultsIndex, features: dict, config: EvalConfig, dim: int):
-        self.index, self.features, self.config, self.dim = index, features, config, dim
-        self.kind = DIST_KIND[config.distribution_metric]
-        self._real: dict[tuple[str, str], nn.Module] = {}
+    def __init__(
+        self, index: ResultsIndex, features: dict, config: EvalConfig, dims: dict[str, int]
+    ):
+        self.index, self.features, self.config, self.dims = index, features, config, dims
+        self._real: dict[tuple[str, str, str], nn.Module] = {}
 
-    def real(self, setting: str, emotion: str):
+    def real(self, group: str, setting: str, emotion: str):
         from asccl.evaluation.frechet import FrechetDistance
+        from asccl.evaluation.kid import KID
 
         where = "*" if self.config.real_set == "sources" else setting
-        if (where, emotion) not in self._real:
-            metric = FrechetDistance(nn.Identity(), num_features=self.dim)
+        kind, dim = REAL_KIND[group], self.dims[REAL_KIND[group]]
+        if (group, where, emotion) not in self._real:
+            if group == "kid":
+                metric = KID(nn.Identity())
+                for side in (True, False):  # a (0, d) entry per side: processes gather alike
+                    metric.update(torch.zeros(0, dim, dtype=torch.float64), real=side)
+            else:
+                metric = FrechetDistance(nn.Identity(), num_features=dim)
             for path in self.index.real_clips(self.config.real_set, setting, emotion).values():
-                f = self.features.get((self.kind, path))
-                if f is not None:
+                f = self.features.get((kind, path))
+                if f is not None and len(f["features"]):
                     metric.update(torch.from_numpy(f["features"]), real=True)
-            self._real[where, emotion] = metric
-        return self._real[where, emotion]
+            self._real[group, where, emotion] = metric
+        return self._real[group, where, emotion]
 
 
 def _compute(metric):
@@ -152,6 +165,23 @@ def _row_value(
     """``{metric: value}`` of ``group`` over ``clips`` (this process's share of the row's
     clips); every process calls it for the same rows in the same order."""
     features, config, summary = ctx["features"], ctx["config"], ctx["summary"]
+    if group == "kid":
+        if not ctx["index"].real_clips(config.real_set, setting, emotion):
+            out.notes[method, emotion, group] = (
+                f"KID↓: no real clips in the real set ({config.real_set} of "
+                f"{setting}/{emotion}): nothing to compare with"
+            )
+            return {"kid": math.nan}
+        metric = copy.deepcopy(ctx["frechet"].real(group, setting, emotion))
+        for c in clips:
+            metric.update(torch.from_numpy(features[("inception", c.path)]["features"]), False)
+        try:
+            mean, _ = _compute(metric)
+        except ValueError as err:
+            summary.problems.append(f"{method}/{setting}/{emotion}: no kid ({err})")
+            out.notes[method, emotion, group] = f"KID↓ cannot be computed: {err}"
+            return {"kid": math.nan}
+        return {"kid": float(mean)}
     if group in DIST_KIND:
         real_set = config.real_set
         if not ctx["index"].real_clips(real_set, setting, emotion):
@@ -160,11 +190,11 @@ def _row_value(
                 f"{setting}/{emotion}): nothing to compare with"
             )
             return {group: math.nan}
-        metric = copy.deepcopy(ctx["frechet"].real(setting, emotion))
+        metric = copy.deepcopy(ctx["frechet"].real(group, setting, emotion))
         kind = DIST_KIND[group]
         for c in clips:
             metric.update(torch.from_numpy(features[(kind, c.path)]["features"]), real=False)
-        where, dim = f"{method}/{setting}/{emotion}", ctx["frechet"].dim
+        where, dim = f"{method}/{setting}/{emotion}", ctx["frechet"].dims[kind]
         try:
             value = float(_compute(metric))
         except ValueError as err:

@@ -32,6 +32,7 @@ AVERAGE = "average"
 METRICS: dict[str, tuple[str, str, bool]] = {
     "fid": ("FID↓", r"FID$\downarrow$", False),
     "fad": ("FAD↓", r"FAD$\downarrow$", False),
+    "kid": ("KID↓", r"KID$\downarrow$", False),
     "lse_d": ("LSE-D↓", r"LSE-D$\downarrow$", False),
     "lse_c": ("LSE-C↑", r"LSE-C$\uparrow$", True),
     "csim": ("CSIM↑", r"CSIM$\uparrow$", True),

@@ -51,8 +51,14 @@ class SettingScores:
     pairs whose values all exist and come from the same clips: only there is a winner)."""
 
     scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
-    notes: dict[tuple[str, str, str], str] = field(default_factory=dict)
+    notes: dict[tuple[str, str, str], list[str]] = field(default_factory=dict)
     comparable: set[tuple[str, str]] = field(default_factory=set)
+
+    def note(self, method: str, row: str, metric: str, text: str) -> None:
+        """Add footnote ``text`` to a cell (a cell may have several)."""
+        texts = self.notes.setdefault((method, row, metric), [])
+        if text not in texts:
+            texts.append(text)
 
     @property
     def any_average(self) -> bool:
@@ -167,9 +173,14 @@ def _row_value(
     features, config, summary = ctx["features"], ctx["config"], ctx["summary"]
     if group == "kid":
         if not ctx["index"].real_clips(config.real_set, setting, emotion):
-            out.notes[method, emotion, group] = (
-                f"KID↓: no real clips in the real set ({config.real_set} of "
-                f"{setting}/{emotion}): nothing to compare with"
+            out.note(
+                method,
+                emotion,
+                group,
+                (
+                    f"KID↓: no real clips in the real set ({config.real_set} of "
+                    f"{setting}/{emotion}): nothing to compare with"
+                ),
             )
             return {"kid": math.nan}
         metric = copy.deepcopy(ctx["frechet"].real(group, setting, emotion))
@@ -179,15 +190,20 @@ def _row_value(
             mean, _ = _compute(metric)
         except ValueError as err:
             summary.problems.append(f"{method}/{setting}/{emotion}: no kid ({err})")
-            out.notes[method, emotion, group] = f"KID↓ cannot be computed: {err}"
+            out.note(method, emotion, group, f"KID↓ cannot be computed: {err}")
             return {"kid": math.nan}
         return {"kid": float(mean)}
     if group in DIST_KIND:
         real_set = config.real_set
         if not ctx["index"].real_clips(real_set, setting, emotion):
-            out.notes[method, emotion, group] = (
-                f"{_label(group)}: no real clips in the real set ({real_set} of "
-                f"{setting}/{emotion}): nothing to compare with"
+            out.note(
+                method,
+                emotion,
+                group,
+                (
+                    f"{_label(group)}: no real clips in the real set ({real_set} of "
+                    f"{setting}/{emotion}): nothing to compare with"
+                ),
             )
             return {group: math.nan}
         metric = copy.deepcopy(ctx["frechet"].real(group, setting, emotion))
@@ -204,9 +220,14 @@ def _row_value(
                 "Frechet distance needs more frames than feature dimensions (raise "
                 "max_frames_per_clip or add clips)"
             )
-            out.notes[method, emotion, group] = (
-                f"{_label(group)} cannot be computed from so few frames (a covariance of "
-                f"{dim}-d features needs more; see report.txt)"
+            out.note(
+                method,
+                emotion,
+                group,
+                (
+                    f"{_label(group)} cannot be computed from so few frames (a covariance of "
+                    f"{dim}-d features needs more; see report.txt)"
+                ),
             )
             return {group: math.nan}
         n_real, n_fake = metric.counts
@@ -215,9 +236,14 @@ def _row_value(
                 f"{where}: {group} from {n_real} real and {n_fake} result frames for {dim} "
                 "dimensions: singular covariance, unreliable"
             )
-            out.notes[method, emotion, group] = (
-                f"{_label(group)} from no more frames than its {dim} feature dimensions "
-                "(singular covariance): unreliable"
+            out.note(
+                method,
+                emotion,
+                group,
+                (
+                    f"{_label(group)} from no more frames than its {dim} feature dimensions "
+                    "(singular covariance): unreliable"
+                ),
             )
         return {group: value}
     if group == "csim":
@@ -285,15 +311,20 @@ def setting_scores(
             for method in present:
                 if method not in having:
                     for k in metrics:
-                        out.notes[method, emotion, k] = f"{method} has no {emotion} results"
+                        out.note(method, emotion, k, f"{method} has no {emotion} results")
                     continue
                 names = common if common else scored[method]
                 if not names:
                     for k in metrics:
                         out.scores[method][emotion][k] = math.nan
-                        out.notes[method, emotion, k] = (
-                            f"no {emotion} clip of {method} could be scored for {_label(k)} "
-                            "(see the skipped clips in report.txt)"
+                        out.note(
+                            method,
+                            emotion,
+                            k,
+                            (
+                                f"no {emotion} clip of {method} could be scored for {_label(k)} "
+                                "(see the skipped clips in report.txt)"
+                            ),
                         )
                     continue
                 mine = [c for c in index.select(method, setting, emotion)
@@ -304,9 +335,14 @@ def setting_scores(
                 )
                 if not common:
                     for k in metrics:
-                        out.notes[method, emotion, k] = (
-                            "the methods' scored clips do not overlap: each over its own, "
-                            "not compared"
+                        out.note(
+                            method,
+                            emotion,
+                            k,
+                            (
+                                "the methods' scored clips do not overlap: each over its own, "
+                                "not compared"
+                            ),
                         )
                 elif any(len(index.select(m, setting, emotion)) > len(common) for m in having):
                     counts = ", ".join(
@@ -314,9 +350,14 @@ def setting_scores(
                         for m in having
                     )
                     for k in metrics:
-                        out.notes[method, emotion, k] = (
-                            f"over the {len(common)} clip(s) every method scored (scored: "
-                            f"{counts}; the skipped ones are in report.txt)"
+                        out.note(
+                            method,
+                            emotion,
+                            k,
+                            (
+                                f"over the {len(common)} clip(s) every method scored (scored: "
+                                f"{counts}; the skipped ones are in report.txt)"
+                            ),
                         )
             for k in metrics:
                 values = [out.scores[m].get(emotion, {}).get(k, math.nan) for m in present]
@@ -339,15 +380,12 @@ def _average(out: SettingScores, present: list[str], emotions: list[str], config
         for method in present:
             rows = [out.scores[method][e][k] for e in common]
             out.scores[method][AVERAGE][k] = float(np.mean(rows)) if rows else math.nan
-            if not common and valued:
-                out.notes[method, AVERAGE, k] = (
-                    f"no average: no emotion has a {_label(k)} of every method over the same clips"
-                )
+            if not common:
+                out.note(method, AVERAGE, k, f"no average: no emotion has a {_label(k)} of "
+                         "every method over the same clips")  # fmt: skip
             elif set(common) != set(valued):
-                left = [e for e in valued if e not in common]
-                out.notes[method, AVERAGE, k] = (
-                    f"over {', '.join(common)} only: {', '.join(left)} lack a value of some "
-                    "method (or one over the same clips)"
-                )
+                left = ", ".join(e for e in valued if e not in common)
+                out.note(method, AVERAGE, k, f"over {', '.join(common)} only: {left} lack a "
+                         "value of some method (or one over the same clips)")  # fmt: skip
         if common:
             out.comparable.add((AVERAGE, k))

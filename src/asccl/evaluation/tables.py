@@ -95,7 +95,13 @@ def _row_label(row: str) -> str:
     return row.capitalize()
 
 
-Notes = Mapping[tuple[str, str, str], str]
+#: ``(method, row, metric) -> note`` (or several notes: a sequence of texts)
+Notes = Mapping[tuple[str, str, str], "str | Sequence[str]"]
+
+
+def _texts(notes: Notes | None, key: tuple[str, str, str]) -> list[str]:
+    note = (notes or {}).get(key)
+    return [] if note is None else [note] if isinstance(note, str) else list(note)
 
 
 def note_numbers(scores: Scores, metrics: Sequence[str], notes: Notes | None) -> dict[str, int]:
@@ -105,9 +111,8 @@ def note_numbers(scores: Scores, metrics: Sequence[str], notes: Notes | None) ->
     for row in table_rows(scores):
         for method in scores:
             for metric in metrics:
-                text = (notes or {}).get((method, row, metric))
-                if text is not None and text not in numbers:
-                    numbers[text] = len(numbers) + 1
+                for text in _texts(notes, (method, row, metric)):
+                    numbers.setdefault(text, len(numbers) + 1)
     return numbers
 
 
@@ -138,8 +143,8 @@ def _cells(
             for metric in metrics:
                 text = _fmt(value(scores, method, row, metric), digits)
                 text = mark(text) if method in best[metric] else text
-                note = (notes or {}).get((method, row, metric))
-                cells.append(text + ref(numbers[note]) if note is not None and ref else text)
+                refs = [numbers[t] for t in _texts(notes, (method, row, metric))]
+                cells.append(text + ref(", ".join(map(str, refs))) if refs and ref else text)
         body.append(cells)
     return body
 

@@ -62,12 +62,13 @@ SETTINGS = (
 _BLOCK = re.compile(r"^# --- settings: .*?^# --- end of settings ---\n", re.MULTILINE | re.DOTALL)
 
 README = """\
-ASCCL loss, standalone ({source}, exported by asccl {version})
+ASCCL loss, standalone: {module} + {weights}
+(from {source}, exported by asccl {version})
 
-{module} needs Python >= 3.8, PyTorch >= 1.7 and numpy; no asccl. It computes what
-asccl.ASCCLLoss(checkpoint="{source}") computes (same settings, same gradients) and
-reads {weights} beside it (numpy, no pickle; its SHA-256 is checked). Copy both files
-next to the upstream training script, then in a generator training step:
+Needs Python >= 3.8, PyTorch >= 1.7 and numpy; not asccl. It computes the loss and
+gradients of asccl.ASCCLLoss on that checkpoint, with its settings (written into the
+module's constants). The weights are read with numpy, without pickle, SHA-256 checked.
+Copy both files next to the upstream training script; then, in its generator step:
 
     from asccl_loss_standalone import ASCCLLoss
     asccl = ASCCLLoss(channel_order="rgb").to(device)  # once ("bgr": BGR frames)
@@ -76,8 +77,8 @@ next to the upstream training script, then in a generator training step:
 fake (gets the gradients) and real (the frame it was made from) are (B, 3, H, W)
 float tensors in [-1, 1] (in [0, 1]: ASCCLLoss(input_range=(0, 1), ...)). Regions
 are drawn from the global RNG, or from generator=torch.Generator().manual_seed(s)
-given to the call. The metric saw {size}x{size} {order} images; any input size is
-resized (bilinear, antialiased).
+given to the call. The metric saw {size}x{size} {order} images; inputs of any size
+are resized to it (bilinear, antialiased).
 """
 
 
@@ -162,12 +163,19 @@ def render_module(metric: ASCCLMetric, source: str, weights_sha256: str) -> str:
     (block,) = _BLOCK.findall(template)
     lines = block.splitlines(keepends=True)
     written = ["# --- settings: written by `asccl metric export` ---\n"]
-    for name, line in zip(SETTINGS, lines[1:-1], strict=True):
+    names = iter(SETTINGS)
+    for line in lines[1:-1]:
+        if line.startswith("#"):  # a comment line: kept
+            written.append(line)
+            continue
         # "NAME = value  # comment": the value replaced, the comment kept
-        prefix, comment = f"{name} = ", line.partition("  #")[1:]
-        if not line.startswith(prefix):
-            raise RuntimeError(f"export template: expected {name} in {line!r}")
-        written.append(prefix + _literal(values[name]) + "".join(comment).rstrip("\n") + "\n")
+        name = next(names, None)
+        prefix, comment = f"{name} = ", "".join(line.rstrip("\n").partition("  #")[1:])
+        if name is None or not line.startswith(prefix):
+            raise RuntimeError(f"export template: expected {name} = ... in {line!r}")
+        written.append(prefix + _literal(values[name]) + comment + "\n")
+    if next(names, None) is not None:
+        raise RuntimeError("export template: its settings block misses settings")
     written.append(lines[-1])
     return template.replace(block, "".join(written))
 

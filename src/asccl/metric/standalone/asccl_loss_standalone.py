@@ -53,7 +53,8 @@ PER_IMAGE_REGIONS = False  # new regions per image instead of one set per batch
 AUTHORS_WINDOW = False  # the authors' anchor window (stage-4 neighbours may wrap)
 HEAD_REDUCTION = 4  # head output size is C // HEAD_REDUCTION
 WEIGHTS_FILE = "asccl_loss_weights.npz"  # beside this file
-WEIGHTS_SHA256 = ""  # checked before loading ("": not checked)
+# WEIGHTS_SHA256 is checked before loading ("": not checked)
+WEIGHTS_SHA256 = ""
 # --- end of settings ---
 
 STAGE_CHANNELS = (64, 128, 256, 512)

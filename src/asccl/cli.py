@@ -294,6 +294,17 @@ _WEIGHTS_FLAGS = {
 }
 
 
+def _metric_evaluate(args: argparse.Namespace, overrides: Sequence[str]) -> int:
+    from asccl.config import load_config
+    from asccl.metric.health import MetricEvalConfig, evaluate_metric
+
+    outputs = evaluate_metric(load_config(MetricEvalConfig, args.config, overrides))
+    print(outputs["table_md"].read_text(), end="")
+    for name, path in outputs.items():
+        print(f"{name}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="asccl",
@@ -546,6 +557,17 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="metric checkpoint (.safetensors, or the authors' .pth)")
     export.add_argument("out", help="output folder: asccl_loss_standalone.py, weights, README.txt")
     export.set_defaults(handler=_metric_export)
+    health = metric_commands.add_parser(
+        "evaluate",
+        help="a metric's health on held-out speakers: cosine gap, DTW-partner retrieval, "
+        "vs its untrained init and pixel L2 -> table + PNG",
+        description="Evaluate a trained metric on the held-out speakers of its data. Extra "
+        "--key value options override the config, e.g. --checkpoint runs/metric/"
+        "metric.safetensors --data runs/mead --val-speakers '[\"W021\"]' --max-pairs 50 "
+        "--arcface-weights backbone.pth.",
+    )
+    health.add_argument("--config", help="TOML config, e.g. configs/metric/health_demo.toml")
+    health.set_defaults(handler=_metric_evaluate, takes_overrides=True)
 
     weights = commands.add_parser(
         "weights", help="check the pretrained files asccl reads (docs/weights.md)"

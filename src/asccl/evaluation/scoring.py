@@ -313,7 +313,7 @@ def setting_scores(
                     for k in metrics:
                         out.note(method, emotion, k, f"{method} has no {emotion} results")
                     continue
-                names = common if common else scored[method]
+                names = (common or scored[method]) if scored[method] else set()
                 if not names:
                     for k in metrics:
                         out.scores[method][emotion][k] = math.nan

@@ -40,6 +40,10 @@ CONVENTIONS = {
     "ganmut": ("bgr", (-1.0, 1.0)),
 }
 NOT_RUN = "# not run:"
+# `asccl metric export`'s file, imported in the recipes' old-environment sections: its
+# calls are checked against the template it is written from.
+STANDALONE = {"asccl_loss_standalone": "asccl.metric.standalone.asccl_loss_standalone"}
+OLD_ENVIRONMENTS = "## Old environments (torch 1.x / Python 3.8)"
 
 
 def index_links() -> list[str]:
@@ -340,8 +344,12 @@ def commands_in(unit: str) -> list[str]:
 
 def shell_commands(text: str) -> list[str]:
     """``asccl ...`` lines of the fenced shell (``bash``, ``sh``, ``console``, bare) blocks."""
-    blocks = re.findall(r"^```(?:bash|sh|shell|console)?\n(.*?)^```", text, re.M | re.S)
-    lines = [line.strip() for block in blocks for line in block.splitlines()]
+    lines, fence = [], None  # fences pair in order: a closing ``` opens nothing
+    for line in text.splitlines():
+        if line.startswith("```"):
+            fence = line[3:].strip() if fence is None else None
+        elif fence in ("", "bash", "sh", "shell", "console"):
+            lines.append(line.strip())
     pattern = r"(?:\$ )?(?:python -m )?asccl (.+)"
     return [m.group(1) for line in lines if (m := re.fullmatch(pattern, line))]
 
@@ -363,8 +371,11 @@ def signature_errors(tree: ast.AST) -> list[str]:
     whose arguments the current signatures do not take."""
     imported: dict[str, object] = {}
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("asccl"):
-            module = __import__(node.module, fromlist=["_"])
+        if not isinstance(node, ast.ImportFrom):
+            continue
+        name = STANDALONE.get(node.module or "", node.module or "")
+        if name == "asccl" or name.startswith("asccl."):
+            module = __import__(name, fromlist=["_"])
             for alias in node.names:
                 assert hasattr(module, alias.name), f"{node.module} has no {alias.name}"
                 imported[alias.asname or alias.name] = getattr(module, alias.name)
@@ -536,3 +547,35 @@ def test_every_asccl_command_line_parses_and_local_paths_exist(path):
         assert (ROOT / target).exists(), f"{path.name} names {target}, which does not exist"
     for target in re.findall(r"\]\((\.\./[^)#]+)\)", text):
         assert (path.parent / target).resolve().exists(), f"{path.name} links {target}"
+
+
+@pytest.mark.parametrize("name", EXPECTED)
+def test_each_recipe_shows_the_route_for_old_environments(name):
+    """A section with the export command and the exported loss built in the upstream code,
+    with the channel order and range its adapter declares."""
+    path = RECIPES / f"{name}.md"
+    text = path.read_text()
+    assert text.count(OLD_ENVIRONMENTS) == 1, f"{path.name}: no {OLD_ENVIRONMENTS!r} section"
+    section = text.split(OLD_ENVIRONMENTS, 1)[1].split("\n## ", 1)[0]
+    assert "metric export metric.safetensors asccl_export/" in shell_commands(section)
+    fields = declared_fields(declaration(path))
+    built = 0
+    for _, source in python_blocks(path):
+        tree = ast.parse(source)
+        if not any(
+            isinstance(n, ast.ImportFrom) and n.module in STANDALONE for n in ast.walk(tree)
+        ):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "ASCCLLoss":
+                built += 1
+                given = {kw.arg: ast.literal_eval(kw.value) for kw in node.keywords}
+                order = given.get("channel_order", "rgb")
+                value_range = tuple(map(float, given.get("input_range", (-1, 1))))
+                assert order == fields["channel_order"], f"{path.name}: {order}"
+                assert value_range == fields["value_range"], f"{path.name}: {value_range}"
+    assert built, f"{path.name}: no block builds the exported ASCCLLoss"
+
+
+def test_the_index_lists_the_old_environment_routes():
+    assert OLD_ENVIRONMENTS in INDEX.read_text()

@@ -346,6 +346,22 @@ def test_settings_are_baked_in_and_weights_are_byte_stable(exported, tmp_path):
         assert all(arrays[key].dtype != object for key in arrays.files)
 
 
+@pytest.mark.slow
+def test_the_authors_pth_exports_with_their_settings(tmp_path):
+    """Their .pth stores no settings: the export bakes in what asccl loads it with (BGR,
+    their arithmetic), so the standalone file gives their loss with no flag."""
+    from tests.metric.test_checkpoint import authors_layout
+
+    torch.manual_seed(5)
+    pth = tmp_path / "20-512_224.pth"
+    torch.save(authors_layout(ASCCLMetric()), pth)
+    source = export_metric(pth, tmp_path / "out").read_text()
+    for line in ('CHANNEL_ORDER = "bgr"', 'ADAPTIVE = "authors"', "AUTHORS_WINDOW = True",
+                 "PER_IMAGE_REGIONS = False", 'NEGATIVES = "patch"', "IMAGE_SIZE = 224",
+                 "STAGE_DEPTHS = (3, 4, 14, 3)", 'SOURCE = "20-512_224.pth"'):  # fmt: skip
+        assert re.search(rf"^{re.escape(line)}(  #|$)", source, re.MULTILINE), line
+
+
 def test_other_weights_are_refused(exported, tmp_path):
     module = load_module(exported["default"][1])
     other = exported["authors_bgr"][1] / WEIGHTS_FILE

@@ -81,6 +81,8 @@ from asccl.training.config import TrainConfig
 from asccl.training.dataset import PairedFrames, to_model_input
 from bench_loss import authors_step, build_metric
 
+#: dense bf16 tensor-core peak, TFLOP/s, by device-name fragment (vendor data sheets)
+PEAK_BF16 = {"H200": 989.4, "H100 PCIe": 756.0, "H100": 989.4, "A100": 312.0, "L40S": 362.0}
 AUTHORS_PAIRS = 70_303  # training frame pairs in the authors' pair file
 EPOCHS = 50  # the paper's schedule
 DEMO_ROOT = Path(__file__).resolve().parents[1] / "demo_data" / "MEAD"
@@ -100,6 +102,21 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--compile", action="store_true", help="torch.compile asccl's backbone")
+    p.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help='torch.compile backend ("eager": dynamo only, for quick CPU checks)',
+    )
+    p.add_argument(
+        "--flops",
+        action="store_true",
+        help="count a step's FLOPs; print achieved TFLOP/s per row (and vs peak)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        help="the device's dense bf16 peak (default: known GPUs, see PEAK_BF16)",
+    )
     p.add_argument("--cudnn-benchmark", action="store_true", help="cuDNN autotune, every row")
     p.add_argument("--data", metavar="DIR", help="stage-1 output folder (default: temp demo)")
     p.add_argument("--crop-format", choices=["jpeg", "npy"], default="jpeg")
@@ -282,6 +299,33 @@ def count_syncs(step: Callable[[], None], device: torch.device) -> int | None:
     return sum("synchroniz" in str(w.message) for w in caught)
 
 
+def flops_per_pair(
+    args: argparse.Namespace, initial: dict, dataset: PairedFrames, device: torch.device
+) -> float:
+    """FLOPs of one asccl training step (forward + backward of both images, the loss),
+    per frame pair, counted by ``torch.utils.flop_counter`` on an eager copy (FLOPs do not
+    depend on compile or precision; Adam's elementwise update is left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    metric = ASCCLMetric(backbone=args.backbone, image_size=args.image_size)
+    metric.load_state_dict(initial)
+    metric.to(device).train()
+    batch = args.batches[0]
+    neutral, emotional = (to_model_input(t.to(device), size=args.image_size, flip_channels=
+                          metric.config.channel_order == "bgr", channels_last=False)
+                          for t in batch_of(dataset, batch))  # fmt: skip
+    with FlopCounterMode(display=False) as counter:
+        metric(neutral, emotional, generator=torch.Generator().manual_seed(0)).loss.backward()
+    return counter.get_total_flops() / batch
+
+
+def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
+    if args.peak_tflops or device.type != "cuda":
+        return args.peak_tflops
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
 # ----------------------------------------------------------------------------- main
 
 
@@ -333,7 +377,7 @@ def main() -> None:
     if args.channels_last:
         metric.to(memory_format=torch.channels_last)
     if args.compile:
-        metric.backbone.compile()
+        metric.backbone.compile(backend=args.compile_backend)
     optimizer = torch.optim.Adam([p for p in metric.parameters() if p.requires_grad], lr=train.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     region_generator = torch.Generator().manual_seed(args.seed + 1)
@@ -545,6 +589,18 @@ def main() -> None:
         f"workers: {args.workers * warm_read:.0f} / {args.workers * cold_read:.0f} pairs/s"
         f"{ceiling}"
     )
+    if args.flops:
+        per_pair = flops_per_pair(args, initial, dataset, device)
+        peak = peak_tflops(args, device)
+        known = f"{peak:.0f} TFLOP/s (dense bf16)" if peak else "unknown (--peak-tflops)"
+        print(f"FLOPs per frame pair (one step, fwd + bwd): {per_pair / 1e9:.2f} GFLOP; "
+              f"peak {known}")  # fmt: skip
+        for row in rows + ([device_row, loader_row] if loader_result else []):
+            if row.pairs_per_s:
+                achieved = per_pair * row.pairs_per_s / 1e12
+                share = f" = {100 * achieved / peak:.1f}% of peak" if peak else ""
+                print(f"  achieved {row.name:<16} batch {row.batch:<4} {achieved:8.3f} "
+                      f"TFLOP/s{share}")  # fmt: skip
     if syncs:
         print("host syncs per step (CUDA sync debug mode): "
               + ", ".join(f"{k} {v}" for k, v in syncs.items()))  # fmt: skip

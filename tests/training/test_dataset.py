@@ -300,3 +300,53 @@ def test_to_model_input_range_flip_resize_layout():
     with pytest.raises(ValueError, match=r"\(2, 8, 8\)"):
         to_model_input(batch[:, 0], size=8, flip_channels=False, channels_last=False)
     assert np.isfinite(x.numpy()).all()
+
+
+# ----------------------------------------------------------------------------- frame pack
+
+
+def test_a_pack_gives_the_same_batches_in_dataloader_workers(data):
+    """``asccl data pack`` on a real stage-1 output: seeded shuffled batches from 2 forked
+    workers, equal byte for byte with and without the pack (the same JPEG bytes, the same
+    decoder: no tolerance)."""
+    from asccl.data.frame_pack import pack_crops
+
+    stores = PairedFrames(data, frame_pack="off")
+    assert pack_crops(data).failures == []
+    packed = PairedFrames(data)  # found and used: frame_pack="auto"
+    assert packed._pack is not None
+
+    def batches(dataset):
+        loader = DataLoader(dataset, batch_size=7, shuffle=True, num_workers=2,
+                            multiprocessing_context="fork",
+                            generator=torch.Generator().manual_seed(0))  # fmt: skip
+        return list(loader)
+
+    expected, got = batches(stores), batches(packed)
+    assert len(got) == len(expected) == -(-len(stores) // 7)
+    for (gn, ge), (en, ee) in zip(got, expected, strict=True):
+        assert torch.equal(gn, en) and torch.equal(ge, ee)
+
+
+@pytest.mark.slow  # ~25 s on 2 shared cores: two short training runs
+def test_training_from_a_pack_ends_with_the_same_weights(stage1_64, tmp_path, caplog):
+    """Two short ``train_metric`` runs, one reading the crop stores and one the pack of the
+    same stores: the same batches in, so bit-identical weights out (``save_metric`` writes
+    identical bytes for identical weights)."""
+    from asccl.data.frame_pack import pack_crops
+    from asccl.metric import MetricConfig
+    from asccl.training.config import TrainConfig
+    from asccl.training.train_metric import train_metric
+
+    data = Path(shutil.copytree(stage1_64, tmp_path / "data"))
+    small = MetricConfig(backbone="iresnet18", image_size=64, num_anchors=(8, 4, 4, 2))
+    settings = {"init": "random", "val_speakers": ["W903"], "batch_size": 4, "seed": 0,
+                "workers": 0, "max_steps": 2, "val_batches": 1, "device": "cpu",
+                "batchnorm": "frozen", "metric": small}  # fmt: skip
+    from_stores = train_metric(TrainConfig(data=data, out=tmp_path / "stores", **settings))
+    assert pack_crops(data).failures == []
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="asccl"):
+        from_pack = train_metric(TrainConfig(data=data, out=tmp_path / "pack", **settings))
+    assert "read from crops.pack" in caplog.text  # the run did read the pack
+    assert from_pack.read_bytes() == from_stores.read_bytes()

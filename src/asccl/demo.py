@@ -4,7 +4,9 @@
    prepare``), with an alignment plot and a contact sheet of crops.
 2. Stage 2: a short metric training on those crops (``asccl train-metric`` with the
    ``train`` config, ``configs/metric/demo.toml`` in ``configs/demo.toml``), printing and
-   plotting the validation health signal.
+   plotting the validation health signal; then ``asccl metric evaluate`` on the trained
+   metric (``health``, ``configs/metric/health_demo.toml``): cosine gap and DTW-partner
+   retrieval on the held-out speaker, beside the untrained init and pixel L2.
 3. The trained metric as a loss (``ASCCLLoss``): score a face against edited versions of
    itself, and optimise a degraded image with the loss alone to show that its gradients
    carry signal.
@@ -43,6 +45,7 @@ from asccl.data.prepare import run_prepare
 from asccl.demo_figures import plot_optimisation, plot_regions, plot_variants, write_tables
 from asccl.losses import ASCCLLoss
 from asccl.metric import ASCCLMetric, save_metric
+from asccl.metric.health import MetricEvalConfig
 from asccl.spfem.experiment import ExperimentConfig
 from asccl.training.config import TrainConfig
 
@@ -76,6 +79,10 @@ class DemoConfig:
     )
     #: stage 2, the metric training (a table or a config file); none: skip (random weights)
     train: TrainConfig | None = None
+    #: after stage 2, ``asccl metric evaluate`` on the metric (a table or a config file;
+    #: checkpoint, data, out, held-out speakers and ArcFace weights are set by the demo);
+    #: none: skip
+    health: MetricEvalConfig | None = None
     #: stage 4, the experiment (a table or a config file); none: skip
     experiment: ExperimentConfig | None = None
 
@@ -95,7 +102,8 @@ class DemoConfig:
         require(isinstance(self.run_data_stage, bool), self, "run_data_stage",
                 "must be true or false")  # fmt: skip
         for key, cls in (("data", DataConfig), ("train", TrainConfig),
-                         ("experiment", ExperimentConfig)):  # fmt: skip
+                         ("experiment", ExperimentConfig),
+                         ("health", MetricEvalConfig)):  # fmt: skip
             value = getattr(self, key)
             require(isinstance(value, cls) or (value is None and key != "data"), self, key,
                     f"must be a [{key}] table or a config file name")  # fmt: skip
@@ -176,6 +184,8 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
     else:
         checkpoint = config.checkpoint
         print(f"metric: {checkpoint}")
+    if config.health is not None and (trained is not None or config.checkpoint is not None):
+        paths.update(_health_stage(config, Path(checkpoint)))
     loss_fn = ASCCLLoss(checkpoint=checkpoint, input_range=(0, 1))  # the one-line API
     size = loss_fn.metric.config.image_size
 
@@ -273,6 +283,34 @@ def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
     if "comparison_md" in outputs:
         print(outputs["comparison_md"].read_text())
     return {f"experiment_{name}": path for name, path in outputs.items()}
+
+
+def _health_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
+    """``asccl metric evaluate`` on ``metric``: its health on the held-out speakers of the
+    demo data, beside its untrained init and pixel L2; prints the table and its time."""
+    import time
+
+    from asccl.metric.health import evaluate_metric
+
+    assert config.health is not None
+    train = config.train
+    health = replace(
+        config.health,
+        checkpoint=metric,
+        data=config.data.out,
+        out=config.out / "metric_health",
+        crop_format=config.data.crop_format,
+        val_speakers=train.val_speakers if train is not None else config.health.val_speakers,
+        arcface_weights=train.arcface_weights
+        if train is not None and train.init == "arcface"
+        else config.health.arcface_weights,
+    )
+    print(f"asccl metric evaluate: {metric} on held-out {', '.join(health.val_speakers)}")
+    start = time.perf_counter()
+    outputs = evaluate_metric(health)
+    print(outputs["table_md"].read_text())
+    print(f"(metric health: {time.perf_counter() - start:.1f} s)\n")
+    return {"metric_health_md": outputs["table_md"], "metric_health_png": outputs["plot_png"]}
 
 
 def _save_if_changed(state: dict[str, Tensor], path: Path) -> None:

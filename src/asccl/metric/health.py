@@ -76,6 +76,7 @@ class MetricEvalConfig:
     batch_size: int = 32  #: frames per backbone call
     device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"...
     threads: int = 0  #: CPU threads for torch (0: torch's default)
+    channels_last: bool = False  #: run the backbones channels-last (faster on CPU)
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
@@ -94,6 +95,8 @@ class MetricEvalConfig:
         for name in ("max_pairs", "max_frames", "tolerance", "threads"):
             require(is_int(getattr(self, name), 0), self, name, "must be an integer >= 0")
         require(is_int(self.batch_size, 1), self, "batch_size", "must be an integer >= 1")
+        require(isinstance(self.channels_last, bool), self, "channels_last",
+                "must be true or false")  # fmt: skip
         require(is_int(self.seed, 0, 2**63 - 1), self, "seed", "must be in [0, 2**63)")
         require(is_device(self.device, auto=True), self, "device",
                 'must be "auto", "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
@@ -202,8 +205,9 @@ def evaluate_metric(config: MetricEvalConfig) -> dict[str, Path]:
     trained = load_metric(config.checkpoint)
     untrained, untrained_name = _untrained(trained, config)
     metrics = {"trained": trained, untrained_name: untrained}
+    layout = torch.channels_last if config.channels_last else torch.contiguous_format
     for metric in metrics.values():
-        metric.to(device).eval()
+        metric.to(device, memory_format=layout).eval()
     pairs = select_pairs(config)
     cfg = trained.config
     regions = trained.sample_regions(
@@ -213,7 +217,7 @@ def evaluate_metric(config: MetricEvalConfig) -> dict[str, Path]:
     def prepare(uint8: torch.Tensor) -> torch.Tensor:
         flip = cfg.channel_order == "bgr"
         return to_model_input(uint8.to(device), size=cfg.image_size, flip_channels=flip,
-                              channels_last=False)  # fmt: skip
+                              channels_last=config.channels_last)  # fmt: skip
 
     def embed(metric: ASCCLMetric, images: torch.Tensor) -> list:
         chunks = [retrieval.embed_frames(metric, prepare(images[i : i + config.batch_size]),

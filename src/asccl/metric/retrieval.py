@@ -65,12 +65,6 @@ def embed_frames(
     return embedded
 
 
-def _take(stages: list[FrameEmbeddings], index: Tensor) -> list[FrameEmbeddings]:
-    pick = lambda t: None if t is None else t[index]  # noqa: E731
-    return [FrameEmbeddings(*(pick(t) for t in (s.disparities, s.positives, s.negatives)))
-            for s in stages]  # fmt: skip
-
-
 def cat_embeddings(chunks: Sequence[list[FrameEmbeddings]]) -> list[FrameEmbeddings]:
     """Concatenate per-stage embeddings of several batches along the batch dimension."""
     cat = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
@@ -120,24 +114,26 @@ def coherence_losses(
     num_keys = keys[0].positives.shape[0]
     rows, positive, negative = [], [], []
     for i in range(num_queries):
-        query = _take(queries, torch.full((num_keys,), i, device=queries[0].positives.device))
         j = int(partner[i])
         stages, pos, neg = [], [], []
-        for q, k in zip(query, keys, strict=True):
+        for q, k in zip(queries, keys, strict=True):
+            # query i against every key: broadcast (a view, no copies); the adaptive weights
+            # depend on the query's disparities only, so they are computed once
+            q_pos, q_disp = q.positives[i : i + 1], q.disparities[i : i + 1].flatten(1, 2)
             if cfg.negatives == "patch":
-                pairs, cosine = patch_nce(q.positives.flatten(1, 2), k.positives.flatten(1, 2),
-                                          cfg.temperature)  # fmt: skip
+                q_all = q_pos.flatten(1, 2).expand(num_keys, -1, -1)
+                pairs, cosine = patch_nce(q_all, k.positives.flatten(1, 2), cfg.temperature)
                 diagonal = cosine[j].diagonal()  # (S,): the positives; the rest: negatives
+                s = len(diagonal)
                 pos.append(diagonal.mean())
-                neg.append(
-                    (cosine[j].sum() - diagonal.sum()) / (len(diagonal) * (len(diagonal) - 1))
-                )
+                neg.append((cosine[j].sum() - diagonal.sum()) / (s * (s - 1)))
             else:
-                pairs, p, n = random_nce(q.positives, k.positives, k.negatives, cfg.temperature)
+                pairs, p, n = random_nce(q_pos, k.positives, k.negatives, cfg.temperature)
                 pos.append(p[j].mean())
                 neg.append(n[j].mean())
-            stages.append(reduce_pair_losses(pairs, q.disparities.flatten(1, 2), cfg.adaptive,
-                                             cfg.adaptive_threshold))  # fmt: skip
+            stages.append(
+                reduce_pair_losses(pairs, q_disp, cfg.adaptive, cfg.adaptive_threshold)
+            )  # (E,): the (1, S, C) weights broadcast over the keys
         rows.append(torch.stack(stages, dim=-1))  # (E, 4)
         positive.append(torch.stack(pos))
         negative.append(torch.stack(neg))

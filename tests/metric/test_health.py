@@ -162,3 +162,25 @@ def test_bad_settings_and_data(tmp_path):
     with pytest.raises(DataError, match="W021"):
         evaluate_metric(MetricEvalConfig(checkpoint=checkpoint, data=data, crop_format="npy",
                                          out=tmp_path / "h"))  # fmt: skip
+
+
+def test_the_demo_evaluates_its_metric(tmp_path, capsys):
+    from asccl.config import load_config
+    from asccl.data.config import DataConfig
+    from asccl.demo import DemoConfig, _health_stage
+    from asccl.training.config import TrainConfig
+
+    bundled = load_config(DemoConfig, "configs/demo.toml")
+    assert bundled.health is not None and bundled.health.max_pairs == 1
+    data = _identity_data(tmp_path / "data", frames=6)
+    checkpoint = save_metric(_tiny_metric(), tmp_path / "metric.safetensors")
+    config = DemoConfig(
+        out=tmp_path / "demo",
+        data=DataConfig(out=data, crop_format="npy"),
+        train=TrainConfig(val_speakers=["S1"]),  # the demo's held-out speakers
+        health=bundled.health,
+    )
+    paths = _health_stage(config, checkpoint)
+    assert paths["metric_health_png"] == tmp_path / "demo" / "metric_health" / "metric_health.png"
+    assert paths["metric_health_png"].is_file() and paths["metric_health_md"].is_file()
+    assert "| Stage |" in capsys.readouterr().out

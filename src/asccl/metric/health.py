@@ -259,7 +259,7 @@ def evaluate_metric(config: MetricEvalConfig) -> dict[str, Path]:
 
     scores: dict[str, dict[str, dict[str, float]]] = {}
     for key, values in hits.items():
-        name, row = key.split("/")
+        name, row = key.rsplit("/", 1)
         rate = np.concatenate(values).astype(np.float64).mean(0)
         scores.setdefault(name, {})[row] = {"top1": float(rate[0]), "top5": float(rate[1])}
     cosine_rows: dict[str, dict[str, dict[str, float]]] = {}
@@ -281,12 +281,24 @@ def _write_outputs(config, scores, cosine_rows, pairs, num_queries, untrained_na
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     stem = out / "metric_health"
+    plural = "s" if len(pairs) != 1 else ""
     caption = (f"Metric health on held-out {', '.join(config.val_speakers)}: {len(pairs)} clip "
-               f"pairs, {num_queries} neutral frames")  # fmt: skip
+               f"pair{plural}, {num_queries} neutral frames; a retrieval hits within "
+               f"{config.tolerance} frame(s) of the DTW partner")  # fmt: skip
+    no_gap = "no contrastive embeddings, so no cosine gap"
+    notes = {(m, row, "gap"): no_gap for m in ("pixel L2", "chance") for row in (*STAGES, AVERAGE)}
+    for row in STAGES:
+        for metric in ("top1", "top5"):
+            notes["pixel L2", row, metric] = "no stages: ranked by the whole crop (Average row)"
+    notes["chance", AVERAGE, "top1"] = (
+        "the expected hit rate of a uniformly random ranking (every row the same)"
+    )
     texts = {
-        ".md": tables.to_markdown(scores, TABLE_METRICS).replace("| Emotion |", "| Stage |", 1),
+        ".md": tables.to_markdown(scores, TABLE_METRICS, caption=caption, notes=notes).replace(
+            "| Emotion |", "| Stage |", 1
+        ),
         ".csv": tables.to_csv(scores, TABLE_METRICS).replace("emotion,", "stage,", 1),
-        ".tex": tables.to_latex(scores, TABLE_METRICS, caption=caption).replace(
+        ".tex": tables.to_latex(scores, TABLE_METRICS, caption=caption, notes=notes).replace(
             "Emotion &", "Stage &", 1
         ),
     }

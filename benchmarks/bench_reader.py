@@ -224,13 +224,13 @@ def main() -> None:
     print("build    : " + ", ".join(f"{k} {v:.1f} s" for k, v in times.items()))
     print(f"timing   : {args.rounds} rounds x {n} random frame pairs per reader, each in a "
           "forked process; median over rounds; warm page cache")  # fmt: skip
-    print(f"\n{'reader':<40}{'pairs/s wall':>14}{'pairs/s CPU':>13}{'per round (wall)':>30}")
+    print(f"\n{'reader':<40}{'pairs/s wall':>14}{'pairs/s CPU':>13}  per round (wall)")
     names = {"floor": "floor: 2 x cv2.imdecode from memory",
              "old": "old: per-clip stores (LRU of 64)",
              "new": "new: frame pack (crops.pack)"}  # fmt: skip
     for kind, name in names.items():
         rounds = ", ".join(f"{n / r[0]:.0f}" for r in results[kind])
-        print(f"{name:<40}{rate(kind, 0):>14.0f}{rate(kind, 1):>13.0f}{rounds:>30}")
+        print(f"{name:<40}{rate(kind, 0):>14.0f}{rate(kind, 1):>13.0f}  {rounds}")
     print()
     for which, label in ((0, "wall"), (1, "CPU")):
         floor, old_rate, new_rate = rate("floor", which), rate("old", which), rate("new", which)

@@ -230,7 +230,7 @@ def test_pack_refuses_a_damaged_store(data):
     summary = pack_crops(data)
     assert [item for item, _ in summary.failures] == [str(store)]
     assert "CRC-32 mismatch" in summary.failures[0][1]
-    assert not (pack_dir(data) / "index.npz").exists()  # not used until a clean rerun
+    assert not pack_dir(data).exists()  # nothing written
 
 
 def test_cli_data_pack(data, capsys):

@@ -19,9 +19,11 @@ item's bytes and a short training run's weights. ``benchmarks/bench_reader.py`` 
 both readers against the bare decode of the same frames.
 
 Writing (:func:`pack_crops`): every ``crops/**/*.npz`` store, sorted by clip id, in shards
-of ``shard_clips`` clips. Each store is checked first (structure, JPEG markers, its
-CRC-32, its first and last frame decoded: :func:`~asccl.data.crop_store.check_clip_crops`)
-and stat'ed before and after it is read. Each shard is written atomically, its ``.npz``
+of ``shard_clips`` clips. Every store to (re)pack is checked first (structure, JPEG
+markers, its CRC-32, its first and last frame decoded:
+:func:`~asccl.data.crop_store.check_clip_crops`): a damaged one fails the run, named,
+before anything in the pack changes. Each store is stat'ed when listed and after it is
+read (a store changed meanwhile fails the run). Each shard is written atomically, its ``.npz``
 last; a rerun reuses every shard whose stores have the same sizes and mtimes, so a killed
 run resumes and a rerun after a few changed stores rewrites only their shards.
 ``index.npz`` is removed before any shard is rewritten and written (atomically) last: a
@@ -409,10 +411,8 @@ def _reusable(part: dict | None, shard: list[_Store], bin_path: Path) -> bool:
 
 
 def _read_store(store: _Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
-    """A checked store's ``(jpeg_bytes, offsets, valid, crop_size)``; :class:`DataError`
-    naming it when damaged or changed while read."""
-    # structure, JPEG markers, the frame bytes' CRC-32, the first and last frame decoded
-    check_clip_crops(store.path, decode="ends", values=False, checksum=True)
+    """A store's ``(jpeg_bytes, offsets, valid, crop_size)`` (checked before by
+    :func:`_check_stores`); :class:`DataError` naming it when damaged or changed since."""
     try:
         with NPY_HEADER_LOCK, np.load(store.path) as z:  # zipfile checks each CRC-32
             arrays = z["jpeg_bytes"], z["offsets"], z["valid"].astype(bool), int(z["crop_size"])
@@ -425,6 +425,16 @@ def _read_store(store: _Store) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]
     if (stat.st_size, stat.st_mtime_ns) != (store.size, store.mtime_ns):
         raise DataError(store.path, "crop store changed while being packed: pack again")
     return arrays
+
+
+def _check_stores(stores: list[_Store], summary: StageSummary) -> None:
+    """Every store's structure, JPEG markers, frame bytes' CRC-32, first and last frame
+    (:func:`~asccl.data.crop_store.check_clip_crops`); failures go to ``summary``."""
+    for store in tqdm(stores, desc="pack: checking stores", unit="clip", leave=False):
+        try:
+            check_clip_crops(store.path, decode="ends", values=False, checksum=True)
+        except DataError as err:
+            summary.failures.append((err.path, err.problem))
 
 
 def _write_shard(shard: list[_Store], bin_path: Path, progress: tqdm) -> dict[str, np.ndarray]:
@@ -465,8 +475,7 @@ def pack_crops(out: str | os.PathLike, *, shard_clips: int = SHARD_CLIPS) -> Sta
     """Pack every JPEG crop store of the stage-1 folder ``out`` into ``out/crops.pack``.
 
     Resumes: shards whose stores are unchanged (size, mtime) are kept. A damaged store is
-    a failure in the summary (named) and leaves the pack without its index (unused) until
-    a rerun succeeds.
+    a failure in the summary (named), found before anything in the pack changes.
 
     Raises:
         DataError: ``out/crops`` holds no ``.npz`` store.
@@ -478,7 +487,6 @@ def pack_crops(out: str | os.PathLike, *, shard_clips: int = SHARD_CLIPS) -> Sta
     if not stores:
         raise DataError(out / "crops", "no JPEG crop stores (*.npz): run `asccl data crops` first")
     dest = pack_dir(out)
-    dest.mkdir(parents=True, exist_ok=True)
     summary = StageSummary("pack")
     plan = [stores[i : i + shard_clips] for i in range(0, len(stores), shard_clips)]
     parts: list[dict | None] = []
@@ -490,6 +498,11 @@ def pack_crops(out: str | os.PathLike, *, shard_clips: int = SHARD_CLIPS) -> Sta
         p for p in dest.glob("shard_*") if not p.stem[6:].isdigit() or int(p.stem[6:]) >= len(plan)
     )
     index = dest / INDEX_FILE
+    _check_stores([store for k in todo for store in plan[k]], summary)
+    if summary.failures:  # nothing in the pack changed
+        summary.notes.append("pack left as it was: the stores above need `asccl data crops`")
+        return summary
+    dest.mkdir(parents=True, exist_ok=True)
     if todo or stale or not index.is_file():
         index.unlink(missing_ok=True)  # incomplete from here until the new index is in
     for path in stale:

@@ -358,8 +358,12 @@ def build_parser() -> argparse.ArgumentParser:
     synth.add_argument("--config", help="TOML config (keys of SynthConfig)")
     synth.set_defaults(handler=_data_synth, takes_overrides=True)
     text = "pack the JPEG crop stores into crops.pack/ for random access (training reads it)"
-    pack = data_commands.add_parser("pack", help=text, description=text)
-    pack.add_argument("--config", help="TOML config (its out and crop_format are used)")
+    pack = data_commands.add_parser(
+        "pack", help=text, description=text + ". Extra --key value options override the "
+        "config (its out and crop_format are used), e.g. --out runs/mead",
+        config="asccl.data.config:DataConfig",
+    )  # fmt: skip
+    pack.add_argument("--config", help="TOML config, e.g. configs/data/mead.toml")
     pack.set_defaults(handler=_data_pack, takes_overrides=True)
 
     train = commands.add_parser(

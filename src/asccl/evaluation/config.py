@@ -18,7 +18,9 @@ from asccl.config import (
     require,
 )
 
-METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse", "kid")
+METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse", "kid", "ground_truth")
+#: the ground-truth metrics' table columns (switch "ground_truth")
+GROUND_TRUTH_METRICS = ("lme_mouth", "lme_face", "psnr", "ssim")
 #: what FID/FAD compare the results with (see ``EvalConfig.real_set``)
 REAL_SETS = ("sources", "references", "ground_truth")
 
@@ -32,7 +34,9 @@ class EvalConfig:
     out: Path = Path("runs/demo/eval")  # tables/, plots/, grids/, scores.csv, report.txt, cache/
     distribution_metric: Literal["fid", "fad"] = "fid"  # GANmut table: FID; DSM table: FAD
     # switched-on metrics: "distribution" (or its name, "fid"/"fad"), "csim", "lse", "kid"
-    # (KID of pytorch-fid's Inception features against real_set: valid for small sets)
+    # (KID of pytorch-fid's Inception features against real_set: valid for small sets),
+    # "ground_truth" (mouth/face landmark error, PSNR, SSIM against ground_truth/: switched
+    # on by itself when the results folder has one)
     metrics: tuple[str, ...] = ("distribution", "csim", "lse")
     inception_weights: Path | None = None  # pt_inception-2015-12-05-6726825d.pth (FID)
     arcface_weights: Path | None = None  # insightface backbone.pth (FAD, CSIM)
@@ -134,6 +138,7 @@ class EvalConfig:
         names += ["lse_d"] if "lse" in self.metrics else []
         names += ["csim"] if "csim" in self.metrics else []
         names += ["lse_c"] if "lse" in self.metrics else []
+        names += list(GROUND_TRUTH_METRICS) if "ground_truth" in self.metrics else []
         return names
 
 

@@ -182,6 +182,10 @@ class _FrameMean(Metric):
         self.total += values.sum().to(self.total.device)
         self.count += values.numel()
 
+    def update_values(self, values: Tensor) -> None:
+        """Add per-frame values already computed (e.g. cached): ``(T,)``."""
+        self._add(torch.as_tensor(values, dtype=torch.float64))
+
     def compute(self) -> Tensor:
         """The mean per-frame value (NaN before any update)."""
         if int(self.count) == 0:

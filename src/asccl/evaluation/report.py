@@ -36,6 +36,22 @@ PROCEDURES = {
     "csim": ("mean cosine of ArcFace embeddings, source vs result frame", "arcface"),
     "lse_d": ("syncnet_python's LSE-D, mean over clips", "syncnet"),
     "lse_c": ("syncnet_python's LSE-C, mean over clips", "syncnet"),
+    "lme_mouth": (
+        "mean distance of the 20 mouth landmarks (48-67) to the ground truth's / its "
+        "inter-ocular distance (36-45), mean over frames with a face (results' landmarks: "
+        "the evaluation's face tracker; the ground truth's: its .landmarks.npy, else tracked)",
+        "ground_truth",
+    ),
+    "lme_face": ("the same over all 68 landmarks", "ground_truth"),
+    "psnr": (
+        "PSNR (dB) against the ground-truth frame, mean over frames; a frame equal to its "
+        "ground truth counts 100 dB",
+        "ground_truth",
+    ),
+    "ssim": (
+        "SSIM (Wang et al. 2004, per channel) against the ground-truth frame, mean over frames",
+        "ground_truth",
+    ),
 }
 
 

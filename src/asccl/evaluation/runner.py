@@ -14,6 +14,11 @@ For each method x setting x emotion of a results folder (layout:
   ``i`` (frame-aligned by index, up to the shorter clip), averaged over all frames of the
   emotion. Frames are only centre-cropped and resized to 112x112, so results and sources
   must already be aligned face crops (insightface's alignment or a tight square around it).
+- **Ground truth** (when ``<results>/ground_truth/`` exists, or ``metrics`` names
+  ``"ground_truth"``): mouth and full-face landmark error (normalised by the ground truth's
+  inter-ocular distance), PSNR and SSIM of each result against its ground-truth namesake,
+  frame by frame (:mod:`asccl.evaluation.ground_truth`,
+  :mod:`asccl.evaluation.ground_truth_features`): four more columns in the same tables.
 - **LSE-D / LSE-C**: SyncNet on the result frames centre-cropped and resized to 224x224,
   with the result's own audio track, or the source's when the result has none (frame
   folders, silent renders: the result is assumed to be lip-synced to its source). Per clip
@@ -109,11 +114,21 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
             if used:
                 extractors.model(kind)
         index, methods = _scan(config)
+        if index.ground_truth is not None and "ground_truth" not in config.metrics:
+            config = replace(config, metrics=(*config.metrics, "ground_truth"))  # GT columns
         out.mkdir(parents=True, exist_ok=True)
         outputs: dict[str, Path] = {"config": out / "config.json"}  # written last
         summary = EvalSummary(problems=list(index.problems))
         jobs = _share(_jobs(index, config), index, rank, world)
         features = extract_features(jobs, extractors, config, summary)
+        if "ground_truth" in config.metrics:
+            from asccl.evaluation.ground_truth_features import (
+                extract_ground_truth,
+                ground_truth_jobs,
+            )
+
+            gt_jobs = _share(ground_truth_jobs(index), index, rank, world)
+            features |= extract_ground_truth(gt_jobs, index, extractors, config, summary)
         for (kind, path), f in sorted(features.items(), key=lambda item: str(item[0])):
             missed = len(f.get("no_face", ()))
             if missed:  # report.txt lists them per clip; those frames are never scored
@@ -122,7 +137,8 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
                 summary.problems.append(f"{path}: {missed} frame(s) {total}without a face "
                                         f"({how}), not scored")  # fmt: skip
         local = scored_units(index.clips, features, config, summary)
-        dims = {k: f["features"].shape[1] for (k, _), f in features.items() if k != "syncnet"}
+        dims = {k: f["features"].shape[1] for (k, _), f in features.items()
+                if k not in ("syncnet", "ground_truth")}  # fmt: skip
         shared = _gather((local, dims), world)
         available = set().union(*(units for units, _ in shared))
         real = RealStats(index, features, config, {k: d for _, p in shared for k, d in p.items()})
@@ -175,6 +191,10 @@ def _scan(config: EvalConfig) -> tuple[ResultsIndex, list[str]]:
         layout = "<method>/<setting>/<emotion>/<clip>"
         raise DataError(config.results, f"no method folder(s) {missing} with result clips "
                         f"({layout}); found {index.methods}")  # fmt: skip
+    if "ground_truth" in config.metrics and index.ground_truth is None:
+        folder = Path(config.results) / GROUND_TRUTH
+        raise DataError(folder, 'missing: metrics "ground_truth" needs the target clips as '
+                        "<setting>/<emotion>/<clip> (+ <clip>.landmarks.npy)")  # fmt: skip
     if config.real_set == "ground_truth" and index.ground_truth is None:
         folder = Path(config.results) / GROUND_TRUTH
         example = folder / index.settings[0] / index.emotions[0] / f"{index.clips[0].name}.mp4"

@@ -35,7 +35,8 @@ from asccl.evaluation.tables import AVERAGE, METRICS
 
 #: metric group -> the table metrics it gives
 GROUP_METRICS = {"fid": ("fid",), "fad": ("fad",), "kid": ("kid",), "csim": ("csim",),
-                 "lse": ("lse_d", "lse_c")}  # fmt: skip
+                 "lse": ("lse_d", "lse_c"),
+                 "ground_truth": ("lme_mouth", "lme_face", "psnr", "ssim")}  # fmt: skip
 #: distribution metric -> its extractor
 DIST_KIND = {"fid": "inception", "fad": "arcface"}
 #: metric groups against a real set -> their extractor
@@ -69,7 +70,7 @@ class SettingScores:
 def metric_groups(config: EvalConfig) -> list[str]:
     """The switched-on metric groups, in table order."""
     groups = [config.distribution_metric] if config.use_distribution else []
-    return groups + [g for g in ("kid", "csim", "lse") if g in config.metrics]
+    return groups + [g for g in ("kid", "csim", "lse", "ground_truth") if g in config.metrics]
 
 
 def scored_units(
@@ -104,6 +105,15 @@ def scored_units(
                 summary.fail(c.path, f"LSE not scored: {r['dropped']}")
             elif r is not None:
                 units.add(("lse", *key))
+        if "ground_truth" in groups:
+            from asccl.evaluation.ground_truth_features import face_frames
+
+            g = features.get(("ground_truth", c.path))
+            if g is not None and face_frames(g).any():
+                units.add(("ground_truth", *key))
+            elif g is not None:
+                summary.fail(c.path, "ground-truth metrics not scored: no frame with a face "
+                             "in both it and its ground truth")  # fmt: skip
     return units
 
 
@@ -264,6 +274,8 @@ def _row_value(
             x, y = paired_features(a, b)  # frames with a face in both, by frame number
             metric.update(torch.from_numpy(x), torch.from_numpy(y))
         return {"csim": float(_compute(metric))}
+    if group == "ground_truth":
+        return _ground_truth_row(clips, features, summary)
     from asccl.evaluation.lip_sync import LipSync
 
     metric = LipSync()
@@ -272,6 +284,29 @@ def _row_value(
         metric.update(float(r["lse_d"]), float(r["lse_c"]))
     result = _compute(metric)
     return {"lse_d": float(result["lse_d"]), "lse_c": float(result["lse_c"])}
+
+
+def _ground_truth_row(clips: list[ResultClip], features: dict, summary) -> dict[str, float]:
+    """Mouth/face landmark error, PSNR and SSIM over every frame of ``clips`` (landmark
+    errors over the frames with a face in both; the others are counted in the report)."""
+    from asccl.evaluation.ground_truth import FACE, MOUTH, FramePSNR, FrameSSIM, LandmarkError
+    from asccl.evaluation.ground_truth_features import face_frames
+
+    mouth, face = LandmarkError(MOUTH), LandmarkError(FACE)
+    peak, structure = FramePSNR(), FrameSSIM()
+    for c in clips:
+        g = features[("ground_truth", c.path)]
+        ok = face_frames(g)
+        if not ok.all():
+            summary.problems.append(f"{c.path}: {int((~ok).sum())} of {len(ok)} frame(s) "
+                                    "without a face in it or its ground truth: no landmark "
+                                    "error there")  # fmt: skip
+        mouth.update(g["landmarks"][ok], g["truth_landmarks"][ok])
+        face.update(g["landmarks"][ok], g["truth_landmarks"][ok])
+        peak.update_values(torch.from_numpy(g["psnr"]))
+        structure.update_values(torch.from_numpy(g["ssim"]))
+    return {"lme_mouth": float(_compute(mouth)), "lme_face": float(_compute(face)),
+            "psnr": float(_compute(peak)), "ssim": float(_compute(structure))}  # fmt: skip
 
 
 def setting_scores(

@@ -36,6 +36,10 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "lse_d": ("LSE-D↓", r"LSE-D$\downarrow$", False),
     "lse_c": ("LSE-C↑", r"LSE-C$\uparrow$", True),
     "csim": ("CSIM↑", r"CSIM$\uparrow$", True),
+    "lme_mouth": ("Mouth-LME↓", r"Mouth-LME$\downarrow$", False),
+    "lme_face": ("Face-LME↓", r"Face-LME$\downarrow$", False),
+    "psnr": ("PSNR↑", r"PSNR$\uparrow$", True),
+    "ssim": ("SSIM↑", r"SSIM$\uparrow$", True),
 }
 
 Scores = Mapping[str, Mapping[str, Mapping[str, float]]]

@@ -109,6 +109,12 @@ class ExperimentConfig:
     icface: SPFEMTrainConfig = field(default_factory=lambda: SPFEMTrainConfig(model="icface"))
     asccl_weight: float = 1.0  #: the +ASCCL runs' weight of the ASCCL term (baseline: 0)
     seed: int = 0  #: every run's seed (both variants of a model train from the same one)
+    #: several seeds: the whole experiment once per seed under ``<out>/seed_<s>/``, then
+    #: mean and spread over seeds (``<out>/seeds/``, ``comparison.*``); () = ``seed`` only
+    seeds: tuple[int, ...] = ()
+    #: ``asccl data synth``'s ``ground_truth/`` (``<emotion>/<speaker>_<sentence>.mp4`` +
+    #: ``.landmarks.npy``): framed like the outputs into ``results/ground_truth/`` (GT metrics)
+    ground_truth: Path | None = None
     test_speakers: tuple[str, ...] = ("W903",)  #: held out of training, used for results
     cross_speakers: tuple[str, ...] = ()  #: cross-ID references from these; () = any other
     max_clips_per_emotion: int = 0  #: test clips per emotion; 0 = all
@@ -126,6 +132,11 @@ class ExperimentConfig:
         for name in ("data", "out"):
             path_field(self, name)
         path_field(self, "metric", optional=True)
+        path_field(self, "ground_truth", optional=True)
+        require(isinstance(self.seeds, (list, tuple)) and all(is_int(s, 0, 2**63 - 3)
+                for s in self.seeds) and len(set(self.seeds)) == len(self.seeds), self,
+                "seeds", "must be a list of distinct seeds in [0, 2**63 - 2) (or [])")  # fmt: skip
+        object.__setattr__(self, "seeds", tuple(self.seeds))
         unknown = [m for m in self.models if m not in MODELS]
         if unknown:
             raise ConfigError(f"models: unknown {unknown}; valid: {list(MODELS)}")
@@ -222,6 +233,10 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     they change (training refuses to resume from other settings: ``--resume false``)."""
     from asccl.config import save_config
 
+    if config.seeds:
+        from asccl.spfem.seeds import run_seeds
+
+        return run_seeds(config, run_experiment)
     test, _ = test_clips(config)  # a bad data folder or test speaker fails before training
     if not test:
         raise DataError(config.data / "pairs.csv", "no clip pairs of the test speakers")

@@ -34,7 +34,7 @@ from asccl.data.crop_store import STORE_SUFFIX, ClipCropsReader, crop_path, open
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
 from asccl.data.video import write_video
-from asccl.evaluation.results import REFERENCES, SOURCES
+from asccl.evaluation.results import GROUND_TRUTH, REFERENCES, SOURCES
 from asccl.io import write_text_atomic
 from asccl.spfem.data import EMOTIONS, ClipPairFrames, clip_tensors, emotion_label
 
@@ -183,10 +183,16 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
         emotion, name = clip.pair.emotion, f"{clip.name}.mp4"
         _write_clip(root / SOURCES / emotion / name, _to_uint8(source[0]), fps,
                     clip.neutral.audio or clip.neutral.video)  # fmt: skip
+        truth = _truth_video(config, clip)
         for setting in MODEL_SETTINGS[model]:
             reference = _reference(config, clip, candidates, setting, source, size)
             if reference is None:
                 continue
+            if truth is not None:
+                from asccl.spfem.ground_truth import write_ground_truth
+
+                write_ground_truth(neutral, truth, size, fps,
+                                   root / GROUND_TRUTH / setting / emotion / name)  # fmt: skip
             if setting != "single":
                 _write_clip(root / REFERENCES / setting / emotion / name,
                             _to_uint8(reference[0]), fps)  # fmt: skip
@@ -200,6 +206,18 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
                 written += 1
     print(f"{model} results: {written} written, {kept} kept (same weights and settings)")
     return root
+
+
+def _truth_video(config: ExperimentConfig, clip: TestClip) -> Path | None:
+    """``<ground_truth>/<emotion>/<clip>.mp4`` of a test clip (``asccl data synth``'s
+    layout), ``None`` without ``ground_truth``; missing there: a :class:`DataError`."""
+    if config.ground_truth is None:
+        return None
+    path = Path(config.ground_truth) / clip.pair.emotion / f"{clip.name}.mp4"
+    if not path.is_file():
+        raise DataError(path, "missing: ground_truth must hold <emotion>/<speaker>_<sentence>"
+                        ".mp4 for every test clip (`asccl data synth` writes it)")  # fmt: skip
+    return path
 
 
 def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[str, str]:
@@ -224,7 +242,8 @@ def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[st
         "cross_speakers": json.dumps(list(config.cross_speakers)),
         "max_clips_per_emotion": str(config.max_clips_per_emotion),
         "image_sizes": json.dumps(sizes, sort_keys=True),
-    }
+    } | ({"ground_truth": str(Path(config.ground_truth).resolve())} if config.ground_truth
+         else {})  # fmt: skip
 
 
 SETTINGS_FILE = ".settings.json"

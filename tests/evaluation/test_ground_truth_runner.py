@@ -11,7 +11,6 @@ reads back bit-equal: landmark error 0, SSIM 1, PSNR infinite, shown as the cap 
 from __future__ import annotations
 
 import csv
-import math
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +136,5 @@ def test_ground_truth_switch_without_the_folder_is_a_one_line_error(results, tmp
     shutil.rmtree(results["root"] / "ground_truth")
     config = EvalConfig(results=results["root"], out=tmp_path / "eval", metrics=("ground_truth",),
                         framing="none", grid_clips=0)  # fmt: skip
-    with pytest.raises(DataError, match="ground_truth.*missing"):
+    with pytest.raises(DataError, match=r"ground_truth.*missing"):
         run_evaluation(config)
-    assert math.isfinite(PSNR_CAP)

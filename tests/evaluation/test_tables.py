@@ -40,7 +40,7 @@ def test_best_methods_respects_direction_ties_and_nan():
     assert best_methods(SCORES, "sad", "lse_d") == set()  # a tie: no winner
     assert best_methods(SCORES, "happy", "lse_d") == set()  # a method without a value: none
     with pytest.raises(ValueError, match="unknown metric"):
-        best_methods(SCORES, "happy", "psnr")
+        best_methods(SCORES, "happy", "bleu")  # (psnr is a ground-truth metric now)
 
 
 def test_no_winner_below_the_displayed_precision_or_the_seed_spread():

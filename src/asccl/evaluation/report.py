@@ -67,7 +67,10 @@ def table_caption(config: EvalConfig, setting: str) -> str:
             procedure += f"; real set: {REAL_SET_TEXT[config.real_set]}"
         parts.append(f"{METRICS[metric][0]} {procedure}")
         kinds += [kind] if kind not in kinds else []
-    inputs = "; ".join(f"{k}: {EXTRACTOR_INPUT[k]}" for k in kinds if k in EXTRACTOR_INPUT)
+    texts = {**EXTRACTOR_INPUT, "ground_truth": "ground truth: result and ground-truth "
+             "frames as stored (uint8 RGB), frame i against frame i"}  # fmt: skip
+    inputs = "; ".join(f"{k}: {texts[k]}" if k != "ground_truth" else texts[k]
+                       for k in kinds if k in texts)  # fmt: skip
     return f"Setting {setting}. " + ". ".join(parts) + f". Inputs: {inputs}."
 
 

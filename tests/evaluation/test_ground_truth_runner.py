@@ -123,6 +123,7 @@ def test_ground_truth_metrics_equal_hand_computations(results, tmp_path):
         assert label in table
     assert "**0.000**" in table  # the perfect result wins the mouth error, marked
     assert outputs["plot_single"].is_file()
+    assert "not a video" not in outputs["report"].read_text()  # the .landmarks.npy is no clip
     again = run_evaluation(config)  # cached: the same numbers, nothing recomputed
     assert _scores(again["scores"]) == scores
     assert "features computed: 0" in again["report"].read_text()

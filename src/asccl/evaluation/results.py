@@ -6,6 +6,7 @@ Layout (any SPFEM repo can produce it by copying or linking its outputs)::
       sources/<emotion>/<clip>.mp4                      the input each result was made from
       references/<setting>/<emotion>/<clip>.mp4         optional: the driving reference video
       ground_truth/<setting>/<emotion>/<clip>.mp4       optional: the target the result should be
+      ground_truth/<setting>/<emotion>/<clip>.landmarks.npy   optional: its (N, 68, 2) landmarks
       <method>/<setting>/<emotion>/<clip>.mp4           a result (or <clip>/ of PNG/JPG frames)
 
 e.g. ``baseline/inter_id/happy/W901_001.mp4`` made from ``sources/happy/W901_001.mp4``.
@@ -57,6 +58,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 SOURCES = "sources"
 REFERENCES = "references"
 GROUND_TRUTH = "ground_truth"
+#: a clip's landmarks beside it (``<clip>.landmarks.npy``, ``(N, 68, 2)`` pixels): read by
+#: the ground-truth metrics for ground-truth clips, never listed as a clip
+LANDMARKS_SUFFIX = ".landmarks.npy"
 #: top-level folders that are not methods
 NOT_METHODS = (SOURCES, REFERENCES, GROUND_TRUTH)
 
@@ -256,8 +260,8 @@ def _clips_in(folder: Path, problems: list[str] | None = None) -> Iterator[tuple
     if not folder.is_dir():
         return
     for path in sorted(folder.iterdir()):
-        if path.name.startswith("."):
-            continue
+        if path.name.startswith(".") or path.name.endswith(LANDMARKS_SUFFIX):
+            continue  # hidden, or a clip's landmarks (ground truth: <clip>.landmarks.npy)
         if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
             yield path.stem, path
         elif path.is_dir():

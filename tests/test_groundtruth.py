@@ -45,3 +45,18 @@ def test_groundtruth_runs_end_to_end_and_resumes(tmp_path, capsys):
     assert main(args) == 0  # resumed: every stage finds its outputs
     again = capsys.readouterr().out
     assert "0 written" in again
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "key"),
+    [("--experiment.seeds", "[0, 0]", "seeds"), ("--experiment.seeds", "[-1]", "seeds"),
+     ("--synth.speakers", "0", "speakers")],
+)  # fmt: skip
+def test_bad_settings_are_one_line_errors_naming_the_key(tmp_path, capsys, flag, value, key):
+    out = tmp_path / "gt"
+    args = ["groundtruth", "--config", "configs/experiments/groundtruth.toml", "--out", str(out),
+            flag, value]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("asccl: error:") and key in err and "\n" not in err
+    assert not out.exists()  # nothing written

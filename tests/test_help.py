@@ -17,6 +17,7 @@ from asccl.config_keys import config_keys, field_docs
 from asccl.data.config import DataConfig
 from asccl.demo import DemoConfig
 from asccl.evaluation.config import EvalConfig
+from asccl.groundtruth import GroundTruthConfig
 from asccl.spfem.config import SPFEMTrainConfig
 from asccl.spfem.experiment import ExperimentConfig
 from asccl.training.config import TrainConfig
@@ -37,6 +38,7 @@ COMMANDS = [
     (["evaluate"], EvalConfig),
     (["spfem", "train"], SPFEMTrainConfig),
     (["experiment"], ExperimentConfig),
+    (["groundtruth"], GroundTruthConfig),
 ]
 
 

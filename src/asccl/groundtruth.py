@@ -41,10 +41,15 @@ class GroundTruthConfig:
     nested stages' keys named in the module doc are set from here."""
 
     out: Path = Path("runs/groundtruth")  #: data/, metric/, metric_health/, experiment/
+    #: stage 1, ``asccl data synth`` (its ``out`` holds ``MEAD/`` and ``ground_truth/``)
     synth: SynthConfig = field(default_factory=lambda: SynthConfig(out=Path("runs/synth")))
+    #: stage 2, ``asccl data prepare`` (``root`` and ``out`` are set here)
     data: DataConfig = field(default_factory=lambda: DataConfig(crop_size=112))
+    #: stage 3, ``asccl train-metric`` (``data``, ``out``, ``val_speakers`` are set here)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(init="random"))
+    #: stage 4, ``asccl metric evaluate`` (``checkpoint``, ``data``, ``out``, speakers set here)
     health: MetricEvalConfig = field(default_factory=MetricEvalConfig)
+    #: stage 5, ``asccl experiment`` over its ``seeds`` (data, metric, out, ground truth set)
     experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(seeds=(0, 1, 2)))
 
     def __post_init__(self) -> None:

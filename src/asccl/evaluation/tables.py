@@ -40,6 +40,10 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "lme_face": ("Face-LME↓", r"Face-LME$\downarrow$", False),
     "psnr": ("PSNR↑", r"PSNR$\uparrow$", True),
     "ssim": ("SSIM↑", r"SSIM$\uparrow$", True),
+    # the metric's health table (asccl metric evaluate: metric/health.py)
+    "gap": ("cos gap↑", r"cos gap$\uparrow$", True),
+    "top1": ("top-1↑", r"top-1$\uparrow$", True),
+    "top5": ("top-5↑", r"top-5$\uparrow$", True),
 }
 
 Scores = Mapping[str, Mapping[str, Mapping[str, float]]]

@@ -128,3 +128,24 @@ def test_qualitative_grid(tmp_path):
     assert path.stat().st_size > 0
     with pytest.raises(ValueError, match="columns"):
         qualitative_grid([[frame]], cols, tmp_path / "bad.png")
+
+
+@pytest.mark.parametrize(
+    ("framing", "csim_words", "lse_words"),
+    [
+        ("none", "resized to 112 (given as aligned crops)", "resized to 224, 25 fps (given as"),
+        ("track", "5-point aligned 112x112", "face-track crops (crop_scale 0.4"),
+        ("center", "centre square resized to 112", "centre square resized to 224"),
+    ],
+)
+def test_caption_names_the_framing_the_run_used(framing, csim_words, lse_words):
+    """A table's caption says how each network's input was made, from the run's own
+    framing setting (it once printed a fixed "centre square" text whatever the framing)."""
+    from asccl.evaluation.config import EvalConfig
+    from asccl.evaluation.report import table_caption
+
+    caption = table_caption(EvalConfig(framing=framing), "inter_id")
+    assert csim_words in caption and lse_words in caption
+    assert "real set: sources" in caption
+    other = {"none", "track", "center"} - {framing}
+    assert not any(table_caption(EvalConfig(framing=f), "inter_id") == caption for f in other)

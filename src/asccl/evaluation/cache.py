@@ -19,14 +19,6 @@ from asccl.io import atomic_write
 
 #: bump when a change of this module or of features.py changes what a cached entry holds or means
 CACHE_VERSION = 2
-#: each extractor's input: how a clip's frames become the network's input
-EXTRACTOR_INPUT = {
-    "inception": "centre square, bilinear resize (antialiased when shrinking) to 299, RGB / 255",
-    "arcface": "centre square, bilinear resize (antialiased when shrinking) to 112, "
-    "RGB / 127.5 - 1",
-    "syncnet": "centre square, bilinear resize (antialiased when shrinking) to 224, uint8 RGB, "
-    "25 fps resampling",
-}
 
 
 def _stamp(path: Path) -> str:

@@ -57,8 +57,9 @@ PROCEDURES = {
 
 def table_caption(config: EvalConfig, setting: str) -> str:
     """A table's title: the setting, each metric's procedure (FID/FAD with the real set)
-    and what each network's input is made of (the cache's recipe text)."""
-    from asccl.evaluation.cache import EXTRACTOR_INPUT
+    and what each network's input is made of, in the framing's own words
+    (:func:`~asccl.evaluation.framing.describe`: framing, crop scale, landmarks)."""
+    from asccl.evaluation.framing import describe
 
     parts, kinds = [], []
     for metric in config.table_metrics:
@@ -67,10 +68,12 @@ def table_caption(config: EvalConfig, setting: str) -> str:
             procedure += f"; real set: {REAL_SET_TEXT[config.real_set]}"
         parts.append(f"{METRICS[metric][0]} {procedure}")
         kinds += [kind] if kind not in kinds else []
-    texts = {**EXTRACTOR_INPUT, "ground_truth": "ground truth: result and ground-truth "
+    words = describe(config.framing_of("arcface"), config.framing_of("syncnet"),
+                     config.fid_preprocess, config.crop_scale, config.landmark_backend)  # fmt: skip
+    texts = {"inception": "Inception: " + words["fid"], "arcface": words["csim"],
+             "syncnet": words["lse"], "ground_truth": "ground truth: result and ground-truth "
              "frames as stored (uint8 RGB), frame i against frame i"}  # fmt: skip
-    inputs = "; ".join(f"{k}: {texts[k]}" if k != "ground_truth" else texts[k]
-                       for k in kinds if k in texts)  # fmt: skip
+    inputs = "; ".join(texts[k] for k in kinds if k in texts)
     return f"Setting {setting}. " + ". ".join(parts) + f". Inputs: {inputs}."
 
 

@@ -59,7 +59,6 @@ from pathlib import Path
 from asccl.data.errors import DataError
 from asccl.evaluation.cache import (
     CACHE_VERSION,
-    EXTRACTOR_INPUT,
     RECIPE_KEY,
     cache_path,
     extract_features,
@@ -73,7 +72,6 @@ from asccl.evaluation.scoring import DIST_KIND, RealStats, scored_units, setting
 
 __all__ = [
     "CACHE_VERSION",
-    "EXTRACTOR_INPUT",
     "METRIC_SWITCHES",
     "RECIPE_KEY",
     "EvalConfig",

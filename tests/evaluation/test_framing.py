@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tests.evaluation.known_faces import KnownFaces
 
-from asccl.data.landmarks import landmark_extent
 from asccl.evaluation.config import EvalConfig
 from asccl.evaluation.features import Extractors, paired_features
 from asccl.evaluation.framing import (
@@ -225,26 +225,6 @@ def test_ffmpeg_r_25_lags_the_rounding_rule_by_at_most_one_30fps_frame():
 
 
 # ------------------------------------------------------ the whole path: full frame vs pre-cropped
-
-
-class KnownFaces:
-    """A landmark backend that knows the landmarks of each frame it will see (by content)."""
-
-    def __init__(self) -> None:
-        self.by_frame: dict[bytes, np.ndarray] = {}
-
-    def add(self, frame: np.ndarray, landmarks: np.ndarray) -> None:
-        self.by_frame[frame.tobytes()] = landmarks.astype(np.float32)
-
-    def face_box(self, frame, near=None):
-        lm = self.by_frame.get(frame.tobytes())
-        return None if lm is None else landmark_extent(lm) + np.array([-10, -30, 10, 10])
-
-    def fit(self, frame, box):
-        return self.by_frame[frame.tobytes()]
-
-    def detect(self, frame):
-        return self.by_frame.get(frame.tobytes())
 
 
 def _demo(emotion: str, level: int, n: int) -> np.ndarray:

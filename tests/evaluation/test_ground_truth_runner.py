@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from tests.evaluation.known_faces import KnownFaces
 
-from asccl.data.landmarks import landmark_extent
 from asccl.evaluation import features as features_module
 from asccl.evaluation.config import EvalConfig
 from asccl.evaluation.framing import make_tracker
@@ -26,26 +26,6 @@ from asccl.evaluation.ground_truth_features import PSNR_CAP
 from asccl.evaluation.runner import run_evaluation
 
 T, SIZE = 3, 48
-
-
-class KnownFaces:
-    """A landmark backend that knows the landmarks of each frame it will see."""
-
-    def __init__(self) -> None:
-        self.by_frame: dict[bytes, np.ndarray] = {}
-
-    def add(self, frame: np.ndarray, landmarks: np.ndarray) -> None:
-        self.by_frame[frame.tobytes()] = landmarks.astype(np.float32)
-
-    def face_box(self, frame, near=None):
-        lm = self.by_frame.get(frame.tobytes())
-        return None if lm is None else landmark_extent(lm) + np.array([-4, -8, 4, 4])
-
-    def fit(self, frame, box):
-        return self.by_frame[frame.tobytes()]
-
-    def detect(self, frame):
-        return self.by_frame.get(frame.tobytes())
 
 
 def _face(rng: np.random.Generator) -> np.ndarray:
@@ -71,7 +51,7 @@ def results(tmp_path, monkeypatch):
     shift = np.zeros((T, 68, 2))
     shift[:, 48:68, 1] = np.array([1.0, 2.0, 4.0])[:, None]  # mouth points down 1, 2, 4 px
     shift[:, 0:17, 0] = 3.0  # jaw points right 3 px
-    known = KnownFaces()
+    known = KnownFaces(margin=(-4, -8, 4, 4))
     for t in range(T):
         known.add(truth[t], truth_marks[t])
         known.add(other[t], truth_marks[t] + shift[t])

@@ -407,3 +407,16 @@ def test_a_ravdess_root_that_is_one_actors_folder_is_named(tmp_path):
     touch(tmp_path / "notes" / "readme.txt")
     with pytest.raises(DataError, match="no Actor_NN folder at the top level or below"):
         index_ravdess(tmp_path / "notes")
+
+
+def test_a_ravdess_speakers_filter_keeps_its_actors_and_names_a_miss(tmp_path):
+    for actor in ("01", "02"):
+        touch(tmp_path / f"Actor_{actor}" / f"01-01-03-01-01-01-{actor}.mp4")
+    clips, _ = index_ravdess(tmp_path, speakers=["Actor_02"])
+    assert [c.speaker for c in clips] == ["Actor_02"]
+    with pytest.raises(DataError) as error:
+        index_ravdess(tmp_path, speakers=["Actor_24", "Actor_99"])
+    assert str(error.value) == (
+        f"{tmp_path}: none of the speakers asked for (Actor_24, Actor_99) has recordings "
+        "here (found: Actor_01, Actor_02)"
+    )

@@ -93,9 +93,7 @@ def run_index(config: DataConfig) -> StageSummary:
         speakers = config.index_speakers()  # a preset's speakers when none are given
         clips, problems = index_mead(config.root, view=config.view, speakers=speakers)
     else:
-        clips, problems = index_ravdess(config.root)
-        if config.speakers is not None:
-            clips = [c for c in clips if c.speaker in config.speakers]
+        clips, problems = index_ravdess(config.root, speakers=config.speakers)
     probed: dict[str, Clip] = {}
     with_video = [c for c in clips if c.video is not None]
     _run_items("probing videos", with_video, _ProbeWork(probed), lambda c: str(c.video),

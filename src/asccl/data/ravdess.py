@@ -64,15 +64,16 @@ def parse_ravdess_name(path: Path) -> dict[str, str]:
 
 
 def index_ravdess(
-    root: str | Path, *, include_song: bool = False
+    root: str | Path, *, include_song: bool = False, speakers: list[str] | None = None
 ) -> tuple[list[Clip], list[DataError]]:
     """List RAVDESS recordings under ``root`` (the folder of ``Actor_NN`` folders, possibly
     nested one level as in the Zenodo archives). Song recordings are skipped unless
-    ``include_song``.
+    ``include_song``; ``speakers`` (``Actor_NN`` names) restricts the listing to them.
 
     Raises:
-        DataError: ``root`` is not a folder, or not valid UTF-8; no recording found (the
-            message says what was expected where, with an example path).
+        DataError: ``root`` is not a folder, or not valid UTF-8; no recording found, or none
+            of ``speakers`` has any (the message says what was expected where, with an
+            example path, or which speakers are there).
     """
     root = Path(root)
     require_utf8(root, "RAVDESS root")
@@ -128,6 +129,14 @@ def index_ravdess(
         )
     if not clips:
         raise DataError(root, _no_clips(root, actor_dirs, problems, include_song))
+    if speakers is not None:
+        found = sorted({c.speaker for c in clips})
+        clips = [c for c in clips if c.speaker in speakers]
+        if not clips:
+            raise DataError(
+                root, f"none of the speakers asked for ({', '.join(speakers)}) has recordings "
+                f"here (found: {', '.join(found)})"
+            )  # fmt: skip
     return clips, problems
 
 

@@ -2,11 +2,13 @@
 
 import hashlib
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from asccl.cli import main
+from asccl.config import ConfigError
 from asccl.evaluation.syncnet import SyncNet
 from asccl.weights_check import check_file, check_weights, checked_files, report
 
@@ -107,3 +109,22 @@ def test_the_command_reports_each_file_and_exits_non_zero_on_a_bad_one(
     out = capsys.readouterr().out
     assert "flame      MISSING" in out and "flame.is.tue.mpg.de" in out
     assert report([]).endswith("0 not set (docs/weights.md: what each file is)")
+
+
+def test_a_config_s_includes_are_followed_with_the_keys_beside_them_winning(
+    syncnet_file, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)  # include paths are read from the working folder
+    Path("eval.toml").write_text(
+        f'syncnet_weights = "{syncnet_file}"\narcface_weights = "included.pth"\n'
+    )
+    Path("exp.toml").write_text('[eval]\ninclude = "eval.toml"\narcface_weights = "beside.pth"\n')
+    Path("demo.toml").write_text('experiment = "exp.toml"\n')
+    results = by_name(check_weights({}, Path("demo.toml")))
+    assert results["syncnet"].status == "ok"
+    assert results["syncnet"].origin == "eval.toml: experiment.eval.syncnet_weights"
+    assert results["arcface"].path == Path("beside.pth")
+    assert results["arcface"].origin == "exp.toml: experiment.eval.arcface_weights"
+    Path("eval.toml").write_text('include = "exp.toml"\n')  # a loop: one line, not a hang
+    with pytest.raises(ConfigError, match="includes itself"):
+        check_weights({}, Path("demo.toml"))

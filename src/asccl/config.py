@@ -155,7 +155,7 @@ def load_config(
     where = "command line"
     if path is not None:
         file, where = Path(path), str(path)
-        data = _expand(cls, _read_toml(file), where, (file.resolve(),))
+        data = _expand(cls, read_toml(file), where, (file.resolve(),))
     pairs = _parse_overrides(overrides)
     for key, value in pairs:
         _check_override_key(cls, key, value.flag)
@@ -175,7 +175,8 @@ def load_config(
     return _build(cls, data, where)
 
 
-def _read_toml(file: Path) -> dict[str, Any]:
+def read_toml(file: Path) -> dict[str, Any]:
+    """``file``'s TOML table; a missing file, bad UTF-8 or bad TOML is one ConfigError."""
     if not file.is_file():
         raise ConfigError(f"{file}: no such config file")
     try:
@@ -251,7 +252,7 @@ def _include(cls: Any, name: Any, where: str, seen: tuple[Path, ...]) -> dict[st
     file = Path(name)
     if file.resolve() in seen:
         raise ConfigError(f"{where}: {file} includes itself")
-    table = _expand(cls, _read_toml(file), str(file), (*seen, file.resolve()))
+    table = _expand(cls, read_toml(file), str(file), (*seen, file.resolve()))
     return _Table(table, str(file))
 
 

@@ -12,16 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 from asccl.weights import (
     ARCFACE_WEIGHTS,
@@ -228,23 +222,35 @@ def checked_files() -> list[CheckedFile]:
 # --- where the paths come from ---------------------------------------------------------------
 
 
-def _config_paths(config: Path) -> Iterator[tuple[str, str, Any]]:
-    """``(dotted key, last key, value)`` of every string value in a TOML file."""
-    from asccl.config import ConfigError
+def _config_paths(config: Path) -> Iterator[tuple[str, str, Any, Path]]:
+    """``(dotted key, last key, value, file)`` of every string value in a TOML config and in
+    the files it includes, as :func:`~asccl.config.load_config` reads them: a table's
+    ``include = "FILE"`` (the keys beside it first: they override it) and a table given as a
+    file name (``eval = "configs/eval/demo.toml"``); ``file`` is where the value is written."""
+    from asccl.config import INCLUDE, ConfigError, read_toml
 
-    try:
-        data = tomllib.loads(config.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{config}: cannot read it as TOML ({exc})") from None
-
-    def walk(table: Mapping[str, Any], prefix: str) -> Iterator[tuple[str, str, Any]]:
+    def walk(table: Mapping[str, Any], prefix: str, file: Path, seen: tuple[Path, ...]):
         for key, value in table.items():
             if isinstance(value, Mapping):
-                yield from walk(value, f"{prefix}{key}.")
-            elif isinstance(value, str):
-                yield f"{prefix}{key}", key, value
+                yield from walk(value, f"{prefix}{key}.", file, seen)
+            elif isinstance(value, str) and key != INCLUDE and not _names_config(value):
+                yield f"{prefix}{key}", key, value, file
+        for key, value in table.items():  # included tables last: the keys above win
+            if isinstance(value, str) and (key == INCLUDE or _names_config(value)):
+                inner = prefix if key == INCLUDE else f"{prefix}{key}."
+                yield from read(Path(value).expanduser(), inner, seen)
 
-    yield from walk(data, "")
+    def read(file: Path, prefix: str, seen: tuple[Path, ...]):
+        if file.resolve() in seen:
+            raise ConfigError(f"{file} includes itself")
+        yield from walk(read_toml(file), prefix, file, (*seen, file.resolve()))
+
+    yield from read(config, "", ())
+
+
+def _names_config(value: str) -> bool:
+    """A string value that names a TOML file: a table given as a file to include."""
+    return value.endswith(".toml")
 
 
 def find_paths(
@@ -255,10 +261,10 @@ def find_paths(
     found: dict[str, tuple[Path, str]] = {}
     files = checked_files()
     if config is not None:
-        for dotted, key, value in _config_paths(Path(config)):
+        for dotted, key, value, source in _config_paths(Path(config)):
             for file in files:
                 if key in file.config_keys and file.name not in found:
-                    found[file.name] = (Path(value).expanduser(), f"{config}: {dotted}")
+                    found[file.name] = (Path(value).expanduser(), f"{source}: {dotted}")
     for file in files:
         env = file.spec.env_var
         if env and os.environ.get(env):

@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from asccl.config import is_device, is_int, path_field, require
+from asccl.config import is_device, is_int, names_field, path_field, require
 from asccl.data.clips import PAPER_EMOTIONS
 from asccl.data.crop_store import STORE_SUFFIX, ClipCropsReader, crop_path, open_clip_crops
 from asccl.io import write_text_atomic
@@ -80,12 +80,9 @@ class MetricEvalConfig:
             path_field(self, name)
         path_field(self, "arcface_weights", optional=True)
         for name in ("val_speakers", "emotions"):
-            names = getattr(self, name)
-            if name == "emotions" and names is None:
-                continue
-            require(isinstance(names, (list, tuple)) and len(names) > 0
-                    and all(isinstance(n, str) and n for n in names), self, name,
-                    'must be a non-empty list of names, e.g. ["W021"]')  # fmt: skip
+            names_field(self, name, optional=name == "emotions",
+                        problem='must be a non-empty list of names, e.g. ["W021"]')  # fmt: skip
+            require(getattr(self, name) != (), self, name, "must name at least one")
         require(self.crop_format in STORE_SUFFIX, self, "crop_format",
                 f"must be one of {', '.join(STORE_SUFFIX)}")  # fmt: skip
         for name in ("max_pairs", "max_frames", "tolerance", "threads"):

@@ -118,6 +118,14 @@ def test_write_tables_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_the_row_labels_column_takes_its_own_header(tmp_path):
+    md, csv, tex = write_tables(SCORES, METRICS, tmp_path / "t", row_header="Stage_1")
+    assert md.read_text().splitlines()[0].startswith("| Stage_1 | baseline FAD")
+    assert csv.read_text().splitlines()[0].startswith("stage_1,baseline,")
+    assert "\nStage\\_1 & FAD" in tex.read_text()
+    assert md.read_text().replace("| Stage_1 |", "| Emotion |", 1) == to_markdown(SCORES, METRICS)
+
+
 def test_qualitative_grid(tmp_path):
     import numpy as np
 

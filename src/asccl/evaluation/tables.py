@@ -164,10 +164,12 @@ def to_markdown(
     caption: str = "",
     notes: Notes | None = None,
     comparable: set[tuple[str, str]] | None = None,
+    row_header: str = "Emotion",
 ) -> str:
     """Markdown table; the header cells are ``method metric`` (a winner in bold), the
-    ``caption`` above it in bold, footnotes ``[n] why`` below it."""
-    header = ["Emotion"] + [f"{m} {METRICS[k][0]}" for m in scores for k in metrics]
+    ``caption`` above it in bold, footnotes ``[n] why`` below it; ``row_header`` heads the
+    row labels' column."""
+    header = [row_header] + [f"{m} {METRICS[k][0]}" for m in scores for k in metrics]
     lines = [f"**{caption}**", ""] if caption else []
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     body = _cells(scores, metrics, digits, lambda t: f"**{t}**", notes, comparable,
@@ -186,12 +188,13 @@ def to_csv(
     metrics: Sequence[str],
     digits: int = 3,
     comparable: set[tuple[str, str]] | None = None,
+    row_header: str = "Emotion",
 ) -> str:
     """CSV with a two-line header (method, metric); a winner ends in ``*`` (the title and
-    footnotes are in the Markdown and LaTeX tables)."""
+    footnotes are in the Markdown and LaTeX tables); ``row_header`` in lower case."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["emotion"] + [m for m in scores for _ in metrics])
+    writer.writerow([row_header.lower()] + [m for m in scores for _ in metrics])
     writer.writerow([""] + [k for _ in scores for k in metrics])
     for cells in _cells(scores, metrics, digits, lambda t: f"{t}*", comparable=comparable):
         writer.writerow([cells[0].lower(), *cells[1:]])
@@ -212,6 +215,7 @@ def to_latex(
     caption: str = "",
     notes: Notes | None = None,
     comparable: set[tuple[str, str]] | None = None,
+    row_header: str = "Emotion",
 ) -> str:
     """A ``table`` with a ``tabular``: ``\\multicolumn`` method groups, booktabs rules (the
     document needs ``\\usepackage{booktabs}``); footnotes as superscripts under it."""
@@ -227,7 +231,7 @@ def to_latex(
         r"\toprule",
         rf" & {groups} \\",
         rules,
-        rf"Emotion & {labels} \\",
+        rf"{tex_escape(row_header)} & {labels} \\",
         r"\midrule",
     ]
     body = _cells(scores, metrics, digits, lambda t: rf"\textbf{{{t}}}", notes, comparable,
@@ -252,13 +256,15 @@ def write_tables(
     caption: str = "",
     notes: Notes | None = None,
     comparable: set[tuple[str, str]] | None = None,
+    row_header: str = "Emotion",
 ) -> list[Path]:
     """Write ``<stem>.md``, ``<stem>.csv`` and ``<stem>.tex``; returns their paths."""
     stem = Path(stem)
-    extra = {"caption": caption, "notes": notes, "comparable": comparable}
+    common = {"comparable": comparable, "row_header": row_header}
+    extra = {"caption": caption, "notes": notes, **common}
     return [
         write_text_atomic(stem.with_suffix(".md"), to_markdown(scores, metrics, **extra)),
-        write_text_atomic(stem.with_suffix(".csv"), to_csv(scores, metrics, comparable=comparable)),
+        write_text_atomic(stem.with_suffix(".csv"), to_csv(scores, metrics, **common)),
         write_text_atomic(stem.with_suffix(".tex"), to_latex(scores, metrics, **extra)),
     ]
 

@@ -284,17 +284,10 @@ def _write_outputs(config, scores, cosine_rows, pairs, num_queries, untrained_na
     notes["chance", AVERAGE, "top1"] = (
         "the expected hit rate of a uniformly random ranking (every row the same)"
     )
-    texts = {
-        ".md": tables.to_markdown(scores, TABLE_METRICS, caption=caption, notes=notes).replace(
-            "| Emotion |", "| Stage |", 1
-        ),
-        ".csv": tables.to_csv(scores, TABLE_METRICS).replace("emotion,", "stage,", 1),
-        ".tex": tables.to_latex(scores, TABLE_METRICS, caption=caption, notes=notes).replace(
-            "Emotion &", "Stage &", 1
-        ),
-    }
-    paths = {f"table_{suffix[1:]}": write_text_atomic(stem.with_suffix(suffix), text)
-             for suffix, text in texts.items()}  # fmt: skip
+    written = tables.write_tables(
+        scores, TABLE_METRICS, stem, caption=caption, notes=notes, row_header="Stage"
+    )
+    paths = {f"table_{path.suffix[1:]}": path for path in written}
     paths["plot_png"] = tables.plot_scores(
         scores, TABLE_METRICS, stem.with_suffix(".png"), title=caption
     )

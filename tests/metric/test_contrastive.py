@@ -5,6 +5,7 @@ import torch.nn.functional as F
 from asccl.metric.contrastive import (
     disparity_weights,
     l2_normalize,
+    patch_cosines,
     patch_nce,
     random_nce,
     reduce_pair_losses,
@@ -42,6 +43,33 @@ def test_patch_nce_detaches_keys_and_prefers_matching_pairs():
     assert matched.mean() < unmatched.mean()
     unmatched.mean().backward()
     assert q.grad is not None and k.grad is None
+
+
+def test_patch_cosines_are_the_means_of_an_explicit_loop():
+    """Cosines that are multiples of 1/8 in float64 (|c| <= 1): every partial sum is exact
+    whatever the order; B = 4 divides exactly, so each side divides an exact sum by 20
+    (B * S, and S * (S - 1)) once: the helper and the loop round the same reals once."""
+    b, s = 4, 5
+    generator = torch.Generator().manual_seed(11)
+    cosine = torch.randint(-8, 9, (b, s, s), generator=generator, dtype=torch.float64) / 8
+    positive, negative = patch_cosines(cosine)
+    diagonal = off_diagonal = 0.0
+    for i in range(b):
+        for row in range(s):
+            for column in range(s):
+                if row == column:
+                    diagonal += cosine[i, row, column].item()
+                else:
+                    off_diagonal += cosine[i, row, column].item()
+    assert positive.shape == negative.shape == ()
+    assert positive.item() == diagonal / (b * s)
+    assert negative.item() == (off_diagonal / b) / (s * (s - 1))
+    # on patch_nce's matrix of a query set against itself the positives are squared norms:
+    # (|x| / (|x| + 1e-7))^2 = 1 - 2e-7 / |x| to first order (l2_normalize's eps); every
+    # |x| > 1.5 here, so each is within 1.4e-7 of 1, and float32 rounding adds ~1e-7
+    q = unit(2, 6, 8, seed=12).double()
+    positive, negative = patch_cosines(patch_nce(q, q, 0.07)[1])
+    assert abs(positive.item() - 1) < 3e-7 and negative < positive
 
 
 def test_random_nce_equals_explicit_cross_entropy():

@@ -54,6 +54,23 @@ def patch_nce(q: Tensor, k: Tensor, temperature: float) -> tuple[Tensor, Tensor]
     return loss, cosine.detach()
 
 
+def patch_cosines(cosine: Tensor) -> tuple[Tensor, Tensor]:
+    """The health cosines of :func:`patch_nce`'s cosine matrix: the mean positive (the
+    diagonal, ``q_s . k_s``) and the mean negative (every off-diagonal ``q_s . k_t``,
+    ``t != s``: ``(sum - trace) / (S * (S - 1))`` per matrix), averaged over the batch.
+
+    Args:
+        cosine: ``(B, S, S)`` cosines, ``S >= 2``.
+
+    Returns:
+        Two scalars: the mean positive and the mean negative cosine.
+    """
+    s = cosine.shape[-1]
+    diagonal = cosine.diagonal(dim1=1, dim2=2)  # (B, S)
+    off_diagonal = cosine.sum((1, 2)) - diagonal.sum(-1)  # (B,)
+    return diagonal.mean(), off_diagonal.mean() / (s * (s - 1))
+
+
 def random_nce(
     q: Tensor, k_pos: Tensor, k_neg: Tensor, temperature: float
 ) -> tuple[Tensor, Tensor, Tensor]:

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from asccl.metric.config import MetricConfig
-from asccl.metric.contrastive import patch_nce, random_nce, reduce_pair_losses
+from asccl.metric.contrastive import patch_cosines, patch_nce, random_nce, reduce_pair_losses
 from asccl.metric.heads import ProjectionHeads
 from asccl.metric.iresnet import STAGE_CHANNELS, build_iresnet, load_arcface_weights
 from asccl.metric.sampler import Regions, gather_disparities, sample_regions
@@ -183,10 +183,9 @@ class ASCCLMetric(nn.Module):
             if cfg.negatives == "patch":
                 pairs, cosine = patch_nce(q.flatten(1, 2), k.flatten(1, 2), cfg.temperature)
                 if health:
-                    pos_cos.append(cosine.diagonal(dim1=1, dim2=2).mean())
-                    s = cosine.shape[-1]
-                    off = cosine.sum((1, 2)) - cosine.diagonal(dim1=1, dim2=2).sum(-1)
-                    neg_cos.append(off.mean() / (s * (s - 1)))
+                    positive, negative = patch_cosines(cosine)
+                    pos_cos.append(positive)
+                    neg_cos.append(negative)
             else:
                 if reg.negative_index is None:
                     raise ValueError("'random' negatives need regions drawn with num_negatives")

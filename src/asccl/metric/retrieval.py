@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from asccl.metric.contrastive import patch_nce, random_nce, reduce_pair_losses
+from asccl.metric.contrastive import patch_cosines, patch_nce, random_nce, reduce_pair_losses
 from asccl.metric.model import ASCCLMetric
 from asccl.metric.sampler import Regions, gather_disparities
 
@@ -123,10 +123,9 @@ def coherence_losses(
             if cfg.negatives == "patch":
                 q_all = q_pos.flatten(1, 2).expand(num_keys, -1, -1)
                 pairs, cosine = patch_nce(q_all, k.positives.flatten(1, 2), cfg.temperature)
-                diagonal = cosine[j].diagonal()  # (S,): the positives; the rest: negatives
-                s = len(diagonal)
-                pos.append(diagonal.mean())
-                neg.append((cosine[j].sum() - diagonal.sum()) / (s * (s - 1)))
+                pos_j, neg_j = patch_cosines(cosine[j : j + 1])  # with its partner
+                pos.append(pos_j)
+                neg.append(neg_j)
             else:
                 pairs, p, n = random_nce(q_pos, k.positives, k.negatives, cfg.temperature)
                 pos.append(p[j].mean())

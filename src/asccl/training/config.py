@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from asccl.config import is_device, is_int, is_number, path_field, require
+from asccl.config import is_device, is_int, is_number, names_field, path_field, require
 from asccl.metric.config import MetricConfig
 from asccl.training.resume import OMIT, data_settings, run_settings
 
@@ -47,8 +47,8 @@ class TrainConfig:
     #: ASCCL_ARCFACE_WEIGHTS); "random": random init (for tests and demos; logged loudly)
     init: Literal["arcface", "random"] = "arcface"
     arcface_weights: Path | None = None  #: insightface IResNet weights for init = "arcface"
-    val_speakers: list[str] = field(default_factory=lambda: ["W021"])  #: held out (authors)
-    emotions: list[str] | None = None  #: restrict training pairs to these emotions
+    val_speakers: tuple[str, ...] = ("W021",)  #: held out (the authors' split)
+    emotions: tuple[str, ...] | None = None  #: restrict training pairs to these emotions
     batch_size: int = 16  #: global batch (split over processes under torchrun)
     grad_accum: int = 1  #: micro-batches per optimiser step
     lr: float = 1e-4  #: Adam learning rate
@@ -86,17 +86,14 @@ class TrainConfig:
         for name in ("data", "out"):
             path_field(self, name)
         path_field(self, "arcface_weights", optional=True)
+        # a list (TOML) or one name (the command line) becomes a tuple of non-empty names;
+        # a checkpoint's settings hold its JSON text, the same for a list and a tuple
         for name in ("val_speakers", "emotions"):
-            names = getattr(self, name)
-            if name == "emotions" and names is None:
-                continue
-            require(
-                isinstance(names, (list, tuple)) and all(isinstance(n, str) for n in names),
-                self,
-                name,
-                'must be a list of names, e.g. ["W021"]',
-            )
-            require(len(names) > 0, self, name, "must name at least one")
+            value = getattr(self, name)
+            require(not isinstance(value, (list, tuple)) or len(value) > 0, self, name,
+                    "must name at least one")  # fmt: skip
+            names_field(self, name, optional=name == "emotions",
+                        problem='must be a list of non-empty names, e.g. ["W021"]')  # fmt: skip
         for name in ("batch_size", "grad_accum", "epochs", "log_every"):
             require(is_int(getattr(self, name), 1), self, name, "must be an integer >= 1")
         require(

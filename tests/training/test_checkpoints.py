@@ -1,19 +1,21 @@
 """Training checkpoints: an exact round trip of every state a run needs (named optimisers,
 scalers, generators, the run settings), pruning, atomic folder writes, broken checkpoints
-skipped in favour of the previous one, and older formats refused in one line."""
+skipped in favour of the previous one, none loading refused in one line naming the newest's
+damaged file, and older formats refused in one line."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
+import re
 
 import pytest
 import safetensors.torch
 import torch
 
 from asccl.config import ConfigError
-from asccl.io import load_state_dict_strict
+from asccl.io import CheckpointError, load_state_dict_strict
 from asccl.metric import ASCCLMetric, MetricConfig, save_metric
 from asccl.training.checkpoints import latest_checkpoint, load_checkpoint, save_checkpoint
 from asccl.training.progress import Progress
@@ -202,6 +204,69 @@ def test_a_broken_newest_checkpoint_is_skipped_with_a_warning(state, tmp_path, c
     [record] = caplog.records
     assert record.levelno == logging.WARNING
     assert f"skipping checkpoint {newest}: it does not load" in record.getMessage()
+
+
+def empty_rng(folder) -> None:
+    (folder / "rng.safetensors").write_bytes(b"")
+
+
+def state_not_a_dict(folder) -> None:
+    (folder / "state.json").write_text("[1, 2]")
+
+
+def state_without_progress(folder) -> None:
+    state = json.loads((folder / "state.json").read_text())
+    del state["progress"]
+    (folder / "state.json").write_text(json.dumps(state))
+
+
+#: each damage -> (the file the error names, what it says about it)
+DAMAGES = {
+    truncate_metric: ("metric.safetensors", "truncated safetensors file"),
+    garbage_state: ("state.json", "not valid JSON"),
+    missing_optimizer: ("optimizer_metric.safetensors", "no such checkpoint file"),
+    empty_rng: ("rng.safetensors", r"empty file \(0 bytes\)"),
+    state_not_a_dict: ("state.json", r"malformed checkpoint state \(not a JSON object\)"),
+    state_without_progress: ("state.json", r"malformed checkpoint state \(missing key 'progress'"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES), ids=lambda f: f.__name__)
+def test_when_no_checkpoint_loads_resuming_is_refused_naming_the_newest_file(
+    state, tmp_path, caplog, damage
+):
+    """A run whose every checkpoint is damaged must not pass for a fresh one (which would
+    delete them and its outputs): one line naming the newest checkpoint's damaged file,
+    its problem, and ``--resume false``; no warnings before it; nothing changed."""
+    metric, optimizer, generator = state
+    for step in (2, 4):
+        save(tmp_path, metric, optimizer, generator, Progress(step))
+    for folder in (tmp_path / "checkpoints").iterdir():
+        damage(folder)
+    before = {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()}
+    name, problem = DAMAGES[damage]
+    newest = tmp_path / "checkpoints" / "step_00000004" / name
+    with caplog.at_level(logging.WARNING), pytest.raises(CheckpointError) as err:
+        latest_checkpoint(tmp_path)
+    line = str(err.value)
+    assert "\n" not in line and line.startswith(f"{newest}: ")
+    assert re.search(problem, line), line
+    assert line.endswith(
+        f"none of the 2 checkpoints in {tmp_path / 'checkpoints'} loads, so the run cannot "
+        "resume: use --resume false to train from scratch, or another --out (a fresh run "
+        "deletes them)"
+    ), line
+    assert caplog.records == []
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("*")) if p.is_file()} == before
+
+
+def test_a_single_damaged_checkpoint_is_refused_too(state, tmp_path):
+    metric, optimizer, generator = state
+    path = save(tmp_path, metric, optimizer, generator, Progress(2))
+    (path / "metric.safetensors").write_bytes(b"garbage, not weights" * 10)
+    with pytest.raises(CheckpointError, match=r"the only checkpoint in .* loads") as err:
+        latest_checkpoint(tmp_path)
+    assert str(err.value).startswith(f"{path / 'metric.safetensors'}: not a readable")
 
 
 def test_no_checkpoint_is_none(tmp_path, caplog):

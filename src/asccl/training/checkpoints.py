@@ -12,8 +12,9 @@ A checkpoint is a folder ``<out>/checkpoints/step_<N>/`` holding
 
 It is written to a temporary folder and renamed into place, so a run killed at any moment
 (even by SIGKILL) leaves either a complete checkpoint or none (the next save removes the
-temporary folder it left); :func:`latest_checkpoint` skips a folder that does not load, with
-a warning. Nothing is unpickled.
+temporary folder it left); :func:`latest_checkpoint` skips a newer folder that does not load,
+with a warning, and refuses to resume (one line naming the damaged file) when none loads.
+Nothing is unpickled.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import torch
 from torch import Tensor
 
 from asccl.config import ConfigError
-from asccl.io import atomic_write, read_weights
+from asccl.io import CheckpointError, atomic_write, read_weights
 from asccl.training.progress import Progress
 from asccl.training.resume import START_OVER
 
@@ -135,48 +136,105 @@ def checkpoint_dirs(out: Path) -> list[Path]:
 
 
 def load_checkpoint(path: Path) -> Checkpoint:
-    """Read a checkpoint folder; raises if any part is missing or malformed.
+    """Read a checkpoint folder; every part is checked, nothing is unpickled.
 
     Raises:
+        CheckpointError: a part is missing or damaged (one line naming that file:
+            ``state.json``, a model file, an optimiser file or ``rng.safetensors``).
         ConfigError: a whole checkpoint of an older format (no run settings saved), which
             cannot be checked against this run.
     """
-    from safetensors.torch import load_file
-
-    state = json.loads((path / "state.json").read_text())
-    if isinstance(state, dict) and "format" not in state and "progress" in state:
+    state_file = path / "state.json"
+    state = _read_state(state_file)
+    if "format" not in state and "progress" in state:
         raise ConfigError(
             f"{path}: cannot resume, it was written by an older asccl without its run "
             f"settings; {START_OVER}"
         )
-    if state["format"] != FORMAT:
-        raise ValueError(f"unknown checkpoint format {state['format']!r}")
+    try:
+        if state["format"] != FORMAT:
+            raise ValueError(f"unknown checkpoint format {state['format']!r}, not {FORMAT!r}")
+        progress = Progress(**state["progress"])
+        settings, scalers = dict(state["settings"]), dict(state["scalers"])
+        models, optimizers = list(state["models"]), dict(state["optimizers"])
+        if not all(isinstance(name, str) and "/" not in name for name in [*models, *optimizers]):
+            raise ValueError("a model or optimiser name is not a plain file name")
+    except (KeyError, TypeError, ValueError) as exc:
+        problem = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
+        raise CheckpointError(state_file, f"malformed checkpoint state ({problem})") from None
+    optimizer_states = {}
+    for name, meta in optimizers.items():
+        file = path / f"optimizer_{name}.safetensors"
+        tensors = read_weights(file)
+        try:
+            optimizer_states[name] = unflatten_optimizer_state(tensors, meta)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CheckpointError(
+                file, f"malformed optimiser state ({type(exc).__name__}: {exc})"
+            ) from None
     return Checkpoint(
         path=path,
-        progress=Progress(**state["progress"]),
-        settings=state["settings"],
-        weights={name: read_weights(path / name) for name in state["models"]},
-        optimizer_states={
-            name: unflatten_optimizer_state(
-                load_file(str(path / f"optimizer_{name}.safetensors")), meta
-            )
-            for name, meta in state["optimizers"].items()
-        },
-        scaler_states=state["scalers"],
-        rng=load_file(str(path / "rng.safetensors")),
+        progress=progress,
+        settings=settings,
+        weights={name: read_weights(path / name) for name in models},
+        optimizer_states=optimizer_states,
+        scaler_states=scalers,
+        rng=read_weights(path / "rng.safetensors"),
     )
 
 
+def _read_state(file: Path) -> dict[str, Any]:
+    """``state.json`` as a dict; a :class:`CheckpointError` naming it if it cannot be."""
+    try:
+        state = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise CheckpointError(file, "missing: the checkpoint folder is incomplete") from None
+    except OSError as exc:
+        raise CheckpointError(file, f"cannot be read ({exc.strerror or exc})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(file, f"not valid JSON ({exc})") from None
+    if not isinstance(state, dict):
+        raise CheckpointError(file, "malformed checkpoint state (not a JSON object)")
+    return state
+
+
 def latest_checkpoint(out: Path) -> Checkpoint | None:
-    """The newest checkpoint under ``out`` that loads; broken ones are skipped with a warning."""
-    for path in reversed(checkpoint_dirs(out)):
+    """The newest checkpoint under ``out`` that loads; ``None`` if there is none.
+
+    Newer checkpoints that do not load are skipped, each with a warning naming its damaged
+    file (the run goes on from the one before, and its next save replaces them).
+
+    Raises:
+        CheckpointError: checkpoints exist but none loads. Starting over would delete them
+            and the run's other outputs, so this is refused in one line naming the newest
+            checkpoint's damaged file and how to start over (``--resume false``).
+        ConfigError: a checkpoint of an older format (see :func:`load_checkpoint`).
+    """
+    dirs = checkpoint_dirs(out)
+    skipped: list[tuple[Path, CheckpointError]] = []
+    for path in reversed(dirs):
         try:
-            return load_checkpoint(path)
+            checkpoint = load_checkpoint(path)
+        except CheckpointError as exc:
+            skipped.append((path, exc))
+            continue
         except ConfigError:
             raise
-        except Exception as exc:  # partial copy, corrupt file, wrong format...
-            log.warning("skipping checkpoint %s: it does not load (%s)", path, exc)
-    return None
+        except Exception as exc:  # anything else unreadable: named by its folder
+            skipped.append((path, CheckpointError(path, f"does not load ({exc})")))
+            continue
+        for broken, exc in skipped:
+            log.warning("skipping checkpoint %s: it does not load (%s)", broken, exc)
+        return checkpoint
+    if not skipped:
+        return None
+    newest = skipped[0][1]
+    what = "the only checkpoint" if len(dirs) == 1 else f"none of the {len(dirs)} checkpoints"
+    raise CheckpointError(
+        newest.file,
+        f"{newest.problem}; {what} in {out / 'checkpoints'} loads, so the run cannot resume: "
+        f"{START_OVER} (a fresh run deletes them)",
+    )
 
 
 def _rng_tensors(generators: Mapping[str, torch.Generator]) -> dict[str, Tensor]:

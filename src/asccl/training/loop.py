@@ -20,9 +20,11 @@ A trainer builds one run from its config and run settings, then reads top to bot
 What it does for them: the distributed set-up (``torchrun``), the seed and threads, the
 resume (the newest loadable checkpoint in ``out``; its run settings must equal this run's,
 see :mod:`asccl.training.resume`, and it may not be past this run's steps: else one line
-naming the keys), resumable epoch sampling (:class:`~asccl.training.sampling.EpochBatches`
-with a saved ``loader`` generator), checkpoints holding every named optimiser, scaler and
-generator, the log and curves, the progress bar. A run that starts from step 0 first
+naming the keys; checkpoints of which none loads are refused in one line naming the damaged
+file, never taken for a fresh start), resumable epoch sampling
+(:class:`~asccl.training.sampling.EpochBatches` with a saved ``loader`` generator),
+checkpoints holding every named optimiser, scaler and generator, the log and curves, the
+progress bar. A run that starts from step 0 first
 removes what an earlier run left in ``out`` (checkpoints, final models, curves, the
 trainer's ``outputs``): none of it is this run's.
 """
@@ -78,8 +80,10 @@ class TrainingRun:
         outputs: Iterable[str] = (),
     ) -> None:
         """Set up the processes, seed, threads, and the checkpoint to resume from (refused
-        with a :class:`ConfigError` if made with other settings). ``outputs``: globs under
-        ``out`` of the trainer's own files that a fresh run removes (e.g. sample grids)."""
+        with a :class:`ConfigError` if made with other settings, a
+        :class:`~asccl.io.CheckpointError` if ``out`` has checkpoints but none loads: nothing
+        in ``out`` is touched). ``outputs``: globs under ``out`` of the trainer's own files
+        that a fresh run removes (e.g. sample grids)."""
         self.config, self.out, self.desc = config, Path(config.out), desc
         self.outputs = tuple(outputs)
         self.rank, self.world, self.device = setup_distributed(config.device)
@@ -246,7 +250,8 @@ class TrainingRun:
 
 def check_resumable(config: RunConfig, settings: Mapping[str, str], total_steps: int) -> None:
     """Raise the :class:`ConfigError` a :class:`TrainingRun` of ``config`` would raise on
-    resuming (other settings, or a checkpoint past ``total_steps``), without training;
+    resuming (other settings, or a checkpoint past ``total_steps``), or its
+    :class:`~asccl.io.CheckpointError` (checkpoints of which none loads), without training;
     nothing to resume (or ``resume = false``) is fine."""
     checkpoint = latest_checkpoint(Path(config.out)) if config.resume else None
     if checkpoint is not None:

@@ -1,7 +1,8 @@
 """The training core (``TrainingRun``) on a toy trainer: a run SIGKILLed at any moment and
 resumed ends bit for bit as an uninterrupted one; a resume with other maths (batch size,
 lr) is refused in one line naming the keys, one with other workers or cadences resumes
-exactly; resumable epoch sampling; the AMP rule; the log and its curves."""
+exactly; a run folder whose checkpoints all fail to load is refused, not started over;
+resumable epoch sampling; the AMP rule; the log and its curves."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from safetensors.torch import load_file
 from torch.utils.data import Dataset
 
 from asccl.config import ConfigError
-from asccl.io import load_state_dict_strict, save_safetensors
+from asccl.io import CheckpointError, load_state_dict_strict, save_safetensors
 from asccl.training.amp import AMP
 from asccl.training.history import TrainingLog, draw_curves, read_log
 from asccl.training.loop import TrainingRun, check_resumable
@@ -202,6 +203,35 @@ def test_resume_false_starts_over_and_clears_the_earlier_run(straight, tmp_path)
     same_run(straight, out)
     assert sorted(os.listdir(out / "checkpoints")) == ["step_00000010", "step_00000012"]
     assert not (out / "extra_1.txt").exists() and (out / "notes.txt").exists()
+
+
+def test_when_no_checkpoint_loads_the_run_is_refused_then_resume_false_starts_over(
+    straight, tmp_path
+):
+    """Every checkpoint damaged: the core refuses (``TrainingRun`` and ``check_resumable``)
+    in one line naming the newest checkpoint's damaged file, instead of taking the folder
+    for a fresh start (which deleted the earlier run's outputs); ``resume = false`` then
+    starts over as asked."""
+    out = Path(tmp_path / "run")
+    toy_train(ToyConfig(out, steps=4))  # checkpoints at steps 2 and 4, final toy + log
+    for folder in (out / "checkpoints").iterdir():
+        model = folder / MODEL
+        model.write_bytes(model.read_bytes()[:20])
+    before = {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    newest = out / "checkpoints" / "step_00000004" / MODEL
+    config = ToyConfig(out, steps=6)
+    for attempt in (check_resumable, None):
+        with pytest.raises(CheckpointError) as err:
+            if attempt is None:
+                toy_train(config)
+            else:
+                attempt(config, run_settings(config, RESUMABLE), config.steps)
+        line = str(err.value)
+        assert "\n" not in line and line.startswith(f"{newest}: truncated safetensors file")
+        assert "none of the 2 checkpoints" in line and "use --resume false" in line
+    assert {p: p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()} == before
+    toy_train(ToyConfig(out, resume=False))
+    same_run(straight, out)
 
 
 def test_epoch_batches_resume_mid_epoch_and_end_epochs_on_whole_steps():

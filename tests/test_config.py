@@ -161,16 +161,20 @@ def _path_fields(cls, prefix=""):
 
 
 def _config_classes():
+    """The config of every config-driven command."""
     from asccl.data.prepare import DataConfig
+    from asccl.data.synth.config import SynthConfig
     from asccl.demo import DemoConfig
     from asccl.evaluation.runner import EvalConfig
+    from asccl.groundtruth import GroundTruthConfig
+    from asccl.metric.health import MetricEvalConfig
     from asccl.spfem.config import SPFEMTrainConfig
     from asccl.spfem.experiment import ExperimentConfig
     from asccl.study.config import StudyConfig
     from asccl.training.config import TrainConfig
 
-    return [DemoConfig, DataConfig, TrainConfig, EvalConfig, SPFEMTrainConfig, ExperimentConfig,
-            StudyConfig]  # fmt: skip
+    return [DemoConfig, DataConfig, SynthConfig, TrainConfig, MetricEvalConfig, EvalConfig,
+            SPFEMTrainConfig, ExperimentConfig, StudyConfig, GroundTruthConfig]  # fmt: skip
 
 
 @pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
@@ -191,6 +195,25 @@ def test_every_path_field_of_every_config_is_a_path(cls):
 def test_every_config_is_frozen(cls):
     params = getattr(cls, "__dataclass_params__")  # noqa: B009
     assert params.frozen, cls.__name__
+
+
+def _lists(config, prefix=""):
+    """Dotted names of the fields of ``config`` (nested ones too) that hold a list."""
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            yield from _lists(value, f"{prefix}{f.name}.")
+        elif isinstance(value, list):
+            yield prefix + f.name
+
+
+@pytest.mark.parametrize("cls", _config_classes(), ids=lambda c: c.__name__)
+def test_every_config_builds_its_defaults_holds_no_lists_and_rebuilds_unchanged(cls):
+    """Names are tuples (``names_field``), as a frozen config's values should be; running
+    ``__post_init__`` again on converted values changes nothing."""
+    config = cls()
+    assert list(_lists(config)) == []
+    assert dataclasses.replace(config) == config
 
 
 # --- nested configs from their own files ------------------------------------------------

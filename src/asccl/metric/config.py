@@ -1,18 +1,33 @@
-"""The metric's settings: saved inside every checkpoint, so a loaded metric behaves as trained."""
+"""The metric's settings: :class:`MetricConfig`, saved inside every checkpoint so that a
+loaded metric behaves as trained, and :class:`MetricEvalConfig`, ``asccl metric evaluate``'s.
+
+Torch-free (``--help`` and config checks import it alone): the architecture facts the
+checks need live here, and the torch modules import them (``IRESNET_LAYERS`` in
+:mod:`~asccl.metric.iresnet`, :func:`anchor_window` in :mod:`~asccl.metric.sampler`).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
-from asccl.metric.contrastive import AdaptiveMode
-from asccl.metric.iresnet import IRESNET_LAYERS
-from asccl.metric.sampler import anchor_window
+from asccl.config import is_device, is_int, names_field, path_field, require
+from asccl.data.crop_store import STORE_SUFFIX
 
 ChannelOrder = Literal["rgb", "bgr"]
 NegativeMode = Literal["patch", "random"]
+AdaptiveMode = Literal["pair", "authors", "off"]
+
+#: Blocks per stage of each published depth (arcface_torch ``backbones/iresnet.py``).
+IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
+    "iresnet18": (2, 2, 2, 2),
+    "iresnet34": (3, 4, 6, 3),
+    "iresnet50": (3, 4, 14, 3),
+    "iresnet100": (3, 13, 30, 3),
+}
 
 #: The authors' released loss arithmetic, independent of any weights: negatives from the
 #: other sampled patches, one set of regions per batch, their anchor window (stage-4
@@ -118,6 +133,65 @@ class MetricConfig:
             for name, value in AUTHORS_ARITHMETIC.items()
             if getattr(self, name) != value
         }
+
+
+@dataclass(frozen=True)
+class MetricEvalConfig:
+    """Settings of ``asccl metric evaluate`` (see ``configs/metric/health_demo.toml``)."""
+
+    checkpoint: Path = Path("runs/metric/metric.safetensors")  #: the trained metric
+    data: Path = Path("runs/mead")  #: the stage-1 folder it trained on (pairs.csv, crops/)
+    out: Path = Path("runs/metric/health")  #: tables, plot, JSON
+    val_speakers: list[str] = field(default_factory=lambda: ["W021"])  #: held-out speakers
+    emotions: list[str] | None = None  #: only these emotions' clip pairs (None: all)
+    crop_format: str = "jpeg"  #: the crop store format stage 1 wrote
+    #: insightface backbone.pth for the untrained baseline (None: random init, seeded)
+    arcface_weights: Path | None = None
+    max_pairs: int = 0  #: clip pairs evaluated, spread over the emotions (0: all)
+    max_frames: int = 32  #: neutral frames per clip pair, evenly spaced (0: all)
+    tolerance: int = 1  #: a retrieved frame within this many frames of the partner hits
+    seed: int = 0  #: the regions' draw and the untrained baseline's init
+    batch_size: int = 32  #: frames per backbone call
+    device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"...
+    threads: int = 0  #: CPU threads for torch (0: torch's default)
+    channels_last: bool = False  #: run the backbones channels-last (faster on CPU)
+
+    def __post_init__(self) -> None:
+        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
+        for name in ("checkpoint", "data", "out"):
+            path_field(self, name)
+        path_field(self, "arcface_weights", optional=True)
+        for name in ("val_speakers", "emotions"):
+            names_field(self, name, optional=name == "emotions",
+                        problem='must be a non-empty list of names, e.g. ["W021"]')  # fmt: skip
+            require(getattr(self, name) != (), self, name, "must name at least one")
+        require(self.crop_format in STORE_SUFFIX, self, "crop_format",
+                f"must be one of {', '.join(STORE_SUFFIX)}")  # fmt: skip
+        for name in ("max_pairs", "max_frames", "tolerance", "threads"):
+            require(is_int(getattr(self, name), 0), self, name, "must be an integer >= 0")
+        require(is_int(self.batch_size, 1), self, "batch_size", "must be an integer >= 1")
+        require(isinstance(self.channels_last, bool), self, "channels_last",
+                "must be true or false")  # fmt: skip
+        require(is_int(self.seed, 0, 2**63 - 1), self, "seed", "must be in [0, 2**63)")
+        require(is_device(self.device, auto=True), self, "device",
+                'must be "auto", "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
+
+
+def anchor_window(size: int, *, authors_window: bool = False) -> tuple[int, int]:
+    """``[start, stop)`` of anchor coordinates along an axis of length ``size``.
+
+    The authors' central window has side ``int(size // 2 + 0.45 * size)`` and border
+    ``(size - side) // 2``. Unless ``authors_window``, it is clipped to ``[1, size - 1)``
+    so that all 8 neighbours stay inside the map.
+    """
+    side = int(size // 2 + 0.45 * size)
+    start = (size - side) // 2
+    stop = start + side
+    if not authors_window:
+        start, stop = max(start, 1), min(stop, size - 1)
+    if stop <= start:
+        raise ValueError(f"a feature map of size {size} is too small to sample regions from")
+    return start, stop
 
 
 def _is_int(value: object) -> bool:

@@ -30,18 +30,18 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from asccl.config import is_device, is_int, names_field, path_field, require
 from asccl.data.clips import PAPER_EMOTIONS
-from asccl.data.crop_store import STORE_SUFFIX, ClipCropsReader, crop_path, open_clip_crops
+from asccl.data.crop_store import ClipCropsReader, crop_path, open_clip_crops
 from asccl.io import write_text_atomic
 from asccl.metric import retrieval
+from asccl.metric.config import MetricEvalConfig
 from asccl.metric.model import ASCCLMetric
 
 log = logging.getLogger(__name__)
@@ -51,48 +51,6 @@ AVERAGE = "average"
 TABLE_METRICS = ("gap", "top1", "top5")
 #: the columns this table adds to the house table writers' registry: label, LaTeX, higher
 HEALTH_METRICS = ("gap", "top1", "top5")  # columns: their labels in tables.METRICS
-
-
-@dataclass(frozen=True)
-class MetricEvalConfig:
-    """Settings of ``asccl metric evaluate`` (see ``configs/metric/health_demo.toml``)."""
-
-    checkpoint: Path = Path("runs/metric/metric.safetensors")  #: the trained metric
-    data: Path = Path("runs/mead")  #: the stage-1 folder it trained on (pairs.csv, crops/)
-    out: Path = Path("runs/metric/health")  #: tables, plot, JSON
-    val_speakers: list[str] = field(default_factory=lambda: ["W021"])  #: held-out speakers
-    emotions: list[str] | None = None  #: only these emotions' clip pairs (None: all)
-    crop_format: str = "jpeg"  #: the crop store format stage 1 wrote
-    #: insightface backbone.pth for the untrained baseline (None: random init, seeded)
-    arcface_weights: Path | None = None
-    max_pairs: int = 0  #: clip pairs evaluated, spread over the emotions (0: all)
-    max_frames: int = 32  #: neutral frames per clip pair, evenly spaced (0: all)
-    tolerance: int = 1  #: a retrieved frame within this many frames of the partner hits
-    seed: int = 0  #: the regions' draw and the untrained baseline's init
-    batch_size: int = 32  #: frames per backbone call
-    device: str = "auto"  #: "auto" (cuda if available), "cpu", "cuda", "cuda:1"...
-    threads: int = 0  #: CPU threads for torch (0: torch's default)
-    channels_last: bool = False  #: run the backbones channels-last (faster on CPU)
-
-    def __post_init__(self) -> None:
-        """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        for name in ("checkpoint", "data", "out"):
-            path_field(self, name)
-        path_field(self, "arcface_weights", optional=True)
-        for name in ("val_speakers", "emotions"):
-            names_field(self, name, optional=name == "emotions",
-                        problem='must be a non-empty list of names, e.g. ["W021"]')  # fmt: skip
-            require(getattr(self, name) != (), self, name, "must name at least one")
-        require(self.crop_format in STORE_SUFFIX, self, "crop_format",
-                f"must be one of {', '.join(STORE_SUFFIX)}")  # fmt: skip
-        for name in ("max_pairs", "max_frames", "tolerance", "threads"):
-            require(is_int(getattr(self, name), 0), self, name, "must be an integer >= 0")
-        require(is_int(self.batch_size, 1), self, "batch_size", "must be an integer >= 1")
-        require(isinstance(self.channels_last, bool), self, "channels_last",
-                "must be true or false")  # fmt: skip
-        require(is_int(self.seed, 0, 2**63 - 1), self, "seed", "must be in [0, 2**63)")
-        require(is_device(self.device, auto=True), self, "device",
-                'must be "auto", "cpu", "mps", "cuda" or "cuda:N"')  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,8 @@ import torch
 from torch import Tensor, nn
 
 from asccl.io import unwrap_state_dict
+from asccl.metric.config import IRESNET_LAYERS
 from asccl.weights import ARCFACE_WEIGHTS, load_pretrained, require_weights_file
-
-#: Blocks per stage of each published depth (arcface_torch ``backbones/iresnet.py``).
-IRESNET_LAYERS: dict[str, tuple[int, int, int, int]] = {
-    "iresnet18": (2, 2, 2, 2),
-    "iresnet34": (3, 4, 6, 3),
-    "iresnet50": (3, 4, 14, 3),
-    "iresnet100": (3, 13, 30, 3),
-}
 
 #: Output channels of the four residual stages.
 STAGE_CHANNELS: tuple[int, int, int, int] = (64, 128, 256, 512)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asccl.metric.config import anchor_window
+
 #: (row, col) offsets of the 8 neighbours, in the authors' order (row-major, centre skipped).
 NEIGHBOUR_OFFSETS: tuple[tuple[int, int], ...] = (
     (-1, -1), (-1, 0), (-1, 1),
@@ -63,23 +65,6 @@ class Regions:
             self.height,
             self.width,
         )
-
-
-def anchor_window(size: int, *, authors_window: bool = False) -> tuple[int, int]:
-    """``[start, stop)`` of anchor coordinates along an axis of length ``size``.
-
-    The authors' central window has side ``int(size // 2 + 0.45 * size)`` and border
-    ``(size - side) // 2``. Unless ``authors_window``, it is clipped to ``[1, size - 1)``
-    so that all 8 neighbours stay inside the map.
-    """
-    side = int(size // 2 + 0.45 * size)
-    start = (size - side) // 2
-    stop = start + side
-    if not authors_window:
-        start, stop = max(start, 1), min(stop, size - 1)
-    if stop <= start:
-        raise ValueError(f"a feature map of size {size} is too small to sample regions from")
-    return start, stop
 
 
 def _neighbours(rows: Tensor, cols: Tensor, height: int, width: int) -> Tensor:

@@ -223,4 +223,4 @@ def test_one_value_for_a_list_option_is_one_item():
     assert config.methods == ("ganmut", "icface")
     config = load_config(ExperimentConfig, None, ["--models", "icface"])
     assert config.models == ("icface",)
-    assert load_config(TrainConfig, None, ["--val-speakers", "W903"]).val_speakers == ["W903"]
+    assert load_config(TrainConfig, None, ["--val-speakers", "W903"]).val_speakers == ("W903",)

@@ -299,6 +299,19 @@ def test_the_log_grows_columns_drops_rows_past_a_resume_and_marks_sparse_series(
     assert markers == {"asccl (train)": "o", "loss (val)": "o", "loss (train)": "None"}
 
 
+@pytest.mark.parametrize("cut", range(1, 16))  # up to the "\r" before the "\n"
+def test_a_torn_last_row_is_dropped_on_resume(tmp_path, cut):
+    log = TrainingLog(tmp_path, None)
+    for step in (100, 110, 120):
+        log.write({"step": step, "split": "train", "loss": 0.25})
+    whole = (tmp_path / "log.csv").read_bytes()
+    assert whole.endswith(b"\n120,train,0.25\r\n")  # 14 characters and csv's line end
+    # a power loss after `cut` characters of the last row: "1", "12", "120", "120,",...
+    (tmp_path / "log.csv").write_bytes(whole[: len(whole) - 16 + cut])
+    TrainingLog(tmp_path, resumed_step=120)
+    assert [r["step"] for r in read_log(tmp_path / "log.csv")] == [100, 110]
+
+
 def test_the_config_json_and_checkpoint_hold_the_full_config(straight):
     import json
 

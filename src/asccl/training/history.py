@@ -32,10 +32,7 @@ class TrainingLog:
         self.rows: list[dict[str, Any]] = []
         self.columns: list[str] = []
         if self.path.exists() and resumed_step is not None:
-            with self.path.open(newline="") as handle:
-                reader = csv.DictReader(handle)
-                self.columns = list(reader.fieldnames or [])
-                self.rows = [r for r in reader if int(r["step"]) <= resumed_step]
+            self.columns, self.rows = _rows_up_to(self.path, resumed_step)
         self._rewrite()
         self.writer = None
         if tensorboard:
@@ -73,6 +70,21 @@ class TrainingLog:
             writer.writerows(self.rows)
         with atomic_write(self.path) as tmp:
             tmp.write_text(text.getvalue(), newline="")
+
+
+def _rows_up_to(path: Path, step: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """The header and the whole rows of ``path`` up to ``step``. Rows are appended one
+    write each, so only a power loss or a full disk tears one: a last line without its
+    newline, or a row short of cells, is dropped (the resumed run logs its step again)."""
+    with path.open(newline="") as handle:
+        text = handle.read()
+    if text and not text.endswith("\n"):
+        text = text[: text.rfind("\n") + 1]  # the torn last line
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    columns = list(reader.fieldnames or [])
+    rows = [r for r in reader if None not in r.values() and None not in r
+            and r["step"].isdigit() and int(r["step"]) <= step]  # fmt: skip
+    return columns, rows
 
 
 def _fmt(value: Any) -> Any:

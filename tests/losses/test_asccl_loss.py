@@ -114,7 +114,10 @@ def test_works_under_bf16_autocast(loss_fn):
         half = loss_fn(generated, source, regions=regions)
     half.backward()
     assert half.dtype == torch.float32 and torch.isfinite(generated.grad).all()
-    assert abs(half.item() - full.item()) / full.item() < 0.05
+    # A property of this seeded draw, not a derived bound (as in tests/metric/test_model.py's
+    # bf16 test): measured |rel. change| 3.9e-4 (AVX512-BF16 kernels), 2.5e-6 (AVX2 via
+    # ATEN_CPU_CAPABILITY / ONEDNN_MAX_CPU_ISA), 3.7e-4 (SSE4.1); 2e-3 is 5x the largest.
+    assert abs(half.item() - full.item()) / full.item() < 2e-3
 
 
 @pytest.mark.cuda

@@ -199,7 +199,13 @@ def test_bf16_autocast_matches_fp32(metric):
         with torch.autocast("cpu", dtype=torch.bfloat16):
             half = metric(x, y, regions=regions).loss
     assert half.dtype == torch.float32 and torch.isfinite(half)
-    assert abs(float(half) - float(full)) / float(full) < 0.05
+    # A property of this seeded draw (weights, images, regions), not a derived bound: bf16
+    # rounds every conv's inputs and weights to 8 bits (2^-8 relative), the four stage
+    # losses move by up to 0.4 % and partly cancel in their sum. Measured |rel. change|:
+    # 4.6e-4 (AVX512-BF16 kernels), 4.9e-4 (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2),
+    # 7.7e-5 (SSE4.1). 2e-3 is 4x the largest; logits rounded to bf16 (the float32 region
+    # of patch_nce removed) measured 5.1e-3 and fail it.
+    assert abs(float(half) - float(full)) / float(full) < 2e-3
 
 
 def test_channels_last_matches(metric):

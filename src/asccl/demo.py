@@ -25,11 +25,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-
-import torch
-import torch.nn.functional as F
-from torch import Tensor
-from tqdm import tqdm
+from typing import TYPE_CHECKING
 
 from asccl.config import (
     ConfigError,
@@ -42,14 +38,14 @@ from asccl.config import (
 )
 from asccl.data.config import DataConfig
 from asccl.data.prepare import run_prepare
-from asccl.demo_figures import plot_optimisation, plot_regions, plot_variants, write_tables
-from asccl.losses import ASCCLLoss
-from asccl.metric import ASCCLMetric, save_metric
-from asccl.metric.health import MetricEvalConfig
+from asccl.metric.config import MetricEvalConfig
 from asccl.spfem.experiment import ExperimentConfig
 from asccl.training.config import TrainConfig
 
-#: the edited versions of the face the demo scores (see :func:`_variant`)
+if TYPE_CHECKING:
+    from torch import Tensor
+
+#: the edited versions of the face the demo scores (see :mod:`asccl.demo_loss`)
 VARIANTS = ("identical", "brighter", "shifted", "mouth_open", "unrelated")
 
 
@@ -113,51 +109,12 @@ class DemoConfig:
             raise ConfigError(str(exc)) from None
 
 
-def _face_images(size: int) -> tuple[Tensor, Tensor]:
-    """The astronaut's face and an unrelated picture (scikit-image's public-domain/CC0
-    sample images), as ``(1, 3, size, size)`` RGB in [0, 1]."""
-    try:
-        from skimage import data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the demo needs scikit-image: pip install 'asccl[demo]'") from exc
-
-    def prepare(array, rows: slice, cols: slice) -> Tensor:
-        image = torch.from_numpy(array[rows, cols].copy()).permute(2, 0, 1)[None].float() / 255
-        return F.interpolate(image, size=(size, size), mode="bilinear", antialias=True)
-
-    face = prepare(data.astronaut(), slice(30, 210), slice(145, 325))
-    other = prepare(data.chelsea(), slice(0, 300), slice(100, 400))
-    return face, other
-
-
-def _open_mouth(image: Tensor, strength: float = 0.06) -> Tensor:
-    """Warp the mouth region (lower centre of the crop) vertically, as if it opened."""
-    _, _, h, w = image.shape
-    ys, xs = torch.meshgrid(torch.linspace(-1, 1, h), torch.linspace(-1, 1, w), indexing="ij")
-    cy, cx, sigma = 0.5, 0.0, 0.18  # the mouth sits at ~75% height in this crop
-    bump = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * sigma**2))
-    grid = torch.stack([xs, ys - strength * bump * torch.sign(ys - cy)], dim=-1)[None]
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
-
-
-def _variant(name: str, face: Tensor, other: Tensor) -> Tensor:
-    if name == "identical":
-        return face.clone()
-    if name == "brighter":
-        return (face * 0.8 + 0.15).clamp(0, 1)
-    if name == "shifted":
-        return torch.roll(face, shifts=(3, 3), dims=(2, 3))
-    if name == "mouth_open":
-        return _open_mouth(face)
-    if name == "unrelated":
-        return other
-    raise ValueError(
-        f"unknown demo variant {name!r}; valid: identical, brighter, shifted, mouth_open, unrelated"
-    )
-
-
 def run_demo(config: DemoConfig) -> dict[str, Path]:
     """Run the demo; return the paths of what it wrote."""
+    import torch
+
+    from asccl.demo_loss import run_loss_demo
+
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     paths: dict[str, Path] = {"config": save_config(config, out / "config.json")}
@@ -178,6 +135,8 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
         checkpoint = trained
         print(f"metric: {checkpoint} (trained above)")
     elif config.checkpoint is None:
+        from asccl.metric import ASCCLMetric, save_metric
+
         metric = ASCCLMetric(backbone=config.backbone, image_size=config.image_size)
         checkpoint = save_metric(metric, out / "metric_random.safetensors")
         print(f"metric: {config.backbone}, random weights (no trained checkpoint given)")
@@ -186,48 +145,9 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
         print(f"metric: {checkpoint}")
     if config.health is not None and (trained is not None or config.checkpoint is not None):
         paths.update(_health_stage(config, Path(checkpoint)))
-    loss_fn = ASCCLLoss(checkpoint=checkpoint, input_range=(0, 1))  # the one-line API
-    size = loss_fn.metric.config.image_size
-
-    # 3. Score the face against edited versions of itself, all on the same regions.
-    face, other = _face_images(size)
-    generator = torch.Generator().manual_seed(config.seed)
-    with torch.no_grad():
-        regions = loss_fn.metric.sample_regions(1, generator=generator)
-        images = {name: _variant(name, face, other) for name in config.variants}
-        rows = [(name, loss_fn(img, face, regions=regions).item()) for name, img in images.items()]
-    table_md, table_csv = out / "loss_table.md", out / "loss_table.csv"
-    write_tables(rows, table_md, table_csv)
-    print(table_md.read_text())
-
-    # 4. Gradients carry signal: recover the face from a degraded copy with the loss alone.
-    start = F.avg_pool2d(face, 5, stride=1, padding=2)  # blurred
-    start = (start + 0.08 * torch.randn(start.shape, generator=generator)).clamp(0, 1)
-    generated = start.clone().requires_grad_(True)
-    optimiser = torch.optim.Adam([generated], lr=config.optimise_lr)
-    history = []
-    for _ in tqdm(range(config.optimise_steps), desc="optimising image with ASCCL", leave=False):
-        loss = loss_fn(generated, face, generator=generator)  # fresh regions every step
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        with torch.no_grad():
-            generated.clamp_(0, 1)
-        history.append(loss.item())
-    print(
-        f"optimising a blurred, noisy copy with ASCCLLoss only: loss {history[0]:.3f} -> "
-        f"{history[-1]:.3f} in {config.optimise_steps} steps"
-    )
-
-    figures = {
-        "variants_png": plot_variants(images, dict(rows), out / "loss_variants.png"),
-        "regions_png": plot_regions(face, regions, out / "sampled_regions.png"),
-        "optimisation_png": plot_optimisation(
-            face, start, generated.detach(), history, out / "optimisation.png"
-        ),
-    }
-    paths.update(checkpoint=Path(checkpoint), table_md=table_md, table_csv=table_csv)
-    paths.update(figures)
+    # 3-4. The metric as a loss: edited faces scored, a degraded copy optimised.
+    paths["checkpoint"] = Path(checkpoint)
+    paths.update(run_loss_demo(config, checkpoint))
 
     # 5. Baseline vs +ASCCL for the reference generators, evaluated.
     if config.experiment is not None:
@@ -241,6 +161,8 @@ def run_demo(config: DemoConfig) -> dict[str, Path]:
 def _experiment_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
     """``asccl experiment`` on the demo crops with ``metric``; ArcFace and SyncNet with
     random weights where its evaluation names none."""
+    import torch
+
     from asccl.evaluation.syncnet import SyncNet
     from asccl.metric import build_iresnet
     from asccl.spfem.experiment import run_experiment
@@ -316,6 +238,8 @@ def _health_stage(config: DemoConfig, metric: Path) -> dict[str, Path]:
 def _save_if_changed(state: dict[str, Tensor], path: Path) -> None:
     """``torch.save`` to ``path`` unless it already holds exactly these bytes."""
     import io
+
+    import torch
 
     from asccl.io import write_bytes_atomic
 

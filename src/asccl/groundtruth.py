@@ -30,7 +30,7 @@ from pathlib import Path
 from asccl.config import ConfigError, path_field, require
 from asccl.data.config import DataConfig
 from asccl.data.synth.config import SynthConfig
-from asccl.metric.health import MetricEvalConfig
+from asccl.metric.config import MetricEvalConfig
 from asccl.spfem.experiment import ExperimentConfig
 from asccl.training.config import TrainConfig
 

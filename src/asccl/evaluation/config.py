@@ -23,6 +23,10 @@ METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse", "kid", "ground_t
 GROUND_TRUTH_METRICS = ("lme_mouth", "lme_face", "psnr", "ssim")
 #: what FID/FAD compare the results with (see ``EvalConfig.real_set``)
 REAL_SETS = ("sources", "references", "ground_truth")
+#: how a metric frames the faces (see :mod:`asccl.evaluation.framing`)
+FRAMINGS = ("track", "center", "none")
+#: the FID/KID inputs' preprocessing (see :func:`asccl.evaluation.framing.inception_input`)
+FID_PREPROCESS = ("pytorch-fid", "center-crop")
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,7 @@ class EvalConfig:
                 f"metrics lists {other!r} but distribution_metric is "
                 f"{self.distribution_metric!r}; set distribution_metric = {other!r}"
             )
-        from asccl.metric.iresnet import IRESNET_LAYERS
+        from asccl.metric.config import IRESNET_LAYERS
 
         require(self.arcface_backbone in IRESNET_LAYERS, self, "arcface_backbone",
                 f"must be one of {list(IRESNET_LAYERS)}")  # fmt: skip
@@ -106,8 +110,6 @@ class EvalConfig:
         require(self.real_set in REAL_SETS, self, "real_set", f"must be one of {list(REAL_SETS)}")
 
     def _check_framing(self) -> None:
-        from asccl.evaluation.framing import FID_PREPROCESS, FRAMINGS
-
         for name in ("framing", "framing_csim", "framing_lse"):
             allowed = FRAMINGS if name == "framing" else ("", *FRAMINGS)
             require(getattr(self, name) in allowed, self, name, f"must be one of {list(allowed)}")

@@ -1,6 +1,6 @@
 """Face framing: what each evaluation network sees of a clip's frames.
 
-Per metric, ``framing`` is one of :data:`FRAMINGS`:
+Per metric, ``framing`` is one of :data:`~asccl.evaluation.config.FRAMINGS`:
 
 * ``"track"``: the face found by the data stage's landmark tracker
   (:class:`~asccl.data.landmarks.FaceTracker`, dlib by default, FAN with local weights),
@@ -69,9 +69,8 @@ from asccl.data.landmarks import (
     box_from_relative,
     landmark_extent,
 )
+from asccl.evaluation.config import FID_PREPROCESS
 
-FRAMINGS = ("track", "center", "none")
-FID_PREPROCESS = ("pytorch-fid", "center-crop")
 ARCFACE_SIZE = 112
 SYNCNET_SIZE = 224
 INCEPTION_SIZE = 299

@@ -10,11 +10,24 @@
 - :mod:`asccl.spfem.experiment`: ``asccl experiment`` (baseline vs +ASCCL, evaluated);
   its steps :mod:`asccl.spfem.results` (test-set results) and :mod:`asccl.spfem.comparison`.
 
-Only the adapters and the supervision are imported here; the rest loads on import.
+Importing ``asccl.spfem`` is cheap: the adapters and the supervision (and torch) load on
+first access to the names below, so ``--help`` and config checks never pay for torch.
 """
 
-from asccl.spfem.adapters import ADAPTERS, ImagePair, KeyedAdapter, SPFEMAdapter, get_adapter
-from asccl.spfem.supervision import ASCCLSupervision, warmup_weight
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {
+    "ADAPTERS": "asccl.spfem.adapters",
+    "ASCCLSupervision": "asccl.spfem.supervision",
+    "ImagePair": "asccl.spfem.adapters",
+    "KeyedAdapter": "asccl.spfem.adapters",
+    "SPFEMAdapter": "asccl.spfem.adapters",
+    "get_adapter": "asccl.spfem.adapters",
+    "warmup_weight": "asccl.spfem.supervision",
+}
 
 __all__ = [
     "ADAPTERS",
@@ -25,3 +38,17 @@ __all__ = [
     "get_adapter",
     "warmup_weight",
 ]
+
+if TYPE_CHECKING:
+    from asccl.spfem.adapters import ADAPTERS, ImagePair, KeyedAdapter, SPFEMAdapter, get_adapter
+    from asccl.spfem.supervision import ASCCLSupervision, warmup_weight
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asccl.spfem' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])

@@ -1,4 +1,5 @@
-"""``SPFEMTrainConfig``: every setting of ``asccl spfem train`` (see ``configs/spfem/*.toml``)."""
+"""``SPFEMTrainConfig``: every setting of ``asccl spfem train`` (see ``configs/spfem/*.toml``),
+with its models' tables ``GANmutConfig`` and ``ICfaceConfig`` (torch-free, for ``--help``)."""
 
 from __future__ import annotations
 
@@ -8,16 +9,125 @@ from pathlib import Path
 from typing import Any, Literal
 
 from asccl.config import ConfigError, is_device, is_int, is_number, names_field, path_field, require
-from asccl.spfem.generators import GENERATORS
-from asccl.spfem.generators.ganmut import GANmutConfig
-from asccl.spfem.generators.icface import ICfaceConfig
+from asccl.data.clips import MEAD_EMOTIONS
 from asccl.training.resume import OMIT, data_settings, run_settings, weights_digest
+
+#: the reference generators (:data:`asccl.spfem.generators.GENERATORS`' names)
+MODELS = ("ganmut", "icface")
+#: ICface's driving-parameter layouts (:data:`asccl.spfem.action_units.LAYOUTS`' names)
+ICFACE_PARAMS = ("landmarks", "openface")
 
 #: settings a resumed run may change: they move neither the data order nor the maths
 RESUMABLE_CHANGES = frozenset({
     "out", "steps", "sample_every", "sample_rows", "checkpoint_every", "keep_checkpoints",
     "log_every", "workers", "device", "threads", "resume", "tensorboard",
 })  # fmt: skip
+
+
+@dataclass(frozen=True)
+class GANmutConfig:
+    """Architecture and loss weights of :class:`GANmut` (GANmut's values in brackets)."""
+
+    image_size: int = 64  #: side of the square input/output images [128]
+    variant: Literal["linear", "gaussian"] = "linear"  #: the gamut's form (see the module)
+    num_emotions: int = len(MEAD_EMOTIONS)  #: classes, label 0 neutral [7, AffectNet]
+    g_channels: int = 32  #: generator width after the stem [64]
+    g_downsamples: int = 2  #: stride-2 stages (the bottleneck is size / 2^n) [2]
+    g_res_blocks: int = 3  #: residual blocks in the bottleneck [6]
+    d_channels: int = 32  #: discriminator width of its first layer [64]
+    d_layers: int = 4  #: discriminator stride-2 layers (size / 2^n must be >= 1) [6]
+    adversarial: Literal["wgan-gp", "lsgan"] = "wgan-gp"  #: adversarial loss ["gp": WGAN-GP]
+    lambda_gp: float = 10.0  #: WGAN gradient penalty [10]
+    lambda_cls: float = 1.0  #: emotion classification (D on real, G on fake) [1]
+    lambda_point: float = 1.0  #: gamut point regression, GANmut's "info" loss (D and G)
+    lambda_strength: float = 1.0  #: linear: D's top class probability on a fake vs rho
+    lambda_cycle: float = 10.0  #: cycle L1 [10, "lambda_rec"]
+    lambda_identity: float = 1.0  #: reconstruction L1, G(x, own condition) = x [none]
+    lambda_paired: float = 0.0  #: L1 to the DTW-aligned target [none]
+    rho_min: float = 0.2  #: linear: training intensities rho ~ U[rho_min, 1] [0.2]
+    point_noise: float = 0.075  #: linear: std of the jitter added to training points [0.075]
+    num_random: int = 2  #: rows per batch given a random gamut point ["n_r", 5]
+    translate_rho: float = 1.0  #: linear: intensity used by translate()
+    #: output ``tanh(head + atanh(x))``: the generator starts at the identity and learns the
+    #: change (not GANmut; for short CPU budgets such as the demo) [false]
+    skip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("linear", "gaussian"):
+            raise ValueError(f"variant must be 'linear' or 'gaussian', got {self.variant!r}")
+        if self.adversarial not in ("wgan-gp", "lsgan"):
+            raise ValueError(f"adversarial must be 'wgan-gp' or 'lsgan', got {self.adversarial!r}")
+        if self.num_emotions < 2:
+            raise ValueError(f"num_emotions must be >= 2, got {self.num_emotions}")
+        for name in ("g_downsamples", "d_layers"):
+            if self.image_size % 2 ** getattr(self, name):
+                raise ValueError(
+                    f"image_size {self.image_size} must be a multiple of 2**{name} "
+                    f"= {2 ** getattr(self, name)}"
+                )
+        if not 0.0 <= self.rho_min <= 1.0:
+            raise ValueError(f"rho_min must be in [0, 1], got {self.rho_min}")
+        if self.num_random < 0:
+            raise ValueError(f"num_random must be >= 0, got {self.num_random}")
+
+
+@dataclass(frozen=True)
+class ICfaceConfig:
+    """Settings of :class:`ICface`.
+
+    Attributes:
+        image_size: side ``S`` of the square frames (a multiple of ``2 ** d_layers`` and of
+            ``2 ** num_down``).
+        params: ``"landmarks"`` (12 values from ``batch["*_landmarks"]``) or ``"openface"``
+            (ICface's 20 values in ``batch["source_params"]``, ``batch["target_params"]``).
+        mouth_from: ``"source"``: the speech entries (mouth opening, width, jaw) of the
+            driving vector come from the source frame; ``"reference"``: from the reference.
+        pose_from: ``"source"`` or ``"reference"``: where the head-pose entries come from.
+        conv_dim: channels of each sub-net's first layer (doubled at each down step).
+        num_down: stride-2 steps of each encoder (and x2 steps of each decoder).
+        res_blocks: residual blocks at each sub-net's bottleneck.
+        d_conv_dim, d_layers: discriminator width and depth (PatchGAN, no normalisation).
+        lambda_adv: adversarial (LSGAN) weight, generator and discriminator side.
+        lambda_param: parameter regression weight, generator side (generated and neutral).
+        lambda_d_param: parameter regression weight, discriminator side (real frames).
+        lambda_rec: L1 weight of ``G_A(neutral, source params)`` vs the source.
+        lambda_paired: L1 weight of ``generated`` vs the DTW-aligned target frame.
+        skip: each sub-net outputs ``tanh(head + atanh(input image))`` with a zero-initialised
+            head, so both start at the identity and learn the change (not ICface; for short
+            CPU budgets such as the demo, as GANmut's ``skip``).
+    """
+
+    image_size: int = 64
+    params: str = "landmarks"
+    mouth_from: str = "source"
+    pose_from: str = "source"
+    conv_dim: int = 32
+    num_down: int = 2
+    res_blocks: int = 3
+    d_conv_dim: int = 32
+    d_layers: int = 4
+    lambda_adv: float = 1.0
+    lambda_param: float = 10.0
+    lambda_d_param: float = 10.0
+    lambda_rec: float = 10.0
+    lambda_paired: float = 10.0
+    skip: bool = False
+
+    def __post_init__(self) -> None:
+        if self.params not in ICFACE_PARAMS:
+            raise ValueError(f"params must be one of {sorted(ICFACE_PARAMS)}, got {self.params!r}")
+        for name in ("mouth_from", "pose_from"):
+            if getattr(self, name) not in ("source", "reference"):
+                raise ValueError(f"{name} must be 'source' or 'reference', got "
+                                 f"{getattr(self, name)!r}")  # fmt: skip
+        for name in ("image_size", "conv_dim", "num_down", "d_conv_dim", "d_layers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.image_size % 2 ** max(self.num_down, self.d_layers):
+            raise ValueError(
+                f"image_size {self.image_size} must be a multiple of "
+                f"2 ** max(num_down, d_layers) = {2 ** max(self.num_down, self.d_layers)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -69,7 +179,7 @@ class SPFEMTrainConfig:
         for name in ("speakers", "exclude_speakers", "emotions"):
             names_field(self, name, optional=name != "exclude_speakers",
                         problem='must be a list of names, e.g. ["W021"]')  # fmt: skip
-        require(self.model in GENERATORS, self, "model", f"must be one of {sorted(GENERATORS)}")
+        require(self.model in MODELS, self, "model", f"must be one of {sorted(MODELS)}")
         for name in ("data", "out"):
             path_field(self, name)
         path_field(self, "asccl_checkpoint", optional=True)

@@ -37,8 +37,10 @@ weights unless real ones are given, so the numbers show the plumbing, not the me
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from asccl.config import (
     ConfigError,
@@ -51,17 +53,27 @@ from asccl.config import (
 )
 from asccl.data.errors import DataError
 from asccl.evaluation.config import EvalConfig
-from asccl.spfem.comparison import compare
-from asccl.spfem.config import SPFEMTrainConfig
-from asccl.spfem.results import (
-    MODEL_SETTINGS,
-    TestClip,
-    check_results_settings,
-    generate_results,
-    method_name,
-    results_settings,
-    test_clips,
-)
+from asccl.spfem.config import MODELS, SPFEMTrainConfig
+
+if TYPE_CHECKING:
+    from asccl.spfem.comparison import compare
+    from asccl.spfem.results import (
+        MODEL_SETTINGS,
+        TestClip,
+        check_results_settings,
+        generate_results,
+        method_name,
+        results_settings,
+        test_clips,
+    )
+
+#: names re-exported from the steps' modules, which load (with torch) on first access, so
+#: that ``ExperimentConfig`` (``--help``, config checks) imports no torch
+_LAZY = {"compare": "asccl.spfem.comparison"} | {
+    name: "asccl.spfem.results"
+    for name in ("MODEL_SETTINGS", "TestClip", "check_results_settings", "generate_results",
+                 "method_name", "results_settings", "test_clips")
+}  # fmt: skip
 
 __all__ = [
     "MODELS",
@@ -82,8 +94,17 @@ __all__ = [
     "train_variants",
 ]
 
-MODELS = ("ganmut", "icface")
 VARIANTS = ("baseline", "asccl")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asccl.spfem.experiment' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
 
 
 @dataclass(frozen=True)
@@ -173,6 +194,8 @@ def train_configs(config: ExperimentConfig, model: str) -> dict[str, SPFEMTrainC
     """``{variant: SPFEMTrainConfig}`` of ``model``'s baseline and +ASCCL runs: its training
     config with the experiment's data, seed, held-out speakers, output folders and ASCCL
     settings (a bad combination is a ConfigError naming the model and key)."""
+    from asccl.spfem.results import method_name
+
     if config.metric is None:
         raise ConfigError("metric is not set: the +ASCCL runs need a trained ASCCL metric "
                           "(.safetensors from `asccl train-metric`)")  # fmt: skip
@@ -198,6 +221,7 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
     """Train (or resume) ``model``'s baseline and +ASCCL runs; ``{variant: checkpoint}``.
     A run whose checkpoints were made with other settings is refused (one line naming the
     keys), not resumed: rerun with ``--resume false`` or another ``--out``."""
+    from asccl.spfem.results import method_name
     from asccl.spfem.train import train_spfem
 
     checkpoints = {}
@@ -214,6 +238,8 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
 def eval_config(config: ExperimentConfig, results: Path) -> EvalConfig:
     """The :class:`~asccl.evaluation.config.EvalConfig` of ``results``: ``eval`` with the
     results folder, ``<out>/eval`` and all models' methods in table order."""
+    from asccl.spfem.results import method_name
+
     methods = tuple(method_name(m, v) for m in config.models for v in VARIANTS)
     return replace(config.eval, results=results, out=config.out / "eval", methods=methods)
 
@@ -232,6 +258,14 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     anything is written; a rerun with other settings redoes what
     they change (training refuses to resume from other settings: ``--resume false``)."""
     from asccl.config import save_config
+    from asccl.spfem.comparison import compare
+    from asccl.spfem.results import (
+        check_results_settings,
+        generate_results,
+        method_name,
+        results_settings,
+        test_clips,
+    )
 
     if config.seeds:
         from asccl.spfem.seeds import run_seeds

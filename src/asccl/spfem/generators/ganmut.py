@@ -45,14 +45,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from asccl.spfem.data import EMOTIONS, NEUTRAL
+from asccl.spfem.config import GANmutConfig
+from asccl.spfem.data import NEUTRAL
 from asccl.spfem.generators.base import Batch, ReferenceGenerator, check_images
 from asccl.spfem.generators.layers import (
     ConvNormAct,
@@ -64,55 +64,6 @@ from asccl.spfem.generators.layers import (
     adversarial_g_loss,
     gradient_penalty,
 )
-
-
-@dataclass(frozen=True)
-class GANmutConfig:
-    """Architecture and loss weights of :class:`GANmut` (GANmut's values in brackets)."""
-
-    image_size: int = 64  #: side of the square input/output images [128]
-    variant: Literal["linear", "gaussian"] = "linear"  #: the gamut's form (see the module)
-    num_emotions: int = len(EMOTIONS)  #: classes, label 0 neutral [7, AffectNet]
-    g_channels: int = 32  #: generator width after the stem [64]
-    g_downsamples: int = 2  #: stride-2 stages (the bottleneck is size / 2^n) [2]
-    g_res_blocks: int = 3  #: residual blocks in the bottleneck [6]
-    d_channels: int = 32  #: discriminator width of its first layer [64]
-    d_layers: int = 4  #: discriminator stride-2 layers (size / 2^n must be >= 1) [6]
-    adversarial: Literal["wgan-gp", "lsgan"] = "wgan-gp"  #: adversarial loss ["gp": WGAN-GP]
-    lambda_gp: float = 10.0  #: WGAN gradient penalty [10]
-    lambda_cls: float = 1.0  #: emotion classification (D on real, G on fake) [1]
-    lambda_point: float = 1.0  #: gamut point regression, GANmut's "info" loss (D and G)
-    lambda_strength: float = 1.0  #: linear: D's top class probability on a fake vs rho
-    lambda_cycle: float = 10.0  #: cycle L1 [10, "lambda_rec"]
-    lambda_identity: float = 1.0  #: reconstruction L1, G(x, own condition) = x [none]
-    lambda_paired: float = 0.0  #: L1 to the DTW-aligned target [none]
-    rho_min: float = 0.2  #: linear: training intensities rho ~ U[rho_min, 1] [0.2]
-    point_noise: float = 0.075  #: linear: std of the jitter added to training points [0.075]
-    num_random: int = 2  #: rows per batch given a random gamut point ["n_r", 5]
-    translate_rho: float = 1.0  #: linear: intensity used by translate()
-    #: output ``tanh(head + atanh(x))``: the generator starts at the identity and learns the
-    #: change (not GANmut; for short CPU budgets such as the demo) [false]
-    skip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.variant not in ("linear", "gaussian"):
-            raise ValueError(f"variant must be 'linear' or 'gaussian', got {self.variant!r}")
-        if self.adversarial not in ("wgan-gp", "lsgan"):
-            raise ValueError(
-                f"adversarial must be 'wgan-gp' or 'lsgan', got {self.adversarial!r}"
-            )
-        if self.num_emotions < 2:
-            raise ValueError(f"num_emotions must be >= 2, got {self.num_emotions}")
-        for name in ("g_downsamples", "d_layers"):
-            if self.image_size % 2 ** getattr(self, name):
-                raise ValueError(
-                    f"image_size {self.image_size} must be a multiple of 2**{name} "
-                    f"= {2 ** getattr(self, name)}"
-                )
-        if not 0.0 <= self.rho_min <= 1.0:
-            raise ValueError(f"rho_min must be in [0, 1], got {self.rho_min}")
-        if self.num_random < 0:
-            raise ValueError(f"num_random must be >= 0, got {self.num_random}")
 
 
 class GamutGenerator(nn.Module):

@@ -51,13 +51,13 @@ of :meth:`AUTrack.icface_params` as ``"source_params"`` and ``"reference_params"
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from asccl.spfem.action_units import LAYOUTS, landmark_expression_params, mix_params
+from asccl.spfem.config import ICfaceConfig
 from asccl.spfem.generators.base import Batch, ReferenceGenerator, check_images
 from asccl.spfem.generators.layers import (
     ConvNormAct,
@@ -69,65 +69,6 @@ from asccl.spfem.generators.layers import (
     adversarial_g_loss,
     init_weights,
 )
-
-
-@dataclass(frozen=True)
-class ICfaceConfig:
-    """Settings of :class:`ICface`.
-
-    Attributes:
-        image_size: side ``S`` of the square frames (a multiple of ``2 ** d_layers`` and of
-            ``2 ** num_down``).
-        params: ``"landmarks"`` (12 values from ``batch["*_landmarks"]``) or ``"openface"``
-            (ICface's 20 values in ``batch["source_params"]``, ``batch["target_params"]``).
-        mouth_from: ``"source"``: the speech entries (mouth opening, width, jaw) of the
-            driving vector come from the source frame; ``"reference"``: from the reference.
-        pose_from: ``"source"`` or ``"reference"``: where the head-pose entries come from.
-        conv_dim: channels of each sub-net's first layer (doubled at each down step).
-        num_down: stride-2 steps of each encoder (and x2 steps of each decoder).
-        res_blocks: residual blocks at each sub-net's bottleneck.
-        d_conv_dim, d_layers: discriminator width and depth (PatchGAN, no normalisation).
-        lambda_adv: adversarial (LSGAN) weight, generator and discriminator side.
-        lambda_param: parameter regression weight, generator side (generated and neutral).
-        lambda_d_param: parameter regression weight, discriminator side (real frames).
-        lambda_rec: L1 weight of ``G_A(neutral, source params)`` vs the source.
-        lambda_paired: L1 weight of ``generated`` vs the DTW-aligned target frame.
-        skip: each sub-net outputs ``tanh(head + atanh(input image))`` with a zero-initialised
-            head, so both start at the identity and learn the change (not ICface; for short
-            CPU budgets such as the demo, as GANmut's ``skip``).
-    """
-
-    image_size: int = 64
-    params: str = "landmarks"
-    mouth_from: str = "source"
-    pose_from: str = "source"
-    conv_dim: int = 32
-    num_down: int = 2
-    res_blocks: int = 3
-    d_conv_dim: int = 32
-    d_layers: int = 4
-    lambda_adv: float = 1.0
-    lambda_param: float = 10.0
-    lambda_d_param: float = 10.0
-    lambda_rec: float = 10.0
-    lambda_paired: float = 10.0
-    skip: bool = False
-
-    def __post_init__(self) -> None:
-        if self.params not in LAYOUTS:
-            raise ValueError(f"params must be one of {sorted(LAYOUTS)}, got {self.params!r}")
-        for name in ("mouth_from", "pose_from"):
-            if getattr(self, name) not in ("source", "reference"):
-                raise ValueError(f"{name} must be 'source' or 'reference', got "
-                                 f"{getattr(self, name)!r}")  # fmt: skip
-        for name in ("image_size", "conv_dim", "num_down", "d_conv_dim", "d_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size % 2 ** max(self.num_down, self.d_layers):
-            raise ValueError(
-                f"image_size {self.image_size} must be a multiple of "
-                f"2 ** max(num_down, d_layers) = {2 ** max(self.num_down, self.d_layers)}"
-            )
 
 
 class ConditionedTranslator(nn.Module):

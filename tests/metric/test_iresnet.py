@@ -516,13 +516,23 @@ def test_bf16_autocast_cpu(r18, x112, r18_out):
         emb = r18.embed_from_stage4(stages[3])
     assert all(p.dtype == torch.float32 for p in r18.parameters())  # autocast left them alone
     assert all(s.dtype == torch.bfloat16 for s in stages)
-    for got, ref in zip(stages, r18_out[0], strict=True):
+    # bf16 keeps 8 significant bits: a rounding moves a value by <= u = 2^-8 relative (rms
+    # <= u / sqrt(3)). A conv (or the head's linear) rounds its inputs and its weights, so
+    # its output moves by rms <= sqrt(2/3) u relative (independent errors over many
+    # products); with 1/sqrt(fan_in) weights each layer's gain is ~1 and the n layers on
+    # the path add as a random walk: rel_err ~ sqrt(2 n / 3) u. The bound is 2.45x that,
+    # 2 u sqrt(n). Measured 0.57-0.64 u sqrt(n) at every stage on AVX512-BF16, AVX2 and
+    # SSE4.1 kernels alike (a norm over >= 25k values barely varies): 3.1x headroom.
+    # cos(got, ref) >= sqrt(1 - rel_err^2) follows from the rel_err bound.
+    u = 2.0**-8
+    layers = 1  # conv1, then per stage 2 convs a block and the downsampling conv
+    for got, ref, blocks in zip(stages, r18_out[0], DEPTHS["iresnet18"], strict=True):
+        layers += 2 * blocks + 1
         assert got.shape == ref.shape
         assert torch.isfinite(got).all()
-        assert cosine(got, ref) > 0.999  # measured ~0.9999 with these weights
-    assert rel_err(stages[3], r18_out[0][3]) < 5e-2
+        assert rel_err(got, ref) < 2 * u * math.sqrt(layers)
     assert emb.shape == (2, EMBEDDING)
-    assert cosine(emb, r18_out[1]) > 0.99
+    assert rel_err(emb, r18_out[1]) < 2 * u * math.sqrt(layers + 1)  # + the head's linear
 
 
 @pytest.mark.cuda

@@ -71,14 +71,35 @@ def test_dlib_no_face(dlib_landmarks):
 
 
 def test_dlib_detects_on_a_downscaled_copy(dlib_landmarks, image):
-    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # detect_size 480
+    big = cv2.resize(image, (1024, 1024), interpolation=cv2.INTER_CUBIC)  # detected at 640
     lm_big, lm = dlib_landmarks.detect(big), dlib_landmarks.detect(image)
-    np.testing.assert_allclose(lm_big, 2 * lm + 0.5, atol=4)  # cv2's pixel-centre mapping
+    # dlib's landmarks are whole pixels: rounding alone puts 2 lm + 0.5 (cv2's pixel-centre
+    # mapping) up to 0.5 + 2 * 0.5 = 1.5 px from lm_big. The rest is the predictor's response
+    # to a box that HOG placed on another grid (8 px cells at 640/1024 scale): not derivable.
+    # On this fixed image and dlib: max error 2.5 px, mean 0.76; the bounds are 3x those. A
+    # box or landmarks left in the downscaled frame's coordinates would be off by tens to
+    # hundreds of pixels.
+    error = np.abs(lm_big - (2 * lm + 0.5))
+    assert error.max() <= 7.5 and error.mean() <= 2.3
 
 
 def test_dlib_detects_near_a_known_face(dlib_landmarks, image):
+    """A detection near a known face scans a crop around it, whose HOG grid is offset from
+    the full frame's by the crop's origin. dlib's frontal detector places boxes on 8 px
+    cells of a pyramid scaled by 5/6 a level (80 px window), so the box found may move by
+    up to one cell of its level and step one level (size x 6/5, +-1 px of rounding); this
+    holds whatever the offset: checked for every offset over a whole cell in x and y."""
     full = dlib_landmarks.face_box(image)
-    np.testing.assert_allclose(dlib_landmarks.face_box(image, near=full + 10), full, atol=6)
+    side, centre = full[2] - full[0], (full[:2] + full[2:]) / 2
+    cell = 8 * 6 / 5  # one cell at the coarser of two adjacent levels
+    for dx in range(-4, 6):
+        for dy in range(-4, 6):
+            box = dlib_landmarks.face_box(image, near=full + np.array([dx, dy, dx, dy]))
+            assert box is not None, (dx, dy)
+            assert np.abs((box[:2] + box[2:]) / 2 - centre).max() <= cell, (dx, dy, box)
+            sides = box[2:] - box[:2]
+            assert (sides >= 5 / 6 * side - 1).all() and (sides <= 6 / 5 * side + 1).all()
+    # measured over these offsets: centres within 6.5 px, sides 87, 88 or 105 (88 at full)
     assert dlib_landmarks.face_box(image, near=np.array([300.0, 300, 400, 400])) is None
 
 
@@ -261,6 +282,9 @@ def test_tracking_follows_a_moving_face(dlib_landmarks, image):
         tracked = tracker.detect(frame)
         assert tracked is not None
         reference = dlib_landmarks.detect(frame)
+        # the tracked box is not the detector's (HOG cells): the predictor's answers differ
+        # by a box-dependent amount, measured <= 0.33 px (mean over the 68 points) on this
+        # fixed image and dlib; 1.5 is 4.5x that, and a lost track is tens of pixels off
         assert np.abs(tracked - reference).mean() < 1.5
     assert tracker.stats == {"detected": 1, "tracked": 11, "lost": 0, "missed": 0}
 
@@ -273,6 +297,9 @@ def test_tracking_notices_the_face_leaving_and_jumping(dlib_landmarks, image):
     assert tracker.detect(image) is not None  # found again
     jumped = tracker.detect(shifted(image, -150, 150))
     assert tracker.stats["lost"] == 2 and tracker.stats["detected"] == 3
+    # the same face moved by whole pixels, found on another phase of HOG's 8 px grid: the
+    # landmarks' mean moves with it up to the predictor's box response, measured 0.22 px on
+    # this fixed image and dlib; 2 px is 9x that (a face found elsewhere is >= 50 px off)
     np.testing.assert_allclose(
         jumped.mean(0), dlib_landmarks.detect(image).mean(0) + np.array([-150, 150]), atol=2
     )

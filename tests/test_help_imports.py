@@ -18,16 +18,7 @@ COMMANDS = [
     ["spfem", "train"],
     ["experiment"],
     ["demo"],
-    pytest.param(
-        ["metric", "evaluate"],
-        marks=pytest.mark.xfail(
-            strict=True,
-            reason=(
-                "src/asccl/cli/metric.py names asccl.metric.health:MetricEvalConfig (torch); "
-                "asccl.metric.config:MetricEvalConfig is the torch-free home: drop this mark then"
-            ),
-        ),
-    ),
+    ["metric", "evaluate"],
     ["metric", "info"],
     ["groundtruth"],
     ["evaluate"],

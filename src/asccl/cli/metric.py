@@ -126,7 +126,7 @@ def add_metric(commands: argparse._SubParsersAction) -> None:
         "--key value options override the config, e.g. --checkpoint runs/metric/"
         "metric.safetensors --data runs/mead --val-speakers '[\"W021\"]' --max-pairs 50 "
         "--arcface-weights backbone.pth.",
-        config="asccl.metric.health:MetricEvalConfig",
+        config="asccl.metric.config:MetricEvalConfig",
     )
     health.add_argument("--config", help="TOML config, e.g. configs/metric/health_demo.toml")
     health.set_defaults(handler=_metric_evaluate, takes_overrides=True)

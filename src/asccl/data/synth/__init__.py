@@ -30,8 +30,32 @@ The answer does not depend on the reference an SPFEM model is given, so a result
 file under every setting.
 """
 
-from asccl.data.synth.config import SynthConfig
-from asccl.data.synth.dataset import Clip, render_ground_truth, synth_clip
-from asccl.data.synth.run import run_synth
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_LAZY = {  # loaded on first use: the config alone (``--help``) needs no scipy or torch
+    "Clip": "asccl.data.synth.dataset",
+    "SynthConfig": "asccl.data.synth.config",
+    "render_ground_truth": "asccl.data.synth.dataset",
+    "run_synth": "asccl.data.synth.run",
+    "synth_clip": "asccl.data.synth.dataset",
+}
 
 __all__ = ["Clip", "SynthConfig", "render_ground_truth", "run_synth", "synth_clip"]
+
+if TYPE_CHECKING:
+    from asccl.data.synth.config import SynthConfig
+    from asccl.data.synth.dataset import Clip, render_ground_truth, synth_clip
+    from asccl.data.synth.run import run_synth
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'asccl.data.synth' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

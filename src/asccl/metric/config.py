@@ -142,8 +142,8 @@ class MetricEvalConfig:
     checkpoint: Path = Path("runs/metric/metric.safetensors")  #: the trained metric
     data: Path = Path("runs/mead")  #: the stage-1 folder it trained on (pairs.csv, crops/)
     out: Path = Path("runs/metric/health")  #: tables, plot, JSON
-    val_speakers: list[str] = field(default_factory=lambda: ["W021"])  #: held-out speakers
-    emotions: list[str] | None = None  #: only these emotions' clip pairs (None: all)
+    val_speakers: tuple[str, ...] = ("W021",)  #: held-out speakers
+    emotions: tuple[str, ...] | None = None  #: only these emotions' clip pairs (None: all)
     crop_format: str = "jpeg"  #: the crop store format stage 1 wrote
     #: insightface backbone.pth for the untrained baseline (None: random init, seeded)
     arcface_weights: Path | None = None

@@ -109,10 +109,10 @@ def test_outputs_tables_and_plots(first_run, config):
         assert all(-1 <= c <= 1 for c in csim)
         assert scores[(method, "average", "csim")] == pytest.approx(sum(csim) / 2)
         assert scores[(method, "average", "lse_d")] > 0
-    # the asccl stand-in holds the baseline's frames: identical identity scores
-    assert scores[("asccl", "happy", "csim")] == pytest.approx(
-        scores[("baseline", "happy", "csim")], abs=1e-5
-    )
+    # the asccl stand-in holds the baseline's first 12 decoded frames as lossless PNGs: the
+    # same pixels through the same code in the same batch shapes, so the same bits
+    for emotion in EMOTIONS:
+        assert scores[("asccl", emotion, "csim")] == scores[("baseline", emotion, "csim")]
     report = first_run["report"].read_text()
     assert "no fad" in report and "more frames than feature dimensions" in report  # 24 < 512
 
@@ -309,6 +309,15 @@ def test_cuda_matches_cpu(first_run, config, tmp_path):
     assert [(r["method"], r["emotion"], r["metric"]) for r in cpu] == [
         (r["method"], r["emotion"], r["metric"]) for r in gpu
     ]
+    # Not bit-equal: cuDNN convolutions run in TF32 by default (11 significant bits, u =
+    # 2^-11 per rounding of inputs and weights) and other kernels sum in other orders. As
+    # in tests/metric/test_iresnet.py's bf16 bound, the n layers on the path move an
+    # embedding by rel. rms ~ sqrt(2 n / 3) u: 1.9e-3 for ArcFace-18 (n = 22), 1.2e-3 for
+    # a SyncNet stream (n ~ 9). A cosine (CSIM) or a distance (LSE-D, a min over offsets:
+    # continuous) sees only the error's component along one of 512 / 1024 directions,
+    # ~1/sqrt(512) of it, then averaged over frames: expected |change| ~1e-4 (an estimate,
+    # not a bound; no GPU has measured it in this suite's CI), 1e-3 is ~10x that.
     for r, g in zip(cpu, gpu, strict=True):
         if r["metric"] in ("csim", "lse_d"):
-            assert float(g["value"]) == pytest.approx(float(r["value"]), rel=1e-3, abs=1e-3)
+            cpu_value, gpu_value = float(r["value"]), float(g["value"])
+            assert gpu_value == pytest.approx(cpu_value, rel=1e-3, abs=1e-3), (r, g)

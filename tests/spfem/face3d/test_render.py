@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from asccl.spfem.face3d import MeshRenderer, orthographic_project, synthetic_flame, to_pixels
-from asccl.spfem.face3d.rasterize import soft_rasterize
+from asccl.spfem.face3d.rasterize import MARGIN_SIGMAS, coverage, soft_rasterize
 
 QUAD = torch.tensor([[0, 1, 2], [0, 2, 3]])  # counter-clockwise seen from +z (the camera)
 
@@ -31,10 +31,12 @@ def test_a_facing_quad_is_drawn_where_the_camera_puts_it():
     assert out.mask[0, 0, 8, 8] > 0.99  # the centre is covered
     assert out.mask[0, 0, 0, 0] < 1e-6 and out.mask[0, 0, 15, 15] < 1e-6  # corners are not
     # at 32 px the quad spans [-0.5, 0.5] -> pixels [8, 24]; pixel centres at +0.5: columns 7
-    # and 8 sit 0.5 px outside and inside the left edge (far from the diagonal), sigmoid(-+1)
+    # and 8 sit 0.5 px outside and inside the left edge (far from the diagonal): d = -+1 sigma,
+    # the logistic edge rescaled to 0 at -5 sigma and 1 at +5 sigma (c = sigmoid(-5))
     row = render_world(quad(0.5)[None], QUAD, size=32).mask[0, 0, 12]
-    torch.testing.assert_close(row[7], torch.sigmoid(torch.tensor(-1.0)))
-    torch.testing.assert_close(row[8], torch.sigmoid(torch.tensor(1.0)))
+    c = torch.sigmoid(torch.tensor(-5.0))
+    torch.testing.assert_close(row[7], (torch.sigmoid(torch.tensor(-1.0)) - c) / (1 - 2 * c))
+    torch.testing.assert_close(row[8], (torch.sigmoid(torch.tensor(1.0)) - c) / (1 - 2 * c))
     torch.testing.assert_close(row[23] + row[24], torch.tensor(1.0))
     assert (out.mask[0, 0, 6:10, 6:10] > 0.98).all()
     assert out.image.min() >= 0.0 and out.image.max() <= 1.0
@@ -73,8 +75,9 @@ def test_the_nearer_surface_wins(near_first):
 
 #: Off-centre cameras for the comparisons below. With the camera centred ([6, 0, 0]) the
 #: symmetric synthetic head's middle edge lies on x = 20.0 px exactly, 2.5 px = the 5 sigma
-#: coverage cut from the pixel centres 17.5 and 22.5: a tie that float rounding decides, and
-#: a flipped cut moves a pixel by up to sigmoid(-5) = 6.7e-3. With these cameras, on the
+#: coverage cut from the pixel centres 17.5 and 22.5: a tie that float rounding decides (it
+#: moved a pixel by up to sigmoid(-5) = 6.7e-3 while coverage jumped there; it is continuous
+#: now, but the inside and depth tests below remain thresholds). With these cameras, on the
 #: float64 draws below (12x12 grid at 40 px, 10x10 at 24 px, 24x24 at 64 px), every
 #: pixel-triangle pair is >= 3.1e-5 px from the cut, >= 7.0e-6 px from the inside test and
 #: >= 2.8e-6 depth units from the depth test (measured in float64).
@@ -182,3 +185,16 @@ def test_cuda_renders_match_cpu_and_nvdiffrast_roughly_agrees():
     union = (hard.mask.cpu() > 0.5) | (soft_mask > 0.5)
     assert inside.sum() / union.sum() > 0.95  # same silhouette, up to antialiasing
     assert (hard.image.cpu() - soft_image)[inside.expand_as(soft_image)].abs().mean() < 0.05
+
+
+def test_coverage_is_continuous_at_its_margin_and_complementary():
+    sigma = 0.5
+    d = torch.linspace(-4.0, 4.0, 8001, dtype=torch.float64)
+    cover = coverage(d, sigma)
+    assert (cover[d <= -MARGIN_SIGMAS * sigma] == 0).all()
+    assert (cover[d >= MARGIN_SIGMAS * sigma] == 1).all()
+    # continuous: slope <= 1 / (4 sigma (1 - 2c)) < 0.51 per px, so neighbours 1e-3 px apart
+    # differ by < 5.1e-4 everywhere, the margin included (the old cut jumped by 6.7e-3)
+    assert cover.diff().abs().max() < 0.51 * 1e-3
+    torch.testing.assert_close(cover + coverage(-d, sigma), torch.ones_like(d), rtol=0,
+                               atol=1e-15)  # fmt: skip

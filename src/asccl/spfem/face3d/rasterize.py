@@ -4,7 +4,10 @@ Per pixel ``p`` and triangle ``j`` (all in pixel units):
 
 * ``d_j(p)``: signed distance to the triangle's boundary, positive inside (the distance to the
   nearest edge line), negative outside (minus the distance to the nearest edge segment);
-  coverage ``D_j = sigmoid(d_j / sigma)``, exactly 0 beyond ``5 sigma``;
+  coverage ``D_j = clamp((sigmoid(d_j / sigma) - c) / (1 - 2 c), 0, 1)`` with
+  ``c = sigmoid(-5)``: the logistic edge rescaled to reach exactly 0 at ``-5 sigma`` and 1 at
+  ``+5 sigma`` (continuous there, so the tile a pixel is binned with never matters, and
+  ``D(d) + D(-d) = 1``);
 * barycentric coordinates ``w_j(p)``, clamped at 0 and renormalised outside the triangle; they
   interpolate depth and the per-vertex attributes ``a_j(p)``;
 * triangles facing away from the camera are skipped (``cull_backfaces``);
@@ -35,8 +38,18 @@ import torch
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
-#: Coverage is cut at ``sigmoid(-MARGIN_SIGMAS) ~ 6.7e-3``.
+#: Coverage reaches exactly 0 at ``-MARGIN_SIGMAS`` sigmas outside a triangle (and 1 as far
+#: inside): the logistic edge rescaled by its value there, ``sigmoid(-5) ~ 6.7e-3``.
 MARGIN_SIGMAS = 5.0
+_EDGE_FLOOR = 1.0 / (1.0 + math.exp(MARGIN_SIGMAS))  # sigmoid(-MARGIN_SIGMAS)
+
+
+def coverage(dist: Tensor, sigma: float) -> Tensor:
+    """Coverage of a pixel at signed distance ``dist`` (pixels, positive inside) from a
+    triangle's boundary: ``clamp((sigmoid(dist / sigma) - c) / (1 - 2 c), 0, 1)``,
+    ``c = sigmoid(-MARGIN_SIGMAS)``; exactly 0 from ``-MARGIN_SIGMAS * sigma`` outwards,
+    exactly 1 from as far inwards, continuous, and ``coverage(d) + coverage(-d) == 1``."""
+    return ((torch.sigmoid(dist / sigma) - _EDGE_FLOOR) / (1 - 2 * _EDGE_FLOOR)).clamp(0, 1)
 
 
 def soft_rasterize(
@@ -223,8 +236,9 @@ def _shade_pixels(
     outside = -torch.sqrt(perp**2 + overshoot**2 + 1e-12).amin(2)  # (n, P, K)
     inner = perp.amin(2)
     dist = torch.where(inner >= 0, inner, outside)
-    # beyond the margin coverage is exactly 0, whichever tile the pixel was binned with
-    cover = torch.sigmoid(dist / sigma) * (valid[:, None, :] & (dist > -MARGIN_SIGMAS * sigma))
+    # from the margin outwards coverage is exactly 0 and continuous there: the tile a pixel
+    # was binned with (those beyond the margin are not listed) never changes it
+    cover = coverage(dist, sigma) * valid[:, None, :]
     clamped = bary.clamp_min(0)
     clamped = clamped / clamped.sum(2, keepdim=True).clamp_min(1e-12)
     with torch.no_grad():

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from asccl import io
-from asccl.io import atomic_write, write_bytes_atomic, write_text_atomic
+from asccl.io import atomic, atomic_write, write_bytes_atomic, write_text_atomic
 
 
 def mode_of(path: Path) -> int:
@@ -75,8 +74,8 @@ def test_data_is_synced_before_the_rename(tmp_path, monkeypatch):
 
     if not Path("/proc/self/fd").is_dir():
         pytest.skip("needs /proc to name a file descriptor")
-    monkeypatch.setattr(io.os, "fsync", fsync)
-    monkeypatch.setattr(io.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "fsync", fsync)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     with atomic_write(tmp_path / "t.txt") as tmp:
         tmp.write_text("data")
     assert events == [("fsync", str(tmp)), ("replace", str(tmp)), ("fsync", str(tmp_path))]
@@ -137,7 +136,7 @@ def test_a_failed_rename_puts_the_old_folder_back(tmp_path, monkeypatch):
             raise OSError("no space left")
         real_replace(src, dst)
 
-    monkeypatch.setattr(io.os, "replace", replace)
+    monkeypatch.setattr(atomic.os, "replace", replace)
     with pytest.raises(OSError, match="no space"), atomic_write(target, folder=True) as tmp:
         fill(tmp, {"new.bin": b"new"})
     monkeypatch.undo()

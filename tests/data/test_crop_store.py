@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from tests.data.crop_damage import flip_byte_in_place, rewrite_store
 
 from asccl.data import crop_store
 from asccl.data.crop_store import (
@@ -179,19 +180,6 @@ def _demo_crops_for_mapping():
 # ----------------------------------------------------------------------------- damaged stores
 
 
-def rewrite_npz(path, **changes):
-    """Rewrite the "jpeg" store ``path`` with some members replaced (None: removed)."""
-    with np.load(path) as npz:
-        members = {name: npz[name] for name in npz.files}
-    for name, value in changes.items():
-        if value is None:
-            members.pop(name)
-        else:
-            members[name] = value
-    with open(path, "wb") as handle:
-        np.savez(handle, **members)
-
-
 def jpeg_store(tmp_path):
     crops = make_crops()
     path = write_clip_crops(crops, tmp_path / "clip.npz")
@@ -224,7 +212,7 @@ def test_a_frame_overwritten_with_other_bytes_is_caught_without_decoding(tmp_pat
     path, _, blob, offsets = jpeg_store(tmp_path)
     start, end = offsets[3], offsets[4]
     blob[start:end] = np.random.default_rng(0).integers(0, 256, end - start, np.uint8)
-    rewrite_npz(path, jpeg_bytes=blob)
+    rewrite_store(path, jpeg_bytes=blob)
     assert len(open_clip_crops(path)) == 6  # it opens: only a decode of frame 3 would fail
     assert_refused(path, r"frame 3: not one whole JPEG \(start/end markers missing; 1 such")
 
@@ -234,7 +222,7 @@ def test_a_frame_cut_short_is_caught(tmp_path):
     cut = offsets[2] + (offsets[3] - offsets[2]) // 2  # frame 2 loses its second half
     blob = np.concatenate([blob[:cut], blob[offsets[3] :]])
     offsets[3:] -= offsets[3] - cut
-    rewrite_npz(path, jpeg_bytes=blob, offsets=offsets)
+    rewrite_store(path, jpeg_bytes=blob, offsets=offsets)
     assert_refused(path, "frame 2: not one whole JPEG")
 
 
@@ -242,23 +230,12 @@ def test_a_frame_with_a_broken_header_is_caught_when_decoded(tmp_path):
     """Markers intact, tables zeroed: only a decode tells, so "all" decodes every frame."""
     path, _, blob, offsets = jpeg_store(tmp_path)
     blob[offsets[3] + 2 : offsets[3] + 200] = 0
-    rewrite_npz(path, jpeg_bytes=blob)
+    rewrite_store(path, jpeg_bytes=blob)
     assert check_clip_crops(path)  # first and last frame decode
     assert_refused(path, "frame 3: undecodable JPEG", decode="all")
     assert_refused(path, "frame 3: undecodable JPEG", decode=[3])
     with pytest.raises(DataError, match=f"{path}: frame 3: undecodable JPEG"):
         open_clip_crops(path).frame(3)
-
-
-def flip_byte_in_place(path, frame: int) -> None:
-    """Change one byte in the middle of ``frame``'s JPEG data, in the file as written (its
-    zip CRC-32 now disagrees), as a disk error would."""
-    reader = open_clip_crops(path)
-    start, end = reader._offsets[frame], reader._offsets[frame + 1]
-    position = reader._jpeg.offset + (start + end) // 2  # the memory-mapped blob's place
-    data = bytearray(path.read_bytes())
-    data[position] ^= 0x55
-    path.write_bytes(bytes(data))
 
 
 def test_a_byte_changed_inside_a_frame_is_caught_by_the_checksum(tmp_path):
@@ -275,7 +252,7 @@ def test_a_byte_changed_inside_a_frame_is_caught_by_the_checksum(tmp_path):
 def test_a_frame_of_another_size_is_caught_when_decoded(tmp_path):
     path, crops, *_ = jpeg_store(tmp_path)
     small = crop_store.encode_jpegs(crops.frames[:, ::2, ::2].copy())  # 32x32 JPEGs
-    rewrite_npz(path, jpeg_bytes=small[0], offsets=small[1])
+    rewrite_store(path, jpeg_bytes=small[0], offsets=small[1])
     assert_refused(path, "frame 0: JPEG decodes to 32x32, the store's crops are 64x64")
 
 
@@ -309,7 +286,7 @@ def test_wrong_shapes_dtypes_and_values_are_refused(tmp_path, member, value, pro
     path, _, blob, offsets = jpeg_store(tmp_path)
     if isinstance(value, str):  # a dtype for the named member
         value = {"jpeg_bytes": blob, "offsets": offsets}[member].astype(value)
-    rewrite_npz(path, **{member: value})
+    rewrite_store(path, **{member: value})
     assert_refused(path, problem)
 
 
@@ -319,7 +296,7 @@ def test_a_face_frame_with_nan_landmarks_is_refused(tmp_path, member, bad):
     path, crops, *_ = jpeg_store(tmp_path)
     values = np.asarray(getattr(crops, member)).copy()
     values[4, 0] = bad  # frame 4 is marked as a face (frame 2 is not, and is NaN already)
-    rewrite_npz(path, **{member: values})
+    rewrite_store(path, **{member: values})
     name = member.replace("_", " ")
     assert_refused(path, f"frame 4: marked as a face but its {name} hold NaN or inf")
 
@@ -334,7 +311,7 @@ def test_values_false_leaves_landmarks_unchecked(tmp_path):
     path, crops, *_ = jpeg_store(tmp_path)
     landmarks = crops.landmarks.copy()
     landmarks[4] = np.nan
-    rewrite_npz(path, landmarks=landmarks)
+    rewrite_store(path, landmarks=landmarks)
     assert not validate_clip_crops(path)  # the crop stage redoes it
     assert check_clip_crops(path, values=False, decode="all")  # readers of frames only
 

@@ -1,10 +1,9 @@
 import os
-import wave
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
 import pytest
+from tests.data.builders import write_grey_video, write_wav
 
 from asccl.data.clip_index import (
     FPS_RANGE,
@@ -185,28 +184,9 @@ def test_unreadable_folder_is_reported_and_skipped(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- media checks
 
 
-def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
-    """Mono 16-bit WAV, exactly ``round(seconds * rate)`` samples (a WAV declares its length
-    exactly, so the checks below can be tested to the sample)."""
-    n = round(seconds * rate)
-    samples = (3000 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.int16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-    return path
-
-
 def write_clip(folder: Path, frames: int, fps: float, audio_s: float | None) -> Clip:
     """A 32x32 clip of ``frames`` frames at ``fps`` and (unless None) ``audio_s`` of sound."""
-    from asccl.data.video import write_video
-
-    folder.mkdir(parents=True, exist_ok=True)
-    video = folder / "clip.mp4"
-    write_video(video, [np.full((32, 32, 3), 8 * (i % 30), np.uint8) for i in range(frames)],
-                fps=fps, preset="ultrafast")  # fmt: skip
+    video = write_grey_video(folder / "clip.mp4", frames, fps)
     audio = None if audio_s is None else write_wav(folder / "clip.wav", audio_s)
     return Clip("mead", "M003", "angry", 3, "001", "M003/angry/level_3/001", video, audio)
 

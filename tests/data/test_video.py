@@ -8,6 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from tests.data.builders import write_wav
 
 from asccl.data.errors import DataError
 from asccl.data.video import (
@@ -197,20 +198,6 @@ def test_write_video_audio_errors_name_the_file(tmp_path, mp4):
         write_video(tmp_path / "a.mp4", ramp_frames(2), audio_from=mp4)
     with pytest.raises(DataError, match=r"missing\.m4a"):
         write_video(tmp_path / "b.mp4", ramp_frames(2), audio_from=tmp_path / "missing.m4a")
-
-
-def write_wav(path: Path, seconds: float, rate: int = 16000) -> Path:
-    """A mono 16-bit WAV of ``round(seconds * rate)`` samples of a quiet tone."""
-    import wave
-
-    n = round(seconds * rate)
-    samples = (3000 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.int16)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-    return path
 
 
 def test_probe_audio_reads_the_declared_duration(tmp_path):

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import wave
 from pathlib import Path
 
 import numpy as np
@@ -14,35 +13,20 @@ import pytest
 
 from asccl.cli import main
 from asccl.data.clip_index import duration_tolerance, read_clip_index
-from asccl.data.video import write_video
+from tests.data.builders import write_grey_video, write_wav
+from tests.data.crop_damage import break_frames, flip_byte_in_place, rewrite_store
 from tests.robustness.conftest import one_line_error, snapshot
 from tests.training.conftest import stage1_64  # noqa: F401 (a fixture: the tiny stage-1 output)
 
 # ----------------------------------------------------------------------------- data index
 
 
-def write_wav(path: Path, seconds: float, rate: int = 16000) -> None:
-    """Mono 16-bit PCM of exactly ``round(seconds * rate)`` samples (under MEAD's ``.m4a``
-    name: FFmpeg reads the content, and a WAV declares its length to the sample)."""
-    n = round(seconds * rate)
-    samples = (3000 * np.sin(2 * np.pi * 220 * np.arange(n) / rate)).astype(np.int16)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with wave.open(str(path), "wb") as handle:
-        handle.setnchannels(1)
-        handle.setsampwidth(2)
-        handle.setframerate(rate)
-        handle.writeframes(samples.tobytes())
-
-
 def add_clip(root: Path, clip: str, frames: int, fps: float, audio_s: float) -> Path:
     """MEAD clip ``"<speaker>/<emotion>/level_<n>/<NNN>"``: a 32x32 video of ``frames``
     frames at ``fps`` and ``audio_s`` seconds of audio. Returns the video's path."""
     speaker, rest = clip.split("/", 1)
-    video = root / speaker / "video/front" / f"{rest}.mp4"
-    video.parent.mkdir(parents=True, exist_ok=True)
-    images = [np.full((32, 32, 3), 8 * (i % 30), np.uint8) for i in range(frames)]
-    write_video(video, images, fps=fps, preset="ultrafast")
-    write_wav(root / speaker / "audio" / f"{rest}.m4a", audio_s)
+    video = write_grey_video(root / speaker / "video/front" / f"{rest}.mp4", frames, fps)
+    write_wav(root / speaker / "audio" / f"{rest}.m4a", audio_s)  # FFmpeg reads a WAV there
     return video
 
 
@@ -147,35 +131,6 @@ def train_args(data: Path, out: Path, workers: int = 0) -> list[str]:
     return ["train-metric", "--config", toml, "--out", out]
 
 
-def rewrite_store(path: Path, **changes) -> None:
-    with np.load(path) as npz:
-        members = {name: npz[name] for name in npz.files}
-    members.update(changes)
-    with open(path, "wb") as handle:
-        np.savez(handle, **members)
-
-
-def break_frames(path: Path, frames: list[int] | None = None) -> None:
-    """Zero the JPEG tables of ``frames`` (all by default); their markers stay intact, so
-    the store opens and only decoding those frames fails."""
-    with np.load(path) as npz:
-        blob, offsets = npz["jpeg_bytes"].copy(), npz["offsets"]
-    for i in range(len(offsets) - 1) if frames is None else frames:
-        blob[offsets[i] + 2 : offsets[i] + 200] = 0
-    rewrite_store(path, jpeg_bytes=blob)
-
-
-def flip_byte(path: Path) -> None:
-    """One byte changed in place inside frame 4's JPEG data, as a disk error would."""
-    from asccl.data.crop_store import open_clip_crops
-
-    reader = open_clip_crops(path)
-    position = reader._jpeg.offset + (reader._offsets[4] + reader._offsets[5]) // 2
-    data = bytearray(path.read_bytes())
-    data[position] ^= 0x55
-    path.write_bytes(bytes(data))
-
-
 def wrong_shape(path: Path) -> None:
     with np.load(path) as npz:
         rewrite_store(path, boxes=npz["boxes"][:, :2].copy())
@@ -195,7 +150,10 @@ def stage1_copy(stage1_64, tmp_path) -> Path:  # noqa: F811 (the imported fixtur
     [
         (lambda p: break_frames(p, [5]), "frame 5: undecodable JPEG"),
         (truncate, "unreadable crop store"),
-        (flip_byte, "frame bytes changed since the store was written (CRC-32 mismatch)"),
+        (
+            lambda p: flip_byte_in_place(p, 4),
+            "frame bytes changed since the store was written (CRC-32 mismatch)",
+        ),
         (wrong_shape, "arrays disagree in length or shape"),
     ],
     ids=["jpeg-fails-only-when-decoded", "truncated-npz", "byte-changed-on-disk", "wrong-shape"],

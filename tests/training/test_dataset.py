@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.data.crop_damage import break_frames, flip_byte_in_place, rewrite_store
 from torch.utils.data import DataLoader
 
 from asccl.data.crop_store import open_clip_crops, write_clip_crops
@@ -114,38 +115,12 @@ def test_missing_crop_stores_are_skipped_with_a_warning(data, caplog):
     assert "1 missing crop store" in message
 
 
-def rewrite_store(path: Path, **changes) -> None:
-    """Rewrite a "jpeg" store with some members replaced, as a damaged copy would be."""
-    with np.load(path) as npz:
-        members = {name: npz[name] for name in npz.files}
-    members.update(changes)
-    with open(path, "wb") as handle:
-        np.savez(handle, **members)
-
-
-def broken_header(path: Path, frame: int) -> None:
-    """Zero frame ``frame``'s JPEG tables (its markers intact): only a decode fails."""
-    with np.load(path) as npz:
-        blob, offsets = npz["jpeg_bytes"].copy(), npz["offsets"]
-    blob[offsets[frame] + 2 : offsets[frame] + 200] = 0
-    rewrite_store(path, jpeg_bytes=blob)
-
-
 def _not_a_zip(path: Path) -> None:
     path.write_bytes(b"not a zip file")
 
 
 def _truncated(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:-300])
-
-
-def _flipped_byte(path: Path) -> None:
-    """One byte changed in place inside frame 4's JPEG data (a disk error)."""
-    reader = open_clip_crops(path)
-    position = reader._jpeg.offset + (reader._offsets[4] + reader._offsets[5]) // 2
-    data = bytearray(path.read_bytes())
-    data[position] ^= 0x55
-    path.write_bytes(bytes(data))
 
 
 def _int_boxes(path: Path) -> None:
@@ -163,8 +138,8 @@ def _short_landmarks(path: Path) -> None:
     [
         (_not_a_zip, "unreadable crop store"),
         (_truncated, "unreadable crop store"),
-        (lambda p: broken_header(p, 7), "frame 7: undecodable JPEG"),
-        (_flipped_byte, "frame bytes changed since the store was written"),
+        (lambda p: break_frames(p, [7]), "frame 7: undecodable JPEG"),
+        (lambda p: flip_byte_in_place(p, 4), "frame bytes changed since the store was written"),
         (_int_boxes, "array boxes has dtype int64"),
         (_short_landmarks, "arrays disagree in length or shape"),
     ],
@@ -197,7 +172,7 @@ def test_a_store_damaged_after_construction_fails_in_a_worker_as_one_data_error(
     dataset = PairedFrames(data)
     used = sorted({e for _, _, c, e in map(dataset.frame_pair, range(len(dataset)))
                    if c == clip})  # fmt: skip
-    broken_header(store(data, clip), used[len(used) // 2])
+    break_frames(store(data, clip), [used[len(used) // 2]])
     loader = DataLoader(dataset, batch_size=8, num_workers=2)
     with pytest.raises(DataError) as info:
         list(loader)

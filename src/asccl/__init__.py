@@ -12,9 +12,9 @@ Importing ``asccl`` is cheap: submodules (and torch) load on first attribute acc
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from asccl._lazy import lazy_names
 from asccl._version import __version__
 
 _LAZY = {
@@ -39,7 +39,4 @@ if TYPE_CHECKING:
     from asccl.metric import ASCCLMetric, MetricConfig, load_metric, save_metric
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'asccl' has no attribute {name!r}")
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

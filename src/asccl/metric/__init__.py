@@ -6,8 +6,9 @@ so a config-only import (``asccl.metric.config``) never pays for torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from asccl._lazy import lazy_names
 
 _LAZY = {
     "ASCCLMetric": "asccl.metric.model",
@@ -54,11 +55,4 @@ if TYPE_CHECKING:
     from asccl.metric.sampler import Regions, sample_regions
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'asccl.metric' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

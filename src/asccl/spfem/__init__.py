@@ -16,8 +16,9 @@ first access to the names below, so ``--help`` and config checks never pay for t
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from asccl._lazy import lazy_names
 
 _LAZY = {
     "ADAPTERS": "asccl.spfem.adapters",
@@ -44,11 +45,4 @@ if TYPE_CHECKING:
     from asccl.spfem.supervision import ASCCLSupervision, warmup_weight
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'asccl.spfem' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

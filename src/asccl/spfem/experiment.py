@@ -37,11 +37,11 @@ weights unless real ones are given, so the numbers show the plumbing, not the me
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from asccl._lazy import lazy_names
 from asccl.config import (
     ConfigError,
     is_device,
@@ -97,14 +97,7 @@ __all__ = [
 VARIANTS = ("baseline", "asccl")
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'asccl.spfem.experiment' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)
 
 
 @dataclass(frozen=True)

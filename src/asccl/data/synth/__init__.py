@@ -32,8 +32,9 @@ file under every setting.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from asccl._lazy import lazy_names
 
 _LAZY = {  # loaded on first use: the config alone (``--help``) needs no scipy or torch
     "Clip": "asccl.data.synth.dataset",
@@ -51,11 +52,4 @@ if TYPE_CHECKING:
     from asccl.data.synth.run import run_synth
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'asccl.data.synth' has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_names(__name__, _LAZY)

@@ -130,15 +130,20 @@ MALFORMED_JSON = [
 ]
 
 
-@pytest.mark.parametrize(("text", "problem"), MALFORMED_JSON)
-def test_malformed_authors_json(tmp_path, text, problem):
-    path = tmp_path / "bad.json"
+def assert_refused(read, path, text: str, problem: str) -> None:
+    """``read(path)`` of a file holding ``text`` fails in one line naming the file and
+    ``problem``."""
     path.write_text(text)
     with pytest.raises(DataError) as info:
-        read_authors_json(path)
+        read(path)
     message = str(info.value)
     assert message.startswith(f"{path}: ") and problem in message, message
     assert "\n" not in message
+
+
+@pytest.mark.parametrize(("text", "problem"), MALFORMED_JSON)
+def test_malformed_authors_json(tmp_path, text, problem):
+    assert_refused(read_authors_json, tmp_path / "bad.json", text, problem)
 
 
 def test_missing_and_binary_files(tmp_path):
@@ -205,10 +210,4 @@ MALFORMED_TABLE = [
 
 @pytest.mark.parametrize(("text", "problem"), MALFORMED_TABLE)
 def test_malformed_pairs_table(tmp_path, text, problem):
-    path = tmp_path / "pairs.csv"
-    path.write_text(text)
-    with pytest.raises(DataError) as info:
-        read_pairs_table(path)
-    message = str(info.value)
-    assert message.startswith(f"{path}: ") and problem in message, message
-    assert "\n" not in message
+    assert_refused(read_pairs_table, tmp_path / "pairs.csv", text, problem)

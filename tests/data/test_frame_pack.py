@@ -125,6 +125,16 @@ def test_dataloader_workers(data, context):
         assert torch.equal(x, y)
 
 
+def one_line_refusal(data: Path) -> str:
+    """The message of the DataError that ``PairedFrames(data)`` raises; asserts it is one
+    line."""
+    with pytest.raises(DataError) as err:
+        PairedFrames(data)
+    message = str(err.value)
+    assert "\n" not in message
+    return message
+
+
 def test_stale_pack_is_refused_in_one_line(data):
     pack_crops(data)
     # touched but unchanged (as after a copy without mtimes): still fresh, by fingerprint
@@ -133,10 +143,7 @@ def test_stale_pack_is_refused_in_one_line(data):
     PairedFrames(data, frame_pack="on")
     # rewritten with other frames
     write_clip_crops(clip_crops(9, 999), neutral)
-    with pytest.raises(DataError) as err:
-        PairedFrames(data)
-    message = str(err.value)
-    assert "\n" not in message
+    message = one_line_refusal(data)
     assert message.startswith(f"{pack_dir(data) / 'index.npz'}: stale pack: {neutral} changed")
     assert "asccl data pack" in message
     PairedFrames(data, frame_pack="off")  # the stores themselves still read
@@ -194,10 +201,7 @@ def test_damaged_shard_is_caught_naming_it(data):
     k = int(pack._clip_start[row]) + 4
     shard = pack_dir(data) / f"shard_{int(pack._clip_shard[row]):05d}.bin"
     flip_byte(shard, int(pack._offset[k] + pack._length[k] // 2))
-    with pytest.raises(DataError) as err:
-        PairedFrames(data)
-    message = str(err.value)
-    assert "\n" not in message
+    message = one_line_refusal(data)
     assert message.startswith(f"{shard}: W002/angry/level_3/001 frame 4: bytes changed")
     assert "CRC-32 mismatch" in message
     # without verify the read itself fails on a broken JPEG, naming the shard

@@ -11,6 +11,7 @@ from asccl.cli import main
 from asccl.config import ConfigError
 from asccl.evaluation.syncnet import SyncNet
 from asccl.weights_check import check_file, check_weights, checked_files, report
+from tests.evaluation.random_weights import random_state
 
 
 @pytest.fixture(scope="module")
@@ -18,14 +19,12 @@ def syncnet_file(tmp_path_factory):
     """Random weights written as syncnet_python publishes ``syncnet_v2.model``: a plain
     state dict from before PyTorch 0.4.1 (no BatchNorm ``num_batches_tracked``, legacy
     pickle format)."""
-    g = torch.Generator().manual_seed(0)
-    state = {
-        key: torch.rand(value.shape, generator=g) + 0.5
-        if key.endswith("running_var")
-        else torch.randn(value.shape, generator=g) * 0.05
+    shapes = {
+        key: tuple(value.shape)
         for key, value in SyncNet().state_dict().items()
         if not key.endswith("num_batches_tracked")
     }
+    state = random_state(shapes, num_batches_tracked=0, seed=0)  # the count: none kept here
     path = tmp_path_factory.mktemp("weights") / "syncnet_v2.model"
     torch.save(state, path, _use_new_zipfile_serialization=False)
     return path

@@ -13,6 +13,7 @@ import pytest
 import torch
 from PIL import Image
 from tests.evaluation.known_faces import KnownFaces
+from tests.evaluation.random_weights import save_random_evaluators
 
 from asccl.evaluation.config import EvalConfig
 from asccl.evaluation.features import Extractors, paired_features
@@ -32,8 +33,6 @@ from asccl.evaluation.framing import (
 )
 from asccl.evaluation.identity import cosine_similarities
 from asccl.evaluation.lip_sync import resample_indices
-from asccl.evaluation.syncnet import SyncNet
-from asccl.metric.iresnet import build_iresnet
 
 MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD" / "W901"
 
@@ -242,12 +241,7 @@ def _save(folder: Path, frames: np.ndarray) -> Path:
 
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    arcface, syncnet = folder / "backbone.pth", folder / "syncnet_v2.model"
-    torch.save(build_iresnet("iresnet18", with_head=True).state_dict(), arcface)
-    torch.save(SyncNet().state_dict(), syncnet)
-    return {"arcface": arcface, "syncnet": syncnet}
+    return save_random_evaluators(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.mark.slow

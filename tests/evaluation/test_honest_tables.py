@@ -15,8 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tests.evaluation.random_weights import save_random_arcface
 from tests.evaluation.test_results import tiny_frames, write_tiny_results
 from tests.evaluation.test_runner import MEAD, TinyFeatures
+from tests.one_thread import one_thread  # noqa: F401 (autouse: single-threaded torch)
 from tests.robustness.conftest import one_line_error
 
 from asccl.cli import main
@@ -28,23 +30,11 @@ from asccl.evaluation.kid import KID
 from asccl.evaluation.results import make_demo_results
 from asccl.evaluation.runner import EvalConfig, run_evaluation
 from asccl.evaluation.syncnet import SyncNet
-from asccl.metric.iresnet import build_iresnet
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
 def arcface(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("weights") / "backbone.pth"
-    torch.save(build_iresnet("iresnet18", with_head=True).state_dict(), path)
-    return path
+    return save_random_arcface(tmp_path_factory.mktemp("weights") / "backbone.pth")
 
 
 def _csim_argv(results: Path, out: Path, arcface: Path, metrics: str = '["csim"]') -> list[str]:

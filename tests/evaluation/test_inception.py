@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from tests.evaluation.random_weights import random_state
 from torch import nn
 
 from asccl.evaluation.frechet import FID
@@ -106,16 +107,7 @@ def expected_fid_inception_keys() -> dict[str, tuple[int, ...]]:
 
 
 def _random_state(seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in expected_fid_inception_keys().items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(0)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
+    return random_state(expected_fid_inception_keys(), num_batches_tracked=0, seed=seed)
 
 
 def test_key_layout_matches_pytorch_fid():

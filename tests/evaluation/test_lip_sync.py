@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from tests.evaluation.random_weights import random_state
 
 from asccl.evaluation.lip_sync import (
     LipSync,
@@ -70,16 +71,7 @@ def published_shapes(with_tracked: bool) -> dict[str, tuple[int, ...]]:
 
 
 def published_state(with_tracked: bool, seed: int = 0) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    state = {}
-    for key, shape in published_shapes(with_tracked).items():
-        if key.endswith("num_batches_tracked"):
-            state[key] = torch.tensor(7)
-        elif key.endswith("running_var"):
-            state[key] = torch.rand(shape, generator=g) + 0.5
-        else:
-            state[key] = torch.randn(shape, generator=g) * 0.05
-    return state
+    return random_state(published_shapes(with_tracked), num_batches_tracked=7, seed=seed)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.evaluation.random_weights import save_random_evaluators
 from tests.evaluation.test_results import tiny_frames, write_tiny_results
+from tests.one_thread import one_thread  # noqa: F401 (autouse: single-threaded torch)
 
 from asccl.cli import main
 from asccl.config import ConfigError, load_config
@@ -18,31 +20,15 @@ from asccl.data.video import write_video
 from asccl.evaluation import runner
 from asccl.evaluation.results import make_demo_results
 from asccl.evaluation.runner import EvalConfig, run_evaluation
-from asccl.evaluation.syncnet import SyncNet
-from asccl.metric.iresnet import build_iresnet
 
 MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD"
 EMOTIONS = ("happy", "sad")
 SENTENCES = ("001", "002")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Single-threaded torch: tiny batches on a busy 2-core machine run faster so."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def weights(tmp_path_factory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    arcface, syncnet = folder / "backbone.pth", folder / "syncnet_v2.model"
-    torch.save(build_iresnet("iresnet18", with_head=True).state_dict(), arcface)
-    torch.save(SyncNet().state_dict(), syncnet)
-    return {"arcface": arcface, "syncnet": syncnet}
+    return save_random_evaluators(tmp_path_factory.mktemp("weights"))
 
 
 @pytest.fixture(scope="module")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import av
 import pytest
-import torch
 
 from asccl.cli import main
-from asccl.metric import build_iresnet
+from tests.evaluation.random_weights import save_random_arcface
 from tests.evaluation.test_results import write_tiny_results
+from tests.one_thread import one_thread  # noqa: F401 (autouse: single-threaded torch)
 from tests.robustness.conftest import one_line_error, snapshot
 from tests.spfem.test_data import write_stage1
 from tests.spfem.test_experiment import GANMUT_TOML, make_setup
@@ -31,22 +31,12 @@ AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/l
 NAMES = ("A_001", "A_002", "A_003")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def evaluated(tmp_path_factory) -> tuple[Path, Path, list[str]]:
     """A tiny results folder (2 methods x 2 emotions x 3 clips of 6 frames at 32 px),
     evaluated once (CSIM, random ArcFace): ``(results, out, argv)``; read only."""
     root = tmp_path_factory.mktemp("eval_corpus")
-    torch.manual_seed(0)
-    arcface = root / "backbone.pth"
-    torch.save(build_iresnet("iresnet18").state_dict(), arcface)
+    arcface = save_random_arcface(root / "backbone.pth")
     results = write_tiny_results(root / "results", names=NAMES)
     out = root / "out"
     argv = ["evaluate", "--results", str(results), "--out", str(out), "--metrics", '["csim"]',

@@ -5,13 +5,4 @@ with 1)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+from tests.one_thread import one_thread  # noqa: F401 (autouse: every test here single-threaded)

@@ -147,13 +147,20 @@ CASES = [
 ]
 
 
+def case_images(side: int, options: dict, x_seed: int, y_seed: int):
+    """``x, y``: two ``(2, 3, side, side)`` random image batches for a row of CASES, in its
+    input range ([-1, 1], or [0, 1] where the options say so)."""
+    x, y = random_images(2, side, x_seed), random_images(2, side, y_seed)
+    if options.get("input_range") == (0.0, 1.0):
+        x, y = (x + 1) / 2, (y + 1) / 2
+    return x, y
+
+
 def test_the_exported_file_gives_asccl_loss_and_gradient_without_asccl(exported, metrics, tmp_path):
     cases, expected = [], []
     for index, (name, side, options) in enumerate(CASES):
         _, folder = exported[name]
-        x, y = random_images(2, side, 10 + index), random_images(2, side, 20 + index)
-        if options.get("input_range") == (0.0, 1.0):
-            x, y = (x + 1) / 2, (y + 1) / 2
+        x, y = case_images(side, options, 10 + index, 20 + index)
         inputs = tmp_path / f"inputs{index}.npz"
         np.savez(inputs, x=x.numpy(), y=y.numpy())
         seed = 100 + index
@@ -443,9 +450,7 @@ def test_the_exported_file_runs_under_an_old_torch(exported, metrics, tmp_path):
     cases, expected = [], []
     for index, (name, side, options) in enumerate(CASES):
         _, folder = exported[name]
-        x, y = random_images(2, side, 30 + index), random_images(2, side, 40 + index)
-        if options.get("input_range") == (0.0, 1.0):
-            x, y = (x + 1) / 2, (y + 1) / 2
+        x, y = case_images(side, options, 30 + index, 40 + index)
         # asccl's regions, given to both sides: another torch may draw others from a seed
         regions = metrics[name].sample_regions(2)
         arrays = {"x": x.numpy(), "y": y.numpy()}

@@ -29,9 +29,8 @@ from asccl.training.history import read_log
 AUDIO = Path(__file__).resolve().parents[2] / "demo_data/MEAD/W903/audio/happy/level_1/001.m4a"
 EMOTIONS = ("angry", "happy")
 
-GANMUT_TOML = """
-model = "ganmut"
-steps = 2
+#: the tiny training run both generators get here, each under its own model and section
+TINY_RUN = """steps = 2
 batch_size = 4
 image_size = 32
 workers = 0
@@ -39,7 +38,11 @@ device = "cpu"
 sample_every = 0
 checkpoint_every = 2
 log_every = 1
-[ganmut]
+"""
+
+GANMUT_TOML = f"""
+model = "ganmut"
+{TINY_RUN}[ganmut]
 g_channels = 8
 g_res_blocks = 1
 d_channels = 8
@@ -47,17 +50,9 @@ d_layers = 3
 num_random = 1
 """
 
-ICFACE_TOML = """
+ICFACE_TOML = f"""
 model = "icface"
-steps = 2
-batch_size = 4
-image_size = 32
-workers = 0
-device = "cpu"
-sample_every = 0
-checkpoint_every = 2
-log_every = 1
-[icface]
+{TINY_RUN}[icface]
 conv_dim = 8
 res_blocks = 1
 d_conv_dim = 8

@@ -1,7 +1,8 @@
 """Writing synthetic clips: MP4 (H.264 + AAC) and M4A (AAC) with PyAV, bit-exact.
 
-The encoders run single-threaded with FFmpeg's ``+bitexact`` flags, so the same frames and
-samples give the same bytes with the same FFmpeg build (and always the same decoded
+The encoders run single-threaded with FFmpeg's ``+bitexact`` flags and without x264's
+macroblock tree (:data:`asccl.data.video.X264_PARAMS`), so the same frames and samples give
+the same bytes with the same FFmpeg build (and always the same decoded
 frames with it). Every file is written through :func:`asccl.io.atomic_write`.
 """
 
@@ -13,6 +14,7 @@ from fractions import Fraction
 import av
 import numpy as np
 
+from asccl.data.video import X264_PARAMS
 from asccl.io import atomic_write
 
 CRF = 26  #: x264 quality (lower = better and bigger)
@@ -53,7 +55,8 @@ def video_codec(crf: int = CRF) -> tuple[str, dict[str, str]]:
         av.codec.Codec("libx264", "w")
     except Exception:  # PyAV raises different errors across versions
         return "mpeg4", {"b": "300k", "flags": "+bitexact"}
-    x264 = {"crf": str(crf), "preset": "slow", "x264-params": "threads=1:lookahead-threads=1"}
+    params = f"threads=1:lookahead-threads=1:{X264_PARAMS}"  # mbtree off: see X264_PARAMS
+    x264 = {"crf": str(crf), "preset": "slow", "x264-params": params}
     return "libx264", {**x264, "flags": "+bitexact"}
 
 

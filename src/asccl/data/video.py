@@ -242,7 +242,7 @@ def _frames(
 
 #: x264's options for reproducible files. Its macroblock-tree rate control (``mbtree``) gave
 #: different bytes for the same frames (measured here, libx264 in PyAV 18's FFmpeg: 3
-#: different files in 60 encodes of one 39-frame 96 px clip at preset medium, 3 in 30
+#: different files in 60 encodes of one 39-frame 96 px clip at preset medium, 2 to 5 in 30
 #: single-threaded at preset slow), so decoded frames, and every number computed from
 #: them, changed from run to run; without it all 60 and 150 encodes were identical.
 X264_PARAMS = "mbtree=0"

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import subprocess
+import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,6 +24,7 @@ from asccl.data.crops import (
     to_crop_coords,
 )
 from asccl.data.errors import DataError
+from asccl.data.opencv import OPENCV_REQUIREMENT
 from asccl.data.video import iter_frames, write_video
 
 # --- the box rule ---------------------------------------------------------------------------
@@ -269,3 +274,40 @@ def test_crop_clip_copes_with_more_frames_than_listed(face_video, tracker, monke
 def test_crop_clip_unknown_backend(face_video):
     with pytest.raises(ValueError, match="'nope'; valid: dlib, fan"):
         crop_clip(face_video, backend="nope")
+
+
+# --- OpenCV missing -------------------------------------------------------------------------
+
+#: in a fresh interpreter with ``cv2`` blocked (``None`` in ``sys.modules`` makes ``import
+#: cv2`` raise ImportError, as when it is not installed): each module's import error
+OPENCV_PROBE = """
+import importlib, json, sys
+sys.modules["cv2"] = None
+errors = {}
+for name in json.loads(sys.argv[1]):
+    try:
+        importlib.import_module(name)
+        errors[name] = None
+    except ImportError as err:
+        errors[name] = str(err)
+print(json.dumps(errors))
+"""
+
+
+def test_missing_opencv_gives_one_line_install_error():
+    """Every module that needs OpenCV stops at import with the one line from
+    ``asccl.data.opencv``: the pinned package and the ``data`` extra."""
+    modules = ["asccl.data.landmarks", "asccl.data.crops", "asccl.data.crop_store",
+               "asccl.evaluation.framing"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", OPENCV_PROBE, json.dumps(modules)],
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    errors = json.loads(done.stdout.strip().splitlines()[-1])
+    for name in modules:
+        message = errors[name]
+        assert message is not None, f"{name} imported without cv2"
+        assert "\n" not in message and message.startswith("asccl's landmarks"), message
+        assert f"pip install '{OPENCV_REQUIREMENT}'" in message, message
+        assert "pip install 'asccl[data]'" in message, message
+    # the requirement it names is the one pyproject.toml's data extra pins
+    pyproject = (Path(__file__).parents[2] / "pyproject.toml").read_text(encoding="utf-8")
+    assert f'"{OPENCV_REQUIREMENT}"' in pyproject

@@ -65,15 +65,9 @@ from zipfile import BadZipFile
 
 import numpy as np
 
-try:
-    import cv2
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "asccl.data.crop_store needs OpenCV: pip install 'opencv-python-headless<5'"
-    ) from err
-
 from asccl.data.crops import ClipCrops
 from asccl.data.errors import DataError
+from asccl.data.opencv import cv2
 from asccl.io import atomic_write
 
 __all__ = [

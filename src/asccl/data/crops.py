@@ -23,14 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-try:
-    import cv2
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "asccl.data.crops needs OpenCV: pip install 'opencv-python-headless<5'"
-    ) from err
-
 from asccl.data.landmarks import NUM_LANDMARKS, FaceTracker, make_landmarker
+from asccl.data.opencv import cv2
 from asccl.data.video import iter_frames, probe_video
 
 __all__ = [

@@ -55,13 +55,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-try:
-    import cv2
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "asccl.evaluation.framing needs OpenCV: pip install 'opencv-python-headless<5'"
-    ) from err
-
 from asccl.data.landmarks import (
     NUM_LANDMARKS,
     FaceLandmarker,
@@ -69,6 +62,7 @@ from asccl.data.landmarks import (
     box_from_relative,
     landmark_extent,
 )
+from asccl.data.opencv import cv2
 from asccl.evaluation.config import FID_PREPROCESS
 
 ARCFACE_SIZE = 112

@@ -22,13 +22,7 @@ when a backend is built.
 
 from __future__ import annotations
 
-try:
-    import cv2  # noqa: F401  (checked here once: dlib_backend and tracker use it)
-except ImportError as err:  # pragma: no cover - depends on the environment
-    raise ImportError(
-        "asccl.data.landmarks needs OpenCV: pip install 'opencv-python-headless<5'"
-    ) from err
-
+from asccl.data import opencv  # noqa: F401  (checked here once: dlib_backend and tracker use it)
 from asccl.data.landmarks.base import (
     NUM_LANDMARKS,
     FaceLandmarker,

@@ -279,6 +279,28 @@ def test_path_and_names_fields_convert_frozen_configs():
         assert str(err.value).startswith(message), str(err.value)
 
 
+@dataclass(frozen=True)
+class NamedSplit:
+    speakers: tuple[str, ...] = ("W021",)
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        names_field(self, "speakers", name="--speakers", empty="name at least one speaker")
+        names_field(self, "exclude")
+
+
+def test_an_empty_names_field_is_refused_only_where_it_says_what_to_give():
+    """``empty``: an empty list (a tuple once loaded) is one error naming the flag and what
+    to give, checked after the type (a bad item says so first); without it, ``()``."""
+    assert NamedSplit(exclude=[]).exclude == () and NamedSplit(speakers="S1").speakers == ("S1",)
+    for value in ([], ()):
+        with pytest.raises(ConfigError) as err:
+            NamedSplit(speakers=value)
+        assert str(err.value) == "--speakers is empty: name at least one speaker"
+    with pytest.raises(ConfigError, match=r"^--speakers must be a list of names.*got \[''\]$"):
+        NamedSplit(speakers=[""])
+
+
 def test_number_and_device_checks():
     assert is_int(3) and is_int(3, 3, 3) and not is_int(True) and not is_int(3.0)
     assert not is_int(2, 3) and not is_int(4, None, 3)

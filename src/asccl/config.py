@@ -120,9 +120,15 @@ def names_field(
     optional: bool = False,
     problem: str = 'must be a list of names, e.g. ["a", "b"]',
     name: str | None = None,
+    empty: str | None = None,
 ) -> None:
     """Make ``config.<key>`` a tuple of non-empty strings: one string is a one-item tuple,
-    a list becomes a tuple; ``None`` is kept when ``optional``; else a ConfigError."""
+    a list becomes a tuple; ``None`` is kept when ``optional``; else a ConfigError.
+
+    An empty list is an empty tuple, unless ``empty`` says what to give instead: then it
+    is ``ConfigError("<key> is empty: <empty>")`` (not ``got ()``: the loader has already
+    made the list a tuple), e.g. ``empty='name at least one held-out speaker, e.g.
+    ["W021"]'``. Pass it wherever an empty list means nothing (no "all" or "none")."""
     value = getattr(config, key)
     if value is None and optional:
         return
@@ -130,6 +136,8 @@ def names_field(
         value = (value,)
     require(isinstance(value, (list, tuple)) and all(isinstance(v, str) and v for v in value),
             config, key, problem, name=name)  # fmt: skip
+    if empty is not None and len(value) == 0:
+        raise ConfigError(f"{name or key} is empty: {empty}")
     object.__setattr__(config, key, tuple(value))
 
 

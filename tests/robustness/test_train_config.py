@@ -71,7 +71,7 @@ BAD_NUMBERS = [
     (["--precision", "float16"], "precision must be one of ['float32', 'float64']"),
     (["--precision", "float64", "--amp", "bf16"], 'precision "float64" cannot be combined'),
     (["--val-speakers", '["W903", 7]'], "val_speakers[1] must be str, got 7"),
-    (["--val-speakers", "[]"], "val_speakers must name at least one, got ()"),
+    (["--val-speakers", "[]"], "val_speakers is empty: name at least one held-out speaker"),
     (["--emotions", "[1]"], "emotions[0] must be str, got 1"),
     (["--metric.image-size", "0"], "metric: image_size must be a multiple of 16, got 0"),
     (["--metric.image-size", "100"], "metric: image_size must be a multiple of 16, got 100"),

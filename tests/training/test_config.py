@@ -6,7 +6,8 @@ import re
 
 import pytest
 
-from asccl.config import ConfigError
+from asccl.config import ConfigError, load_config
+from asccl.metric.config import MetricEvalConfig
 from asccl.training.checkpoints import latest_checkpoint, save_checkpoint
 from asccl.training.config import TrainConfig
 from asccl.training.progress import Progress
@@ -18,8 +19,8 @@ def test_names_become_tuples_and_bad_names_are_refused():
     assert config.val_speakers == ("W903", "W021") and config.emotions == ("angry",)
     assert TrainConfig().emotions is None and TrainConfig().val_speakers == ("W021",)
     for changes, message in [
-        ({"val_speakers": []}, "val_speakers must name at least one, got []"),
-        ({"emotions": ()}, "emotions must name at least one, got ()"),
+        ({"val_speakers": []}, "val_speakers is empty: name at least one held-out speaker, e.g."),
+        ({"emotions": ()}, 'emotions is empty: name at least one emotion, e.g. ["angry"]'),
         ({"val_speakers": [""]}, "val_speakers must be a list of non-empty names"),
         ({"emotions": ["angry", 3]}, "emotions must be a list of non-empty names"),
         ({"val_speakers": None}, "val_speakers must be a list of non-empty names"),
@@ -47,3 +48,20 @@ def test_a_checkpoint_saved_with_list_names_resumes_with_tuple_names(tmp_path):
         other = TrainConfig(data=tmp_path / "data", out=tmp_path, val_speakers=["W021"],
                             emotions=["angry", "sad"])  # fmt: skip
         check_resume(checkpoint.path, checkpoint.settings, other.run_settings(), 3, 10)
+
+
+@pytest.mark.parametrize("cls", [TrainConfig, MetricEvalConfig])
+def test_an_empty_list_of_names_says_what_to_give_in_a_file_or_on_the_command_line(tmp_path, cls):
+    """TOML's ``[]`` reaches the check as ``()``: the error says the list is empty and what
+    to name, not ``got ()``; the same line from ``--val_speakers []``."""
+    toml = tmp_path / "run.toml"
+    for key in ("val_speakers", "emotions"):
+        toml.write_text(f"{key} = []\n", encoding="utf-8")
+        for path, overrides, where in ((toml, (), str(toml)),
+                                       (None, (f"--{key}", "[]"), "command line")):  # fmt: skip
+            with pytest.raises(ConfigError) as err:
+                load_config(cls, path, overrides)
+            message = str(err.value)
+            assert message.startswith(f"{where}: {key} is empty: name at least one "), message
+            assert "got" not in message and "\n" not in message, message
+        assert getattr(load_config(cls, toml, [f"--{key}", "W903"]), key) == ("W903",)

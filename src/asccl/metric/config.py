@@ -135,6 +135,15 @@ class MetricConfig:
         }
 
 
+#: what to give instead of an empty list (``names_field``'s ``empty``), for the held-out
+#: speakers and emotions of ``MetricEvalConfig`` and ``TrainConfig``: no held-out speaker
+#: leaves nothing to validate on; emotions left out (``None``) is all, an empty list none
+NAMES_IF_EMPTY = {
+    "val_speakers": 'name at least one held-out speaker, e.g. ["W021"]',
+    "emotions": 'name at least one emotion, e.g. ["angry"], or leave it out for all',
+}
+
+
 @dataclass(frozen=True)
 class MetricEvalConfig:
     """Settings of ``asccl metric evaluate`` (see ``configs/metric/health_demo.toml``)."""
@@ -161,10 +170,9 @@ class MetricEvalConfig:
         for name in ("checkpoint", "data", "out"):
             path_field(self, name)
         path_field(self, "arcface_weights", optional=True)
-        for name in ("val_speakers", "emotions"):
-            names_field(self, name, optional=name == "emotions",
-                        problem='must be a non-empty list of names, e.g. ["W021"]')  # fmt: skip
-            require(getattr(self, name) != (), self, name, "must name at least one")
+        for name, empty in NAMES_IF_EMPTY.items():
+            names_field(self, name, optional=name == "emotions", empty=empty,
+                        problem='must be a list of non-empty names, e.g. ["W021"]')  # fmt: skip
         require(self.crop_format in STORE_SUFFIX, self, "crop_format",
                 f"must be one of {', '.join(STORE_SUFFIX)}")  # fmt: skip
         for name in ("max_pairs", "max_frames", "tolerance", "threads"):

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from asccl.config import is_device, is_int, is_number, names_field, path_field, require
-from asccl.metric.config import MetricConfig
+from asccl.metric.config import NAMES_IF_EMPTY, MetricConfig
 from asccl.training.resume import OMIT, data_settings, run_settings
 
 #: settings a resumed run may change: they move neither the data order nor the maths
@@ -88,11 +88,8 @@ class TrainConfig:
         path_field(self, "arcface_weights", optional=True)
         # a list (TOML) or one name (the command line) becomes a tuple of non-empty names;
         # a checkpoint's settings hold its JSON text, the same for a list and a tuple
-        for name in ("val_speakers", "emotions"):
-            value = getattr(self, name)
-            require(not isinstance(value, (list, tuple)) or len(value) > 0, self, name,
-                    "must name at least one")  # fmt: skip
-            names_field(self, name, optional=name == "emotions",
+        for name, empty in NAMES_IF_EMPTY.items():
+            names_field(self, name, optional=name == "emotions", empty=empty,
                         problem='must be a list of non-empty names, e.g. ["W021"]')  # fmt: skip
         for name in ("batch_size", "grad_accum", "epochs", "log_every"):
             require(is_int(getattr(self, name), 1), self, name, "must be an integer >= 1")

@@ -2,24 +2,37 @@
 a video's frame rate and count (:func:`probe_video`) and an audio track's duration
 (:func:`probe_audio`) from their headers.
 
-Frames come out as ``(H, W, 3)`` uint8 RGB arrays. Every problem with an input file is a
-:class:`~asccl.data.errors.DataError` whose message is one line naming the file.
+Frames come out as ``(H, W, 3)`` uint8 RGB arrays, upright: a stream's display matrix (the
+rotation tag a phone writes when it stores a portrait clip sideways) is applied as players
+apply it (:class:`_Upright`), and :func:`probe_video` reports the upright size. Every problem
+with an input file is a :class:`~asccl.data.errors.DataError` whose message is one line
+naming the file.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 import os
+import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import av
 import numpy as np
 
 from asccl.data.errors import DataError
 from asccl.io import atomic_write
+
+if TYPE_CHECKING:
+    import av
+
+# PyAV is imported where a function first needs it, not here: modules that only reach
+# this one through asccl.data.crops (training, the metric, the benchmarks) then import
+# without it, e.g. on a machine that carries no PyAV. A missing PyAV still fails at the
+# first read or write, with the same ImportError.
 
 __all__ = [
     "AudioInfo",
@@ -39,7 +52,8 @@ class VideoInfo:
     Attributes:
         fps: frames per second (the stream's average rate).
         num_frames: number of frames (the container's count, else one counted by demuxing).
-        width, height: frame size in pixels, before any ``scale_to``.
+        width, height: frame size in pixels as displayed (after the stream's rotation
+            tag, as :func:`iter_frames` yields them), before any ``scale_to``.
     """
 
     fps: float
@@ -61,6 +75,8 @@ def _open_media(path: Path, kind: str) -> av.container.InputContainer:
         raise DataError(path, f"is a directory, not {kind} file")
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
+    import av
+
     try:
         return av.open(str(path))
     except (av.error.FFmpegError, OSError) as err:
@@ -92,29 +108,119 @@ def _fps(stream: av.video.stream.VideoStream) -> float | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Upright:
+    """How to turn a decoded frame upright, from its display matrix: transpose (a 90 or 270
+    degree tag), then mirror rows and/or columns.
+
+    FFmpeg's display matrix ``[a b u; c d v; x y w]`` maps a stored pixel ``(p, q)``
+    (column, row) to the displayed ``(a p + c q + x, b p + d q + y)``. Up to sign, it is
+    the identity (0, 180 degrees, mirrors) or swaps the axes (90, 270 degrees); the signs
+    of ``a, d`` (or ``b, c``) say which axes run backwards. This is what the ``ffmpeg``
+    CLI's autorotate does (``transpose=cclock`` for PyAV's ``frame.rotation == 90``, which
+    counts counter-clockwise; ``clock`` for -90; ``hflip``/``vflip`` for 180 and mirrors).
+    """
+
+    transpose: bool = False
+    flip_rows: bool = False  # upside down
+    flip_cols: bool = False  # left-right
+
+    @property
+    def identity(self) -> bool:
+        return not (self.transpose or self.flip_rows or self.flip_cols)
+
+    def size(self, width: int, height: int) -> tuple[int, int]:
+        """The displayed ``(width, height)`` of a stored ``width x height`` frame."""
+        return (height, width) if self.transpose else (width, height)
+
+    def apply(self, frame: np.ndarray) -> np.ndarray:
+        """``(H, W, 3)`` stored frame -> displayed frame (a contiguous copy unless identity)."""
+        if self.identity:
+            return frame
+        if self.transpose:
+            frame = frame.transpose(1, 0, 2)
+        if self.flip_rows:
+            frame = frame[::-1]
+        if self.flip_cols:
+            frame = frame[:, ::-1]
+        return np.ascontiguousarray(frame)
+
+
+def _upright(path: Path, frame: av.VideoFrame) -> _Upright:
+    """The :class:`_Upright` for ``frame``'s display matrix (side data); identity if none.
+
+    Raises:
+        DataError: the matrix turns by an angle that is not a multiple of 90 degrees (more
+            than 1 degree off, FFmpeg's own tolerance), or is degenerate.
+    """
+    from av.sidedata.sidedata import Type
+
+    matrix = next((sd for sd in frame.side_data if sd.type == Type.DISPLAYMATRIX), None)
+    if matrix is None:
+        return _Upright()
+    a, b, _, c, d = struct.unpack("=9i", bytes(matrix))[:5]  # 16.16 fixed point, native order
+    if math.hypot(a, c) == 0 or math.hypot(b, d) == 0:
+        raise DataError(path, f"degenerate display matrix {(a, b, c, d)} (rotation tag)")
+    # counter-clockwise degrees, as FFmpeg's av_display_rotation_get and PyAV's frame.rotation
+    angle = -math.degrees(math.atan2(b / math.hypot(b, d), a / math.hypot(a, c)))
+    quarter = round(angle / 90)
+    if abs(angle - 90 * quarter) > 1.0:
+        raise DataError(
+            path, f"video is tagged to display rotated by {angle:g} degrees; only multiples "
+            "of 90 are supported (re-encode it upright)"
+        )  # fmt: skip
+    if quarter % 2:
+        return _Upright(transpose=True, flip_rows=b < 0, flip_cols=c < 0)
+    return _Upright(flip_rows=d < 0, flip_cols=a < 0)
+
+
+def _first_upright(
+    path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream
+) -> tuple[_Upright, int]:
+    """Decode up to the first frame for its :class:`_Upright`; when the container lists no
+    frame count, also count the video packets (demuxing to the end, decoding no more).
+
+    Returns:
+        ``(upright, packets)``: ``packets`` is 0 unless counted. Identity when no frame
+        decodes (:func:`iter_frames` reports that).
+    """
+    import av
+
+    upright, packets, count = None, 0, stream.frames <= 0
+    try:
+        for packet in container.demux(stream):
+            packets += packet.size > 0  # the end-of-stream packet is empty
+            if upright is None:
+                frame = next(iter(packet.decode()), None)
+                upright = None if frame is None else _upright(path, frame)
+            if upright is not None and not count:
+                break
+    except av.error.FFmpegError as err:
+        raise DataError(path, f"corrupt video stream ({_one_line(err)})") from err
+    return upright or _Upright(), packets
+
+
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count and size of the first video stream of ``path``.
 
     The count is the container's when it records one (MP4, AVI); Matroska/WebM record none
     (``stream.frames == 0``), and then the video packets are counted by demuxing, which
-    reads the file but decodes nothing.
+    reads the file but decodes nothing more than the first frame. That first frame is
+    decoded for the stream's rotation tag (PyAV exposes the display matrix only on decoded
+    frames), so ``width, height`` are the upright size :func:`iter_frames` yields.
 
     Raises:
-        DataError: missing, empty or unreadable file, no video stream, no frames, or no
-            frame rate.
+        DataError: missing, empty or unreadable file, no video stream, no frames, no frame
+            rate, or a rotation tag that is not a multiple of 90 degrees.
     """
     path = Path(path)
     container = _open(path)
     try:
         stream = container.streams.video[0]
         fps = _fps(stream)
-        num_frames = stream.frames
-        if num_frames <= 0:
-            try:
-                num_frames = sum(1 for p in container.demux(stream) if p.size > 0)
-            except av.error.FFmpegError as err:
-                raise DataError(path, f"corrupt video stream ({_one_line(err)})") from err
-        width, height = stream.codec_context.width, stream.codec_context.height
+        upright, packets = _first_upright(path, container, stream)
+        num_frames = stream.frames if stream.frames > 0 else packets
+        width, height = upright.size(stream.codec_context.width, stream.codec_context.height)
     finally:
         container.close()
     if num_frames <= 0:
@@ -150,6 +256,8 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     Raises:
         DataError: missing, empty or unreadable file, or no audio stream.
     """
+    import av
+
     path = Path(path)
     container = _open_media(path, "an audio")
     try:
@@ -197,12 +305,16 @@ def iter_frames(path: str | os.PathLike, *, scale_to: int | None = None) -> Iter
             longest side is ``scale_to`` pixels, aspect ratio kept.
 
     Yields:
-        ``(H, W, 3)`` uint8 RGB frames, in presentation order.
+        ``(H, W, 3)`` uint8 RGB frames, in presentation order, upright: a rotation tag of
+        90, 180 or 270 degrees (or a mirror) is applied as players apply it, so ``H, W``
+        are :func:`probe_video`'s ``height, width``. An untagged stream's frames are
+        FFmpeg's, untouched.
 
     Raises:
         DataError: as :func:`probe_video`; also, while iterating, when a packet cannot be
             decoded (saying how many frames came before), when the stream decodes to no
-            frame at all, or (after the last frame) to fewer frames than the container lists.
+            frame at all, or (after the last frame) to fewer frames than the container lists;
+            a rotation tag that is not a multiple of 90 degrees, or that changes mid-stream.
     """
     path = Path(path)
     container = _open(path)
@@ -212,21 +324,35 @@ def iter_frames(path: str | os.PathLike, *, scale_to: int | None = None) -> Iter
 def _frames(
     path: Path, container: av.container.InputContainer, scale_to: int | None
 ) -> Iterator[np.ndarray]:
+    import av
+
     n = 0
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        size = None
-        if scale_to is not None:
-            size = scaled_size(stream.codec_context.width, stream.codec_context.height, scale_to)
+        upright, rotation, size = None, 0, None
         try:
             for frame in container.decode(stream):
+                if upright is None:  # the tag is the stream's: every frame carries it
+                    upright, rotation = _upright(path, frame), frame.rotation
+                    if scale_to is not None:
+                        ctx = stream.codec_context
+                        shown = upright.size(ctx.width, ctx.height)
+                        # scaled as shown, then back to the stored orientation for swscale
+                        size = upright.size(*scaled_size(*shown, scale_to))
+                elif frame.rotation != rotation:
+                    raise DataError(
+                        path, f"rotation tag changes from {rotation} to {frame.rotation} "
+                        f"degrees at frame {n}"
+                    )  # fmt: skip
                 if size is None:
-                    yield frame.to_ndarray(format="rgb24")
+                    yield upright.apply(frame.to_ndarray(format="rgb24"))
                 else:
-                    yield frame.reformat(
-                        width=size[0], height=size[1], format="rgb24", interpolation="AREA"
-                    ).to_ndarray()
+                    yield upright.apply(
+                        frame.reformat(
+                            width=size[0], height=size[1], format="rgb24", interpolation="AREA"
+                        ).to_ndarray()
+                    )
                 n += 1
         except av.error.FFmpegError as err:
             raise DataError(
@@ -282,6 +408,8 @@ def write_video(
     if codec == "libx264":
         options = {k: str(v) for k, v in (("crf", crf), ("preset", preset)) if v is not None}
         options["x264-params"] = X264_PARAMS  # the same frames give the same bytes
+    import av
+
     count = 0
     audio = _open_audio_source(audio_from) if audio_from is not None else None
     with atomic_write(path) as tmp, av.open(str(tmp), "w") as container:
@@ -314,6 +442,8 @@ def write_video(
 
 
 def _open_audio_source(path: str | os.PathLike) -> av.container.InputContainer:
+    import av
+
     try:
         container = av.open(str(path))
     except (av.FFmpegError, OSError) as err:

@@ -273,3 +273,149 @@ def test_the_same_frames_give_the_same_bytes(tmp_path, photo_clip):
         write_mp4(tmp_path / f"s{i}.mp4", frames, audio, 30)
         synthesised.add((tmp_path / f"s{i}.mp4").read_bytes())
     assert len(synthesised) == 1
+
+
+# -- rotation tags (display matrix) ---------------------------------------------------------
+
+UPRIGHT = np.zeros((32, 48, 3), np.uint8)  # as it should be seen: landscape, 8 px blocks
+UPRIGHT[:8, :16] = (255, 0, 0)  # red: top left, wide
+UPRIGHT[-8:, -8:] = (0, 0, 255)  # blue: bottom right
+
+
+def _tagged(path: Path, frames: list[np.ndarray], rotation: float | None) -> Path:
+    """Lossless x264 (crf 0) of ``frames`` with PyAV's display-matrix tag, ``rotation``
+    degrees counter-clockwise (the convention ``frame.rotation`` reads back), or none."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.pix_fmt = "yuv420p"
+        if rotation is not None:
+            stream.set_display_rotation(rotation)
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def _raw_decode(path: Path) -> list[np.ndarray]:
+    """FFmpeg's frames as they are stored (what iter_frames gave before it read tags)."""
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+@pytest.mark.parametrize(("tag", "read_back"), [(90, 90), (180, -180), (270, -90)])
+def test_rotation_tag_is_applied_as_players_do(tmp_path, tag, read_back):
+    """A clip stored turned clockwise by ``tag`` degrees, tagged to turn it back, reads
+    upright. ``tag`` counts counter-clockwise (PyAV's convention, FFmpeg's
+    av_display_rotation_get); the ffmpeg CLI's autorotate shows ``frame.rotation == 90``
+    with ``transpose=cclock``, i.e. np.rot90(stored, 1), which is what the clip needs."""
+    stored = np.ascontiguousarray(np.rot90(UPRIGHT, -tag // 90))  # turned clockwise
+    path = _tagged(tmp_path / f"r{tag}.mp4", [stored, stored[::-1].copy()], tag)
+    with av.open(str(path)) as container:
+        assert next(container.decode(video=0)).rotation == read_back  # the tag is in the file
+    raw = _raw_decode(path)
+    assert raw[0].shape == stored.shape  # stored sideways
+    frames = list(iter_frames(path))
+    assert len(frames) == 2 and frames[0].shape == UPRIGHT.shape
+    info = probe_video(path)
+    assert (info.height, info.width) == frames[0].shape[:2] == (32, 48)
+    # exactly FFmpeg's decoded samples, turned: the tag changes no pixel value
+    for got, decoded in zip(frames, raw, strict=True):
+        np.testing.assert_array_equal(got, np.rot90(decoded, tag // 90))
+    # and the picture is the right way up: lossless yuv420p of flat 8-px blocks differs
+    # from the RGB only by rgb->yuv->rgb rounding (a few levels); the colours differ by 255
+    blocks = frames[0].astype(int)
+    np.testing.assert_allclose(blocks[:8, :16].mean((0, 1)), (255, 0, 0), atol=8)
+    np.testing.assert_allclose(blocks[-8:, -8:].mean((0, 1)), (0, 0, 255), atol=8)
+    assert blocks[:8, -8:].max() < 8 and blocks[-8:, :8].max() < 8  # other corners black
+
+
+def test_rotation_tag_with_scale_to(tmp_path):
+    stored = np.ascontiguousarray(np.rot90(UPRIGHT, -1))  # 48 x 32, tagged +90
+    path = _tagged(tmp_path / "r90.mp4", [stored], 90)
+    (frame,) = iter_frames(path, scale_to=24)
+    assert frame.shape == (16, 24, 3)  # the upright 32 x 48, longest side 24
+    np.testing.assert_allclose(frame[:4, :8].astype(int).mean((0, 1)), (255, 0, 0), atol=8)
+
+
+def test_untagged_clip_reads_exactly_as_ffmpeg_decodes_it(tmp_path, mp4):
+    """No tag: the frames are FFmpeg's, untouched (same values as before tags were read),
+    also when scaled (swscale's area filter, as before)."""
+    for path in (Path(mp4), _tagged(tmp_path / "plain.mp4", [UPRIGHT, UPRIGHT[::-1].copy()], None)):
+        with av.open(str(path)) as container:
+            first = next(container.decode(video=0))
+            assert not any(sd.type.name == "DISPLAYMATRIX" for sd in first.side_data)
+            small = first.reformat(width=32, height=24 if path == Path(mp4) else 21,
+                                   format="rgb24", interpolation="AREA").to_ndarray()  # fmt: skip
+        raw, frames = _raw_decode(path), list(iter_frames(path))
+        assert len(frames) == len(raw)
+        for got, decoded in zip(frames, raw, strict=True):
+            np.testing.assert_array_equal(got, decoded)
+        np.testing.assert_array_equal(next(iter_frames(path, scale_to=32)), small)
+        assert (probe_video(path).height, probe_video(path).width) == raw[0].shape[:2]
+
+
+def test_odd_rotation_tag_is_a_data_error(tmp_path):
+    path = _tagged(tmp_path / "r45.mp4", [UPRIGHT], 45)
+    for call in (probe_video, lambda p: list(iter_frames(p))):
+        with pytest.raises(DataError, match=r"rotated by 45 degrees; only multiples of 90") as err:
+            call(path)
+        assert str(err.value).startswith(f"{path}: ") and "\n" not in str(err.value)
+    # within FFmpeg's 1 degree tolerance it is a quarter turn, as the ffmpeg CLI treats it
+    near = _tagged(tmp_path / "r90.5.mp4", [np.ascontiguousarray(np.rot90(UPRIGHT, -1))], 90.5)
+    assert next(iter_frames(near)).shape == UPRIGHT.shape
+
+
+def test_write_video_writes_no_rotation_tag(tmp_path):
+    path = tmp_path / "out.mp4"
+    write_video(path, [UPRIGHT, UPRIGHT])
+    with av.open(str(path)) as container:
+        frame = next(container.decode(video=0))
+        assert frame.rotation == 0
+        assert not any(sd.type.name == "DISPLAYMATRIX" for sd in frame.side_data)
+    assert next(iter_frames(path)).shape == UPRIGHT.shape  # a round trip keeps the shape
+
+
+F = 1 << 16  # 1.0 in the display matrix's 16.16 fixed point
+
+
+@pytest.mark.parametrize(
+    ("abcd", "filters"),
+    [  # the filters the ffmpeg CLI's autorotate inserts for each matrix (fftools, FFmpeg 7)
+        ((0, -F, F, 0), [("transpose", "cclock")]),  # frame.rotation 90
+        ((0, F, -F, 0), [("transpose", "clock")]),  # -90
+        ((-F, 0, 0, -F), [("hflip", None), ("vflip", None)]),  # 180
+        ((-F, 0, 0, F), [("hflip", None)]),  # mirrored: reads as -180
+        ((F, 0, 0, -F), [("vflip", None)]),  # upside-down mirror: reads as 0
+        ((0, F, F, 0), [("transpose", "cclock_flip")]),
+        ((0, -F, -F, 0), [("transpose", "clock_flip")]),
+    ],
+)
+def test_display_matrix_matches_ffmpeg_autorotate(tmp_path, abcd, filters):
+    """FFmpeg's own filters (libavfilter, bundled with PyAV; the ffmpeg CLI is not needed)
+    on the decoded frame give exactly what iter_frames yields, mirrors included."""
+    from fractions import Fraction
+
+    a, b, c, d = abcd
+    path = tmp_path / "m.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=25, options={"crf": "0"})
+        stream.height, stream.width, stream.pix_fmt = 32, 48, "yuv420p"
+        stream.set_display_matrix([a, b, 0, c, d, 0, 0, 0, 1 << 30])
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(UPRIGHT, format="rgb24")))
+        container.mux(stream.encode())
+    graph = av.filter.Graph()
+    last = source = graph.add_buffer(
+        width=48, height=32, format="rgb24", time_base=Fraction(1, 25)
+    )  # fmt: skip
+    for name, arg in filters:
+        node = graph.add(name, arg) if arg else graph.add(name)
+        last.link_to(node)
+        last = node
+    sink = graph.add("buffersink")
+    last.link_to(sink)
+    graph.configure()
+    frame = av.VideoFrame.from_ndarray(_raw_decode(path)[0], format="rgb24")
+    frame.pts = 0
+    source.push(frame)
+    np.testing.assert_array_equal(next(iter_frames(path)), sink.pull().to_ndarray())

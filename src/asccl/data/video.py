@@ -181,8 +181,11 @@ def _first_upright(
     frame count, also count the video packets (demuxing to the end, decoding no more).
 
     Returns:
-        ``(upright, packets)``: ``packets`` is 0 unless counted. Identity when no frame
-        decodes (:func:`iter_frames` reports that).
+        ``(upright, packets)``: ``packets`` is 0 unless counted. Identity when the first
+        frame does not decode: :func:`iter_frames` reports that, saying where.
+
+    Raises:
+        DataError: the packets cannot be demuxed; as :func:`_upright`.
     """
     import av
 
@@ -191,8 +194,12 @@ def _first_upright(
         for packet in container.demux(stream):
             packets += packet.size > 0  # the end-of-stream packet is empty
             if upright is None:
-                frame = next(iter(packet.decode()), None)
-                upright = None if frame is None else _upright(path, frame)
+                try:
+                    frame = next(iter(packet.decode()), None)
+                except av.error.FFmpegError:
+                    upright = _Upright()  # cut or corrupt frame data: a header probe still
+                else:  # succeeds, and reading the frames says what is wrong
+                    upright = None if frame is None else _upright(path, frame)
             if upright is not None and not count:
                 break
     except av.error.FFmpegError as err:

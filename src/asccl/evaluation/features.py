@@ -37,7 +37,10 @@ __all__ = [
     "FeatureJob",
     "extractor_input",
     "feature_jobs",
+    "frame_count",
+    "frame_rate",
     "paired_features",
+    "rates_differ",
     "square_resize",
 ]
 
@@ -55,7 +58,8 @@ def extractor_input(config: EvalConfig, kind: str) -> str:
     framing = config.framing_of(kind)
     words = {
         "arcface": "112x112 RGB / 127.5 - 1",
-        "syncnet": "224x224 uint8 RGB at 25 fps (round-to-nearest frame pick)",
+        "syncnet": "224x224 uint8 RGB at 25 fps (round-to-nearest frame pick; a frame "
+        "folder's rate: its source video's, else frame_folder_fps)",
     }[kind]
     text = f"framing={framing}: {words}"
     if kind == "syncnet" and framing == "track":
@@ -219,11 +223,10 @@ class Extractors:
         track: FaceTrack | None,
     ) -> dict:
         from asccl.data.audio import load_audio
-        from asccl.data.video import probe_video
         from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME, evaluate_clip
 
         c = self.config
-        fps = c.frame_folder_fps if clip.is_dir() else probe_video(clip).fps
+        fps = frame_rate(clip, audio_from, c)
         audio_path = audio_from if audio_from is not None else clip
         if audio_path.is_dir():
             raise DataError(clip, "frame folder without a matching source: no audio for LSE")
@@ -256,6 +259,36 @@ class Extractors:
             "no_face": np.asarray(framed.no_face, np.int64),
             "frames": np.int64(len(framed.index) + len(framed.no_face)),
         }
+
+
+def frame_rate(clip: Path, source: Path | None, config: EvalConfig) -> float:
+    """Frames per second of a clip: a video's own (its header); a frame folder's is its
+    source video's when it has one (a result keeps its source's timing), else
+    ``config.frame_folder_fps``."""
+    from asccl.data.video import probe_video
+
+    if not clip.is_dir():
+        return probe_video(clip).fps
+    if source is not None and source.is_file():
+        return probe_video(source).fps
+    return float(config.frame_folder_fps)
+
+
+def frame_count(clip: Path) -> int:
+    """Frames in a clip: a video's header count, a frame folder's image files."""
+    from asccl.data.video import probe_video
+    from asccl.evaluation.results import frame_files
+
+    return len(frame_files(clip)) if clip.is_dir() else probe_video(clip).num_frames
+
+
+def rates_differ(a: float, b: float, frames: int) -> bool:
+    """Whether two clips at ``a`` and ``b`` fps drift apart by more than half a frame over
+    ``frames`` frames compared by index: frame ``i`` is at ``i / a`` s in one, ``i / b`` s in
+    the other, ``i * |a - b| / min(a, b)`` frames apart. 30000/1001 vs 30 fps (0.1%) stays
+    under half a frame up to 499 frames (16.6 s; MEAD's and RAVDESS's sentences last 1.5-5
+    s): equal; 15 vs 30 fps is a frame apart by frame 1: different."""
+    return frames * abs(a - b) / min(a, b) > 0.5
 
 
 def paired_features(source: dict, result: dict) -> tuple[np.ndarray, np.ndarray]:

@@ -3,7 +3,9 @@ itself when the results folder has ``ground_truth/``), cached like the other fea
 
 For every result with a ground-truth namesake (``ground_truth/<setting>/<emotion>/<clip>``)
 one cache entry ``<out>/cache/ground_truth/<clip>-<hash>.npz`` holds, over the first
-``T = min(result frames, ground-truth frames)`` frames (frame ``i`` against frame ``i``):
+``T = min(result frames, ground-truth frames)`` frames (frame ``i`` against frame ``i``;
+the report notes a result longer or shorter than its ground truth, and a result at another
+frame rate than its ground truth is not scored, naming both rates):
 
 * ``landmarks`` ``(T, 68, 2)``: the result's landmarks from the evaluation's face tracker
   (:meth:`~asccl.evaluation.features.Extractors.face_track`, the data stage's tracker, its
@@ -123,8 +125,18 @@ def extract_ground_truth(
     from tqdm import tqdm
 
     truths, out = _truth_of(index), {}
+    sources = {c.path: c.source for c in index.clips}
     for job in tqdm(jobs, desc="ground truth", unit="clip", leave=False):
         truth = truths[job.clip]
+        try:
+            other_rate = _rate_mismatch(job.clip, truth, sources.get(job.clip), config)
+        except DataError as err:
+            where = "" if err.path == printable_path(job.clip) else f"{err.path}: "
+            summary.fail(job.clip, f"{where}{err.problem}")
+            continue
+        if other_rate:
+            summary.fail(job.clip, f"ground-truth metrics not scored: {other_rate}")
+            continue
         wanted = recipe(config, job.clip, truth)
         path = cache.cache_path(config.out, KIND, job.clip, truth)
         data = cache._load_npz(path)
@@ -150,8 +162,30 @@ def extract_ground_truth(
             summary.problems.append(f"{job.clip}: {int(data['frames'])} frames, its ground "
                                     f"truth {int(data['truth_frames'])}; the first "
                                     f"{int(data['truth_frames'])} are compared")  # fmt: skip
+        elif int(data["frames"]) < int(data["truth_frames"]):
+            summary.problems.append(f"{job.clip}: {int(data['frames'])} frames, its ground "
+                                    f"truth {int(data['truth_frames'])}; only the first "
+                                    f"{int(data['frames'])} of the ground truth are compared "
+                                    "(a result should be as long as its ground "
+                                    "truth)")  # fmt: skip
         out[(KIND, job.clip)] = {k: v for k, v in data.items() if k != cache.RECIPE_KEY}
     return out
+
+
+def _rate_mismatch(clip: Path, truth: Path, source: Path | None, config: EvalConfig) -> str:
+    """``""`` when ``clip`` and its ground truth have the same frame rate over the frames
+    compared (:func:`~asccl.evaluation.features.rates_differ`; a frame folder has its
+    source video's rate, else ``frame_folder_fps``), else the reason naming both rates."""
+    from asccl.evaluation.features import frame_count, frame_rate, rates_differ
+
+    a, b = frame_rate(clip, source, config), frame_rate(truth, source, config)
+    frames = min(frame_count(clip), frame_count(truth))
+    if config.max_frames_per_clip:
+        frames = min(frames, config.max_frames_per_clip)
+    if not rates_differ(a, b, frames):
+        return ""
+    return (f"{a:g} fps, its ground truth {truth} {b:g} fps: frames are compared by "
+            "index, so both must have the same rate")  # fmt: skip
 
 
 def face_frames(entry: dict[str, np.ndarray]) -> np.ndarray:

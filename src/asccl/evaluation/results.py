@@ -24,9 +24,14 @@ e.g. ``baseline/inter_id/happy/W901_001.mp4`` made from ``sources/happy/W901_001
   *target* emotion of the result; its source is usually a neutral clip, filed under the
   same emotion and clip name).
 - ``<clip>``: a video file (``.mp4``, ``.avi``, ``.mov``, ``.mkv``, ``.webm``) or a folder
-  of ``.png``/``.jpg`` frames (sorted by name). A result and its source share the clip name
-  (``W901_001``); frames are compared by index, so a result must be frame-aligned with its
-  source (same length or a prefix of it).
+  of ``.png``/``.jpg`` frames (in natural order: the numbers in a name compare as numbers,
+  ``2.png`` before ``10.png``; see :func:`frame_files`). A result and its source share the
+  clip name (``W901_001``); frames are compared by index, so a result must be frame-aligned
+  with its source (same length and frame rate; a shorter or longer one is compared over
+  the frames both have, and the report says so; another frame rate is not scored).
+- One name, one clip: two clips of the same name in one folder (``A_001.mp4`` beside a
+  stale ``A_001.mkv`` or a frame folder ``A_001/``) are a layout problem naming both, and
+  neither is used; a result whose source (or ground truth) is such a name has none.
 
 Frames are expected to be face crops, aligned the way ArcFace expects (insightface's 112x112
 alignment, or a tight square crop around it): the evaluation only centre-crops to a square
@@ -35,12 +40,14 @@ and resizes (112 for ArcFace, 224 for SyncNet, 299 for Inception).
 :func:`scan_results` lists methods, settings, emotions and clips, and reports (never
 raises on) layout problems: unknown emotion or setting folder names, empty levels, files
 that are neither videos nor frame folders, a method/setting missing emotions the other
-methods have, results without a matching source.
+methods have, results without a matching source, clip names used twice in one folder.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +96,8 @@ class ResultsIndex:
     #: ``references/`` and ``ground_truth/``: setting -> emotion -> name -> path
     references: dict[str, dict[str, dict[str, Path]]] = field(default_factory=dict)
     ground_truth: dict[str, dict[str, dict[str, Path]]] | None = None  # None: no folder
+    #: emotion -> clip names of ``sources/<emotion>/`` used by two or more clips (no source)
+    ambiguous_sources: dict[str, set[str]] = field(default_factory=dict)
 
     def real_clips(self, real_set: str, setting: str, emotion: str) -> dict[str, Path]:
         """``{name: path}`` of the real set FID/FAD compare ``setting``/``emotion``'s
@@ -143,6 +152,7 @@ def scan_results(root: str | os.PathLike) -> ResultsIndex:
                 index.problems.append(_unknown_emotion(emotion_dir))
                 continue
             index.sources[emotion_dir.name] = dict(_clips_in(emotion_dir, index.problems))
+            index.ambiguous_sources[emotion_dir.name] = _names_used_twice(emotion_dir)
     for name in (REFERENCES, GROUND_TRUTH):
         tree = _scan_mirror(root / name, index.problems)
         if name == REFERENCES:
@@ -193,7 +203,12 @@ def _scan_setting(index: ResultsIndex, method: str, setting_dir: Path) -> None:
             index.problems.append(f"{emotion_dir}: no clips")
         for name, path in clips:
             source = index.sources.get(emotion, {}).get(name)
-            if source is None:
+            if source is None and name in index.ambiguous_sources.get(emotion, ()):
+                index.problems.append(
+                    f"{path}: its source {SOURCES}/{emotion}/{name} is ambiguous (two or more "
+                    "clips of that name, listed above): CSIM and LSE fallback audio skip it"
+                )
+            elif source is None:
                 index.problems.append(
                     f"{path}: no matching source {SOURCES}/{emotion}/{name} (video or frame "
                     "folder); CSIM and LSE fallback audio skip it"
@@ -254,30 +269,106 @@ def _subdirs(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
+def _clip_name(path: Path) -> str | None:
+    """The clip name of a video or frame folder under a clip folder, else ``None``."""
+    if path.name.startswith(".") or path.name.endswith(LANDMARKS_SUFFIX):
+        return None  # hidden, or a clip's landmarks (ground truth: <clip>.landmarks.npy)
+    if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
+        return path.stem
+    return path.name if path.is_dir() else None
+
+
+def _names_used_twice(folder: Path) -> set[str]:
+    """Clip names of two or more clips directly under ``folder``."""
+    names = [_clip_name(p) for p in folder.iterdir()] if folder.is_dir() else []
+    return {n for n in names if n is not None and names.count(n) > 1}
+
+
 def _clips_in(folder: Path, problems: list[str] | None = None) -> Iterator[tuple[str, Path]]:
     """``(clip name, path)`` of the videos and frame folders directly under ``folder``;
-    any other file is skipped and, given ``problems``, reported there."""
+    any other file is skipped and, given ``problems``, reported there. A name used by two
+    or more clips (``A_001.mp4`` and ``A_001.mkv``, or ``A_001/``) is ambiguous: none of
+    them is yielded, and ``problems`` gets one line naming them all."""
     if not folder.is_dir():
         return
+    by_name: dict[str, list[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if path.name.startswith(".") or path.name.endswith(LANDMARKS_SUFFIX):
-            continue  # hidden, or a clip's landmarks (ground truth: <clip>.landmarks.npy)
-        if path.is_file() and path.suffix.lower() in VIDEO_SUFFIXES:
-            yield path.stem, path
-        elif path.is_dir():
-            yield path.name, path
-        elif problems is not None:
+        name = _clip_name(path)
+        if name is not None:
+            by_name.setdefault(name, []).append(path)
+        elif problems is not None and not (
+            path.name.startswith(".") or path.name.endswith(LANDMARKS_SUFFIX)
+        ):
             problems.append(
                 f"{path}: not a video ({', '.join(VIDEO_SUFFIXES)}) nor a frame folder; ignored"
             )
+    for name, paths in by_name.items():
+        if len(paths) == 1:
+            yield name, paths[0]
+        elif problems is not None:
+            problems.append(
+                f"{folder / name}: {len(paths)} clips of the same name "
+                f"({', '.join(p.name for p in paths)}): which one is meant is ambiguous, "
+                "neither is used (remove or rename the others)"
+            )
+
+
+_NUMBERS = re.compile(r"(\d+)")
+
+
+def frame_order_key(name: str) -> tuple:
+    """Natural-order key of a frame file name: its digit runs compare as numbers, the text
+    between them as text (``frame_2.png`` < ``frame_10.png``; ``7.png`` = ``007.png``)."""
+    parts = _NUMBERS.split(Path(name).stem)
+    return tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+
+
+def frame_files(folder: str | os.PathLike) -> list[Path]:
+    """The ``.png``/``.jpg`` frames of a frame folder, in frame order.
+
+    The order is natural: names are compared by :func:`frame_order_key`, so numbered
+    frames come in numeric order whether zero-padded (``00000.png``) or not (``0.png``,
+    ``1.png``, ..., ``10.png``; a plain text sort would read ``0, 1, 10, 11, 2``). Names
+    without digits sort as text. Two files with the same key (``1.png`` beside
+    ``01.png``, or ``5.png`` beside ``5.jpg``) leave the order undefined: refused.
+
+    Raises:
+        DataError: two frames of the same frame number, naming both.
+    """
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    files.sort(key=lambda p: (frame_order_key(p.name), p.name))
+    for a, b in itertools.pairwise(files):
+        if frame_order_key(a.name) == frame_order_key(b.name):
+            raise DataError(b, f"same frame number as {a.name}: the frame order is undefined "
+                            "(number frames once, e.g. 00000.png, 00001.png...)")  # fmt: skip
+    return files
+
+
+def _to_rgb8(image) -> np.ndarray:
+    """``(H, W, 3)`` uint8 RGB of a PIL image; 16-bit grey (modes ``I;16*``, ``I``) keeps
+    its high byte (``v >> 8``: 65535 -> 255, 256 levels per 8-bit step, as PIL does
+    itself for 16-bit RGB PNGs), where ``convert("RGB")`` would clip it to white."""
+    if image.mode == "I" or image.mode.startswith("I;16"):
+        values = np.asarray(image).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise DataError(
+                getattr(image, "filename", "") or "frame",
+                f"mode {image.mode} values {values.min()}..{values.max()} are not 16-bit",
+            )
+        grey = (values >> 8).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def read_frames(path: str | os.PathLike, max_frames: int = 0) -> np.ndarray:
-    """``(N, H, W, 3)`` uint8 RGB frames of a clip (video or frame folder), the first
+    """``(N, H, W, 3)`` uint8 RGB frames of a clip (video or frame folder, its frames in
+    :func:`frame_files` order; 16-bit grey frames scaled by ``v >> 8``), the first
     ``max_frames`` of them when ``max_frames > 0``.
 
     Raises:
-        DataError: unreadable or empty clip (the message names the file).
+        DataError: unreadable or empty clip, or frames of undefined order (the message
+            names the file).
     """
     from asccl.data.video import iter_frames
 
@@ -286,11 +377,10 @@ def read_frames(path: str | os.PathLike, max_frames: int = 0) -> np.ndarray:
     if path.is_dir():
         from PIL import Image, UnidentifiedImageError
 
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        for file in files[: max_frames or None]:
+        for file in frame_files(path)[: max_frames or None]:
             try:
                 with Image.open(file) as image:
-                    frames.append(np.asarray(image.convert("RGB")))
+                    frames.append(_to_rgb8(image))
             except (OSError, UnidentifiedImageError) as err:
                 raise DataError(file, f"unreadable frame ({err})") from None
     else:

@@ -92,7 +92,12 @@ def scored_units(
                 summary.fail(c.path, f"{group.upper()} not scored: no frame with a face")
         if "csim" in groups:
             a, b = features.get(("arcface", c.source)), features.get(("arcface", c.path))
-            if a is not None and b is not None and len(paired_features(a, b)[0]):
+            other_rate = ""
+            if a is not None and b is not None:
+                other_rate = _source_rate_mismatch(c, a, b, config)
+            if other_rate:
+                summary.fail(c.path, f"CSIM not scored: {other_rate}")
+            elif a is not None and b is not None and len(paired_features(a, b)[0]):
                 units.add(("csim", *key))
             elif a is not None and b is not None:
                 summary.fail(c.path, "CSIM not scored: no frame with a face in both it and "
@@ -105,6 +110,9 @@ def scored_units(
                 summary.fail(c.path, f"LSE not scored: {r['dropped']}")
             elif r is not None:
                 units.add(("lse", *key))
+                gap = _audio_gap(c, str(r["audio"]), config)
+                if gap:
+                    summary.problems.append(f"{c.path}: {gap}")
         if "ground_truth" in groups:
             from asccl.evaluation.ground_truth_features import face_frames
 
@@ -115,6 +123,50 @@ def scored_units(
                 summary.fail(c.path, "ground-truth metrics not scored: no frame with a face "
                              "in both it and its ground truth")  # fmt: skip
     return units
+
+
+def _source_rate_mismatch(c: ResultClip, a: dict, b: dict, config: EvalConfig) -> str:
+    """``""`` when result ``c`` and its source have the same frame rate over the frames
+    CSIM pairs (:func:`~asccl.evaluation.features.rates_differ`), else why not, naming
+    both rates; ``a``, ``b``: the source's and the result's ArcFace entries."""
+    from asccl.data.errors import DataError
+    from asccl.evaluation.features import frame_rate, rates_differ
+
+    assert c.source is not None
+    try:
+        rate, source_rate = frame_rate(c.path, c.source, config), frame_rate(c.source, None, config)
+    except DataError as err:
+        return f"frame rate unreadable ({err})"
+    frames = min(int(a.get("frames", len(a["features"]))), int(b.get("frames", len(b["features"]))))
+    if not rates_differ(rate, source_rate, frames):
+        return ""
+    return (f"{rate:g} fps, its source {c.source} {source_rate:g} fps: frames are paired by "
+            "index, so both must have the same rate")  # fmt: skip
+
+
+def _audio_gap(c: ResultClip, audio: str, config: EvalConfig) -> str:
+    """``""`` when the frames LSE reads (count / rate, a frame folder at its source's rate)
+    last as long as the audio it pairs them with, within the data stage's rule
+    (:func:`asccl.data.clip_index.duration_tolerance`: 2 frames + 0.07 s), else the gap."""
+    from asccl.data.clip_index import AUDIO_SLACK_S, duration_tolerance
+    from asccl.data.errors import DataError
+    from asccl.data.video import probe_audio
+    from asccl.evaluation.features import frame_count, frame_rate
+
+    try:
+        fps, frames = frame_rate(c.path, c.source, config), frame_count(c.path)
+        audio_s = probe_audio(audio).duration
+    except DataError as err:
+        return f"LSE: frame or audio length unreadable ({err})"
+    video_s, tolerance = frames / fps, duration_tolerance(fps)
+    if abs(video_s - audio_s) <= tolerance:
+        return ""
+    how = "a frame folder at its source's rate" if c.path.is_dir() and c.source else ""
+    how = how or ("a frame folder at frame_folder_fps" if c.path.is_dir() else "")
+    return (f"{frames} frames at {fps:g} fps{f' ({how})' if how else ''} = {video_s:.3f} s, "
+            f"its audio {audio} {audio_s:.3f} s: {abs(video_s - audio_s):.3f} s apart, more "
+            f"than the {tolerance:.3f} s allowed (2 frames + {AUDIO_SLACK_S:g} s); LSE pairs "
+            "frame i with the audio at i / fps")  # fmt: skip
 
 
 def common_clips(by_method: dict[str, set[str]]) -> set[str]:
@@ -270,6 +322,12 @@ def _row_value(
                 summary.problems.append(
                     f"{c.path}: {length[1]} frames, its source {length[0]}; CSIM compares "
                     f"the first {length[0]} (a result should be as long as its source)"
+                )
+            elif length[1] < length[0]:  # shorter: compared with its source's first frames
+                summary.problems.append(
+                    f"{c.path}: {length[1]} frames, its source {length[0]}; CSIM compares "
+                    f"the first {length[1]} of the source (a result should be as long as its "
+                    "source)"
                 )
             x, y = paired_features(a, b)  # frames with a face in both, by frame number
             metric.update(torch.from_numpy(x), torch.from_numpy(y))

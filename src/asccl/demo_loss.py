@@ -19,6 +19,7 @@ from tqdm import tqdm
 
 from asccl.demo_figures import plot_optimisation, plot_regions, plot_variants, write_tables
 from asccl.losses import ASCCLLoss
+from asccl.optional import require
 
 if TYPE_CHECKING:
     from asccl.demo import DemoConfig
@@ -74,10 +75,7 @@ def run_loss_demo(config: DemoConfig, checkpoint: Path | str) -> dict[str, Path]
 def _face_images(size: int) -> tuple[Tensor, Tensor]:
     """The astronaut's face and an unrelated picture (scikit-image's public-domain/CC0
     sample images), as ``(1, 3, size, size)`` RGB in [0, 1]."""
-    try:
-        from skimage import data
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError("the demo needs scikit-image: pip install 'asccl[demo]'") from exc
+    data = require("skimage.data", "the demo's sample photos need scikit-image")
 
     def prepare(array, rows: slice, cols: slice) -> Tensor:
         image = torch.from_numpy(array[rows, cols].copy()).permute(2, 0, 1)[None].float() / 255

@@ -26,6 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from asccl.config import ConfigError
     from asccl.data.errors import DataError
     from asccl.io import CheckpointError
+    from asccl.optional import missing_dependency
     from asccl.spfem.face3d.errors import Face3DModelError
     from asccl.weights import MissingWeightsError
 
@@ -36,6 +37,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, CheckpointError, MissingWeightsError, DataError, Face3DModelError) as exc:
         _close_progress_bars()  # else the error line is glued to a half-drawn bar
         print(f"asccl: error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional package not installed: which, and how to get it
+        missing = missing_dependency(exc)
+        if missing is None:
+            raise
+        _close_progress_bars()
+        print(f"asccl: error: {missing}", file=sys.stderr)
         return 2
 
 

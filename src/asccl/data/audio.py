@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from asccl.data.errors import DataError
+from asccl.optional import require
 
 
 @dataclass(frozen=True)
@@ -229,23 +230,16 @@ def _mel_basis(sample_rate: int, n_fft: int, n_mels: int):
     """``(n_fft // 2 + 1, n_mels)`` librosa's Slaney-normalised Mel filterbank, as a sparse
     matrix: about 2% of it is non-zero, and a dense BLAS product of this size is slower
     (and, when other processes hold the cores, waits milliseconds on its threads)."""
-    try:
-        import librosa
-    except ImportError as err:
-        raise ImportError("Mel features need librosa: pip install librosa") from err
     from scipy.sparse import csr_array
+
+    librosa = require("librosa", "Mel features need librosa")
 
     basis = librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)  # (n_mels, F)
     return csr_array(basis.T.astype(np.float32))
 
 
 def _psf_mfcc(audio: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
-    try:
-        import python_speech_features as psf
-    except ImportError as err:
-        raise ImportError(
-            "kind='mfcc_psf' needs python_speech_features: pip install python_speech_features"
-        ) from err
+    psf = require("python_speech_features", "kind='mfcc_psf' needs python_speech_features")
     feats = psf.mfcc(audio.astype(np.float64), samplerate=sample_rate, winstep=1.0 / fps)
     return np.asarray(feats, dtype=np.float64)  # not float32: that would move DTW ties
 
@@ -304,10 +298,7 @@ def _frame_mono(frame) -> np.ndarray:
 def _resample(audio: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:
     """soxr's high-quality resampler, as ``librosa.load`` (its default ``res_type``), with
     the length set to ``ceil(S * rate_out / rate_in)`` as librosa does."""
-    try:
-        import soxr
-    except ImportError as err:
-        raise ImportError("resampling needs soxr (librosa brings it): pip install soxr") from err
+    soxr = require("soxr", "resampling audio needs soxr")
     out = soxr.resample(audio, rate_in, rate_out, quality="HQ")
     length = math.ceil(len(audio) * rate_out / rate_in)
     return np.pad(out, (0, max(0, length - len(out))))[:length].astype(np.float32, copy=False)
@@ -330,8 +321,4 @@ def _reason(err: BaseException) -> str:
 
 
 def _import_av():
-    try:
-        import av
-    except ImportError as err:
-        raise ImportError("audio decoding needs PyAV: pip install av") from err
-    return av
+    return require("av", "audio decoding needs PyAV")

@@ -28,6 +28,8 @@ import functools
 
 import numpy as np
 
+from asccl.optional import require
+
 #: Tie rules of :func:`dtw` (see the module's docstring).
 TIE_RULES: tuple[str, ...] = ("librosa", "authors")
 
@@ -253,10 +255,7 @@ def _backtrack_py(steps: np.ndarray) -> np.ndarray:
 def _kernels() -> dict:
     """numba-compiled kernels: each rule of :data:`TIE_RULES` -> its accumulate, and
     ``"backtrack"``; compiled once, cached on disk."""
-    try:
-        import numba
-    except ImportError as err:
-        raise ImportError("DTW needs numba (it comes with librosa): pip install numba") from err
+    numba = require("numba", "DTW needs numba")
     jit = numba.njit(cache=True, nogil=True)
     return {
         "librosa": jit(_accumulate_py),

@@ -56,12 +56,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from zipfile import BadZipFile
 
-import cv2
 import numpy as np
 from tqdm import tqdm
 
 from asccl.data.crop_store import NPY_HEADER_LOCK, check_clip_crops, crop_path
 from asccl.data.errors import DataError
+from asccl.data.opencv import cv2
 from asccl.data.runs import StageSummary
 from asccl.io import atomic_write
 

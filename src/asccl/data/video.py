@@ -25,6 +25,7 @@ import numpy as np
 
 from asccl.data.errors import DataError
 from asccl.io import atomic_write
+from asccl.optional import require
 
 if TYPE_CHECKING:
     import av
@@ -32,7 +33,8 @@ if TYPE_CHECKING:
 # PyAV is imported where a function first needs it, not here: modules that only reach
 # this one through asccl.data.crops (training, the metric, the benchmarks) then import
 # without it, e.g. on a machine that carries no PyAV. A missing PyAV still fails at the
-# first read or write, with the same ImportError.
+# first read or write, as asccl.optional.MissingDependencyError (one line: what to install).
+_NEEDS_AV = "reading and writing video needs PyAV"
 
 __all__ = [
     "AudioInfo",
@@ -75,7 +77,7 @@ def _open_media(path: Path, kind: str) -> av.container.InputContainer:
         raise DataError(path, f"is a directory, not {kind} file")
     if path.stat().st_size == 0:
         raise DataError(path, "empty file")
-    import av
+    av = require("av", _NEEDS_AV)
 
     try:
         return av.open(str(path))
@@ -187,7 +189,7 @@ def _first_upright(
     Raises:
         DataError: the packets cannot be demuxed; as :func:`_upright`.
     """
-    import av
+    av = require("av", _NEEDS_AV)
 
     upright, packets, count = None, 0, stream.frames <= 0
     try:
@@ -263,7 +265,7 @@ def probe_audio(path: str | os.PathLike) -> AudioInfo:
     Raises:
         DataError: missing, empty or unreadable file, or no audio stream.
     """
-    import av
+    av = require("av", _NEEDS_AV)
 
     path = Path(path)
     container = _open_media(path, "an audio")
@@ -331,7 +333,7 @@ def iter_frames(path: str | os.PathLike, *, scale_to: int | None = None) -> Iter
 def _frames(
     path: Path, container: av.container.InputContainer, scale_to: int | None
 ) -> Iterator[np.ndarray]:
-    import av
+    av = require("av", _NEEDS_AV)
 
     n = 0
     try:
@@ -415,7 +417,7 @@ def write_video(
     if codec == "libx264":
         options = {k: str(v) for k, v in (("crf", crf), ("preset", preset)) if v is not None}
         options["x264-params"] = X264_PARAMS  # the same frames give the same bytes
-    import av
+    av = require("av", _NEEDS_AV)
 
     count = 0
     audio = _open_audio_source(audio_from) if audio_from is not None else None
@@ -449,7 +451,7 @@ def write_video(
 
 
 def _open_audio_source(path: str | os.PathLike) -> av.container.InputContainer:
-    import av
+    av = require("av", _NEEDS_AV)
 
     try:
         container = av.open(str(path))

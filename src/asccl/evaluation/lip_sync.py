@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+from asccl.optional import require
+
 SAMPLE_RATE = 16000  #: audio rate SyncNet was trained at, Hz
 FPS = 25  #: video rate SyncNet was trained at
 VSHIFT = 15  #: offsets searched, -VSHIFT..+VSHIFT frames (run_syncnet's default)
@@ -90,12 +92,7 @@ def syncnet_mfcc(audio: np.ndarray) -> Tensor:
     coefficient 0) on the int16 sample *values* (no scaling to [-1, 1]).
     ``T = 1 + ceil((S - 400) / 160)`` for ``S >= 400``.
     """
-    try:
-        import python_speech_features as psf
-    except ImportError as err:
-        raise ImportError(
-            "LSE-D/LSE-C need python_speech_features: pip install python_speech_features"
-        ) from err
+    psf = require("python_speech_features", "LSE-D/LSE-C need python_speech_features")
     samples = to_int16(audio)
     if len(samples) == 0:
         raise ValueError("audio has no samples")

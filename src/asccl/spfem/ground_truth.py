@@ -82,7 +82,7 @@ def frame_ground_truth(
             inside = to_crop_coords(truth_landmarks[i], round_box(boxes[i]), crop)
             marks[i] = (inside.astype(np.float64) + 0.5) * (size / crop) - 0.5
     if reader.format != "npy":
-        import cv2
+        from asccl.data.opencv import cv2
 
         data, offsets = encode_jpegs(crops, JPEG_QUALITY)
         for i in range(t):

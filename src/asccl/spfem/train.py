@@ -222,9 +222,9 @@ def write_sample_grid(
     ``margin + (n + 2) * T`` pixels, ``T = S * ceil(tile / S)`` for ``S``-pixel frames."""
     import math
 
-    import cv2
     import numpy as np
 
+    from asccl.data.opencv import cv2
     from asccl.spfem.data import EMOTIONS
 
     n, _, size, _ = batch["source"].shape

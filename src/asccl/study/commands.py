@@ -21,6 +21,7 @@ import os
 import shlex
 from pathlib import Path
 
+from asccl.optional import require
 from asccl.study.config import DEFAULT_BASE_URL, StudyConfig
 from asccl.study.definition import build_study, read_study_toml, write_study_toml
 from asccl.study.secret_file import load_secrets
@@ -179,12 +180,7 @@ def serve(
 
     Access logs are off by default: request lines carry rater tokens."""
     StudyConfig(study=study_toml, host=host, port=port, allowed_origins=allowed_origins)
-    try:
-        import uvicorn
-    except ModuleNotFoundError:
-        raise ModuleNotFoundError(
-            'asccl study serve needs uvicorn and starlette: pip install "asccl[study]"'
-        ) from None
+    uvicorn = require("uvicorn", "asccl study serve needs uvicorn")
     app = make_app(study_toml, admin_token, allowed_origins=allowed_origins)
     files = study_files(study_toml)
     url = f"http://{host}:{port}"

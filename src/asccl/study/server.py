@@ -45,6 +45,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import parse_qs
 
+from asccl.optional import MissingDependencyError
 from asccl.study import pages
 from asccl.study.definition import StudyDefinition
 from asccl.study.media import ItemMedia, study_media
@@ -64,11 +65,8 @@ try:
         Response,
     )
     from starlette.routing import Route
-except ModuleNotFoundError as exc:  # pragma: no cover - depends on the install
-    raise ModuleNotFoundError(
-        f"the study web app needs starlette and uvicorn ({exc}); "
-        'install them with: pip install "asccl[study]"'
-    ) from None
+except ImportError as exc:  # pragma: no cover - depends on the install
+    raise MissingDependencyError("starlette", "the study web app needs starlette", exc) from exc
 
 SLOTS = ("left", "right", "source", "reference")
 TOKEN_RE = re.compile(r"^[A-Za-z0-9_-]{16,128}$")

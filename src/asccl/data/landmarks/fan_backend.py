@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from asccl.data.landmarks.base import check_frame, largest_box
+from asccl.optional import require
 
 FAN_WEIGHTS_ENV = "ASCCL_FAN_WEIGHTS"
 
@@ -32,15 +33,13 @@ class FanLandmarks:
     def __init__(
         self, weights_dir: str | os.PathLike | None = None, *, device: str = "cpu"
     ) -> None:
-        try:
-            import face_alignment
-            import face_alignment.api as fa_api
-        except ImportError as err:
-            raise ImportError(
-                "the 'fan' landmark backend needs face_alignment: pip install face-alignment; "
-                f"then put its weight files in a folder named by {FAN_WEIGHTS_ENV} or "
-                "weights_dir= (nothing is downloaded)"
-            ) from err
+        needs = "the 'fan' landmark backend needs face_alignment"
+        hint = (
+            f"then put its weight files in a folder named by {FAN_WEIGHTS_ENV} or "
+            "weights_dir= (nothing is downloaded)"
+        )
+        face_alignment = require("face_alignment", needs, hint=hint)
+        fa_api = require("face_alignment.api", needs, hint=hint)
         fan_name, sfd_name = fan_weight_files(fa_api)
         if weights_dir is None:
             weights_dir = os.environ.get(FAN_WEIGHTS_ENV)

@@ -5,7 +5,6 @@ is lost (:func:`track_lost`, :func:`patch_similarity` of :func:`face_patch` grey
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 
 from asccl.data.landmarks.base import (
@@ -15,6 +14,7 @@ from asccl.data.landmarks.base import (
     check_frame,
     landmark_extent,
 )
+from asccl.data.opencv import cv2
 
 
 def track_lost(

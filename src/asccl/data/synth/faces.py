@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import cv2
 import numpy as np
 from scipy.interpolate import CubicSpline
 
+from asccl.data.opencv import cv2
 from asccl.data.synth.expressions import (
     CORNERS,
     JAW,

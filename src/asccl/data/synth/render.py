@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
+from asccl.data.opencv import cv2
 from asccl.data.synth.expressions import (
     EXPRESSIONS,
     LEVEL_SCALE,

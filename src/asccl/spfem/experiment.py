@@ -141,8 +141,10 @@ class ExperimentConfig:
 
     def __post_init__(self) -> None:
         """One :class:`~asccl.config.ConfigError` per nonsense value, naming its key."""
-        for name in ("models", "test_speakers", "cross_speakers"):
-            names_field(self, name)
+        names_field(self, "models", empty=f'name one or more of {list(MODELS)}, e.g. ["ganmut"]')
+        names_field(self, "test_speakers", empty='name at least one held-out speaker (results '
+                    'are generated for them), e.g. ["W903"]')  # fmt: skip
+        names_field(self, "cross_speakers")  # (): any other speaker
         for name in ("data", "out"):
             path_field(self, name)
         path_field(self, "metric", optional=True)

@@ -391,3 +391,62 @@ def test_an_unknown_override_suggests_the_closest_key_in_the_flags_spelling():
         with pytest.raises(ConfigError) as error:
             load_config(Outer, None, args)
         assert str(error.value).startswith(message), str(error.value)
+
+
+#: (config class path, key, the error's text after "<key> is empty: ") of each names list
+#: whose empty value means nothing (no "all" or "none")
+EMPTY_MEANS_NOTHING = [
+    ("asccl.spfem.experiment:ExperimentConfig", "models",
+     "name one or more of ['ganmut', 'icface'], e.g. [\"ganmut\"]"),
+    ("asccl.spfem.experiment:ExperimentConfig", "test_speakers",
+     'name at least one held-out speaker (results are generated for them), e.g. ["W903"]'),
+    ("asccl.evaluation.config:EvalConfig", "metrics",
+     "name at least one of ['distribution', 'fid', 'fad', 'csim', 'lse', 'kid', "
+     "'ground_truth'], e.g. [\"distribution\", \"csim\", \"lse\"]"),
+    ("asccl.demo:DemoConfig", "variants",
+     "name at least one of ['identical', 'brighter', 'shifted', 'mouth_open', 'unrelated'], "
+     'e.g. ["identical", "unrelated"], or leave it out for all'),
+    ("asccl.spfem.config:SPFEMTrainConfig", "speakers",
+     'name at least one speaker, e.g. ["W021"], or leave it out for all'),
+    ("asccl.spfem.config:SPFEMTrainConfig", "emotions",
+     'name at least one emotion, e.g. ["angry"], or leave it out for all'),
+]  # fmt: skip
+
+
+def _class(path: str) -> type:
+    import importlib
+
+    module, name = path.split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+@pytest.mark.parametrize(("cls", "key", "what"), EMPTY_MEANS_NOTHING,
+                         ids=[f"{c.split(':')[1]}.{k}"
+                              for c, k, _ in EMPTY_MEANS_NOTHING])  # fmt: skip
+def test_an_empty_list_that_means_nothing_says_what_to_give(tmp_path, cls, key, what):
+    """``key = []`` in a config file is one line: the key and what to give (not ``got ()``)."""
+    file = tmp_path / "config.toml"
+    file.write_text(f"{key} = []\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(_class(cls), file)
+    assert str(err.value) == f"{file}: {key} is empty: {what}"
+
+
+@pytest.mark.parametrize(("cls", "key"), [
+    ("asccl.spfem.experiment:ExperimentConfig", "cross_speakers"),  # any other speaker
+    ("asccl.evaluation.config:EvalConfig", "methods"),  # every method
+    ("asccl.spfem.config:SPFEMTrainConfig", "exclude_speakers"),  # none held out
+])  # fmt: skip
+def test_an_empty_list_that_means_all_or_none_is_kept(tmp_path, cls, key):
+    file = tmp_path / "config.toml"
+    file.write_text(f"{key} = []\n")
+    assert getattr(load_config(_class(cls), file), key) == ()
+
+
+def test_an_empty_list_on_the_command_line_is_one_error_line(capsys):
+    """Through ``asccl evaluate``: exit 2, one stderr line, nothing run."""
+    from asccl.cli import main
+
+    assert main(["evaluate", "--metrics", "[]"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"asccl: error: command line: metrics is empty: {EMPTY_MEANS_NOTHING[2][2]}\n"

@@ -435,8 +435,14 @@ def main() -> None:
             reset_compiled()  # static shapes per batch size, as in a real run
         batch_rows = {name: Row(name, batch, not cuda) for name in steps}
         for name, step in steps.items():
+            start = time.perf_counter()
             run_block(batch_rows[name], step, args.warmup, device)
             batch_rows[name].reset()
+            # printed as it happens: a row killed at its time budget still shows how far
+            # it got (on a GPU, --compile's first steps are mostly compilation)
+            compiling = " (compiles the backbone)" if args.compile and "asccl" in name else ""
+            print(f"warm-up  : batch {batch} {name}, {args.warmup} step(s) in "
+                  f"{time.perf_counter() - start:.1f} s{compiling}", flush=True)  # fmt: skip
         if cuda and batch == args.batches[0]:
             syncs = {name: count_syncs(step, device) for name, step in steps.items()}
         for _ in range(args.repeats):

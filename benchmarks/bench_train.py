@@ -21,9 +21,8 @@ convolutions are drawn with std ``1/sqrt(fan_in)`` (``bench_loss.build_metric``)
 * (b) asccl: ``train_metric``'s step on uint8 batches already on the device.
   ``to_model_input``, ``metric(x, y, generator=...)`` under autocast (``--amp``),
   ``GradScaler``, Adam, ``zero_grad(set_to_none=True)``, no ``.item()``.
-  ``--channels-last`` as in the trainer; ``--compile``: ``torch.compile`` of
-  ``backbone.forward_stages``, the method the metric runs (the trainer's
-  ``metric.backbone.compile()`` wraps ``__call__`` alone, which the metric never calls).
+  ``--channels-last`` as in the trainer; ``--compile``: the trainer's
+  ``metric.compile_backbone()`` (``torch.compile`` of ``backbone.forward_stages``).
 * (c) loader-fed: (b) fed by ``DataLoader(PairedFrames(...))`` with the trainer's settings
   (``num_workers``, ``pin_memory`` on CUDA, ``drop_last``). The data is read from stored
   crops: a stage-1 folder given with ``--data DIR``, or by default one built in a temp dir
@@ -379,13 +378,7 @@ def main() -> None:
     if args.channels_last:
         metric.to(memory_format=torch.channels_last)
     if args.compile:
-        # The metric runs backbone.forward_stages, never backbone(): nn.Module.compile()
-        # (the trainer's metric.backbone.compile()) wraps __call__ alone and so compiles
-        # nothing here. Compile the method that runs.
-        backbone = metric.backbone
-        backbone.forward_stages = torch.compile(
-            backbone.forward_stages, backend=args.compile_backend
-        )
+        metric.compile_backbone(backend=args.compile_backend)  # the trainer's call
     optimizer = torch.optim.Adam([p for p in metric.parameters() if p.requires_grad], lr=train.lr)
     scaler = torch.amp.GradScaler(device.type, enabled=args.amp == "fp16")
     region_generator = torch.Generator().manual_seed(args.seed + 1)

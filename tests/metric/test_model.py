@@ -229,3 +229,29 @@ def test_regions_for_another_size_are_rejected(metric):
     regions = metric.sample_regions(1, image_size=224)
     with pytest.raises(ValueError, match="regions drawn for a 112x112 map"):
         metric(x, x, regions=regions)
+
+
+def test_compile_backbone_compiles_the_stage_pass_features_runs():
+    """nn.Module.compile() on the backbone wraps __call__, which the metric never calls;
+    compile_backbone() must put the code features() runs under dynamo (backend "eager":
+    dynamo's graph capture without inductor, so the values are the eager ones exactly)."""
+    from torch._dynamo.utils import counters
+
+    torch.manual_seed(0)
+    metric = ASCCLMetric(backbone="iresnet18", image_size=64).eval()
+    x = random_images(1, 64, seed=5)
+    with torch.no_grad():
+        eager = metric.features(x)
+    torch._dynamo.reset()
+    counters.clear()
+    state = {k: v.clone() for k, v in metric.state_dict().items()}
+    assert metric.compile_backbone(backend="eager") is metric
+    with torch.no_grad():
+        compiled = metric.features(x)
+    assert counters["stats"]["unique_graphs"] >= 1  # 0 with backbone.compile()
+    for a, b in zip(eager, compiled, strict=True):
+        assert torch.equal(a, b)
+    # checkpoints are unaffected: the same keys and tensors
+    assert metric.state_dict().keys() == state.keys()
+    assert all(torch.equal(metric.state_dict()[k], v) for k, v in state.items())
+    torch._dynamo.reset()

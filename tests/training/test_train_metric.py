@@ -202,6 +202,34 @@ def test_a_resume_with_other_workers_and_cadences_ends_bit_for_bit(run, stage1_6
 
 
 @pytest.mark.slow
+def test_compile_true_puts_the_training_forward_under_dynamo(stage1_64, tmp_path, monkeypatch):
+    """``compile = true`` compiles the code the metric runs (``compile_backbone``), and a
+    compiled step trains the same weights. Dynamo's ``eager`` backend stands in for inductor
+    (minutes of C++ compilation on CPU): graph capture alone, the same kernels, so the
+    weights after the step equal the uncompiled run's exactly."""
+    from torch._dynamo.utils import counters
+
+    calls = []
+    original = ASCCLMetric.compile_backbone
+
+    def eager_backend(self, **options):
+        calls.append(options)
+        return original(self, backend="eager")
+
+    monkeypatch.setattr(ASCCLMetric, "compile_backbone", eager_backend)
+    changes = {"max_steps": 1, "batchnorm": "frozen"}
+    plain = train_metric(config(stage1_64, tmp_path / "plain", **changes))
+    assert calls == []
+    torch._dynamo.reset()
+    counters.clear()
+    try:
+        compiled = train_metric(config(stage1_64, tmp_path / "compiled", compile=True, **changes))
+        assert calls == [{}] and counters["stats"]["unique_graphs"] >= 1
+    finally:
+        torch._dynamo.reset()
+    assert_same_tensors(compiled, plain)
+
+
 def test_a_float64_run_trains_and_resumes_in_float64(stage1_64, tmp_path):
     """Weights, optimiser state and inputs in float64; a resumed run reads its checkpoint's
     float64 weights as saved (``load_metric`` would round them to float32) and ends bit for

@@ -93,6 +93,16 @@ class ASCCLMetric(nn.Module):
         load_arcface_weights(self.backbone, path)
         return self
 
+    def compile_backbone(self, **options: Any) -> ASCCLMetric:
+        """``torch.compile`` the backbone's stage pass, the code :meth:`features` runs.
+
+        ``nn.Module.compile()`` on the backbone would wrap its ``__call__`` alone, which the
+        metric never calls. Options go to :func:`torch.compile` (``backend=``, ``mode=``).
+        Weights, ``state_dict`` and checkpoints are unchanged.
+        """
+        self.backbone.forward_stages = torch.compile(self.backbone.forward_stages, **options)
+        return self
+
     def features(self, images: Tensor) -> StageFeatures:
         """The four stage maps of ``(B, 3, S, S)`` images in [-1, 1]."""
         return self.backbone.forward_stages(images)

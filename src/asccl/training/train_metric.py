@@ -93,7 +93,7 @@ def train_metric(config: TrainConfig) -> Path:
     if config.channels_last:
         metric.to(memory_format=torch.channels_last)
     if config.compile:
-        metric.backbone.compile()
+        metric.compile_backbone()
     model = metric
     if world > 1:  # DDP copies process 0's weights to every process
         model = nn.parallel.DistributedDataParallel(

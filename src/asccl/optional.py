@@ -96,6 +96,17 @@ class MissingDependencyError(ImportError):
         super().__init__(text, name=top)
         self.module = top
 
+    def __reduce__(self):  # pickled whole (a pool worker's error reaches the parent)
+        return _rebuild, (str(self), self.module)
+
+
+def _rebuild(text: str, module: str) -> MissingDependencyError:
+    """A :class:`MissingDependencyError` with the text it was made with (for pickling)."""
+    err = MissingDependencyError.__new__(MissingDependencyError)
+    ImportError.__init__(err, text, name=module)
+    err.module = module
+    return err
+
 
 def require(module: str, needed_by: str, *, hint: str = "") -> ModuleType:
     """``importlib.import_module(module)``, or :class:`MissingDependencyError` saying

@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from asccl.data.errors import DataError
 from asccl.io import write_text_atomic
+from asccl.optional import missing_dependency
 
 
 @dataclass
@@ -134,6 +135,10 @@ def _call(work: Callable[[Any], None], item: Any) -> tuple[str | None, str] | No
         work(item)
     except DataError as exc:
         return exc.path, exc.problem
+    except ImportError as exc:  # a missing package fails every item: stop, say it once
+        if (missing := missing_dependency(exc)) is not None:
+            raise missing from None
+        return None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     except Exception as exc:  # one bad item must not stop the run
         return None, f"{type(exc).__name__}: {' '.join(str(exc).split())}"
     return None

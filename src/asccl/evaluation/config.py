@@ -84,8 +84,6 @@ class EvalConfig:
             path_field(self, name, optional=True)
         require(self.distribution_metric in ("fid", "fad"), self, "distribution_metric",
                 'must be "fid" or "fad"')  # fmt: skip
-        require(len(self.metrics) > 0, self, "metrics", f"must name at least one of "
-                f"{list(METRIC_SWITCHES)}")  # fmt: skip
         unknown = [m for m in self.metrics if m not in METRIC_SWITCHES]
         if unknown:
             raise ConfigError(f"metrics: unknown {unknown}; valid: {list(METRIC_SWITCHES)}")

@@ -169,8 +169,6 @@ class ExperimentConfig:
                 "must be an evaluation config (a table or a config file name)")  # fmt: skip
         require(is_number(self.asccl_weight) and self.asccl_weight > 0, self, "asccl_weight",
                 "must be a finite number > 0 (the baseline is weight 0)")  # fmt: skip
-        require(len(self.test_speakers) > 0, self, "test_speakers",
-                "must name at least one held-out speaker")  # fmt: skip
         require(is_int(self.seed, 0, 2**63 - 3), self, "seed", "must be in [0, 2**63 - 2)")
         require(is_int(self.max_clips_per_emotion, 0), self, "max_clips_per_emotion",
                 "must be an integer >= 0 (0: all)")  # fmt: skip

@@ -32,14 +32,34 @@ def face_template() -> torch.Tensor:
     pts[27:31, 0], pts[27:31, 1] = 0.0, torch.linspace(0.0, 0.6, 4)  # bridge, tip 30
     pts[31:36, 0], pts[31:36, 1] = torch.linspace(-0.2, 0.2, 5), 0.7  # nose base, 33 centre
     for start, cx in ((36, -0.5), (42, 0.5)):  # eye: corner, 2 upper, corner, 2 lower
-        pts[start:start + 6] = torch.tensor(
+        pts[start : start + 6] = torch.tensor(
             [[-0.2, 0.0], [-0.07, -0.07], [0.07, -0.07], [0.2, 0.0], [0.07, 0.07], [-0.07, 0.07]]
         ) + torch.tensor([cx, 0.0])
-    outer = [[-0.4, 1.0], [-0.25, 0.93], [-0.1, 0.9], [0.0, 0.92], [0.1, 0.9], [0.25, 0.93],
-             [0.4, 1.0], [0.25, 1.1], [0.1, 1.14], [0.0, 1.15], [-0.1, 1.14], [-0.25, 1.1]]
+    outer = [
+        [-0.4, 1.0],
+        [-0.25, 0.93],
+        [-0.1, 0.9],
+        [0.0, 0.92],
+        [0.1, 0.9],
+        [0.25, 0.93],
+        [0.4, 1.0],
+        [0.25, 1.1],
+        [0.1, 1.14],
+        [0.0, 1.15],
+        [-0.1, 1.14],
+        [-0.25, 1.1],
+    ]
     pts[48:60] = torch.tensor(outer)
-    inner = [[-0.35, 1.0], [-0.1, 0.99], [0.0, 0.99], [0.1, 0.99], [0.35, 1.0], [0.1, 1.01],
-             [0.0, 1.01], [-0.1, 1.01]]
+    inner = [
+        [-0.35, 1.0],
+        [-0.1, 0.99],
+        [0.0, 0.99],
+        [0.1, 0.99],
+        [0.35, 1.0],
+        [0.1, 1.01],
+        [0.0, 1.01],
+        [-0.1, 1.01],
+    ]
     pts[60:68] = torch.tensor(inner)
     return pts
 
@@ -124,11 +144,28 @@ def test_mix_params_takes_speech_and_pose_from_source():
 
 # ---------------------------------------------------------------- OpenFace CSVs
 
+
 def write_openface_csv(path: Path, rows: int = 3, faces: tuple[int, ...] = (0,)) -> Path:
     """A CSV laid out like OpenFace 2.0's FeatureExtraction output (", " separators)."""
-    header = ["frame", "face_id", "timestamp", "confidence", "success", "gaze_0_x",
-              "pose_Tx", "pose_Ty", "pose_Tz", "pose_Rx", "pose_Ry", "pose_Rz", "x_0", "y_0",
-              *OPENFACE_AUS, "AU01_c", "AU45_c"]
+    header = [
+        "frame",
+        "face_id",
+        "timestamp",
+        "confidence",
+        "success",
+        "gaze_0_x",
+        "pose_Tx",
+        "pose_Ty",
+        "pose_Tz",
+        "pose_Rx",
+        "pose_Ry",
+        "pose_Rz",
+        "x_0",
+        "y_0",
+        *OPENFACE_AUS,
+        "AU01_c",
+        "AU45_c",
+    ]
     lines = [", ".join(header)]
     for face in faces:
         for r in range(rows):
@@ -168,8 +205,10 @@ def test_read_openface_csv_multi_face(tmp_path):
     ("text", "message"),
     [
         ("", "empty file"),
-        ("frame, face_id, timestamp, pose_Rx, pose_Ry, pose_Rz\n1, 0, 0.0, 0, 0, 0\n",
-         r"missing columns \['AU01_r'"),
+        (
+            "frame, face_id, timestamp, pose_Rx, pose_Ry, pose_Rz\n1, 0, 0.0, 0, 0, 0\n",
+            r"missing columns \['AU01_r'",
+        ),
         ("\x00\x01garbage\xff\n", "missing columns"),
     ],
 )

@@ -173,8 +173,14 @@ def test_weight_zero_is_exactly_the_baseline(stage1, tmp_path, metric_file):
 @pytest.mark.slow
 def test_asccl_weight_changes_training_and_is_logged(stage1, tmp_path, metric_file):
     base = train_spfem(tiny_config(stage1, tmp_path / "base", steps=2, n_critic=1))
-    config = tiny_config(stage1, tmp_path / "asccl", steps=2, n_critic=1, asccl_weight=5.0,
-                         asccl_checkpoint=metric_file)
+    config = tiny_config(
+        stage1,
+        tmp_path / "asccl",
+        steps=2,
+        n_critic=1,
+        asccl_weight=5.0,
+        asccl_checkpoint=metric_file,
+    )
     with_asccl = train_spfem(config)
     wb, wa = weights(base), weights(with_asccl)
     assert any(not torch.equal(wb[k], wa[k]) for k in wb if k.startswith("generator."))

@@ -93,8 +93,9 @@ class ParamLayout:
 OPENFACE_LAYOUT = ParamLayout(
     names=OPENFACE_POSE + OPENFACE_AUS,
     pose=(0, 1, 2),
-    speech=tuple(3 + OPENFACE_AUS.index(au) for au in ("AU17_r", "AU20_r", "AU23_r", "AU25_r",
-                                                       "AU26_r")),
+    speech=tuple(
+        3 + OPENFACE_AUS.index(au) for au in ("AU17_r", "AU20_r", "AU23_r", "AU25_r", "AU26_r")
+    ),
     neutral=(0.5, 0.5, 0.5) + (0.0,) * len(OPENFACE_AUS),
 )
 
@@ -163,8 +164,9 @@ def read_openface_csv(path: str | os.PathLike, face_id: int | None = None) -> AU
                 f"not an OpenFace 2.0 AU CSV: missing columns {missing} (run FeatureExtraction "
                 "with -pose -aus, or without output flags)",
             )
-        wanted = [c for c in ("frame", "face_id", "timestamp", "confidence", "success")
-                  if c in columns]
+        wanted = [
+            c for c in ("frame", "face_id", "timestamp", "confidence", "success") if c in columns
+        ]
         names = list(OPENFACE_POSE + OPENFACE_AUS) + wanted
         rows: list[list[float]] = []
         for line, row in enumerate(reader, start=2):
@@ -202,7 +204,7 @@ def read_openface_csv(path: str | os.PathLike, face_id: int | None = None) -> AU
     elif face_id not in (None, 0):
         raise DataError(path, f"no face_id column, cannot select face {face_id}")
     n = len(data)
-    au = data[:, 3:3 + len(OPENFACE_AUS)].astype(np.float32)
+    au = data[:, 3 : 3 + len(OPENFACE_AUS)].astype(np.float32)
     return AUTrack(
         path=path,
         frame=get["frame"].astype(np.int64) if "frame" in get else np.arange(1, n + 1),
@@ -293,8 +295,11 @@ def landmark_expression_params(landmarks: Tensor) -> Tensor:
         ((eye_r_v - v[:, 21]) + (eye_l_v - v[:, 22])) / 2,  # brow_inner
         ((eye_r_v - v[:, 17]) + (eye_l_v - v[:, 26])) / 2,  # brow_outer
         u[:, 22] - u[:, 21],  # brow_gap
-        ((v[:, [40, 41]].mean(1) - v[:, [37, 38]].mean(1))
-         + (v[:, [46, 47]].mean(1) - v[:, [43, 44]].mean(1))) / 2,  # eye_open
+        (
+            (v[:, [40, 41]].mean(1) - v[:, [37, 38]].mean(1))
+            + (v[:, [46, 47]].mean(1) - v[:, [43, 44]].mean(1))
+        )
+        / 2,  # eye_open
         v[:, 51] - v[:, 33],  # upper_lip
         v[:, 62] - (v[:, 48] + v[:, 54]) / 2,  # lip_corners
         v[:, 65:68].mean(1) - v[:, 61:64].mean(1),  # mouth_open

@@ -209,7 +209,11 @@ class SPFEMFrames(PairedFrames):
         pairs: list[AlignedPair] = read_pairs_table(self.data_dir / PAIRS_FILE)
         return [
             ClipPairFrames(
-                p.speaker, p.emotion, p.neutral_clip, p.emotional_clip, p.neutral_frames,
+                p.speaker,
+                p.emotion,
+                p.neutral_clip,
+                p.emotional_clip,
+                p.neutral_frames,
                 p.emotional_frames,
             )
             for p in pairs
@@ -226,4 +230,3 @@ class SPFEMFrames(PairedFrames):
         state = super().__getstate__()
         state["_landmarks"] = {}
         return state
-

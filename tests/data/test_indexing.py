@@ -165,6 +165,16 @@ def test_clip_index_round_trip(tmp_path):
         read_clip_index(tmp_path / "none.csv")
 
 
+def test_a_clip_index_saved_with_a_byte_order_mark_reads_the_same(tmp_path):
+    """Excel's UTF-8 CSV starts with a byte order mark, which used to glue onto the first
+    column's name ("not a clip index")."""
+    make_mead(tmp_path / "MEAD")
+    clips, _ = index_mead(tmp_path / "MEAD")
+    path = write_clip_index(clips, tmp_path / "clips.csv")
+    path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_clip_index(path) == clips
+
+
 def test_unreadable_folder_is_reported_and_skipped(tmp_path, monkeypatch):
     make_mead(tmp_path)
     locked = tmp_path / "M003/video/front/angry/level_3"

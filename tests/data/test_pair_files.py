@@ -211,3 +211,34 @@ MALFORMED_TABLE = [
 @pytest.mark.parametrize(("text", "problem"), MALFORMED_TABLE)
 def test_malformed_pairs_table(tmp_path, text, problem):
     assert_refused(read_pairs_table, tmp_path / "pairs.csv", text, problem)
+
+
+def test_a_clip_pair_on_two_lines_is_refused_naming_both(tmp_path):
+    """A row copied by hand would make training use its frame pairs twice, silently."""
+    text = (f"{HEADER}\nM003,angry,a,b,2,1.0,,0 1,0 1\nM003,angry,a,c,1,1.0,,0,0\n"
+            "M003,angry,a,b,2,1.0,,0 1,0 1\n")  # fmt: skip
+    assert_refused(
+        read_pairs_table, tmp_path / "pairs.csv", text, "lines 2 and 4 both pair a with b"
+    )
+    # the same neutral clip with another emotional clip (line 3) is a pair of its own
+    path = tmp_path / "pairs.csv"
+    path.write_text("\n".join(text.splitlines()[:3]) + "\n")
+    assert [(p.neutral_clip, p.emotional_clip) for p in read_pairs_table(path)] == [
+        ("a", "b"), ("a", "c"),
+    ]  # fmt: skip
+
+
+def test_a_byte_order_mark_and_crlf_lines_read_as_the_plain_table(tmp_path):
+    """Excel saves UTF-8 CSV with a byte order mark and CRLF line ends: the same pairs
+    (the mark used to glue onto the first column's name: 'missing column(s) speaker')."""
+    plain = write_pairs_table(make_pairs(), tmp_path / "pairs.csv")
+    excel = tmp_path / "excel.csv"
+    excel.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes().replace(b"\n", b"\r\n"))
+    for original, read in zip(read_pairs_table(plain), read_pairs_table(excel), strict=True):
+        assert_same_frames(original, read)
+        assert (read.neutral_clip, read.emotional_clip, read.quality) == (
+            original.neutral_clip, original.emotional_clip, original.quality,
+        )  # fmt: skip
+    authors = tmp_path / "aligned_path.json"
+    authors.write_bytes(b"\xef\xbb\xbf" + json.dumps(AUTHORS_LAYOUT).encode())
+    assert len(read_authors_json(authors)) == 4

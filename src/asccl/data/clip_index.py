@@ -149,7 +149,7 @@ def read_clip_index(path: str | Path) -> list[Clip]:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no clip index here: run `asccl data index` first")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # Excel's BOM dropped
         try:
             return _read_rows(path, csv.DictReader(handle))
         except UnicodeDecodeError as exc:

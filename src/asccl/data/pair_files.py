@@ -117,7 +117,10 @@ def write_pairs_table(pairs: Iterable[AlignedPair], path: str | os.PathLike) -> 
 
 
 def read_pairs_table(path: str | os.PathLike) -> list[AlignedPair]:
-    """Read a table written by :func:`write_pairs_table` (empty ``q_*`` cells are absent keys)."""
+    """Read a table written by :func:`write_pairs_table` (empty ``q_*`` cells are absent keys).
+
+    A clip pair on two lines (a row copied by hand) is refused: training would use its
+    frame pairs twice. A leading byte order mark (Excel's UTF-8 CSV) is dropped."""
     path = Path(path)
     reader = csv.DictReader(io.StringIO(_read_text(path), newline=""))
     columns = reader.fieldnames or []
@@ -126,6 +129,7 @@ def read_pairs_table(path: str | os.PathLike) -> list[AlignedPair]:
         raise DataError(path, f"not a pairs table: missing column(s) {', '.join(missing)}")
     quality_columns = [c for c in columns if c.startswith(QUALITY_PREFIX)]
     pairs = []
+    first_line: dict[tuple[str, str], int] = {}  # (neutral, emotional) clip -> its line
     for row in reader:
         where = f"line {reader.line_num}"
         if None in row or any(v is None for v in row.values()):
@@ -143,6 +147,13 @@ def read_pairs_table(path: str | os.PathLike) -> list[AlignedPair]:
             problem = f"num_pairs is {num_pairs} but the frame lists hold {len(neutral)}"
         if problem:
             raise DataError(path, f"{where}: {problem}")
+        clips = (row["neutral_clip"], row["emotional_clip"])
+        if clips in first_line:  # a hand edit: training would use its frames twice
+            raise DataError(
+                path, f"lines {first_line[clips]} and {reader.line_num} both pair {clips[0]} "
+                f"with {clips[1]}: keep one"
+            )  # fmt: skip
+        first_line[clips] = reader.line_num
         pair = AlignedPair(
             row["speaker"],
             row["emotion"],
@@ -190,8 +201,9 @@ def _kind(value: object) -> str:
 
 
 def _read_text(path: Path) -> str:
+    """The file's text; a UTF-8 byte order mark (Excel writes one) is dropped."""
     try:
-        return path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise DataError(path, "no such file") from None
     except UnicodeDecodeError:

@@ -23,7 +23,12 @@ from pathlib import Path
 
 from asccl.optional import require
 from asccl.study.config import DEFAULT_BASE_URL, StudyConfig
-from asccl.study.definition import build_study, read_study_toml, write_study_toml
+from asccl.study.definition import (
+    build_study,
+    describe_selection,
+    read_study_toml,
+    write_study_toml,
+)
 from asccl.study.secret_file import load_secrets
 from asccl.study.store import StudyStore
 
@@ -88,6 +93,8 @@ def create(
     n_checks = len(study.attention_checks)
     print(f"{path}: {len(study.items) - n_checks} items + {n_checks} attention checks, "
           f"{len(study.questions)} questions; database {files['db']}")  # fmt: skip
+    for line in describe_selection(study, listed_in=f"{path} [[selection]]"):  # left-out clips
+        print(f"  {line}")
     return path
 
 

@@ -7,8 +7,15 @@ right video. :func:`build_study` draws ``items_per_emotion`` clips per emotion a
 have in one setting. Attention-check items pair the neutral source with the emotional reference
 itself and ask the emotion question: a careful rater picks the reference.
 
+A clip only one method has cannot be compared, so it is left out, and an emotion with no
+clip both have is left out whole. Nothing is left out silently: the definition records, per
+emotion, each method's clip count, the shared count, the drawn count and the clips each
+method lacks (:class:`EmotionSelection`, the ``[[selection]]`` tables of the TOML), and
+:func:`describe_selection` says it in one line per emotion (``asccl study create`` prints it).
+
 The definition round-trips through TOML (:func:`write_study_toml`, :func:`read_study_toml`);
-unknown keys are an error. Video paths are relative to ``results_root``.
+unknown keys are an error. A file without ``[[selection]]`` (written before it existed, or
+by hand) still loads, with ``selection = ()``. Video paths are relative to ``results_root``.
 """
 
 from __future__ import annotations
@@ -71,6 +78,28 @@ class StudyItem:
 
 
 @dataclass(frozen=True)
+class EmotionSelection:
+    """How one emotion's items were drawn, for ``methods = (baseline, ours)``.
+
+    ``clips[i]``: the clips ``methods[i]`` has (in the setting); ``shared``: how many of them
+    both have (only those can be compared); ``drawn``: how many became items, at most
+    ``items_per_emotion``; ``missing[i]``: the names of the clips the other method has and
+    ``methods[i]`` lacks (left out of the study).
+    """
+
+    emotion: str
+    clips: tuple[int, int]
+    shared: int
+    drawn: int
+    missing: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())
+
+    @property
+    def left_out(self) -> int:
+        """How many clips (of either method) were left out for want of the other's."""
+        return len(self.missing[0]) + len(self.missing[1])
+
+
+@dataclass(frozen=True)
 class StudyDefinition:
     """Everything needed to run the study and to reproduce its item selection."""
 
@@ -81,6 +110,8 @@ class StudyDefinition:
     results_root: str = ""
     questions: tuple[Question, ...] = DEFAULT_QUESTIONS
     items: tuple[StudyItem, ...] = field(default=())
+    #: per emotion either method has, how the items were drawn (``()``: not recorded)
+    selection: tuple[EmotionSelection, ...] = ()
 
     @property
     def question_ids(self) -> list[str]:
@@ -105,11 +136,12 @@ def build_study(
 
     Per emotion, ``items_per_emotion`` clips (all of them when fewer) among those both
     ``methods`` have in ``setting``; plus ``attention_checks`` check items drawn from the
-    non-neutral clips that have both a source and a reference.
+    non-neutral clips that have both a source and a reference. Clips only one method has
+    (and emotions whose clips are all such) are left out and recorded in ``selection``.
 
     Raises:
-        ValueError: a method or the setting is absent, no clip is shared, or checks were
-            asked for and no clip can make one.
+        ValueError: a method or the setting is absent, no emotion has a clip both methods
+            have, or checks were asked for and no clip can make one.
     """
     if len(methods) != 2 or methods[0] == methods[1]:
         raise ValueError(f"methods must be two different names, got {methods}")
@@ -126,13 +158,29 @@ def build_study(
     rng = random.Random(seed)
     items: list[StudyItem] = []
     check_pool: list[StudyItem] = []
+    selection: list[EmotionSelection] = []
     for emotion in index.emotions:
         per_method = [
             {c.name: c for c in index.select(method=m, setting=setting, emotion=emotion)}
             for m in methods
         ]
+        if not per_method[0] and not per_method[1]:  # another method's emotion
+            continue
         shared = sorted(set(per_method[0]) & set(per_method[1]))
-        for name in sorted(rng.sample(shared, min(items_per_emotion, len(shared)))):
+        drawn = min(items_per_emotion, len(shared))
+        selection.append(
+            EmotionSelection(
+                emotion=emotion,
+                clips=(len(per_method[0]), len(per_method[1])),
+                shared=len(shared),
+                drawn=drawn,
+                missing=(
+                    tuple(sorted(set(per_method[1]) - set(per_method[0]))),
+                    tuple(sorted(set(per_method[0]) - set(per_method[1]))),
+                ),
+            )
+        )
+        for name in sorted(rng.sample(shared, drawn)):
             a, b = per_method[0][name], per_method[1][name]
             reference = a.reference or b.reference
             items.append(
@@ -161,7 +209,11 @@ def build_study(
                     )
                 )
     if not items:
-        raise ValueError(f"{root}: {methods} share no clip in setting {setting!r}")
+        counts = ", ".join(f"{s.emotion}: {s.clips[0]} and {s.clips[1]}" for s in selection)
+        raise ValueError(
+            f"{root}: {methods[0]} and {methods[1]} share no clip in setting {setting!r}, in no "
+            f"emotion (clips each has: {counts}); a result's name must match across methods"
+        )
     if attention_checks > len(check_pool):
         raise ValueError(
             f"{root}: {attention_checks} attention checks asked for, only {len(check_pool)} "
@@ -178,7 +230,38 @@ def build_study(
         results_root=str(root),
         questions=tuple(questions),
         items=tuple(items + checks),
+        selection=tuple(selection),
     )
+
+
+#: clip names :func:`describe_selection` prints per method and emotion (then a count)
+MAX_NAMES_SHOWN = 5
+
+
+def describe_selection(
+    study: StudyDefinition, listed_in: str = "the study definition"
+) -> list[str]:
+    """One line per emotion: each method's clips, the shared and drawn counts, fewer drawn
+    than asked, and the clips left out (at most :data:`MAX_NAMES_SHOWN` names per method,
+    then "and N more (all in ``listed_in``)"). ``[]`` when the selection is not recorded."""
+    (a, b), asked = study.methods, study.items_per_emotion
+    lines = []
+    for s in study.selection:
+        line = f"{s.emotion}: {a} {s.clips[0]} clip{'s' * (s.clips[0] != 1)}, {b} {s.clips[1]}"
+        if s.shared == 0:
+            line += ": no clip that every method has: left out"
+        else:
+            line += f", shared {s.shared}, drawn {s.drawn}"
+            if s.drawn < asked:
+                line += f" (fewer than the {asked} asked: only {s.shared} shared)"
+        for method, names in zip(study.methods, s.missing, strict=True):
+            if names:
+                shown = ", ".join(names[:MAX_NAMES_SHOWN])
+                more = len(names) - MAX_NAMES_SHOWN
+                shown += f" and {more} more (all in {listed_in})" if more > 0 else ""
+                line += f"; not in {method} ({len(names)}, left out): {shown}"
+        lines.append(line)
+    return lines
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -190,6 +273,7 @@ def _rel(path: Path, root: Path) -> str:
 # valid TOML for the values used here (strings, ints, arrays of strings).
 
 _TOP_KEYS = ("methods", "setting", "items_per_emotion", "seed", "results_root")
+_SELECTION_KEYS = [f.name for f in fields(EmotionSelection)]
 
 
 def _toml_value(v) -> str:
@@ -209,6 +293,9 @@ def to_toml(study: StudyDefinition) -> str:
             v = getattr(item, f.name)
             if v is not None:
                 lines.append(f"{f.name} = {_toml_value(v)}")
+    for s in study.selection:
+        lines += ["", "[[selection]]"]
+        lines += [f"{k} = {_toml_value(getattr(s, k))}" for k in _SELECTION_KEYS]
     return "\n".join(lines) + "\n"
 
 
@@ -234,7 +321,7 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
         data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: invalid TOML ({exc})") from None
-    _check_keys(data, [*_TOP_KEYS, "questions", "items"], "the study", path)
+    _check_keys(data, [*_TOP_KEYS, "questions", "items", "selection"], "the study", path)
     question_keys = [f.name for f in fields(Question)]
     item_keys = [f.name for f in fields(StudyItem)]
     try:
@@ -249,6 +336,12 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
             _check_keys(it, item_keys, "[[items]]", path)
             it = dict(it, methods=tuple(it["methods"]), videos=tuple(it["videos"]))
             items.append(StudyItem(**it))
+        selection = []
+        for s in data.get("selection", []):  # absent in files written before it was recorded
+            _check_keys(s, _SELECTION_KEYS, "[[selection]]", path)
+            clips = _pair(s["clips"], "clips", path)
+            missing = _pair(s.get("missing", [[], []]), "missing", path)
+            selection.append(EmotionSelection(**dict(s, clips=clips, missing=missing)))
         study = StudyDefinition(
             methods=tuple(data["methods"]),
             setting=data["setting"],
@@ -257,11 +350,19 @@ def read_study_toml(path: str | os.PathLike) -> StudyDefinition:
             results_root=data.get("results_root", ""),
             questions=tuple(questions),
             items=tuple(items),
+            selection=tuple(selection),
         )
     except (KeyError, TypeError) as exc:
         raise ValueError(f"{path}: missing or malformed key ({exc})") from None
     _validate(study, path)
     return study
+
+
+def _pair(value, key: str, path: Path) -> tuple:
+    """``[x, y]`` of a ``[[selection]]`` table as a tuple (lists inside as tuples too)."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise ValueError(f"{path}: {key} of [[selection]] must be a pair [baseline, ours]")
+    return tuple(tuple(v) if isinstance(v, list) else v for v in value)
 
 
 def _int(data: dict, key: str, path: Path) -> int:
@@ -288,4 +389,18 @@ def _validate(study: StudyDefinition, path: Path) -> None:
             raise ValueError(
                 f"{path}: check item {item.id!r}: expected {item.expected!r} must be one of "
                 f"{item.methods} and check_question one of {study.question_ids}"
+            )
+    for s in study.selection:
+        counts = (*s.clips, s.shared, s.drawn)
+        names = [n for ns in s.missing for n in ns]
+        if not (
+            all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in counts)
+            and s.drawn <= s.shared <= min(s.clips)
+            and all(isinstance(n, str) for n in names)
+            and [len(m) for m in s.missing] == [s.clips[1] - s.shared, s.clips[0] - s.shared]
+        ):
+            raise ValueError(
+                f"{path}: [[selection]] of {s.emotion!r}: needs counts >= 0 with drawn <= "
+                "shared <= each method's clips, and missing names, one per clip the other "
+                "method has beyond the shared ones"
             )

@@ -110,7 +110,8 @@ def add_study(commands: argparse._SubParsersAction) -> None:
         "--items-per-emotion",
         type=_number(int, 1),
         default=default.items_per_emotion,
-        help="clips drawn per emotion (default: %(default)s)",
+        help="clips drawn per emotion, among those both methods have; create prints, per "
+        "emotion, what was drawn and the clips left out (default: %(default)s)",
     )
     study_create.add_argument(
         "--seed",

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
+import warnings
+from collections.abc import Callable
 from typing import Any, Literal
 
 import torch
@@ -11,7 +14,7 @@ from torch import Tensor, nn
 
 from asccl.metric.checkpoint import load_metric
 from asccl.metric.model import ASCCLMetric
-from asccl.metric.preprocess import to_metric_input
+from asccl.metric.preprocess import check_input_range, to_metric_input
 from asccl.metric.sampler import Regions
 
 Reduction = Literal["mean", "sum", "none"]
@@ -28,9 +31,17 @@ class ASCCLLoss(nn.Module):
 
     The metric is frozen: no parameter requires grad, it is kept in ``eval()`` mode
     (``.train()`` cannot switch it back, so BatchNorm statistics never drift), and
-    gradients flow only into ``generated``. ``source`` is the key side: its features are
-    computed without gradients, as in the authors' NED renderer (query = generated frame,
-    key = the real frame it was made from).
+    gradients flow only into ``generated``. It is held outside the module tree: a model
+    that holds the loss (``self.asccl = ASCCLLoss(...)``) has none of the metric's tensors
+    in its ``parameters()`` (so ``model.requires_grad_(True)`` and an optimizer over them
+    cannot reach it), ``state_dict()`` (no metric weights in generator checkpoints),
+    ``modules()`` (``model.apply(init)`` leaves it alone) or DDP's broadcast;
+    ``.to()``, ``.cuda()``, ``.float()`` ... still move it. Checkpoints of models saved by
+    earlier asccl versions (with ``<prefix>metric.*`` keys) still load strictly: those keys
+    are dropped with one warning (the loss keeps the metric it was built with).
+
+    ``source`` is the key side: its features are computed without gradients, as in the
+    authors' NED renderer (query = generated frame, key = the real frame it was made from).
 
     The loss is not weighted: scale it where it joins the generator's other losses
     (:class:`asccl.spfem.ASCCLSupervision` holds that weight and its schedule).
@@ -83,8 +94,21 @@ class ASCCLLoss(nn.Module):
 
     Inputs ``(B, 3, H, W)`` of any size go through
     :func:`~asccl.metric.preprocess.to_metric_input` (resized to the metric's
-    ``image_size``, 224, with antialiasing); works under ``torch.autocast`` (logits are
-    computed in float32).
+    ``image_size``, 224, with antialiasing, and cast to the metric's dtype: float16,
+    bfloat16 or float64 inputs work with a float32 metric, gradients reach ``generated``
+    in its own dtype). The first call checks the value range once (one host sync, never
+    again): values beyond one range width outside ``input_range`` (below
+    ``low - (high - low)`` or above ``high + (high - low)``: [-3, 3] for (-1, 1)) raise a
+    ValueError naming the argument, e.g. a 0..255 frame given with (-1, 1).
+
+    Precision: under ``torch.autocast`` with bfloat16 the metric runs in bfloat16 (logits
+    in float32). float16 is never used for the metric: its features reach ~1e8 (a metric
+    trained with frozen BatchNorm from a random init measured 9e7 at stage 4), beyond
+    float16's 65504, which made the loss NaN. Under a float16 autocast the metric runs
+    under a bfloat16 autocast instead where the device has bfloat16 (CPU, CUDA with
+    bfloat16 support: float32's exponent range, so no overflow), else in float32.
+    ``.half()`` keeps the metric in float32 (with one warning) for the same reason; the
+    rest of a model that holds the loss is halved as asked.
     """
 
     def __init__(
@@ -127,7 +151,9 @@ class ASCCLLoss(nn.Module):
                 ):
                     raise ValueError("backbone and head_reduction are fixed by the metric")
                 metric.config = changed
-        self.metric = metric.requires_grad_(False)
+        # outside the module tree (see the class docstring): __dict__, not _modules
+        object.__setattr__(self, "metric", metric.requires_grad_(False).eval())
+        self.source = os.fspath(checkpoint) if checkpoint is not None else None
         self.input_range = (float(input_range[0]), float(input_range[1]))
         self.channel_order = channel_order
         self.reduction = reduction
@@ -140,7 +166,74 @@ class ASCCLLoss(nn.Module):
             else None
         )
         self._fixed: dict[tuple[int, str], list[Regions]] = {}  # (batch, device) -> regions
+        self._range_checked = False  # the one value-range check of the first call
+        low, high = self.input_range
+        if not low < high:
+            raise ValueError(f"input_range must be (low, high) with low < high, got {input_range}")
+        if self.metric_dtype == torch.float16:
+            self._keep_metric_float32()
         super().train(False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "metric":
+            raise AttributeError("ASCCLLoss.metric is fixed at construction: build a new loss")
+        super().__setattr__(name, value)
+
+    def extra_repr(self) -> str:
+        config = self.metric.config
+        source = self.source if self.source is not None else "in-memory metric"
+        return (
+            f"metric={config.backbone} {config.image_size}px from {source}, "
+            f"input_range={self.input_range}, channel_order={self.channel_order!r}, "
+            f"reduction={self.reduction!r}, regions={self.region_mode!r}"
+        )
+
+    @property
+    def metric_dtype(self) -> torch.dtype:
+        """The dtype of the metric's weights (inputs are cast to it)."""
+        return next(self.metric.parameters()).dtype
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> ASCCLLoss:
+        """``.to()``, ``.cuda()``, ``.half()`` ... reach the metric held outside the tree;
+        a float16 metric is turned back to float32 (see the class docstring)."""
+        self.metric._apply(fn, *args, **kwargs)
+        if self.metric_dtype == torch.float16:
+            self._keep_metric_float32()
+        return super()._apply(fn, *args, **kwargs)
+
+    def _keep_metric_float32(self) -> None:
+        self.metric.float()
+        warnings.warn(
+            "ASCCLLoss keeps its metric in float32: float16 features overflow (> 65504) and "
+            "give a NaN loss; use torch.autocast(dtype=torch.bfloat16) for speed",
+            stacklevel=3,
+        )
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        """Drop ``<prefix>metric.*`` (the metric's weights, which models saved by earlier
+        asccl versions carry), with one warning: the loss keeps its own metric."""
+        stored = [key for key in state_dict if key.startswith(prefix + "metric.")]
+        for key in stored:
+            del state_dict[key]
+        if stored:
+            source = self.source if self.source is not None else "an in-memory metric"
+            warnings.warn(
+                f"{prefix}metric.*: {len(stored)} stored metric tensors ignored (a checkpoint "
+                f"of an earlier asccl); the loss uses {source}",
+                stacklevel=2,
+            )
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
 
     def train(self, mode: bool = True) -> ASCCLLoss:
         """No-op: the metric always stays in eval mode."""
@@ -153,6 +246,7 @@ class ASCCLLoss(nn.Module):
             input_range=self.input_range,
             flip_channels=self.channel_order != self.metric.config.channel_order,
             size=self.metric.config.image_size,
+            dtype=self.metric_dtype,
         )
 
     def draw_regions(
@@ -213,12 +307,27 @@ class ASCCLLoss(nn.Module):
                 f"generated and source must have the same shape, got "
                 f"{tuple(generated.shape)} and {tuple(source.shape)}"
             )
+        if generated.ndim >= 1 and generated.shape[0] == 0:
+            raise ValueError("generated and source hold no images (batch size 0)")
+        device = next(self.metric.parameters()).device
+        if generated.device != device or source.device != device:
+            raise ValueError(
+                f"generated is on {generated.device} and source on {source.device}, but the "
+                f"metric on {device}: move the loss with .to(device) (nn.DataParallel over "
+                "several GPUs shares one metric: use DistributedDataParallel)"
+            )
+        if not self._range_checked:
+            check_input_range(
+                {"generated": generated, "source": source}, self.input_range
+            )  # one host sync, on the first call only
+            self._range_checked = True
         if regions is None:  # drawn first: the index copies overlap with the backbone
             regions = self.draw_regions(generated.shape[0], generated.device, generator)
-        with torch.no_grad():
-            key = self.metric.features(self.preprocess(source))
-        query = self.metric.features(self.preprocess(generated))
-        output = self.metric.contrast(query, key, regions)
+        with metric_precision(generated.device.type):
+            with torch.no_grad():
+                key = self.metric.features(self.preprocess(source))
+            query = self.metric.features(self.preprocess(generated))
+            output = self.metric.contrast(query, key, regions)
         if per_stage:
             values = self.metric.config.loss_scale * output.per_stage  # (B, 4)
         elif self.reduction == "mean":
@@ -228,3 +337,38 @@ class ASCCLLoss(nn.Module):
         if self.reduction == "none":
             return values
         return values.mean(0) if self.reduction == "mean" else values.sum(0)
+
+
+def _autocast_state(device_type: str) -> tuple[bool, torch.dtype]:
+    """Whether autocast is on for ``device_type``, and its dtype (torch >= 2.3)."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        return torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type)
+    if device_type == "cuda":
+        return torch.is_autocast_enabled(), torch.get_autocast_gpu_dtype()
+    if device_type == "cpu":
+        return torch.is_autocast_cpu_enabled(), torch.get_autocast_cpu_dtype()
+    return False, torch.float32
+
+
+def _has_bfloat16(device_type: str) -> bool:
+    """bfloat16 autocast runs natively on ``device_type`` (CPU; CUDA from Ampere on)."""
+    if device_type == "cpu":
+        return True
+    if device_type == "cuda":
+        try:  # torch >= 2.5: emulated bf16 (pre-Ampere) does not count
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            return torch.cuda.is_bf16_supported()
+    return False
+
+
+def metric_precision(device_type: str) -> contextlib.AbstractContextManager:
+    """The autocast the metric runs under: the caller's, except float16, which becomes
+    bfloat16 where the device has it, else float32 (autocast off). float16 overflows on
+    the metric's features (see :class:`ASCCLLoss`)."""
+    enabled, dtype = _autocast_state(device_type)
+    if not enabled or dtype != torch.float16:
+        return contextlib.nullcontext()
+    if _has_bfloat16(device_type):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return torch.autocast(device_type, enabled=False)

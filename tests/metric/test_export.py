@@ -260,7 +260,8 @@ def test_the_exported_file_is_python_38_code_ruff_clean(exported):
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     assert {name.split(".")[0] for name in imported} <= {"__future__", "contextlib", "hashlib",
-                                                          "os", "numpy", "torch"}  # fmt: skip
+                                                          "os", "numpy", "torch",
+                                                          "warnings"}  # fmt: skip
     assert "noqa" not in source  # nothing switched off for the check below
     ruff = shutil.which("ruff", path=os.path.dirname(sys.executable)) or shutil.which("ruff")
     if ruff is None:
@@ -296,11 +297,15 @@ def test_a_real_python_38_compiles_it(exported):
 
 #: Every ``torch.X`` / ``nn.X`` / ``np.X`` the exported file may name: all exist in
 #: PyTorch 1.7.1 and numpy 1.17 (checked against their documentation), except
-#: ``torch.autocast`` (1.10), which the file only uses behind ``hasattr(torch, "autocast")``.
+#: ``torch.autocast``, ``bfloat16``-autocast and ``get_autocast_gpu_dtype`` (1.10),
+#: ``is_autocast_cpu_enabled``/``get_autocast_cpu_dtype`` (1.10) and ``get_autocast_dtype``
+#: (2.4), which the file only uses behind ``hasattr(torch, ...)`` checks of those names.
 ALLOWED = {
-    "torch": {"Generator", "Tensor", "arange", "autocast", "bmm", "cat", "cuda", "float64",
-              "from_numpy", "logsumexp", "long", "matmul", "no_grad", "ones_like", "rand",
-              "randint", "randperm", "sigmoid", "stack", "tensor", "uint8", "where"},
+    "torch": {"Generator", "Tensor", "arange", "autocast", "bfloat16", "bmm", "cat", "cuda",
+              "float16", "float64", "from_numpy", "get_autocast_cpu_dtype",
+              "get_autocast_dtype", "get_autocast_gpu_dtype", "is_autocast_cpu_enabled",
+              "is_autocast_enabled", "logsumexp", "long", "matmul", "no_grad", "ones_like",
+              "rand", "randint", "randperm", "sigmoid", "stack", "tensor", "uint8", "where"},
     "nn": {"BatchNorm2d", "Conv2d", "Linear", "Module", "ModuleList", "PReLU", "ReLU",
            "Sequential"},
     "np": {"arange", "array", "float32", "float64", "int64", "load", "ndarray", "zeros"},
@@ -317,6 +322,8 @@ def test_the_exported_file_names_only_old_apis(exported):
     for name, names in used.items():
         assert names <= ALLOWED[name], f"{name}.{sorted(names - ALLOWED[name])} not vetted"
     assert 'hasattr(torch, "autocast")' in source
+    for newer in ("get_autocast_dtype", "get_autocast_gpu_dtype", "is_autocast_cpu_enabled"):
+        assert f'hasattr(torch, "{newer}")' in source
     # newer keywords and methods on any object (tensors included) are absent from the code
     tree = ast.parse(source)
     keywords = {k.arg for n in ast.walk(tree) if isinstance(n, ast.Call) for k in n.keywords}
@@ -383,11 +390,55 @@ def test_frozen_and_always_in_eval_mode(exported):
     loss_fn = module.ASCCLLoss()
     loss_fn.train()
     assert not loss_fn.training and not any(m.training for m in loss_fn.modules())
-    assert not any(p.requires_grad for p in loss_fn.parameters())
+    assert not any(m.training for m in loss_fn.metric.modules())
+    assert not any(p.requires_grad for p in loss_fn.metric.parameters())
     source = random_images(2, SIZE, 1).requires_grad_()
     generated = random_images(2, SIZE, 2).requires_grad_()
     loss_fn(generated, source).backward()
     assert generated.grad is not None and source.grad is None
+
+
+def test_a_generator_holding_the_exported_loss_cannot_train_or_save_it(exported, metrics):
+    """As asccl's loss: the metric is outside the module tree (G.requires_grad_(True) and
+    Adam(G.parameters()) reached its weights, G.state_dict() carried them); checkpoints of
+    the earlier layout (backbone.*/heads.* under the loss's prefix) load with a warning."""
+    module = load_module(exported["default"][1])
+    g = torch.nn.Module()
+    g.conv, g.asccl = torch.nn.Conv2d(3, 3, 1), module.ASCCLLoss()
+    g.requires_grad_(True)
+    assert {n for n, _ in g.named_parameters()} == set(g.state_dict()) == {"conv.weight",
+                                                                          "conv.bias"}  # fmt: skip
+    earlier = ("asccl.backbone.conv1.weight", "asccl.heads.0.0.bias")  # the old layout's keys
+    old = {**g.state_dict(), **{k: torch.zeros(1) for k in earlier}}
+    with pytest.warns(UserWarning, match=r"asccl\.\*: 2 stored metric tensors ignored"):
+        g.load_state_dict(old)
+    assert g.asccl.metric.backbone.conv1.weight.abs().sum() > 0  # its own weights kept
+    with pytest.warns(UserWarning, match="keeps its metric in float32"):
+        g.half()
+    assert g.asccl.metric_dtype() == torch.float32 and g.conv.weight.dtype == torch.float16
+    assert g.double().asccl.metric_dtype() == torch.float64  # .to() reaches it
+    assert "metric from" in repr(g.asccl)
+
+
+def test_the_exported_loss_under_float16_autocast_and_other_dtypes(exported, metrics):
+    """fp16 autocast runs the metric under bf16 autocast (bit-equal to a bf16 run); inputs
+    of another dtype are cast to the metric's. The tiny metric's features stay small, so
+    this checks the switch, not the overflow (tests/losses/test_loss_in_a_model.py does)."""
+    module = load_module(exported["default"][1])
+    loss_fn = module.ASCCLLoss()
+    x, y = random_images(2, SIZE, 1), random_images(2, SIZE, 2)
+    seed = torch.Generator().manual_seed
+    with torch.no_grad():
+        with torch.autocast("cpu", dtype=torch.float16):
+            half = loss_fn(x, y, generator=seed(0))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            bf16 = loss_fn(x, y, generator=seed(0))
+        full = loss_fn(x, y, generator=seed(0))
+        as_double = loss_fn(x.double(), y.double(), generator=seed(0))
+    assert torch.equal(half, bf16) and torch.equal(as_double, full)  # fp32->fp64->fp32: exact
+    generated = x.half().requires_grad_()
+    loss_fn(generated, y, generator=seed(0)).backward()
+    assert generated.grad.dtype == torch.float16
 
 
 # ------------------------------------------------------------------------------ the CLI

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import warnings
 
 import numpy as np
 import torch
@@ -183,6 +184,47 @@ def resize_last_axis(x: torch.Tensor, index: torch.Tensor, weight: torch.Tensor)
     return total
 
 
+def autocast_dtype(device_type: str):
+    """The dtype of the autocast that is on for ``device_type``, else ``None``."""
+    if hasattr(torch, "get_autocast_dtype"):  # PyTorch >= 2.4
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+        return None
+    if device_type == "cuda" and torch.is_autocast_enabled():
+        if hasattr(torch, "get_autocast_gpu_dtype"):  # PyTorch >= 1.10
+            return torch.get_autocast_gpu_dtype()
+        return torch.float16  # PyTorch 1.6 - 1.9: float16 only
+    cpu = device_type == "cpu" and hasattr(torch, "is_autocast_cpu_enabled")
+    if cpu and torch.is_autocast_cpu_enabled():
+        return torch.get_autocast_cpu_dtype()
+    return None
+
+
+def has_bfloat16(device_type: str) -> bool:
+    """bfloat16 autocast runs natively on ``device_type`` (CPU; CUDA from Ampere on)."""
+    if not hasattr(torch, "autocast"):  # PyTorch < 1.10: no bfloat16 autocast
+        return False
+    if device_type == "cpu":
+        return True
+    if device_type == "cuda" and hasattr(torch.cuda, "is_bf16_supported"):
+        try:  # PyTorch >= 2.5: emulated bfloat16 (before Ampere) does not count
+            return torch.cuda.is_bf16_supported(including_emulation=False)
+        except TypeError:
+            return torch.cuda.is_bf16_supported()
+    return False
+
+
+def metric_precision(device_type: str):
+    """The autocast the metric runs under: the caller's, except float16, which becomes
+    bfloat16 where the device has it, else float32 (autocast off): the metric's deep
+    features can exceed float16's 65504 (~1e8 measured), which made the loss NaN."""
+    if autocast_dtype(device_type) != torch.float16:
+        return contextlib.nullcontext()
+    if has_bfloat16(device_type):
+        return torch.autocast(device_type, dtype=torch.bfloat16)
+    return full_precision(device_type)
+
+
 def full_precision(device_type: str):
     """A context that turns autocast off (logits in float32 even under AMP)."""
     if hasattr(torch, "autocast"):  # PyTorch >= 1.10
@@ -290,6 +332,18 @@ def pair_weights(d: torch.Tensor) -> torch.Tensor:
     return torch.where(t > ADAPTIVE_THRESHOLD, 2 * t * t, torch.ones_like(t))
 
 
+class Metric(nn.Module):
+    """The frozen metric: backbone and projection heads (the ``.npz``'s names)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.backbone = IResNetStages(STAGE_DEPTHS)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c // HEAD_REDUCTION))
+            for c in STAGE_CHANNELS
+        )
+
+
 class ASCCLLoss(nn.Module):
     """Spatial coherent correlation loss between generated frames and their sources.
 
@@ -301,7 +355,17 @@ class ASCCLLoss(nn.Module):
             metric's ``CHANNEL_ORDER`` when they differ).
         reduction: ``"mean"`` over the batch, ``"sum"``, or ``"none"`` (``(B,)``).
 
-    The metric is frozen (no parameter requires grad) and always in ``eval()`` mode.
+    The metric is frozen (no parameter requires grad) and always in ``eval()`` mode. It
+    is held outside the module tree (``self.metric``): a generator that holds the loss
+    has none of its tensors in ``parameters()`` or ``state_dict()``, so
+    ``G.requires_grad_(True)`` and ``Adam(G.parameters())`` cannot train it and
+    generator checkpoints do not carry it; ``.to()``, ``.cuda()`` ... still move it. A
+    checkpoint with ``<prefix>metric.*``, ``<prefix>backbone.*`` or ``<prefix>heads.*``
+    keys (saved with an earlier version of this file) still loads: those keys are
+    dropped with one warning. Inputs are cast to the metric's dtype. float16 is never
+    used for the metric (its features can exceed 65504): under a float16 autocast it
+    runs under a bfloat16 autocast where the device has bfloat16, else in float32;
+    ``.half()`` keeps it in float32.
     """
 
     def __init__(
@@ -323,19 +387,62 @@ class ASCCLLoss(nn.Module):
             raise ValueError("input_range must be (low, high) with low < high")
         self.channel_order = channel_order
         self.reduction = reduction
-        self.backbone = IResNetStages(STAGE_DEPTHS)
-        self.heads = nn.ModuleList(
-            nn.Sequential(nn.Linear(c, c), nn.ReLU(), nn.Linear(c, c // HEAD_REDUCTION))
-            for c in STAGE_CHANNELS
-        )
         if weights is None:
             weights = os.path.join(
                 os.path.dirname(os.path.abspath(__file__)), WEIGHTS_FILE
             )
-        self.load_state_dict(read_weights(weights))
-        self.requires_grad_(False)
+        metric = Metric()
+        metric.load_state_dict(read_weights(weights))
+        # outside the module tree: __dict__, not _modules (see the class docstring)
+        object.__setattr__(self, "metric", metric.requires_grad_(False).eval())
+        self.weights = weights
         self._resize = {}  # (in size, dtype, device) -> resize taps
         super().train(False)
+
+    def __setattr__(self, name, value) -> None:
+        if name == "metric":
+            raise AttributeError("ASCCLLoss.metric is fixed at construction")
+        super().__setattr__(name, value)
+
+    def extra_repr(self) -> str:
+        return f"metric from {self.weights} ({SOURCE}, {IMAGE_SIZE}px)"
+
+    def metric_dtype(self):
+        """The dtype of the metric's weights (inputs are cast to it)."""
+        return self.metric.backbone.conv1.weight.dtype
+
+    def _apply(self, fn, *args, **kwargs):
+        """``.to()``, ``.cuda()``, ``.half()`` ... reach the metric; a float16 metric is
+        turned back to float32 (float16 features overflow)."""
+        self.metric._apply(fn, *args, **kwargs)
+        if self.metric_dtype() == torch.float16:
+            self.metric.float()
+            warnings.warn(
+                "ASCCLLoss keeps its metric in float32: float16 features overflow "
+                "(> 65504) and give a NaN loss",
+                stacklevel=2,
+            )
+        return super()._apply(fn, *args, **kwargs)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        """Drop the metric's tensors that checkpoints saved with an earlier version of
+        this file carry (the loss keeps its own), with one warning."""
+        stored = [
+            key
+            for key in state_dict
+            if key.startswith(
+                tuple(prefix + name for name in ("metric.", "backbone.", "heads."))
+            )
+        ]
+        for key in stored:
+            del state_dict[key]
+        if stored:
+            warnings.warn(
+                f"{prefix}*: {len(stored)} stored metric tensors ignored; the loss "
+                f"uses {self.weights}",
+                stacklevel=2,
+            )
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def train(self, mode: bool = True) -> ASCCLLoss:
         """No-op: the metric always stays in eval mode (BatchNorm never drifts)."""
@@ -357,6 +464,8 @@ class ASCCLLoss(nn.Module):
             images = images.float()
         elif not images.is_floating_point():
             raise TypeError(f"expected float or uint8 images, got {images.dtype}")
+        if images.dtype != self.metric_dtype():
+            images = images.to(self.metric_dtype())
         height, width = images.shape[-2:]
         if (height, width) != (IMAGE_SIZE, IMAGE_SIZE):  # width first, as PyTorch
             images = resize_last_axis(images, *self.taps(width, images))
@@ -422,12 +531,14 @@ class ASCCLLoss(nn.Module):
             tuple(None if t is None else t.to(device) for t in stage)
             for stage in regions
         ]
-        with torch.no_grad():
-            key = self.backbone(self.preprocess(source))
-        query = self.backbone(self.preprocess(generated))
-        stages = torch.stack(
-            [self.stage_loss(s, query[s], key[s], regions[s]) for s in range(4)], dim=-1
-        )  # (B, 4)
+        with metric_precision(device.type):
+            with torch.no_grad():
+                key = self.metric.backbone(self.preprocess(source))
+            query = self.metric.backbone(self.preprocess(generated))
+            stages = torch.stack(
+                [self.stage_loss(s, query[s], key[s], regions[s]) for s in range(4)],
+                dim=-1,
+            )  # (B, 4)
         values = LOSS_SCALE * (stages if per_stage else stages.sum(-1))  # (B, 4) / (B,)
         if self.reduction == "none":
             return values
@@ -436,7 +547,7 @@ class ASCCLLoss(nn.Module):
     def embed(self, stage: int, d: torch.Tensor) -> torch.Tensor:
         """Head of ``stage``: ``(..., C)`` disparities -> ``(..., C //
         HEAD_REDUCTION)``, divided by their L2 norm + 1e-7."""
-        x = self.heads[stage](d)
+        x = self.metric.heads[stage](d)
         return x / (x.norm(dim=-1, keepdim=True) + 1e-7)
 
     def stage_loss(self, stage: int, fq: torch.Tensor, fk: torch.Tensor, region: tuple):

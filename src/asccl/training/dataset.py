@@ -34,10 +34,11 @@ from asccl.data.crop_store import (
 )
 from asccl.data.errors import DataError
 from asccl.data.frame_pack import PACK_DIR, FramePack, open_frame_pack
+from asccl.data.item_settings import read_crop_settings
 from asccl.data.pair_files import read_pairs_table
 from asccl.metric.preprocess import to_metric_input
 
-__all__ = ["PairedFrames", "split_by_speaker", "to_model_input"]
+__all__ = ["PairedFrames", "data_run_settings", "split_by_speaker", "to_model_input"]
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,8 @@ class PairedFrames(Dataset):
         skipped: ``(clip id, reason)`` for every clip (or clip's pair) left out.
         num_no_face: frame pairs dropped because a frame has no face.
         size: the crop side ``S``.
+        store_settings: the settings each store read records beside it (its
+            ``.settings.json``; ``None``: none), for :func:`data_run_settings`.
 
     Raises:
         DataError: no ``pairs.csv``; a requested speaker or emotion absent from it; a
@@ -129,8 +132,9 @@ class PairedFrames(Dataset):
         clips = list(dict.fromkeys(c for p in pairs for c in (p.neutral_clip, p.emotional_clip)))
         self._pack = self._open_pack(frame_pack, clips)
 
-        # One header read per clip: its valid mask and crop size.
+        # One header read per clip: its valid mask and crop size; and its recorded settings.
         self.skipped: list[tuple[str, str]] = []
+        self.store_settings: list[dict | None] = []
         valid: dict[str, np.ndarray] = {}
         sizes: dict[int, list[str]] = {}
         for clip in clips:
@@ -139,15 +143,15 @@ class PairedFrames(Dataset):
                 row = self._pack.row(clip)
                 if row is None:
                     self.skipped.append((clip, "no such crop store"))
-                else:
-                    valid[clip], size = self._pack.header(row)
-                    sizes.setdefault(size, []).append(clip)
-                continue
-            if not path.exists():
+                    continue
+                valid[clip], size = self._pack.header(row)
+            elif not path.exists():
                 self.skipped.append((clip, "no such crop store"))
                 continue
-            valid[clip], size = read_clip_header(path)  # DataError: damaged, refused
+            else:
+                valid[clip], size = read_clip_header(path)  # DataError: damaged, refused
             sizes.setdefault(size, []).append(clip)
+            self.store_settings.append(read_crop_settings(path))
         if len(sizes) > 1:
             found = ", ".join(f"{s} px ({len(c)} clips, e.g. {c[0]})" for s, c in sizes.items())
             raise DataError(self.data_dir, f"crop stores differ in size: {found}")
@@ -381,6 +385,23 @@ def split_by_speaker(
     train = PairedFrames(data_dir, exclude_speakers=list(val_speakers), **kwargs)
     val = PairedFrames(data_dir, speakers=list(val_speakers), **kwargs)
     return train, val
+
+
+def data_run_settings(*datasets: PairedFrames) -> dict[str, str]:
+    """The run-settings keys of the crop stores ``datasets`` read (their crop size and
+    recorded settings: :func:`~asccl.training.resume.crop_settings`), for a trainer to add
+    to the settings its checkpoints record, so that a resume on other crops is refused.
+
+    Raises:
+        DataError: the datasets' crops differ in size.
+    """
+    from asccl.training.resume import crop_settings
+
+    sizes = {d.size for d in datasets if d.store_settings}
+    if len(sizes) > 1:
+        found = ", ".join(f"{d.data_dir}: {d.size} px" for d in datasets)
+        raise DataError(datasets[0].data_dir, f"crop stores differ in size: {found}")
+    return crop_settings(next(iter(sizes), 0), [s for d in datasets for s in d.store_settings])
 
 
 def to_model_input(

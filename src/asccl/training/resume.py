@@ -57,10 +57,66 @@ def weights_digest(path: str | os.PathLike) -> str:
     return digest.hexdigest()[:16]
 
 
+#: the key of the pairs' digest (:func:`pairs_digest`)
+PAIRS_KEY = "data_pairs"
+#: what an older asccl recorded instead: a digest of ``pairs.csv``'s bytes
+#: (:func:`file_digest`), and nothing of the crops
+LEGACY_PAIRS_KEY = "data_pairs_csv"
+#: the keys of the crop stores' settings (:func:`crop_settings`), known once the dataset
+#: has opened the stores: a check made before (``TrainingRun``'s first) skips them
+CROPS_PREFIX = "data_crops."
+#: what each data key names in a refusal, by prefix
+DATA_NAMES = {
+    PAIRS_KEY: "the pairs in pairs.csv",
+    f"{CROPS_PREFIX}size": "the crop size",
+    f"{CROPS_PREFIX}settings": "the crop settings",
+    "data": "the data folder",
+}
+
+
+def pairs_digest(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of a SHA-256 over the rows of a pairs table as parsed, in
+    order: speaker, emotion, the two clip ids and frame lists (what training reads; not
+    the bytes: line ends, a byte order mark, number spelling or the DTW cost and quality
+    columns do not change it). ``"missing"`` if it cannot be read (the dataset says why)."""
+    from asccl.data.errors import DataError
+    from asccl.data.pair_files import read_pairs_table
+
+    try:
+        pairs = read_pairs_table(path)
+    except DataError:
+        return "missing"
+    digest = hashlib.sha256()
+    for p in pairs:
+        row = [p.speaker, p.emotion, p.neutral_clip, p.emotional_clip,
+               p.neutral_frames.tolist(), p.emotional_frames.tolist()]  # fmt: skip
+        digest.update(json.dumps(row).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def data_settings(data: Path) -> dict[str, str]:
-    """The data folder (resolved) and a digest of its ``pairs.csv``: the items a run
-    shuffles."""
-    return {"data": str(Path(data).resolve()), "data_pairs_csv": file_digest(data / "pairs.csv")}
+    """The data folder (resolved) and :func:`pairs_digest` of its ``pairs.csv``: the items
+    a run shuffles (the crop stores' settings come later: :func:`crop_settings`)."""
+    return {"data": str(Path(data).resolve()), PAIRS_KEY: pairs_digest(data / "pairs.csv")}
+
+
+def crop_settings(size: int, recorded: Iterable[Mapping[str, Any] | None]) -> dict[str, str]:
+    """The run-settings keys of the crop stores a run reads: their crop ``size`` and the
+    settings each store ``recorded`` (``None``: none recorded; ``crop_size`` is left out,
+    ``size`` says it), one key per setting: its value, or the sorted distinct values when
+    the stores differ (``"unrecorded"`` for a store without it)."""
+    records = [dict(r) if r is not None else None for r in recorded]
+    keys = sorted({k for r in records if r for k in r} - {"crop_size"})
+    merged: dict[str, Any] = {}
+    for key in keys:
+        values = {json.dumps(r.get(key, "unrecorded") if r else "unrecorded") for r in records}
+        distinct = [json.loads(v) for v in sorted(values)]
+        merged[key] = distinct[0] if len(distinct) == 1 else distinct
+    flat = {f"{CROPS_PREFIX}size": json.dumps(size)}
+    if not merged:
+        flat[f"{CROPS_PREFIX}settings"] = json.dumps("unrecorded")
+    flat.update({f"{CROPS_PREFIX}settings.{k}": json.dumps(v) for k, v in merged.items()})
+    return flat
 
 
 def run_settings(config: Any, resumable: Iterable[str], **changes: Any) -> dict[str, str]:
@@ -97,17 +153,42 @@ def settings_differences(saved: Mapping[str, str], now: Mapping[str, str]) -> li
     ]
 
 
+def comparable(saved: Mapping[str, str], now: Mapping[str, str]) -> tuple[dict, dict]:
+    """``(saved, now)`` as they can be compared: crop keys absent from ``now`` (not known
+    yet) dropped from ``saved``; for a checkpoint of an older asccl (:data:`LEGACY_PAIRS_KEY`,
+    no crop keys) ``now`` with the digest of ``pairs.csv``'s bytes instead of the new keys."""
+    saved, now = dict(saved), dict(now)
+    for key in [k for k in saved if k.startswith(CROPS_PREFIX) and k not in now]:
+        del saved[key]
+    if LEGACY_PAIRS_KEY in saved and LEGACY_PAIRS_KEY not in now:
+        for key in [k for k in now if k == PAIRS_KEY or k.startswith(CROPS_PREFIX)]:
+            del now[key]
+        if "data" in now:
+            digest = file_digest(Path(json.loads(now["data"])) / "pairs.csv")
+            now[LEGACY_PAIRS_KEY] = json.dumps(digest)  # as run_settings wrote it
+    return saved, now
+
+
 def check_resume(
     folder: Path, saved: Mapping[str, str], now: Mapping[str, str], step: int, total: int | None
 ) -> None:
     """Refuse (:class:`ConfigError`, one line) to resume from the checkpoint ``folder`` at
-    ``step`` with settings ``saved`` if this run's are ``now`` or it stops at ``total``
-    steps (``None``: not known yet)."""
+    ``step`` with settings ``saved`` if this run's are ``now`` (see :func:`comparable`) or
+    it stops at ``total`` steps (``None``: not known yet). Changed data is named in words."""
+    saved, now = comparable(saved, now)
     changed = settings_differences(saved, now)
     if changed:
+        data = [
+            name
+            for prefix, name in DATA_NAMES.items()
+            if any(c.startswith(prefix) and c[len(prefix)] in " ." for c in changed)
+        ]
+        if any(c.startswith(f"{LEGACY_PAIRS_KEY} ") for c in changed):
+            data.insert(0, "the bytes of pairs.csv (a checkpoint of an older asccl)")
+        other = f" (other data: {', '.join(data)})" if data else ""
         raise ConfigError(
-            f"{folder}: cannot resume, this run's settings differ: {'; '.join(changed)}; "
-            f"{START_OVER}"
+            f"{folder}: cannot resume, this run's settings differ: {'; '.join(changed)}"
+            f"{other}; {START_OVER}"
         )
     if total is not None and step > total:
         raise ConfigError(

@@ -65,11 +65,12 @@ def train_metric(config: TrainConfig) -> Path:
         arcface = check_arcface_weights(config.arcface_weights, config.metric.backbone)
 
     # ---- data: DTW-paired crops; validation speakers held out
-    from asccl.training.dataset import split_by_speaker, to_model_input
+    from asccl.training.dataset import data_run_settings, split_by_speaker, to_model_input
 
     train_set, val_set = split_by_speaker(
         config.data, config.val_speakers, emotions=config.emotions
     )
+    run.settings.update(data_run_settings(train_set, val_set))  # compared in run.begin()
     if run.main:
         log.info("training pairs: %s", train_set.describe())
         log.info("validation pairs (%s): %d", ", ".join(config.val_speakers), len(val_set))

@@ -4,7 +4,10 @@
 change on resume) into ``{dotted key: JSON text}``; a resume whose settings differ is
 refused by :func:`check_resume` in one line naming the keys, old -> new, and how to start
 over. Harmless changes (workers, logging cadence, device, threads, more steps...) are each
-config's ``RESUMABLE_CHANGES``.
+config's ``RESUMABLE_CHANGES``. The data keys say what training reads: the pairs as parsed
+(:func:`data_settings`) and, once the dataset has opened the stores, their crop size and
+recorded settings (:func:`crop_settings`); a checkpoint of an older asccl, which recorded
+``pairs.csv``'s bytes, is compared on those (:func:`comparable`).
 """
 
 from __future__ import annotations

@@ -33,10 +33,10 @@ def test_one_line_from_a_checkpoint(metric, tmp_path):
 
 
 def test_frozen_and_always_in_eval_mode(loss_fn):
-    assert not any(p.requires_grad for p in loss_fn.parameters())
+    assert not any(p.requires_grad for p in loss_fn.metric.parameters())
     loss_fn.train()
     assert not loss_fn.training and not loss_fn.metric.training
-    assert not any(m.training for m in loss_fn.modules())
+    assert not any(m.training for m in loss_fn.metric.modules())
     bn = loss_fn.metric.backbone.bn1
     before = bn.running_mean.clone()
     loss_fn(random_images(2, SIZE, 3), random_images(2, SIZE, 4))
@@ -54,7 +54,7 @@ def test_gradients_flow_into_generated_only(loss_fn):
     loss_fn(generated=generated, source=source).backward()
     assert generated.grad is not None and generated.grad.abs().sum() > 0
     assert source.grad is None
-    assert all(p.grad is None for p in loss_fn.parameters())
+    assert all(p.grad is None for p in loss_fn.metric.parameters())
 
 
 def test_identical_images_score_lower_than_unrelated(loss_fn):

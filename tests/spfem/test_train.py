@@ -124,6 +124,22 @@ def test_a_resume_with_other_maths_is_refused_naming_the_keys(stage1, tmp_path):
     assert snapshot(out) == before
 
 
+def test_a_resume_on_other_crops_under_the_same_pairs_is_refused(tmp_path):
+    """The crop stores' size is part of what a run records (as train-metric's): the same
+    clips and pairs.csv re-cropped at another size are other data, refused before any
+    write (they were resumed silently)."""
+    data, out = write_stage1(tmp_path / "data"), tmp_path / "run"
+    train_spfem(tiny_config(data, out, steps=2))
+    pairs = (data / "pairs.csv").read_bytes()
+    write_stage1(data, size=16)  # the same clips, pairs and seed, 16 px crops
+    assert (data / "pairs.csv").read_bytes() == pairs
+    before = snapshot(out)
+    with pytest.raises(ConfigError, match="cannot resume") as err:
+        train_spfem(tiny_config(data, out, steps=4))
+    assert "data_crops.size 32 -> 16 (other data: the crop size)" in str(err.value)
+    assert snapshot(out) == before
+
+
 def test_a_resume_may_change_what_moves_neither_data_nor_maths(stage1, tmp_path):
     whole = train_spfem(tiny_config(stage1, tmp_path / "whole"))
     train_spfem(tiny_config(stage1, tmp_path / "parts", steps=2))
@@ -220,7 +236,9 @@ def test_asccl_gradient_reaches_the_generator_never_the_metric(small_metric):
     grads = [p.grad for p in model.generator.parameters()]
     assert all(g is not None for g in grads) and sum(g.abs().sum() for g in grads) > 0
     assert all(p.grad is None for p in model.discriminator_parameters())
-    assert all(p.grad is None and not p.requires_grad for p in asccl.parameters())
+    metric = list(asccl.loss.metric.parameters())  # held outside the module tree
+    assert metric and all(p.grad is None and not p.requires_grad for p in metric)
+    assert list(asccl.parameters()) == []  # nothing of the metric reaches an optimiser
 
 
 def test_the_cli_entry_point_reads_a_config_and_overrides(stage1, tmp_path, capsys):

@@ -56,6 +56,7 @@ from asccl.spfem.generators import ReferenceGenerator, build_generator
 from asccl.spfem.generators.checkpoint import MODEL_FILE, save_generator
 from asccl.training import loop
 from asccl.training.amp import AMP
+from asccl.training.dataset import data_run_settings
 from asccl.training.distributed import average_gradients, broadcast_module
 from asccl.training.loop import TrainingRun
 
@@ -86,6 +87,7 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         emotions=list(config.emotions) if config.emotions is not None else None,
         crop_format=config.crop_format,
     )
+    run.settings.update(data_run_settings(dataset))  # compared in run.begin()
     if run.main:
         log.info("training pairs: %s", dataset.describe())
 

@@ -170,7 +170,7 @@ def test_references_are_never_the_target_nor_its_sentence(setup, outputs):
     from asccl.spfem.results import choose_reference, reference_clips, test_clips
 
     test, _ = test_clips(setup)
-    candidates = reference_clips(setup)
+    candidates = reference_clips(setup, "jpeg")
     assert {c.sentence for c in candidates} == {"001", "002"}
     for clip in test:
         inter = choose_reference(clip, candidates, "inter_id", setup)

@@ -2,10 +2,12 @@
 
 One file holds both, so a checkpoint cannot be separated from the settings it was trained
 with. The header metadata is ``{"format": "asccl-metric", "format_version": "1",
-"asccl_version": ..., "config": <MetricConfig JSON>}``, written in a fixed order, so the same
-metric always gives the same bytes; any safetensors reader shows it (``asccl metric info
-FILE`` prints it). Reading goes through :mod:`asccl.io`: every problem with a file is one
-:class:`CheckpointError` line naming it.
+"asccl_version": ..., "config": <MetricConfig JSON>}`` and, for a metric written by ``asccl
+train-metric``, ``"speakers": {"train": [...], "validation": [...]}`` (JSON: the speakers it
+trained and validated on; :func:`read_metric_speakers`, ``None`` for files without it),
+written in a fixed order, so the same metric always gives the same bytes; any safetensors
+reader shows it (``asccl metric info FILE`` prints it). Reading goes through
+:mod:`asccl.io`: every problem with a file is one :class:`CheckpointError` line naming it.
 
 The authors' released checkpoints (``torch.save(model.state_dict())`` of their
 ``Temporal_Context_Loss``: ``resnet50.*`` and ``mlp.{0,2,3,5,6,8,9,11}.*``) load through an
@@ -22,7 +24,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +50,31 @@ __all__ = [
     "load_metric",
     "read_metric_config",
     "read_metric_metadata",
+    "read_metric_speakers",
     "save_metric",
 ]
 
 FORMAT = "asccl-metric"
 FORMAT_VERSION = "1"
+#: the roles of the speakers record (``"speakers"`` in the header)
+SPEAKER_ROLES = ("train", "validation")
 
 #: Index of each stage's first and second Linear in the authors' ``mlp`` ModuleList.
 _AUTHORS_MLP = {stage: (3 * stage, 3 * stage + 2) for stage in range(4)}
 
 
-def save_metric(metric: ASCCLMetric, path: str | os.PathLike) -> Path:
+def save_metric(
+    metric: ASCCLMetric,
+    path: str | os.PathLike,
+    *,
+    speakers: Mapping[str, Sequence[str]] | None = None,
+) -> Path:
     """Write ``metric`` to ``path`` (``.safetensors``) atomically: a temporary file in the
     same folder, then a rename, so a crash never leaves a half-written checkpoint.
+
+    ``speakers``: ``{"train": [...], "validation": [...]}``, the speakers the metric was
+    trained and validated on, recorded in the header (``asccl experiment`` refuses a metric
+    trained on its test speakers); ``None``: not recorded.
 
     The same metric gives the same bytes: the header's metadata is written in a fixed
     order, its config JSON with sorted keys, and nothing time-dependent is stored.
@@ -75,7 +89,43 @@ def save_metric(metric: ASCCLMetric, path: str | os.PathLike) -> Path:
         "asccl_version": __version__,
         "config": json.dumps(metric.config.to_dict(), sort_keys=True),
     }
+    if speakers is not None:
+        if set(speakers) != set(SPEAKER_ROLES):
+            raise ValueError(
+                f"speakers must have the keys {list(SPEAKER_ROLES)}, got {list(speakers)}"
+            )
+        record = {role: sorted(str(s) for s in speakers[role]) for role in SPEAKER_ROLES}
+        metadata["speakers"] = json.dumps(record, sort_keys=True)
     return save_safetensors(tensors, path, metadata)
+
+
+def read_metric_speakers(path: str | os.PathLike) -> dict[str, tuple[str, ...]] | None:
+    """``{"train": (...), "validation": (...)}``: the speakers an asccl metric checkpoint
+    was trained and validated on, as ``asccl train-metric`` recorded them; ``None`` for a
+    file that records none (written before the record existed, by :func:`save_metric`
+    without ``speakers``, or the authors' ``.pth``).
+
+    Raises:
+        CheckpointError: not a metric checkpoint, or a malformed record (named).
+    """
+    path = Path(path)
+    if path.suffix != ".safetensors":  # the authors' layout stores no settings
+        return None
+    text = read_metric_metadata(path).get("speakers")
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError:
+        data = None
+    if not (
+        isinstance(data, dict)
+        and set(data) == set(SPEAKER_ROLES)
+        and all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in data.values())
+    ):
+        raise CheckpointError(path, f"bad speakers record in its header: {text[:80]} (expected "
+                              '{"train": [names], "validation": [names]})')  # fmt: skip
+    return {role: tuple(data[role]) for role in SPEAKER_ROLES}
 
 
 def read_metric_metadata(path: str | os.PathLike) -> dict[str, str]:
@@ -257,9 +307,17 @@ def describe_metric(path: str | os.PathLike) -> str:
         f"{config.channel_order} (asccl.ASCCLLoss converts from its input_range and "
         "channel_order)",
         f"loss arithmetic: {arithmetic}",
+        f"speakers: {_describe_speakers(read_metric_speakers(path))}",
         "config: " + json.dumps(config.to_dict(), indent=2, sort_keys=True),
     ]
     return "\n".join(lines)
+
+
+def _describe_speakers(speakers: dict[str, tuple[str, ...]] | None) -> str:
+    if speakers is None:
+        return "not recorded (the file does not say which speakers the metric trained on)"
+    names = {role: ", ".join(names) or "none" for role, names in speakers.items()}
+    return f"trained on {names['train']}; validated on {names['validation']}"
 
 
 def _authors_filter(state: Mapping[str, Any], model: nn.Module | None = None) -> dict:

@@ -23,8 +23,13 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    are the neutral crops resized to the model's size with the neutral clip's audio copied in
    (LSE-D/LSE-C use it); results are silent and frame-aligned with their source. A result
    that already exists is kept only while it was made by the same weights (per method) and
-   the same data, clip selection and image sizes (``results/.settings.json``); otherwise it
-   is made again, and the run says how many.
+   the same data, clip selection, image sizes and crop format (``results/.settings.json``);
+   otherwise it is made again, and the run says how many. Each model reads the crop stores
+   of its training config's ``crop_format`` (the ones it trained on) and gets results only
+   for the emotions it was trained on (its ``emotions``; the run says which it leaves out).
+   The models share one ``sources/`` folder, so their ``image_size`` and ``crop_format``
+   must agree (checked with the config), and a metric trained on a test speaker is refused
+   before anything is written (its file records its training speakers).
 3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation` and
    ``ExperimentConfig.eval`` (tables per setting in the seed's Tables 1-2 layout, bar
    plots, qualitative grids like its Figures 1-4), then write ``comparison.{md,csv}``
@@ -81,6 +86,7 @@ __all__ = [
     "VARIANTS",
     "ExperimentConfig",
     "TestClip",
+    "check_metric_speakers",
     "check_results_settings",
     "compare",
     "eval_config",
@@ -165,6 +171,13 @@ class ExperimentConfig:
             if train.model != model:
                 raise ConfigError(f'{model}.model must be "{model}" (the table is the {model} '
                                   f"runs' training config), got {train.model!r}")  # fmt: skip
+        for key in ("image_size", "crop_format"):  # one sources/ folder serves every model
+            values = {m: getattr(getattr(self, m), key) for m in self.models}
+            if len(set(values.values())) > 1:
+                named = " and ".join(f"{m}.{key} = {v!r}" for m, v in values.items())
+                raise ConfigError(f"{named} differ: the models' results share one sources/ "
+                                  f"folder (one {key}); give them the same {key}, or run "
+                                  "each model in its own experiment (another out)")  # fmt: skip
         require(isinstance(self.eval, EvalConfig), self, "eval",
                 "must be an evaluation config (a table or a config file name)")  # fmt: skip
         require(is_number(self.asccl_weight) and self.asccl_weight > 0, self, "asccl_weight",
@@ -225,6 +238,30 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
     return checkpoints
 
 
+def check_metric_speakers(config: ExperimentConfig) -> None:
+    """Refuse (one line naming them and the file) a metric trained on a test speaker: its
+    training speakers are in its header (:func:`asccl.metric.checkpoint.read_metric_speakers`;
+    its validation speakers are fine). A file without that record gets one warning line."""
+    from asccl.metric.checkpoint import read_metric_speakers
+
+    if config.metric is None:
+        return
+    speakers = read_metric_speakers(config.metric)
+    if speakers is None:
+        test = ", ".join(config.test_speakers)
+        print(f"warning: {config.metric} records no training speakers (written before asccl "
+              "recorded them, or not by `asccl train-metric`): could not check that the test "
+              f"speakers ({test}) were held out of its training")  # fmt: skip
+        return
+    seen = [s for s in config.test_speakers if s in speakers["train"]]
+    if seen:
+        raise ConfigError(f"metric {config.metric} was trained on test speaker(s) "
+                          f"{', '.join(seen)} (its training speakers: "
+                          f"{', '.join(speakers['train'])}): the +ASCCL results would be "
+                          "scored on speakers its loss has seen; train the metric with them "
+                          "in val_speakers, or choose other test_speakers")  # fmt: skip
+
+
 # --------------------------------------------------------------------------- 3. evaluation
 
 
@@ -256,6 +293,7 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
         check_results_settings,
         generate_results,
         method_name,
+        model_clips,
         results_settings,
         test_clips,
     )
@@ -267,12 +305,19 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     test, _ = test_clips(config)  # a bad data folder or test speaker fails before training
     if not test:
         raise DataError(config.data / "pairs.csv", "no clip pairs of the test speakers")
+    for model in config.models:  # a model trained on none of the test clips' emotions
+        emotions = getattr(config, model).emotions
+        if not model_clips(test, getattr(config, model)):
+            found = ", ".join(sorted({c.pair.emotion for c in test}))
+            raise ConfigError(f"{model}.emotions {list(emotions or ())}: the test speakers "
+                              f"have no clip pair in them (they have {found})")  # fmt: skip
     from asccl.spfem.train import check_resumable
 
     trains = {model: train_configs(config, model) for model in config.models}
     results = config.out / "results"
     if config.evaluate:
         eval_config(config, results)
+    check_metric_speakers(config)
     for runs in trains.values():  # a run that cannot resume stops the experiment here
         for train in runs.values():
             check_resumable(train)
@@ -287,7 +332,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
             if log.is_file():
                 paths[f"curves_{method_name(model, variant)}"] = log
     sizes = {model: trains[model]["baseline"].image_size for model in config.models}
-    check_results_settings(config, results_settings(config, sizes))
+    formats = {model: trains[model]["baseline"].crop_format for model in config.models}
+    check_results_settings(config, results_settings(config, sizes, formats))
     for model in config.models:
         results = generate_results(config, model, checkpoints[model])
     paths["results"] = results

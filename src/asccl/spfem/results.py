@@ -9,7 +9,14 @@ inter-ID takes another sentence of the same speaker in the target emotion, cross
 of that emotion by another speaker (another sentence first); ``single`` (GANmut) reads the
 emotion label only, and its generator is given the source itself as reference. Results are
 kept across runs only while they come from the same weights and the same data, clip
-selection and image sizes (see :func:`check_results_settings` and :func:`_drop_stale`).
+selection, image sizes and crop format (see :func:`check_results_settings` and
+:func:`_drop_stale`); a file already there that differs from what would be written (its size
+or frame count) is refused, never kept (:func:`_kept`).
+
+Each model's results read what its training read: the crop stores of its training config's
+``crop_format`` (:func:`model_store`, :func:`~asccl.data.crop_store.crop_path` as
+:class:`~asccl.training.dataset.PairedFrames` opens them, never another format's store of
+the same clip), and only the emotions it was trained on (its ``emotions``; :func:`model_clips`).
 The experiment itself is :mod:`asccl.spfem.experiment`.
 """
 
@@ -30,15 +37,16 @@ from tqdm import tqdm
 
 from asccl.data.clip_index import read_clip_index
 from asccl.data.clips import Clip
-from asccl.data.crop_store import STORE_SUFFIX, ClipCropsReader, crop_path, open_clip_crops
+from asccl.data.crop_store import ClipCropsReader, crop_path, open_clip_crops
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
-from asccl.data.video import write_video
+from asccl.data.video import probe_video, write_video
 from asccl.evaluation.results import GROUND_TRUTH, REFERENCES, SOURCES
 from asccl.io import write_text_atomic
 from asccl.spfem.data import EMOTIONS, ClipPairFrames, clip_tensors, emotion_label
 
 if TYPE_CHECKING:
+    from asccl.spfem.config import SPFEMTrainConfig
     from asccl.spfem.experiment import ExperimentConfig
 
 #: settings each reference generator is evaluated in
@@ -110,12 +118,24 @@ def test_clips(config: ExperimentConfig) -> tuple[list[TestClip], list[TestClip]
     return test, others
 
 
-def _store(config: ExperimentConfig, clip_id: str) -> ClipCropsReader:
-    for fmt in STORE_SUFFIX:
-        path = crop_path(config.data, clip_id, fmt)
-        if path.exists():
-            return open_clip_crops(path)
-    raise DataError(crop_path(config.data, clip_id, "jpeg"), "no crop store for this clip")
+def model_clips(test: Sequence[TestClip], train: SPFEMTrainConfig) -> list[TestClip]:
+    """The test clips whose target emotion the model of training config ``train`` was
+    trained on (its ``emotions``; ``None``: all)."""
+    if train.emotions is None:
+        return list(test)
+    return [c for c in test if c.pair.emotion in train.emotions]
+
+
+def model_store(train: SPFEMTrainConfig, clip_id: str) -> ClipCropsReader:
+    """The crop store of ``clip_id`` that the run of training config ``train`` reads: its
+    ``data`` and ``crop_format`` through :func:`~asccl.data.crop_store.crop_path`, as
+    :class:`~asccl.training.dataset.PairedFrames` opens it (another format's store of the
+    same clip is never read)."""
+    path = crop_path(train.data, clip_id, train.crop_format)
+    if not path.exists():
+        raise DataError(path, f"missing: the model trained on {train.crop_format!r} crop "
+                        "stores (its crop_format): run `asccl data crops` in it")  # fmt: skip
+    return open_clip_crops(path)
 
 
 def _to_uint8(images: Tensor) -> np.ndarray:
@@ -124,9 +144,25 @@ def _to_uint8(images: Tensor) -> np.ndarray:
     return images.permute(0, 2, 3, 1).cpu().numpy()
 
 
+def _kept(path: Path, num_frames: int, height: int, width: int) -> bool:
+    """Whether ``path`` is already there as this run would write it: ``num_frames`` frames
+    of ``width`` x ``height`` (a resumed experiment keeps it). A file there of another size
+    or length was made with other settings: a :class:`DataError`, never kept silently."""
+    if not path.is_file():
+        return False
+    info = probe_video(path)
+    found = (info.num_frames, info.width, info.height)
+    if found != (num_frames, width, height):
+        raise DataError(path, f"made with other settings ({found[1]}x{found[2]} px, {found[0]} "
+                        f"frames; this run writes {width}x{height} px, {num_frames} frames): "
+                        "remove it (or the results folder) to make it again")  # fmt: skip
+    return True
+
+
 def _write_clip(path: Path, frames: np.ndarray, fps: float, audio: Path | None = None) -> None:
-    """Write atomically; an existing file is kept (a resumed experiment skips it)."""
-    if path.is_file():
+    """Write ``(N, H, W, 3)`` uint8 ``frames`` atomically; an existing file is kept if it
+    has their size and length (:func:`_kept`)."""
+    if _kept(path, *frames.shape[:3]):
         return
     write_video(path, frames, fps=fps, audio_from=audio)
 
@@ -161,14 +197,22 @@ def _translate(
 
 
 def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str, Path]) -> Path:
-    """Write ``model``'s results for every test clip, both variants; returns the root.
-    Results already there are kept only while they come from the same weights (see
-    :func:`_drop_stale`); call :func:`check_results_settings` first."""
+    """Write ``model``'s results for every test clip of an emotion it was trained on, both
+    variants; returns the root. Frames come from the crop stores its training read
+    (:func:`model_store`). Results already there are kept only while they come from the
+    same weights (see :func:`_drop_stale`); call :func:`check_results_settings` first."""
+    from asccl.spfem.experiment import train_configs
     from asccl.spfem.generators.checkpoint import load_generator
 
     root = config.out / "results"
-    test, _ = test_clips(config)
-    candidates = reference_clips(config)
+    train = train_configs(config, model)["baseline"]  # data and crop_format as trained
+    every, _ = test_clips(config)
+    test = model_clips(every, train)
+    if len(test) < len(every):
+        left = sorted({c.pair.emotion for c in every} - {c.pair.emotion for c in test})
+        print(f"{model}: trained on {', '.join(train.emotions or ())} only: no results for "
+              f"{', '.join(left)} ({len(every) - len(test)} test clip(s) left out)")  # fmt: skip
+    candidates = reference_clips(config, train.crop_format)
     generators = {
         v: load_generator(path).to(config.device).eval() for v, path in checkpoints.items()
     }
@@ -177,7 +221,7 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
         _drop_stale(root / method_name(model, variant), path)
     written = kept = 0
     for clip in tqdm(test, desc=f"generating {model} results", unit="clip"):
-        neutral = _store(config, clip.pair.neutral_clip)
+        neutral = model_store(train, clip.pair.neutral_clip)
         source = clip_tensors(neutral, size)
         fps = neutral.fps
         emotion, name = clip.pair.emotion, f"{clip.name}.mp4"
@@ -185,7 +229,7 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
                     clip.neutral.audio or clip.neutral.video)  # fmt: skip
         truth = _truth_video(config, clip)
         for setting in MODEL_SETTINGS[model]:
-            reference = _reference(config, clip, candidates, setting, source, size)
+            reference = _reference(config, train, clip, candidates, setting, source, size)
             if reference is None:
                 continue
             if truth is not None:
@@ -198,7 +242,7 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
                             _to_uint8(reference[0]), fps)  # fmt: skip
             for variant, generator in generators.items():
                 path = root / method_name(model, variant) / setting / emotion / name
-                if path.is_file():
+                if _kept(path, len(source[0]), size, size):
                     kept += 1
                     continue
                 result = _translate(generator, source, reference, emotion, config)
@@ -220,11 +264,13 @@ def _truth_video(config: ExperimentConfig, clip: TestClip) -> Path | None:
     return path
 
 
-def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[str, str]:
+def results_settings(
+    config: ExperimentConfig, sizes: dict[str, int], crop_formats: dict[str, str]
+) -> dict[str, str]:
     """What the results folder's sources, references and clip selection depend on, beyond
     each method's weights: the data (its path, ``pairs.csv`` and ``clips.csv`` digests, the
     crop stores' sizes and mtimes), the test/cross speakers, ``max_clips_per_emotion`` and
-    each model's image size (sources are written at it)."""
+    each model's image size and crop format (sources are written at it, from its stores)."""
     from asccl.training.resume import file_digest
 
     data = Path(config.data)
@@ -242,6 +288,7 @@ def results_settings(config: ExperimentConfig, sizes: dict[str, int]) -> dict[st
         "cross_speakers": json.dumps(list(config.cross_speakers)),
         "max_clips_per_emotion": str(config.max_clips_per_emotion),
         "image_sizes": json.dumps(sizes, sort_keys=True),
+        "crop_formats": json.dumps(crop_formats, sort_keys=True),
     } | ({"ground_truth": str(Path(config.ground_truth).resolve())} if config.ground_truth
          else {})  # fmt: skip
 
@@ -290,13 +337,13 @@ def _drop_stale(method_dir: Path, checkpoint: Path) -> None:
     write_text_atomic(stamp_file, stamp)
 
 
-def reference_clips(config: ExperimentConfig) -> list[Clip]:
-    """Every emotional clip of ``clips.csv`` with a crop store: what references are chosen
-    from (:func:`choose_reference`)."""
+def reference_clips(config: ExperimentConfig, crop_format: str) -> list[Clip]:
+    """Every emotional clip of ``clips.csv`` with a crop store in ``crop_format`` (the
+    model's, :func:`model_store`): what references are chosen from
+    (:func:`choose_reference`)."""
     clips = read_clip_index(config.data / "clips.csv")
     stored = [c for c in clips if c.emotion != "neutral"]
-    return [c for c in stored if any(crop_path(config.data, c.clip_id, f).exists()
-                                     for f in STORE_SUFFIX)]  # fmt: skip
+    return [c for c in stored if crop_path(config.data, c.clip_id, crop_format).exists()]
 
 
 def choose_reference(
@@ -327,6 +374,7 @@ def choose_reference(
 
 def _reference(
     config: ExperimentConfig,
+    train: SPFEMTrainConfig,
     clip: TestClip,
     candidates: Sequence[Clip],
     setting: str,
@@ -344,6 +392,6 @@ def _reference(
         print(f"  {clip.name} {clip.pair.emotion}: no {setting} reference ({who} in that "
               "emotion); skipped")  # fmt: skip
         return None
-    frames, landmarks = clip_tensors(_store(config, driver.clip_id), size)
+    frames, landmarks = clip_tensors(model_store(train, driver.clip_id), size)
     index = np.minimum(np.arange(len(source[0])), len(frames) - 1)
     return frames[index], landmarks[index]

@@ -106,7 +106,9 @@ def train_metric(config: TrainConfig) -> Path:
     amp = AMP(config.amp, device, warn=run.main)
     scaler = amp.grad_scaler()
     region_generator = torch.Generator().manual_seed(config.seed + 1)  # same on every rank
-    run.track(models={METRIC_FILE: lambda path: save_metric(metric, path)},
+    # the speakers it trained and validated on, in the file (asccl experiment checks them)
+    speakers = {"train": train_set.speakers(), "validation": val_set.speakers()}
+    run.track(models={METRIC_FILE: lambda path: save_metric(metric, path, speakers=speakers)},
               optimizers={"metric": optimizer}, scalers={"metric": scaler},
               generators={"regions": region_generator})  # fmt: skip
 

@@ -108,6 +108,9 @@ def test_the_command_reports_each_file_and_exits_non_zero_on_a_bad_one(
     out = capsys.readouterr().out
     assert "flame      MISSING" in out and "flame.is.tue.mpg.de" in out
     assert report([]).endswith("0 not set (docs/weights.md: what each file is)")
+    # the other commands' spelling (README: --arcface-weights ...) is accepted too
+    assert main(["weights", "check", "--syncnet-weights", str(syncnet_file)]) == 0
+    assert "syncnet    OK" in capsys.readouterr().out
 
 
 def test_a_config_s_includes_are_followed_with_the_keys_beside_them_winning(

@@ -2,6 +2,7 @@
 speaker split, DataLoader workers, and to_model_input."""
 
 import dataclasses
+import json
 import logging
 import pickle
 import shutil
@@ -201,6 +202,28 @@ def test_stores_that_disagree_with_the_pairs_are_reported(data):
     write_clip_crops(small, store(data, clip))
     with pytest.raises(DataError, match=r"crop stores differ in size: 32 px .* 16 px"):
         PairedFrames(data)
+
+
+def test_stores_made_with_other_settings_are_refused_naming_them(data):
+    """Shard runs with another detect_every left crops of two procedures in one folder;
+    training mixed them. The recorded settings are compared: one line naming the setting,
+    each group's value and store count, and how to redo them."""
+    from asccl.data.item_settings import crop_settings_path
+
+    path = crop_settings_path(store(data, "W901/angry/level_3/001"))
+    recorded = json.loads(path.read_text())
+    assert recorded["detect_every"] != 3
+    path.write_text(json.dumps({**recorded, "detect_every": 3}))
+    with pytest.raises(DataError) as err:
+        PairedFrames(data)
+    line = str(err.value)
+    assert "\n" not in line and "crop stores made with different settings" in line
+    assert f"detect_every {recorded['detect_every']} (3 stores" in line
+    assert "detect_every 3 (1 stores, e.g. W901/angry/level_3/001)" in line
+    assert "rerun asccl data crops without --shard" in line
+    assert "crop_size" not in line  # only what differs
+    path.unlink()  # a store with no record (an older asccl) is not compared
+    assert len(PairedFrames(data)) > 0
 
 
 def test_nothing_usable_is_a_data_error(data, tmp_path):

@@ -51,5 +51,7 @@ def add_weights(commands: argparse._SubParsersAction) -> None:
         "--config", help="a TOML config whose weights keys to check, e.g. configs/eval/demo.toml"
     )
     for name, text in _WEIGHTS_FLAGS.items():
-        weights_check.add_argument(f"--{name}", metavar="PATH", help=text)
+        # --arcface-weights ...: the spelling train-metric and evaluate use, accepted too
+        alias = [f"--{name}-weights"] if name in ("arcface", "syncnet", "inception") else []
+        weights_check.add_argument(f"--{name}", *alias, dest=name, metavar="PATH", help=text)
     weights_check.set_defaults(handler=_weights_check)

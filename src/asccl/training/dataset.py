@@ -13,6 +13,7 @@ metric's float input on the device (uint8 is 4x cheaper to collate, pin and tran
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections import Counter, OrderedDict
@@ -137,6 +138,7 @@ class PairedFrames(Dataset):
         self.store_settings: list[dict | None] = []
         valid: dict[str, np.ndarray] = {}
         sizes: dict[int, list[str]] = {}
+        recorded: dict[str, list[str]] = {}  # the settings a store records (JSON) -> clips
         for clip in clips:
             path = crop_path(self.data_dir, clip, crop_format)
             if self._pack is not None:  # fresh: a clip is packed iff its store exists
@@ -151,10 +153,12 @@ class PairedFrames(Dataset):
             else:
                 valid[clip], size = read_clip_header(path)  # DataError: damaged, refused
             sizes.setdefault(size, []).append(clip)
-            self.store_settings.append(read_crop_settings(path))
+            self.store_settings.append(settings := read_crop_settings(path))
+            recorded.setdefault(json.dumps(settings, sort_keys=True), []).append(clip)
         if len(sizes) > 1:
             found = ", ".join(f"{s} px ({len(c)} clips, e.g. {c[0]})" for s, c in sizes.items())
             raise DataError(self.data_dir, f"crop stores differ in size: {found}")
+        _refuse_mixed_settings(self.data_dir, recorded)
         self.size = next(iter(sizes), 0)
 
         # Items: (pair, neutral frame, emotional frame), int32; pairs point into clip ids.
@@ -385,6 +389,30 @@ def split_by_speaker(
     train = PairedFrames(data_dir, exclude_speakers=list(val_speakers), **kwargs)
     val = PairedFrames(data_dir, speakers=list(val_speakers), **kwargs)
     return train, val
+
+
+def _refuse_mixed_settings(data_dir: Path, recorded: dict[str, list[str]]) -> None:
+    """DataError when the crop stores record different settings (e.g. ``--shard`` runs made
+    with another ``detect_every``): training would mix crops of two procedures. Stores
+    with no record (older asccl, other tools) are not compared."""
+    groups = {k: c for k, c in recorded.items() if k != "null"}
+    if len(groups) < 2:
+        return
+    settings = {k: json.loads(k) for k in groups}
+    keys = sorted({key for value in settings.values() for key in value})
+    differing = [
+        key for key in keys if len({json.dumps(v.get(key)) for v in settings.values()}) > 1
+    ]
+    found = "; ".join(
+        ", ".join(f"{key} {json.dumps(settings[k].get(key))}" for key in differing)
+        + f" ({len(clips)} stores, e.g. {clips[0]})"
+        for k, clips in groups.items()
+    )
+    raise DataError(
+        data_dir,
+        f"crop stores made with different settings: {found}; rerun asccl data crops without "
+        "--shard (it redoes the stores made with other settings)",
+    )
 
 
 def data_run_settings(*datasets: PairedFrames) -> dict[str, str]:

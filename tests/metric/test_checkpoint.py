@@ -390,3 +390,62 @@ def test_safetensors_bytes_under_another_suffix_are_read(metric, tmp_path):
     path.write_bytes(save_metric(metric, tmp_path / "m.safetensors").read_bytes())
     state = read_weights(path)
     assert all(torch.equal(state[k], v) for k, v in metric.state_dict().items())
+
+
+def test_the_speakers_a_metric_trained_on_are_in_its_header(metric, tmp_path, capsys):
+    """Recorded sorted, after the older keys, the same bytes every time; a file without the
+    record (written before it existed) still loads, and says it records none."""
+    from asccl.cli import main
+    from asccl.metric.checkpoint import read_metric_speakers
+
+    speakers = {"train": ["W902", "W901"], "validation": ["W903"]}
+    paths = [save_metric(metric, tmp_path / f"s{i}.safetensors", speakers=speakers)
+             for i in range(2)]  # fmt: skip
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert read_metric_speakers(paths[0]) == {"train": ("W901", "W902"), "validation": ("W903",)}
+    keys = [k for k, _ in _header(paths[0])[0][1]]
+    assert keys == ["asccl_version", "config", "format", "format_version", "speakers"]
+    assert same_loss(load_metric(paths[0]).eval(), metric)
+    assert main(["metric", "info", str(paths[0])]) == 0
+    assert "speakers: trained on W901, W902; validated on W903" in capsys.readouterr().out
+    old = save_metric(metric, tmp_path / "old.safetensors")
+    assert read_metric_speakers(old) is None and same_loss(load_metric(old).eval(), metric)
+    assert main(["metric", "info", str(old)]) == 0
+    assert "speakers: not recorded" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("record", ['["W901"]', '{"train": ["W901"]}', '{"train": [1], '
+                                    '"validation": []}', "not json"])  # fmt: skip
+def test_a_bad_speakers_record_is_one_line(metric, tmp_path, record):
+    from asccl.io import read_safetensors_metadata, read_weights, save_safetensors
+    from asccl.metric.checkpoint import read_metric_speakers
+
+    good = save_metric(metric, tmp_path / "good.safetensors")
+    metadata = {**read_safetensors_metadata(good), "speakers": record}
+    bad = save_safetensors(read_weights(good), tmp_path / "bad.safetensors", metadata)
+    with pytest.raises(CheckpointError, match="bad speakers record in its header") as err:
+        read_metric_speakers(bad)
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+
+
+def test_train_metric_records_its_training_and_validation_speakers(tmp_path):
+    """One step on a tiny stage 1 (speakers A01, B02; B02 validates): the final file and
+    every checkpoint's say so."""
+    from tests.spfem.test_data import write_stage1
+
+    from asccl.metric import MetricConfig
+    from asccl.metric.checkpoint import read_metric_speakers
+    from asccl.training.config import TrainConfig
+    from asccl.training.train_metric import train_metric
+
+    data = write_stage1(tmp_path / "data")
+    config = TrainConfig(data=data, out=tmp_path / "run", init="random", val_speakers=["B02"],
+                         batch_size=4, max_steps=1, checkpoint_every=1, val_every=0,
+                         val_batches=1, log_every=1, workers=0, device="cpu",
+                         metric=MetricConfig(backbone="iresnet18", image_size=64,
+                                             num_anchors=(8, 4, 4, 2)))  # fmt: skip
+    final = train_metric(config)
+    written = [final, *sorted((tmp_path / "run" / "checkpoints").rglob("metric.safetensors"))]
+    assert len(written) == 2
+    for path in written:
+        assert read_metric_speakers(path) == {"train": ("A01",), "validation": ("B02",)}

@@ -332,3 +332,47 @@ icface.d_layers = 2
     (tmp_path / "ganmut.toml").write_text('model = "ganmut"\nsteps = 0\n')
     with pytest.raises(ConfigError, match=r"ganmut \(from .*ganmut\.toml\): steps must be"):
         load_config(ExperimentConfig, toml)
+
+
+def test_models_must_share_the_image_size_and_crop_format_of_the_sources(setup):
+    """One sources/ folder serves every model of a results folder: models of other sizes
+    (or crop formats) would score one model against the other's sources."""
+    for key, value in (("image_size", 64), ("crop_format", "npy")):
+        icface = dataclasses.replace(setup.icface, **{key: value})
+        with pytest.raises(ConfigError) as err:
+            dataclasses.replace(setup, icface=icface)
+        line = str(err.value)
+        assert "\n" not in line
+        assert f"ganmut.{key} = {getattr(setup.ganmut, key)!r} and icface.{key} = {value!r}" in line
+        # a model left out of the experiment does not count
+        dataclasses.replace(setup, icface=icface, models=("ganmut",))
+
+
+def test_a_metric_trained_on_a_test_speaker_is_refused_before_writing(setup, small_metric,
+                                                                      tmp_path):  # fmt: skip
+    metric = save_metric(small_metric, tmp_path / "seen.safetensors",
+                         speakers={"train": ["A01", "B02"], "validation": []})  # fmt: skip
+    config = dataclasses.replace(setup, metric=metric, out=tmp_path / "out", models=("ganmut",),
+                                 evaluate=False)  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        run_experiment(config)
+    line = str(err.value)
+    assert "\n" not in line and str(metric) in line
+    assert "trained on test speaker(s) B02 (its training speakers: A01, B02)" in line
+    assert not config.out.exists()
+
+
+def test_a_metric_validated_on_the_test_speakers_passes_and_an_old_one_warns(
+    setup, small_metric, tmp_path, capsys
+):
+    from asccl.spfem.experiment import check_metric_speakers
+
+    held_out = save_metric(small_metric, tmp_path / "held_out.safetensors",
+                           speakers={"train": ["A01"], "validation": ["B02"]})  # fmt: skip
+    capsys.readouterr()
+    check_metric_speakers(dataclasses.replace(setup, metric=held_out))
+    assert capsys.readouterr().out == ""
+    check_metric_speakers(setup)  # saved without the record, as before it existed
+    [line] = capsys.readouterr().out.splitlines()
+    assert line.startswith(f"warning: {setup.metric} records no training speakers")
+    assert "could not check that the test speakers (B02)" in line

@@ -134,7 +134,7 @@ def model_store(train: SPFEMTrainConfig, clip_id: str) -> ClipCropsReader:
     path = crop_path(train.data, clip_id, train.crop_format)
     if not path.exists():
         raise DataError(path, f"missing: the model trained on {train.crop_format!r} crop "
-                        "stores (its crop_format): run `asccl data crops` in it")  # fmt: skip
+                        "stores (its crop_format): `asccl data crops` makes them")  # fmt: skip
     return open_clip_crops(path)
 
 

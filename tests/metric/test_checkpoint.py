@@ -256,10 +256,14 @@ def test_convert_keeps_an_asccl_files_channel_order(tmp_path, capsys):
     from asccl.cli import main
 
     torch.manual_seed(4)
-    rgb = save_metric(ASCCLMetric(backbone="iresnet18"), tmp_path / "rgb.safetensors")
+    speakers = {"train": ["W901"], "validation": ["W903"]}
+    rgb = save_metric(
+        ASCCLMetric(backbone="iresnet18"), tmp_path / "rgb.safetensors", speakers=speakers
+    )
     assert main(["metric", "convert", str(rgb), str(tmp_path / "kept.safetensors")]) == 0
     assert read_metric_config(tmp_path / "kept.safetensors").channel_order == "rgb"
-    assert (tmp_path / "kept.safetensors").read_bytes() == rgb.read_bytes()  # nothing else
+    # nothing else changes: the speakers record (experiment's leak check) included
+    assert (tmp_path / "kept.safetensors").read_bytes() == rgb.read_bytes()
     out = tmp_path / "flipped.safetensors"
     assert main(["metric", "convert", str(rgb), str(out), "--channel-order", "bgr"]) == 0
     assert read_metric_config(out).channel_order == "bgr"

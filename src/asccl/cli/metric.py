@@ -32,11 +32,13 @@ def _metric_info(args: argparse.Namespace, overrides: Sequence[str]) -> int:
 
 def _metric_convert(args: argparse.Namespace, overrides: Sequence[str]) -> int:
     from asccl.metric import load_metric, save_metric
+    from asccl.metric.checkpoint import read_metric_speakers
 
     # --channel-order given: it wins; else the file's own (the authors' .pth: bgr)
     order = {"channel_order": args.channel_order} if args.channel_order else {}
     metric = load_metric(args.source, authors_compat=args.authors_compat, **order)
-    path = save_metric(metric, args.output)
+    speakers = read_metric_speakers(args.source)  # an asccl file's record is kept
+    path = save_metric(metric, args.output, speakers=speakers)
     config = metric.config
     arithmetic = "asccl's" if config.authors_differences() else "the authors'"
     print(

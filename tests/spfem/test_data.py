@@ -22,10 +22,12 @@ FRAMES = 6
 
 
 def write_stage1(root: Path, size: int = 32, emotions=("angry", "happy"),
-                 speakers=("A01", "B02")) -> Path:  # fmt: skip
+                 speakers=("A01", "B02"), no_face=None) -> Path:  # fmt: skip
     """A tiny synthetic stage-1 output: per speaker a neutral clip and one clip per emotion
     (sentence 001, ``FRAMES`` frames of smooth noise, ``size`` px), DTW pairs with a repeated
-    index, frame 1 of every neutral clip without a face, frame 2 with NaN landmarks."""
+    index, frame 1 of every neutral clip without a face, frame 2 with NaN landmarks.
+    ``no_face``: ``{speaker: frames}`` of each neutral clip without a face instead (a speaker
+    not named: none); the pixels and landmarks drawn stay the same."""
     rng = np.random.default_rng(0)
     pairs = []
     for speaker in speakers:
@@ -37,8 +39,9 @@ def write_stage1(root: Path, size: int = 32, emotions=("angry", "happy"),
             landmarks = rng.uniform(2, size - 2, (FRAMES, 68, 2)).astype(np.float32)
             valid = np.ones(FRAMES, bool)
             if emotion == "neutral":
-                valid[1] = False
-                landmarks[1] = np.nan
+                unseen = list((1,) if no_face is None else no_face.get(speaker, ()))
+                valid[unseen] = False
+                landmarks[unseen] = np.nan
                 landmarks[2] = np.nan  # a face without landmarks: the clip mean stands in
             crops = ClipCrops(frames=frames, landmarks=landmarks, source_landmarks=landmarks,
                               boxes=np.zeros((FRAMES, 4), np.float32), valid=valid, fps=25.0,

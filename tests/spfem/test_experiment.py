@@ -94,11 +94,12 @@ def write_other_sentence(data: Path, sentence: str = "002", size: int = 32) -> l
 
 
 def make_setup(root: Path, metric: torch.nn.Module) -> ExperimentConfig:
-    """Under ``root``: a tiny stage 1 (speakers A01, B02; B02 held out; pairs of sentence
-    001, emotional clips of 002 for inter-ID references), the two models' configs (2 steps
+    """Under ``root``: a tiny stage 1 (speakers A01, B02; B02 held out, a face in every
+    frame of its clips, which results need; pairs of sentence 001, emotional clips of 002
+    for inter-ID references), the two models' configs (2 steps
     at 32 px), a CSIM-only evaluation config with random ArcFace weights, ``metric`` saved;
     the experiment's config (``out = root / "out"``)."""
-    data = write_stage1(root / "data", emotions=EMOTIONS)
+    data = write_stage1(root / "data", emotions=EMOTIONS, no_face={"A01": (1,)})
     clips = [
         Clip("mead", speaker, emotion, 1 if emotion == "neutral" else 3, "001",
              f"{speaker}/{emotion}/level_{1 if emotion == 'neutral' else 3}/001",
@@ -173,8 +174,8 @@ def test_references_are_never_the_target_nor_its_sentence(setup, outputs):
     candidates = reference_clips(setup, "jpeg")
     assert {c.sentence for c in candidates} == {"001", "002"}
     for clip in test:
-        inter = choose_reference(clip, candidates, "inter_id", setup)
-        cross = choose_reference(clip, candidates, "cross_id", setup)
+        inter = choose_reference(clip, candidates, "inter_id", setup, "jpeg")
+        cross = choose_reference(clip, candidates, "cross_id", setup, "jpeg")
         assert inter.clip_id != clip.emotional.clip_id and inter.sentence != "001"
         assert (inter.speaker, inter.emotion) == ("B02", clip.pair.emotion)
         assert cross.speaker == "A01" and cross.emotion == clip.pair.emotion
@@ -190,7 +191,7 @@ def test_references_are_never_the_target_nor_its_sentence(setup, outputs):
             assert np.abs(frames.astype(int) - grey[speaker, emotion]).max() <= 3, path
     # with no other sentence of the speaker there is no inter-ID reference, never the target
     alone = [c for c in candidates if c.sentence == "001"]
-    assert all(choose_reference(clip, alone, "inter_id", setup) is None for clip in test)
+    assert all(choose_reference(clip, alone, "inter_id", setup, "jpeg") is None for clip in test)
 
 
 def test_both_variants_train_with_the_same_budget_and_only_one_uses_asccl(setup, outputs):

@@ -17,6 +17,11 @@ Each model's results read what its training read: the crop stores of its trainin
 ``crop_format`` (:func:`model_store`, :func:`~asccl.data.crop_store.crop_path` as
 :class:`~asccl.training.dataset.PairedFrames` opens them, never another format's store of
 the same clip), and only the emotions it was trained on (its ``emotions``; :func:`model_clips`).
+
+Frames where stage 1 found no face (the store's ``valid`` mask, read from its header) are
+never turned into results: a test clip whose neutral store has one is left out of the test
+set (:func:`test_clips`, named in the log), and a reference with one among the frames it
+would drive is passed over (:func:`choose_reference`).
 The experiment itself is :mod:`asccl.spfem.experiment`.
 """
 
@@ -37,7 +42,7 @@ from tqdm import tqdm
 
 from asccl.data.clip_index import read_clip_index
 from asccl.data.clips import Clip
-from asccl.data.crop_store import ClipCropsReader, crop_path, open_clip_crops
+from asccl.data.crop_store import ClipCropsReader, crop_path, open_clip_crops, read_clip_header
 from asccl.data.errors import DataError
 from asccl.data.pair_files import read_pairs_table
 from asccl.data.video import probe_video, write_video
@@ -72,9 +77,43 @@ class TestClip:
         return f"{self.neutral.speaker}_{self.neutral.sentence}"
 
 
-def test_clips(config: ExperimentConfig) -> tuple[list[TestClip], list[TestClip]]:
+def test_clips(
+    config: ExperimentConfig, *, quiet: bool = False
+) -> tuple[list[TestClip], list[TestClip]]:
     """``(test, others)``: the test speakers' clip pairs, and every other speaker's (cross-ID
-    references), from the stage-1 tables ``pairs.csv`` and ``clips.csv``."""
+    references), from the stage-1 tables ``pairs.csv`` and ``clips.csv``.
+
+    A test clip whose neutral (source) store has a frame without a face (``valid`` false:
+    stage 1 found none, the crop is black) is left out before ``max_clips_per_emotion``
+    counts it, so the next clip of its emotion takes its place. Every frame of the store is
+    checked, since the source and each result are the whole clip (the DTW alignment's
+    ``pair.neutral_frames`` are among them), in the store of every crop format the
+    experiment's models read (:func:`_no_face`). Unless ``quiet``, each left-out clip is
+    printed once with its count, and so is an emotion left without any test clip; when
+    every test clip is left out: a :class:`DataError`."""
+    test, others, left, empty = _select(config)
+    if not quiet:
+        for items, bad, total in left.values():
+            emotions = ", ".join(c.pair.emotion for c in items)
+            print(f"test clip {items[0].name} ({emotions}) left out: {bad} of its {total} "
+                  "frames have no face (stage 1 found none)")  # fmt: skip
+        for emotion in empty:
+            print(f"{emotion}: every test clip has frames without a face: no results for it")
+    return test, others
+
+
+def left_out_clips(config: ExperimentConfig) -> dict[str, int]:
+    """``{<speaker>_<sentence>: frames without a face}`` of the test clips that
+    :func:`test_clips` leaves out (nothing printed)."""
+    return {items[0].name: bad for items, bad, _ in _select(config)[2].values()}
+
+
+def _select(
+    config: ExperimentConfig,
+) -> tuple[list[TestClip], list[TestClip], dict[str, tuple[list[TestClip], int, int]], list[str]]:
+    """:func:`test_clips`' selection: ``(test, others, left, empty)``, ``left`` the test
+    clips left out by neutral clip id with ``(frames without a face, frames)``, ``empty``
+    the emotions left without a test clip by that."""
     for name in ("pairs.csv", "clips.csv"):
         if not (config.data / name).is_file():
             raise DataError(config.data / name, "missing: run `asccl data prepare` first")
@@ -94,6 +133,10 @@ def test_clips(config: ExperimentConfig) -> tuple[list[TestClip], list[TestClip]
     if missing:
         raise DataError(config.data / "clips.csv", f"{len(missing)} clip(s) of pairs.csv "
                         f"missing, e.g. {missing[0]}: run `asccl data prepare` again")  # fmt: skip
+    formats = sorted({getattr(config, m).crop_format for m in config.models})
+    faces: dict[str, tuple[int, int]] = {}  # neutral clip -> (frames without a face, frames)
+    left: dict[str, list[TestClip]] = {}  # left-out test clips by neutral clip, in order
+    tested: set[str] = set()
     test, others = [], []
     per_emotion: dict[str, int] = {}
     for pair in pairs:
@@ -113,9 +156,37 @@ def test_clips(config: ExperimentConfig) -> tuple[list[TestClip], list[TestClip]
         count = per_emotion.get(pair.emotion, 0)
         if config.max_clips_per_emotion and count >= config.max_clips_per_emotion:
             continue
+        tested.add(pair.emotion)
+        if pair.neutral_clip not in faces:
+            faces[pair.neutral_clip] = _no_face(config.data, pair.neutral_clip, formats)
+        if faces[pair.neutral_clip][0]:
+            left.setdefault(pair.neutral_clip, []).append(item)
+            continue
         per_emotion[pair.emotion] = count + 1
         test.append(item)
-    return test, others
+    if left and not test:
+        clip = next(iter(left))
+        bad, total = faces[clip]
+        raise DataError(config.data / "crops", "every test clip has frames without a face "
+                        f"in its neutral crop store ({len(left)} store(s), e.g. {clip}: "
+                        f"{bad} of {total} frames): no results to make")  # fmt: skip
+    selected = {c.pair.emotion for c in test}
+    return (test, others, {c: (items, *faces[c]) for c, items in left.items()},
+            sorted(tested - selected))  # fmt: skip
+
+
+def _no_face(data: Path, clip_id: str, formats: Sequence[str]) -> tuple[int, int]:
+    """``(frames without a face, frames)`` of ``clip_id``'s crop store: the most over its
+    stores in ``formats`` (each read from its header, no frame decoded)."""
+    counts = []
+    for fmt in formats:
+        path = crop_path(data, clip_id, fmt)
+        if not path.exists():
+            raise DataError(path, f"missing: a model reads {fmt!r} crop stores (its "
+                            "crop_format): `asccl data crops` makes them")  # fmt: skip
+        valid, _ = read_clip_header(path)
+        counts.append((int((~valid).sum()), len(valid)))
+    return max(counts)
 
 
 def model_clips(test: Sequence[TestClip], train: SPFEMTrainConfig) -> list[TestClip]:
@@ -206,7 +277,7 @@ def generate_results(config: ExperimentConfig, model: str, checkpoints: dict[str
 
     root = config.out / "results"
     train = train_configs(config, model)["baseline"]  # data and crop_format as trained
-    every, _ = test_clips(config)
+    every, _ = test_clips(config, quiet=True)  # run_experiment's call names the left-out
     test = model_clips(every, train)
     if len(test) < len(every):
         left = sorted({c.pair.emotion for c in every} - {c.pair.emotion for c in test})
@@ -270,16 +341,19 @@ def results_settings(
     """What the results folder's sources, references and clip selection depend on, beyond
     each method's weights: the data (its path, ``pairs.csv`` and ``clips.csv`` digests, the
     crop stores' sizes and mtimes), the test/cross speakers, ``max_clips_per_emotion`` and
-    each model's image size and crop format (sources are written at it, from its stores)."""
+    each model's image size and crop format (sources are written at it, from its stores),
+    and, when there are any, the test clips left out for frames without a face with their
+    counts (:func:`left_out_clips`; a folder made before they were left out is rebuilt)."""
     from asccl.training.resume import file_digest
 
+    left = left_out_clips(config)
     data = Path(config.data)
     crops = hashlib.sha256()
     for path in sorted((data / "crops").rglob("*")) if (data / "crops").is_dir() else []:
         if path.is_file():
             st = path.stat()
             crops.update(f"{path.relative_to(data)} {st.st_size} {st.st_mtime_ns}\n".encode())
-    return {
+    settings = {
         "data": str(data.resolve()),
         "data_pairs_csv": file_digest(data / "pairs.csv"),
         "data_clips_csv": file_digest(data / "clips.csv"),
@@ -289,8 +363,12 @@ def results_settings(
         "max_clips_per_emotion": str(config.max_clips_per_emotion),
         "image_sizes": json.dumps(sizes, sort_keys=True),
         "crop_formats": json.dumps(crop_formats, sort_keys=True),
-    } | ({"ground_truth": str(Path(config.ground_truth).resolve())} if config.ground_truth
-         else {})  # fmt: skip
+    }
+    if left:
+        settings["left_out_no_face"] = json.dumps(left, sort_keys=True)
+    if config.ground_truth:
+        settings["ground_truth"] = str(Path(config.ground_truth).resolve())
+    return settings
 
 
 SETTINGS_FILE = ".settings.json"
@@ -347,7 +425,11 @@ def reference_clips(config: ExperimentConfig, crop_format: str) -> list[Clip]:
 
 
 def choose_reference(
-    clip: TestClip, candidates: Sequence[Clip], setting: str, config: ExperimentConfig
+    clip: TestClip,
+    candidates: Sequence[Clip],
+    setting: str,
+    config: ExperimentConfig,
+    crop_format: str,
 ) -> Clip | None:
     """The clip whose frames drive ``clip``'s result in ``setting`` (``None``: none fits).
 
@@ -355,7 +437,29 @@ def choose_reference(
     same speaker, the target emotion, another sentence (NED's protocol); ``cross_id``: the
     target emotion by a speaker that is no test speaker (one of ``cross_speakers`` when
     given), another sentence first. Ties go to the target's intensity, then the lowest
-    sentence, speaker and clip id, so the choice is the same on every run."""
+    sentence, speaker and clip id, so the choice is the same on every run
+    (:func:`reference_pool`). A candidate whose ``crop_format`` store has a frame without
+    a face among those it would drive (frame ``i`` drives source frame ``i``, its last
+    past its end: its first ``N`` frames for an ``N``-frame source) is passed over for the
+    next; when every candidate has one, ``None``: the test clip gets no result in
+    ``setting`` (the other settings keep it). Stores are read from their headers only."""
+    pool = reference_pool(clip, candidates, setting, config)
+    if not pool:
+        return None
+    path = crop_path(config.data, clip.pair.neutral_clip, crop_format)
+    frames = len(read_clip_header(path)[0])  # the source: the whole neutral store
+    for candidate in pool:
+        valid, _ = read_clip_header(crop_path(config.data, candidate.clip_id, crop_format))
+        if valid[:frames].all():
+            return candidate
+    return None
+
+
+def reference_pool(
+    clip: TestClip, candidates: Sequence[Clip], setting: str, config: ExperimentConfig
+) -> list[Clip]:
+    """Every candidate that may drive ``clip`` in ``setting``, in the order
+    :func:`choose_reference` tries them (faces not checked)."""
     speaker, emotion = clip.neutral.speaker, clip.pair.emotion
     sentence, intensity = clip.neutral.sentence, clip.emotional.intensity
     if setting == "inter_id":
@@ -369,7 +473,7 @@ def choose_reference(
         raise ValueError(f"no reference clip in setting {setting!r}")
     pool.sort(key=lambda c: (c.sentence == sentence, c.intensity != intensity, c.sentence,
                              c.speaker, c.clip_id))  # fmt: skip
-    return pool[0] if pool else None
+    return pool
 
 
 def _reference(
@@ -383,14 +487,16 @@ def _reference(
 ) -> tuple[Tensor, Tensor] | None:
     """Per source frame, the reference frame (and landmarks) that drives it: frame ``i``
     of the chosen clip (:func:`choose_reference`; its last past its end); ``single``: the
-    source itself (GANmut reads the label only)."""
+    source itself (GANmut reads the label only). ``None`` (printed): no reference fits."""
     if setting == "single":
         return source
-    driver = choose_reference(clip, candidates, setting, config)
+    driver = choose_reference(clip, candidates, setting, config, train.crop_format)
     if driver is None:
+        pool = len(reference_pool(clip, candidates, setting, config))
         who = "another sentence of the speaker" if setting == "inter_id" else "another speaker"
-        print(f"  {clip.name} {clip.pair.emotion}: no {setting} reference ({who} in that "
-              "emotion); skipped")  # fmt: skip
+        why = (f"each of its {pool} has frames without a face among the {len(source[0])} it "
+               "would drive" if pool else f"{who} in that emotion")  # fmt: skip
+        print(f"  {clip.name} {clip.pair.emotion}: no {setting} reference ({why}); skipped")
         return None
     frames, landmarks = clip_tensors(model_store(train, driver.clip_id), size)
     index = np.minimum(np.arange(len(source[0])), len(frames) - 1)

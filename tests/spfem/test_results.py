@@ -25,7 +25,8 @@ from asccl.data.video import iter_frames
 from asccl.spfem.experiment import ExperimentConfig, run_experiment, train_configs
 from asccl.spfem.generators import build_generator
 from asccl.spfem.generators.checkpoint import save_generator
-from asccl.spfem.results import generate_results, results_settings, test_clips
+from asccl.spfem.results import generate_results, results_settings
+from asccl.spfem.results import test_clips as select_test_clips  # pytest collects test_*
 
 CLIP = "B02/neutral/level_1/001"  # the test speaker's neutral clip (the source)
 
@@ -179,7 +180,7 @@ def test_a_test_clip_with_a_frame_without_a_face_is_left_out_and_named_once(
     results' settings stamp."""
     config = dataclasses.replace(with_model(setup, "ganmut", tmp_path / "out"),
                                  test_speakers=("A01", "B02"), max_clips_per_emotion=1)  # fmt: skip
-    test, _ = test_clips(config)
+    test, _ = select_test_clips(config)
     assert [(c.name, c.pair.emotion) for c in test] == [("B02_001", "angry"),
                                                         ("B02_001", "happy")]  # fmt: skip
     root = generate_results(config, "ganmut", random_checkpoints(config, "ganmut", tmp_path))
@@ -205,13 +206,13 @@ def test_an_emotion_whose_every_test_clip_is_left_out_has_no_results(setup, tmp_
                       data / "pairs.csv")  # fmt: skip
     config = dataclasses.replace(with_model(setup, "ganmut", tmp_path / "out"), data=data,
                                  test_speakers=("A01", "B02"))  # fmt: skip
-    test, _ = test_clips(config)
+    test, _ = select_test_clips(config)
     assert [(c.name, c.pair.emotion) for c in test] == [("B02_001", "angry")]
     printed = capsys.readouterr().out
     assert "happy: every test clip has frames without a face: no results for it" in printed
     # nothing left at all: one line naming the stores
     with pytest.raises(DataError) as err:
-        test_clips(dataclasses.replace(config, test_speakers=("A01",)))
+        select_test_clips(dataclasses.replace(config, test_speakers=("A01",)))
     line = str(err.value)
     assert "\n" not in line and str(data / "crops") in line
     assert "every test clip has frames without a face" in line

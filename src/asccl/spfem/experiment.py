@@ -29,7 +29,10 @@ For each model in ``models`` (``"ganmut"``, ``"icface"``):
    for the emotions it was trained on (its ``emotions``; the run says which it leaves out).
    The models share one ``sources/`` folder, so their ``image_size`` and ``crop_format``
    must agree (checked with the config), and a metric trained on a test speaker is refused
-   before anything is written (its file records its training speakers).
+   before anything is written (its file records its training speakers). A test clip whose
+   source has a frame without a face (stage 1's ``valid`` mask) is left out, and a
+   reference with one among the frames it drives is passed over
+   (:func:`asccl.spfem.results.test_clips`, :func:`~asccl.spfem.results.choose_reference`).
 3. **Evaluate** the results folder with :func:`asccl.evaluation.runner.run_evaluation` and
    ``ExperimentConfig.eval`` (tables per setting in the seed's Tables 1-2 layout, bar
    plots, qualitative grids like its Figures 1-4), then write ``comparison.{md,csv}``

@@ -118,6 +118,33 @@ def test_write_tables_and_plots(tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_scores_draws_the_given_error_bars(tmp_path, monkeypatch):
+    """errors[(method, row, metric)] reach matplotlib's bar(yerr=) for their bars only;
+    a missing or NaN one is no bar, not a NaN that hides the plot."""
+    from matplotlib.axes import Axes
+
+    drawn = []
+    bar = Axes.bar
+
+    def spy(self, x, height, *args, **kwargs):
+        drawn.append((kwargs.get("label"), kwargs.get("yerr")))
+        return bar(self, x, height, *args, **kwargs)
+
+    monkeypatch.setattr(Axes, "bar", spy)
+    method, row = next(iter(SCORES)), next(iter(SCORES[next(iter(SCORES))]))
+    metric = METRICS[0]
+    errors = {(method, row, metric): 0.25, (method, "average", METRICS[1]): math.nan}
+    plot_scores(SCORES, METRICS, tmp_path / "e.png", errors=errors)
+    rows = list(table_rows(SCORES))
+    first = next(yerr for label, yerr in drawn if label == method)  # the first metric's bars
+    assert first[rows.index(row)] == 0.25
+    assert all(e == 0.0 for i, e in enumerate(first) if i != rows.index(row))
+    assert all(math.isfinite(e) for _, yerr in drawn for e in yerr)
+    drawn.clear()
+    plot_scores(SCORES, METRICS, tmp_path / "plain.png")
+    assert all(yerr is None for _, yerr in drawn)
+
+
 def test_the_row_labels_column_takes_its_own_header(tmp_path):
     md, csv, tex = write_tables(SCORES, METRICS, tmp_path / "t", row_header="Stage_1")
     assert md.read_text().splitlines()[0].startswith("| Stage_1 | baseline FAD")

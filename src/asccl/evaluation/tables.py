@@ -270,9 +270,15 @@ def write_tables(
 
 
 def plot_scores(
-    scores: Scores, metrics: Sequence[str], path: str | os.PathLike, title: str = ""
+    scores: Scores,
+    metrics: Sequence[str],
+    path: str | os.PathLike,
+    title: str = "",
+    errors: Mapping[tuple[str, str, str], float] | None = None,
 ) -> Path:
-    """One PNG, a subplot per metric: grouped bars per row (emotion), one bar per method."""
+    """One PNG, a subplot per metric: grouped bars per row (emotion), one bar per method;
+    ``errors[(method, row, metric)]`` (e.g. the sample std over seeds) drawn as +-1 error
+    bars where given and finite."""
     _check_metrics(metrics)
     plt = pyplot()
     rows = table_rows(scores)
@@ -288,11 +294,18 @@ def plot_scores(
     for ax, metric in zip(axes[:, 0], metrics, strict=True):
         for i, method in enumerate(methods):
             heights = [value(scores, method, row, metric) for row in rows]
+            spread = None
+            if errors is not None:
+                spread = [errors.get((method, row, metric), math.nan) for row in rows]
+                spread = [e if math.isfinite(e) and math.isfinite(h) else 0.0
+                          for e, h in zip(spread, heights, strict=True)]  # fmt: skip
             ax.bar(
                 x + (i - (len(methods) - 1) / 2) * width,
                 np.nan_to_num(heights),
                 width,
                 label=method,
+                yerr=spread,
+                capsize=2 if spread is not None else 0,
             )
         if not any(math.isfinite(value(scores, m, r, metric)) for m in methods for r in rows):
             ax.text(0.5, 0.5, "no values", ha="center", va="center", transform=ax.transAxes)

@@ -140,7 +140,7 @@ def write_seed_outputs(
         )
         paths[f"seeds_plot_{setting}"] = plot_scores(
             means, metrics, out / "seeds" / "plots" / f"{setting}.png",
-            title=f"{setting}: mean over {n} seeds",
+            title=f"{setting}: mean over {n} seeds, bars +-1 sample std", errors=spread,
         )  # fmt: skip
     paths |= _comparison(config, stats, per_seed)
     return paths

@@ -151,6 +151,9 @@ def test_frame_folder_lse_uses_its_source_rate_and_checks_the_audio_length(tmp_p
     _frames_folder(half, np.zeros((45, 2, 2, 3), np.uint8), [f"{i}.png" for i in range(45)])
     assert frame_rate(full, MEAD_CLIP, config) == 30.0
     assert frame_rate(full, None, config) == 25.0  # no source video: frame_folder_fps
+    # a sound file as the source (the audio LSE reads): it has no frame rate of its own
+    audio_only = MEAD_CLIP.parents[4] / "audio" / "happy" / "level_3" / "001.m4a"
+    assert frame_rate(full, audio_only, config) == 25.0  # was DataError: no video stream
     clip = ResultClip("m", "inter_id", "happy", "A", full, MEAD_CLIP)
     assert _audio_gap(clip, str(MEAD_CLIP), config) == ""
     # at 25 fps the 91 frames would last 3.64 s: 0.63 s more than the audio, over the

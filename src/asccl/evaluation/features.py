@@ -264,12 +264,12 @@ class Extractors:
 def frame_rate(clip: Path, source: Path | None, config: EvalConfig) -> float:
     """Frames per second of a clip: a video's own (its header); a frame folder's is its
     source video's when it has one (a result keeps its source's timing), else
-    ``config.frame_folder_fps``."""
+    ``config.frame_folder_fps`` (also when ``source`` is a sound file: audio only)."""
     from asccl.data.video import probe_video
 
     if not clip.is_dir():
         return probe_video(clip).fps
-    if source is not None and source.is_file():
+    if source is not None and source.is_file() and _has_stream(source, "video"):
         return probe_video(source).fps
     return float(config.frame_folder_fps)
 
@@ -333,16 +333,17 @@ def feature_jobs(index: ResultsIndex, config: EvalConfig) -> list[FeatureJob]:
 
 def _audio_source(clip: ResultClip) -> Path | None:
     """The result's own audio, else its source's (frame folders and silent videos)."""
-    if clip.path.is_dir() or not _has_audio(clip.path):
+    if clip.path.is_dir() or not _has_stream(clip.path, "audio"):
         return clip.source
     return None
 
 
-def _has_audio(path: Path) -> bool:
+def _has_stream(path: Path, kind: str) -> bool:
+    """Whether the media file ``path`` has a ``kind`` ("audio", "video") stream."""
     import av
 
     try:
         with av.open(str(path)) as container:
-            return bool(container.streams.audio)
+            return bool(getattr(container.streams, kind))
     except (av.FFmpegError, OSError):
-        return False  # unreadable: the video read reports it
+        return False  # unreadable: the read that needs it reports it

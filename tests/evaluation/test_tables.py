@@ -4,6 +4,7 @@ import pytest
 
 from asccl.evaluation.tables import (
     best_methods,
+    format_value,
     plot_scores,
     qualitative_grid,
     table_rows,
@@ -54,6 +55,20 @@ def test_no_winner_below_the_displayed_precision_or_the_seed_spread():
     md = to_markdown(scores, ["csim"])
     assert "**" not in md and md.count("0.999") == 2
     assert "*" not in to_csv(scores, ["csim"])
+
+
+def test_values_that_round_to_zero_print_and_compare_alike():
+    """+0.0004 and -0.0004 both round to zero at 3 decimals: the table prints ``0.000``
+    for both (no ``-0.000``) and marks no winner; at 4 decimals they differ."""
+    scores = {"trained": {"average": {"gap": 0.0004}}, "untrained": {"average": {"gap": -0.0004}}}
+    assert best_methods(scores, "average", "gap") == set()
+    assert best_methods(scores, "average", "gap", digits=4) == {"trained"}
+    md = to_markdown(scores, ["gap"])
+    assert "-0.000" not in md and md.count("| 0.000") == 2 and "**" not in md
+    assert "-0.000" not in to_csv(scores, ["gap"])
+    assert format_value(-0.0004) == "0.000" and format_value(-0.0004, signed=True) == "+0.000"
+    assert format_value(-0.0006) == "-0.001" and format_value(0.0006, signed=True) == "+0.001"
+    assert format_value(math.nan) == "-" and format_value(-0.0, 2) == "0.00"
 
 
 def test_caption_footnotes_and_rows_not_comparable():

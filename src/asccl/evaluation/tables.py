@@ -86,7 +86,7 @@ def best_methods(
         return set()
     ranked = sorted(values, key=lambda m: -values[m] if higher else values[m])
     best, runner_up = ranked[0], ranked[1]
-    if _fmt(values[best], digits) == _fmt(values[runner_up], digits):
+    if format_value(values[best], digits) == format_value(values[runner_up], digits):
         return set()
     if spread is not None:
         width = max(spread.get((m, row, metric), 0.0) for m in (best, runner_up))
@@ -95,8 +95,17 @@ def best_methods(
     return {best}
 
 
-def _fmt(v: float, digits: int) -> str:
-    return "-" if not math.isfinite(v) else f"{v:.{digits}f}"
+def format_value(v: float, digits: int = 3, signed: bool = False) -> str:
+    """``v`` at ``digits`` decimals (``"-"`` if not finite; a leading ``+`` if ``signed``),
+    the way every table prints and compares values: a value that rounds to zero prints
+    without a sign (``-0.0004`` -> ``0.000``, not ``-0.000``), so two values that print
+    alike are equal to the table."""
+    if not math.isfinite(v):
+        return "-"
+    text = f"{v:+.{digits}f}" if signed else f"{v:.{digits}f}"
+    if text[0] in "+-" and float(text) == 0.0:
+        text = ("+" if signed else "") + text[1:]
+    return text
 
 
 def _row_label(row: str) -> str:
@@ -149,7 +158,7 @@ def _cells(
         }
         for method in scores:
             for metric in metrics:
-                text = _fmt(value(scores, method, row, metric), digits)
+                text = format_value(value(scores, method, row, metric), digits)
                 text = mark(text) if method in best[metric] else text
                 refs = [numbers[t] for t in _texts(notes, (method, row, metric))]
                 cells.append(text + ref(", ".join(map(str, refs))) if refs and ref else text)

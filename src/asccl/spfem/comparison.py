@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from asccl.evaluation.tables import AVERAGE, METRICS
+from asccl.evaluation.tables import AVERAGE, METRICS, format_value
 from asccl.io import write_text_atomic
 from asccl.spfem.results import MODEL_SETTINGS, method_name
 
@@ -36,8 +36,8 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
                 higher = METRICS[metric][2]
                 if math.isnan(a) or math.isnan(b):
                     better = "-"
-                elif f"{a:.3f}" == f"{b:.3f}":
-                    better = "tie"  # equal to the table's precision
+                elif format_value(a) == format_value(b):
+                    better = "tie"  # equal to the table's precision (-0.000 is 0.000)
                 else:
                     better = "+ASCCL" if (b > a) == higher else "baseline"
                 table.append((model, setting, METRICS[metric][0], a, b, b - a, better))
@@ -59,7 +59,7 @@ def compare(config: ExperimentConfig, scores_csv: Path) -> dict[str, Path]:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    md += [f"| {m} | {s} | {k} | {a:.3f} | {b:.3f} | {d:+.3f} | {w} |"
-           for m, s, k, a, b, d, w in table]  # fmt: skip
+    md += [f"| {m} | {s} | {k} | {format_value(a)} | {format_value(b)} | "
+           f"{format_value(d, signed=True)} | {w} |" for m, s, k, a, b, d, w in table]  # fmt: skip
     md_path = write_text_atomic(out / "comparison.md", "\n".join(md) + "\n")
     return {"comparison_md": md_path, "comparison_csv": csv_path}

@@ -13,6 +13,16 @@ by more than the larger of their spreads (and at the displayed precision). Writt
 * ``<out>/comparison.{md,csv}``: per model, setting and metric the average row's baseline
   and +ASCCL mean ± std, the difference of means, the winner, and in how many seeds
   +ASCCL was the better one.
+
+**One Average over one set of emotions.** Each seed's own ``average`` row is the mean over
+the emotions comparable in that seed (:mod:`asccl.evaluation.scoring`), so an emotion
+missing in one seed would make a mean of averages over different sets. The seeds' Average
+is therefore recomputed (:func:`seed_averages`): per setting and metric, each seed's mean of
+its emotion rows (unweighted, as scoring's) over ``E*``, the emotions where every method
+has a value in every seed; then mean and spread over seeds. A footnote names ``E*`` when it
+is smaller than the emotions shown; ``comparison.*`` uses the same averages. Where a seed's
+own average left out an emotion whose rows it shows (the methods scored different clips
+there: not comparable), the Average is ``-`` with a footnote.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from asccl.evaluation.tables import (
     AVERAGE,
     METRICS,
     best_methods,
+    note_numbers,
     plot_scores,
     table_rows,
     write_tables,
@@ -72,6 +83,87 @@ def aggregate(per_seed: Sequence[dict[Key, float]]) -> dict[Key, tuple[float, fl
     return out
 
 
+def _finite(scores: dict[Key, float], key: Key) -> bool:
+    return math.isfinite(scores.get(key, math.nan))
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def seed_averages(
+    per_seed: Sequence[dict[Key, float]], labels: Sequence[object] | None = None
+) -> tuple[list[dict[Key, float]], dict[tuple[str, str], str]]:
+    """``per_seed`` with every ``average`` value recomputed over one set of emotions, and
+    ``{(setting, metric): footnote}``.
+
+    Per setting (its methods: those with any value there) and metric, ``E*`` is the emotions
+    where every method has a finite value in every seed; each seed's average of a method
+    becomes the plain mean of its rows over ``E*`` (NaN when ``E*`` is empty), the weighting
+    of :func:`asccl.evaluation.scoring._average`. A seed whose stored average differs from
+    the mean over the emotions every method has in that seed (relative 1e-9: the same
+    float64 values summed in another order) left out an emotion it shows (scored over
+    different clips): then NaN too. ``labels`` name the seeds in footnotes (default 0..)."""
+    labels = list(range(len(per_seed))) if labels is None else list(labels)
+    out = [dict(s) for s in per_seed]
+    notes: dict[tuple[str, str], str] = {}
+    keys = {k for s in per_seed for k in s}
+    for setting in sorted({k[0] for k in keys}):
+        methods = sorted({k[1] for k in keys if k[0] == setting})
+        for metric in sorted({k[3] for k in keys if k[0] == setting}):
+            rows = table_rows({m: {k[2]: {} for k in keys if k[:2] == (setting, m)}
+                               for m in methods})  # fmt: skip
+            emotions = [r for r in rows if r != AVERAGE]
+            has = {e: [_finite(s, (setting, m, e, metric)) for s in per_seed for m in methods]
+                   for e in emotions}  # fmt: skip
+            valued = [e for e in emotions if any(has[e])]
+            common = [e for e in valued if all(has[e])]
+            mixed = [
+                label
+                for s, label in zip(per_seed, labels, strict=True)
+                if not _agrees(s, setting, methods, metric, emotions)
+            ]
+            for s in out:
+                for m in methods:
+                    value = _mean([s[(setting, m, e, metric)] for e in common])
+                    s[(setting, m, AVERAGE, metric)] = math.nan if mixed else value
+            if mixed:
+                notes[(setting, metric)] = (
+                    f"no average over seeds: seed {', '.join(map(str, mixed))}'s own average "
+                    "leaves out an emotion whose values it shows (the methods scored different "
+                    "clips there; see its eval/ tables)"
+                )
+            elif not common and valued:
+                notes[(setting, metric)] = (
+                    "no average: no emotion has a value of every method in every seed"
+                )
+            elif common != valued:
+                left = ", ".join(e for e in valued if e not in common)
+                notes[(setting, metric)] = (
+                    f"each seed's average over {', '.join(common)} only, the emotions every "
+                    f"method has in every seed (left out, lacking a value of some method in "
+                    f"some seed: {left})"
+                )
+    return out, notes
+
+
+def _agrees(scores: dict[Key, float], setting: str, methods, metric: str, emotions) -> bool:
+    """Whether a seed's stored averages are the means over the emotions where every method
+    has a value in that seed (what its scoring averaged, unless it left one out as
+    scored over different clips); a seed without stored averages agrees."""
+    mine = [e for e in emotions if all(_finite(scores, (setting, m, e, metric)) for m in methods)]
+    for m in methods:
+        stored = scores.get((setting, m, AVERAGE, metric))
+        if stored is None:
+            continue
+        expected = _mean([scores[(setting, m, e, metric)] for e in mine])
+        if math.isfinite(stored) != math.isfinite(expected) or (
+            math.isfinite(stored) and not math.isclose(stored, expected, rel_tol=1e-9)
+        ):
+            return False
+    return True
+
+
 def _setting_tables(stats, setting: str, methods: list[str], seeds: int):
     """``(means, spread, comparable)`` of one setting: ``means[method][row][metric]``
     (NaN unless every seed has the value), ``spread[(method, row, metric)]`` and the
@@ -100,6 +192,7 @@ def write_seed_outputs(
     config: ExperimentConfig, per_seed: Sequence[dict[Key, float]]
 ) -> dict[str, Path]:
     """The tables, plots and comparison of the module doc; returns ``{name: path}``."""
+    per_seed, average_notes = seed_averages(per_seed, config.seeds)
     stats = aggregate(per_seed)
     n = len(per_seed)
     out, paths = Path(config.out), {}
@@ -119,13 +212,16 @@ def write_seed_outputs(
                    "where its mean beats the next by more than the larger seed spread (sample "
                    "std) and at 3 decimals; spreads in the _spread table")  # fmt: skip
         stem = out / "seeds" / "tables" / setting
-        md, csv_path, tex = write_tables(means, metrics, stem, caption=caption,
+        notes = {(m, AVERAGE, k): text for (s, k), text in average_notes.items()
+                 if s == setting and k in metrics for m in present}  # fmt: skip
+        md, csv_path, tex = write_tables(means, metrics, stem, caption=caption, notes=notes,
                                          comparable=winners)  # fmt: skip
         paths |= {f"seeds_table_{setting}_md": md, f"seeds_table_{setting}_csv": csv_path,
                   f"seeds_table_{setting}_tex": tex}  # fmt: skip
         header = ["Emotion"] + [f"{m} {METRICS[k][0]}" for m in present for k in metrics]
         lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |",
                  "|" + "---|" * len(header)]  # fmt: skip
+        numbers = note_numbers(means, metrics, notes)
         for row in table_rows(means):
             cells = [row.capitalize()]
             for m in present:
@@ -133,8 +229,12 @@ def write_seed_outputs(
                     mean, std, count = stats.get((setting, m, row, k), (math.nan, math.nan, 0))
                     text = _fmt(mean if count == n else math.nan, std)
                     won = (row, k) in winners and m in best_methods(means, row, k, 3, spread)
-                    cells.append(f"**{text}**" if won else text)
+                    text = f"**{text}**" if won else text
+                    ref = numbers.get(notes.get((m, row, k), ""))
+                    cells.append(f"{text} [{ref}]" if ref else text)
             lines.append("| " + " | ".join(cells) + " |")
+        if numbers:
+            lines += [""] + [f"[{i}] {text}  " for text, i in numbers.items()]
         paths[f"seeds_spread_{setting}"] = write_text_atomic(
             stem.with_name(f"{setting}_spread.md"), "\n".join(lines) + "\n"
         )
@@ -142,11 +242,12 @@ def write_seed_outputs(
             means, metrics, out / "seeds" / "plots" / f"{setting}.png",
             title=f"{setting}: mean over {n} seeds, bars +-1 sample std", errors=spread,
         )  # fmt: skip
-    paths |= _comparison(config, stats, per_seed)
+    paths |= _comparison(config, stats, per_seed, average_notes)
     return paths
 
 
-def _comparison(config, stats, per_seed) -> dict[str, Path]:
+def _comparison(config, stats, per_seed, average_notes) -> dict[str, Path]:
+    """``comparison.{md,csv}`` from the recomputed averages (:func:`seed_averages`)."""
     n, rows = len(per_seed), []
     for model in config.models:
         base, ours = method_name(model, "baseline"), method_name(model, "asccl")
@@ -165,31 +266,41 @@ def _comparison(config, stats, per_seed) -> dict[str, Path]:
                                metric)]) == higher
                            and s[(setting, ours, AVERAGE, metric)]
                            != s[(setting, base, AVERAGE, metric)])  # fmt: skip
-                rows.append((model, setting, label, a, b, b[0] - a[0], better, wins))
+                rows.append((model, setting, label, a, b, b[0] - a[0], better, wins,
+                             average_notes.get((setting, metric), "")))  # fmt: skip
     header = ("model", "setting", "metric", "baseline", "+ASCCL", "difference", "better",
               "+ASCCL better in")  # fmt: skip
     out = Path(config.out)
     body = [",".join(("model", "setting", "metric", "baseline_mean", "baseline_std",
                       "asccl_mean", "asccl_std", "difference", "better", "asccl_better_seeds",
-                      "seeds"))]  # fmt: skip
-    for m, s, k, a, b, d, w, c in rows:
+                      "seeds", "note"))]  # fmt: skip
+    for m, s, k, a, b, d, w, c, note in rows:
         numbers = [f"{a[0]:.4f}", f"{a[1]:.4f}", f"{b[0]:.4f}", f"{b[1]:.4f}", f"{d:+.4f}"]
-        body.append(",".join([m, s, k, *numbers, w, str(c), str(n)]))
+        body.append(",".join([m, s, k, *numbers, w, str(c), str(n), _csv_cell(note)]))
     csv_path = write_text_atomic(out / "comparison.csv", "\n".join(body) + "\n")
     md = [
         f"# Baseline vs +ASCCL, mean ± std over {n} seeds ({', '.join(map(str, config.seeds))})\n",
         f"Test speakers: {', '.join(config.test_speakers)}; ASCCL weight "
-        f"{config.asccl_weight:g}; the average row of each seed's tables (seed_<s>/eval/). "
+        f"{config.asccl_weight:g}; each seed's average (seed_<s>/eval/) taken over the "
+        "emotions every method has in every seed (a footnote names them where fewer). "
         "std: sample standard deviation over seeds. `better` names a variant only where its "
         "mean beats the other's by more than the larger std and at 3 decimals, else `within "
         "spread`; the last column counts the seeds where +ASCCL's value was the better one.\n",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    md += [f"| {m} | {s} | {k} | {_fmt(*a[:2])} | {_fmt(*b[:2])} | {d:+.3f} | {w} | {c}/{n} |"
-           for m, s, k, a, b, d, w, c in rows]  # fmt: skip
+    refs = {t: i + 1 for i, t in enumerate(dict.fromkeys(r[-1] for r in rows if r[-1]))}
+    md += [f"| {m} | {s} | {k}{f' [{refs[t]}]' if t else ''} | {_fmt(*a[:2])} | "
+           f"{_fmt(*b[:2])} | {d:+.3f} | {w} | {c}/{n} |"
+           for m, s, k, a, b, d, w, c, t in rows]  # fmt: skip
+    if refs:
+        md += [""] + [f"[{i}] {t}  " for t, i in refs.items()]
     md_path = write_text_atomic(out / "comparison.md", "\n".join(md) + "\n")
     return {"comparison_md": md_path, "comparison_csv": csv_path}
+
+
+def _csv_cell(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if any(c in text for c in ',"\n') else text
 
 
 def run_seeds(
@@ -212,4 +323,11 @@ def run_seeds(
     return paths
 
 
-__all__ = ["aggregate", "read_scores", "run_seeds", "seed_config", "write_seed_outputs"]
+__all__ = [
+    "aggregate",
+    "read_scores",
+    "run_seeds",
+    "seed_averages",
+    "seed_config",
+    "write_seed_outputs",
+]

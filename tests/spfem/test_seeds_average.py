@@ -1,0 +1,132 @@
+"""The seeds' Average row: one set of emotions (``E*``) across every method and seed, its
+footnote, and ``comparison.*`` from the same averages (:mod:`asccl.spfem.seeds`)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import pytest
+
+from asccl.spfem.experiment import ExperimentConfig
+from asccl.spfem.seeds import seed_averages, write_seed_outputs
+
+BASE, OURS = "ganmut", "ganmut_asccl"
+
+
+def _seed(rows: dict[tuple[str, str], float], metric: str = "lme_mouth") -> dict:
+    """One seed's scores.csv of setting ``single``: ``rows[(method, emotion)]`` and each
+    method's ``average`` as scoring writes it: the plain mean over the emotions where every
+    method has a finite value in this seed."""
+    out = {("single", m, e, metric): v for (m, e), v in rows.items()}
+    emotions = sorted({e for _, e in rows})
+    common = [
+        e for e in emotions if all(math.isfinite(rows.get((m, e), math.nan)) for m in (BASE, OURS))
+    ]
+    for m in (BASE, OURS):
+        vals = [rows[(m, e)] for e in common]
+        out[("single", m, "average", metric)] = sum(vals) / len(vals) if vals else math.nan
+    return out
+
+
+def _write(tmp_path, per_seed):
+    config = ExperimentConfig(out=tmp_path, models=("ganmut",), seeds=tuple(range(len(per_seed))))
+    paths = write_seed_outputs(config, per_seed)
+    with open(paths["comparison_csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return paths, rows
+
+
+def _average_line(text: str) -> str:
+    (line,) = [x for x in text.splitlines() if x.startswith("| Average")]
+    return line
+
+
+def test_an_emotion_missing_in_one_seed_leaves_the_average_of_every_seed(tmp_path):
+    """The audit's case: sad has no baseline value in seed 1. Seed 0's own average covers
+    happy and sad (0.125 / 0.08), seed 1's happy only (0.05 / 0.06): their mean (0.0875) is
+    no average of the rows shown. Over E* = {happy}: 0.05 and 0.06 in both seeds, std 0."""
+    seed0 = _seed(
+        {(BASE, "happy"): 0.05, (OURS, "happy"): 0.06, (BASE, "sad"): 0.20, (OURS, "sad"): 0.10}
+    )
+    seed1 = _seed({(BASE, "happy"): 0.05, (OURS, "happy"): 0.06, (BASE, "sad"): math.nan,
+                   (OURS, "sad"): 0.10})  # fmt: skip
+    recomputed, notes = seed_averages([seed0, seed1])
+    for scores in recomputed:
+        assert scores[("single", BASE, "average", "lme_mouth")] == 0.05
+        assert scores[("single", OURS, "average", "lme_mouth")] == 0.06
+    assert "over happy only" in notes[("single", "lme_mouth")]
+    assert "sad" in notes[("single", "lme_mouth")]
+
+    paths, (row,) = _write(tmp_path, [seed0, seed1])
+    # the csv writes 4 decimals: 0.05 and 0.06 exactly, std 0 (equal values)
+    assert (row["baseline_mean"], row["baseline_std"]) == ("0.0500", "0.0000")
+    assert (row["asccl_mean"], row["asccl_std"]) == ("0.0600", "0.0000")
+    assert row["difference"] == "+0.0100" and row["asccl_better_seeds"] == "0"
+    assert "over happy only" in row["note"]
+    table = paths["seeds_table_single_md"].read_text()
+    assert _average_line(table) == "| Average | **0.050** [1] | 0.060 [1] |"
+    assert "[1] each seed's average over happy only" in table
+    spread = paths["seeds_spread_single"].read_text()
+    assert _average_line(spread) == "| Average | **0.050 ± 0.000** [1] | 0.060 ± 0.000 [1] |"
+    assert "[1] each seed's average over happy only" in spread
+    comparison = paths["comparison_md"].read_text()
+    assert "| Mouth-LME↓ [1] | 0.050 ± 0.000 | 0.060 ± 0.000 |" in comparison
+    assert "[1] each seed's average over happy only" in comparison
+    assert "0.087" not in table + spread + comparison  # the old mean of mixed averages
+    assert "0.088" not in table + spread + comparison
+
+
+def test_all_emotions_in_every_seed_give_the_plain_mean_of_averages(tmp_path):
+    """No emotion missing: the same numbers as each seed's own average, no footnote.
+    Baseline happy 0.1/0.2/0.3, sad 0.3/0.4/0.5 -> seed averages 0.2, 0.3, 0.4: mean 0.3,
+    sample std 0.1; +ASCCL happy 0.05 x3, sad 0.15/0.25/0.35 -> 0.1, 0.15, 0.2: mean 0.15,
+    std 0.05. 0.3 - 0.15 = 0.15 > 0.1 (the larger std): +ASCCL better, in all 3 seeds."""
+    per_seed = [
+        _seed({(BASE, "happy"): bh, (BASE, "sad"): bs, (OURS, "happy"): 0.05, (OURS, "sad"): os_})
+        for bh, bs, os_ in [(0.1, 0.3, 0.15), (0.2, 0.4, 0.25), (0.3, 0.5, 0.35)]
+    ]
+    recomputed, notes = seed_averages(per_seed)
+    assert notes == {}
+    for old, new in zip(per_seed, recomputed, strict=True):
+        for m in (BASE, OURS):  # the same float64 values averaged: equal to ~1 ulp
+            key = ("single", m, "average", "lme_mouth")
+            assert new[key] == pytest.approx(old[key], rel=1e-15)
+    paths, (row,) = _write(tmp_path, per_seed)
+    assert (row["baseline_mean"], row["baseline_std"]) == ("0.3000", "0.1000")
+    assert (row["asccl_mean"], row["asccl_std"]) == ("0.1500", "0.0500")
+    assert (row["better"], row["asccl_better_seeds"], row["note"]) == ("+ASCCL", "3", "")
+    table = paths["seeds_table_single_md"].read_text()
+    assert _average_line(table) == "| Average | 0.300 | **0.150** |"
+    assert "[1]" not in table + paths["comparison_md"].read_text()
+
+
+def test_no_emotion_in_every_seed_gives_no_average(tmp_path):
+    """Happy only in seed 0, sad only in seed 1: each seed has its own average, but over no
+    common emotion; the seeds' Average is '-' with a footnote and no comparison row."""
+    seed0 = _seed({(BASE, "happy"): 0.1, (OURS, "happy"): 0.2})
+    seed1 = _seed({(BASE, "sad"): 0.3, (OURS, "sad"): 0.4})
+    paths, rows = _write(tmp_path, [seed0, seed1])
+    assert rows == []
+    table = paths["seeds_table_single_md"].read_text()
+    assert _average_line(table) == "| Average | - [1] | - [1] |"
+    assert "[1] no average: no emotion has a value of every method in every seed" in table
+
+
+def test_a_seed_average_that_left_out_a_shown_emotion_gives_no_average(tmp_path):
+    """Seed 1 shows happy and sad for both methods, but its scoring averaged happy alone
+    (sad over different clips: not comparable). Which emotion it left out is not in
+    scores.csv, so the seeds' Average is '-' with a footnote naming the seed."""
+    seed0 = _seed(
+        {(BASE, "happy"): 0.1, (OURS, "happy"): 0.2, (BASE, "sad"): 0.3, (OURS, "sad"): 0.4}
+    )
+    seed1 = _seed(
+        {(BASE, "happy"): 0.1, (OURS, "happy"): 0.2, (BASE, "sad"): 0.3, (OURS, "sad"): 0.4}
+    )
+    seed1[("single", BASE, "average", "lme_mouth")] = 0.1
+    seed1[("single", OURS, "average", "lme_mouth")] = 0.2
+    paths, rows = _write(tmp_path, [seed0, seed1])
+    assert rows == []
+    table = paths["seeds_table_single_md"].read_text()
+    assert _average_line(table) == "| Average | - [1] | - [1] |"
+    assert "[1] no average over seeds: seed 1's own average leaves out an emotion" in table

@@ -20,7 +20,7 @@ with warnings.catch_warnings():  # newer starlette prefers httpx2; httpx works
 
 from tests.study.conftest import EVIL_CLIP, db_snapshot, form_values
 
-from asccl.study.commands import invite, make_app, study_files
+from asccl.study.commands import invite, make_app, results_root_of, study_files
 from asccl.study.definition import read_study_toml, write_study_toml
 from asccl.study.server import rater_id
 
@@ -48,7 +48,8 @@ def test_full_session_is_blinded_and_resumable(setup, study_toml):
     store = app.handlers.store  # with the study's key
     study = read_study_toml(study_toml)
     forbidden = ["baseline", "asccl", "sources", "references", "check", "inter_id", ".mp4",
-                 "happy", "sad", "c0", "c1", str(study.results_root)]  # fmt: skip
+                 "happy", "sad", "c0", "c1", str(results_root_of(study_toml, study.results_root)),
+                 study.results_root]  # fmt: skip
     seen_keys = set()
     for n in range(len(study.items)):
         page = client.get(f"/r/{token}")
@@ -219,7 +220,7 @@ def test_media_routes_follow_the_assignment(setup, study_toml):
     app, client, (token, *_), _db = setup
     study = read_study_toml(study_toml)
     store = app.handlers.store
-    root = study.results_root
+    root = results_root_of(study_toml, study.results_root)
     item_id = store.next_item(token)
     item = next(i for i in study.items if i.id == item_id)
     key = form_values(client.get(f"/r/{token}").text)["item"]
@@ -248,6 +249,8 @@ def test_study_paths_must_stay_inside_the_results_folder(study_toml, tmp_path):
     from dataclasses import replace
 
     study = read_study_toml(study_toml)
+    # (written to another folder: the results root as an absolute path)
+    study = replace(study, results_root=str(results_root_of(study_toml, study.results_root)))
     item = study.items[0]
     for bad in ["../outside.mp4", "/etc/passwd", "baseline/../../x.mp4"]:
         evil = replace(study, items=(replace(item, videos=(bad, item.videos[1])),))

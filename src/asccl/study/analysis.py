@@ -22,6 +22,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 
@@ -33,9 +34,14 @@ from asccl.io import write_text_atomic
 # --- pure maths ---------------------------------------------------------------------------
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+#: the standard normal's 97.5 % quantile (1.959964...): a two-sided 95 % interval
+Z_95 = NormalDist().inv_cdf(0.975)
+
+
+def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
     """Wilson score interval for a proportion ``k / n``:
-    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``; ``(0, 1)`` when ``n == 0``."""
+    ``(p + z²/2n ± z·sqrt(p(1-p)/n + z²/4n²)) / (1 + z²/n)``; ``(0, 1)`` when ``n == 0``.
+    ``z``: by default the exact 95 % quantile (as ``scipy``'s ``proportion_ci``), not 1.96."""
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
@@ -176,19 +182,50 @@ def share_table(votes: Iterable[Mapping], methods: tuple[str, str] | None = None
     return {row: {q: _cell(methods, counts[row, q]) for q in questions} for row in [*rows, AVERAGE]}
 
 
-def agreement(votes: Iterable[Mapping], question: str, methods: tuple[str, str]) -> float:
-    """Fleiss' kappa of one question over the items with the most common number of raters
-    (kappa needs the same count per item); NaN with fewer than two such raters."""
+@dataclass(frozen=True)
+class Agreement:
+    """Fleiss' kappa of one question: ``kappa`` over ``items_used`` of the ``items_rated``
+    items, those with ``ratings`` ratings each (kappa needs one count per item)."""
+
+    kappa: float
+    items_used: int
+    items_rated: int
+    ratings: int
+
+    def note(self, question: str) -> str | None:
+        """A line saying kappa left items out (``None`` when it used every rated item)."""
+        if self.items_used == self.items_rated:
+            return None
+        return (
+            f"{question}: Fleiss' kappa over {self.items_used} of {self.items_rated} items "
+            f"(those with {self.ratings} ratings)"
+        )
+
+
+def agreement_detail(
+    votes: Iterable[Mapping], question: str, methods: tuple[str, str]
+) -> Agreement:
+    """Fleiss' kappa of one question over the items with the most common number of ratings
+    (the larger on a tie), and how many items that is of those rated; NaN (over 0 items)
+    when that number is below two."""
     per_item: dict[str, Counter] = defaultdict(Counter)
     for v in votes:
         if v["question"] == question and v.get("expected") is None:
             per_item[v["item_id"]][v["method"]] += 1
     sizes = Counter(sum(c.values()) for c in per_item.values())
     if not sizes:
-        return math.nan
+        return Agreement(math.nan, 0, 0, 0)
     n = max(sizes, key=lambda s: (sizes[s], s))
+    if n < 2:
+        return Agreement(math.nan, 0, len(per_item), n)
     rows = [[c[m] for m in methods] for c in per_item.values() if sum(c.values()) == n]
-    return fleiss_kappa(rows) if n >= 2 else math.nan
+    return Agreement(fleiss_kappa(rows), len(rows), len(per_item), n)
+
+
+def agreement(votes: Iterable[Mapping], question: str, methods: tuple[str, str]) -> float:
+    """Fleiss' kappa of one question (:func:`agreement_detail`, which also says over how many
+    items)."""
+    return agreement_detail(votes, question, methods).kappa
 
 
 # --- tables -------------------------------------------------------------------------------
@@ -330,15 +367,31 @@ def plot_shares(table: ShareTable, question: str, path: str | os.PathLike) -> Pa
     return save_figure(fig, path, dpi=120)
 
 
+def _kappa_notes(kappas: Mapping[str, Agreement]) -> str:
+    """The footnote of ``shares.md``: Fleiss' kappa per question, and over how many items
+    when not every rated item."""
+    values = ", ".join(
+        f"{q} {'-' if math.isnan(a.kappa) else f'{a.kappa:.3f}'}" for q, a in kappas.items()
+    )
+    notes = [a.note(q) for q, a in kappas.items()]
+    return (
+        f"\nFleiss' kappa: {values}.\n"
+        + "".join(f"\n- {n}" for n in notes if n)
+        + ("\n" if any(notes) else "")
+    )
+
+
 def write_report(
     source: str | os.PathLike | Iterable[Mapping],
     out_dir: str | os.PathLike,
     methods: tuple[str, str] | None = None,
     min_pass: float = 1.0,
 ) -> dict[str, Path]:
-    """Tables (``shares.md/.csv/.tex``), ``stats.csv``, ``summary.json`` (raters, exclusions,
-    Fleiss' kappa per question) and ``plots/<question>.png``, from a study database path or a
-    list of votes. Returns ``name -> path``. Rater tokens are never written."""
+    """Tables (``shares.md/.csv/.tex``; ``shares.md`` ends with Fleiss' kappa per question and
+    over how many items, when not all), ``stats.csv``, ``summary.json`` (raters, exclusions,
+    Fleiss' kappa per question and its ``[items used, items rated]``) and
+    ``plots/<question>.png``, from a study database path or a list of votes. Returns
+    ``name -> path``. Rater tokens are never written."""
     checks = None
     if isinstance(source, (str, os.PathLike)):
         from asccl.study.store import StudyStore
@@ -355,8 +408,9 @@ def write_report(
         raise ValueError("no votes to analyse (after excluding failed attention checks)")
     questions, methods = _header_cells(table)
     out = Path(out_dir)
+    kappas = {q: agreement_detail(kept, q, methods) for q in questions}
     paths = {
-        "markdown": write_text_atomic(out / "shares.md", to_markdown(table)),
+        "markdown": write_text_atomic(out / "shares.md", to_markdown(table) + _kappa_notes(kappas)),
         "csv": write_text_atomic(out / "shares.csv", to_csv(table)),
         "latex": write_text_atomic(out / "shares.tex", to_latex(table)),
         "stats": write_text_atomic(out / "stats.csv", to_stats_csv(table)),
@@ -366,10 +420,12 @@ def write_report(
         "raters": len({v["token"] for v in votes}),
         "raters_excluded": len(failed),
         "votes_analysed": len(kept),
-        "fleiss_kappa": {q: agreement(kept, q, methods) for q in questions},
-    }
-    summary["fleiss_kappa"] = {
-        q: (None if math.isnan(k) else round(k, 4)) for q, k in summary["fleiss_kappa"].items()
+        "fleiss_kappa": {
+            q: None if math.isnan(a.kappa) else round(a.kappa, 4) for q, a in kappas.items()
+        },
+        # per question [items kappa used, items rated]: kappa uses the items with the most
+        # common number of ratings only
+        "fleiss_kappa_items": {q: [a.items_used, a.items_rated] for q, a in kappas.items()},
     }
     paths["summary"] = write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     for q in questions:

@@ -9,7 +9,8 @@ A study lives in one folder, named after its definition file::
     study_media/         clips a browser cannot play, encoded to MP4 once
     report/              ``asccl study report`` output (tables, stats, summary, plots)
 
-The videos stay in the results folder the definition points to (``results_root``).
+The videos stay in the results folder the definition points to (``results_root``, recorded
+relative to the definition's folder, so the commands work from any working directory).
 Every command checks its inputs before it writes anything: a failing command leaves the
 study's files as they were. Its settings are a :class:`~asccl.study.config.StudyConfig`
 (:func:`run`); the functions below check their arguments with it.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shlex
+from dataclasses import replace
 from pathlib import Path
 
 from asccl.optional import require
@@ -85,10 +87,13 @@ def create(
     study = build_study(results_root, methods, setting, items_per_emotion, seed,
                         attention_checks)  # fmt: skip
     files = study_files(study_toml)
+    study = replace(study, results_root=recorded_results_root(study.results_root, files["toml"]))
     if files["toml"].exists():  # may be hand-edited: never replaced unless it is readable
         read_study_toml(files["toml"])
+    if files["db"].is_file():  # another study's database: refused before anything is written
+        StudyStore(files["db"], create=False).check_study(study)
     store = open_store(files)
-    store.load_study(study)  # raises if it holds another study's items
+    store.load_study(study)  # (checked above: a no-op on this study's own database)
     path = write_study_toml(study, files["toml"])
     n_checks = len(study.attention_checks)
     print(f"{path}: {len(study.items) - n_checks} items + {n_checks} attention checks, "
@@ -96,6 +101,24 @@ def create(
     for line in describe_selection(study, listed_in=f"{path} [[selection]]"):  # left-out clips
         print(f"  {line}")
     return path
+
+
+def recorded_results_root(results_root: str | os.PathLike, study_toml: str | os.PathLike) -> str:
+    """``results_root`` as a definition records it: relative to ``study_toml``'s folder (both
+    resolved), so the study works from any working directory and moves with its results
+    folder; absolute when no relative path joins them (another drive)."""
+    root = Path(results_root).resolve()
+    try:
+        return Path(os.path.relpath(root, Path(study_toml).parent.resolve())).as_posix()
+    except ValueError:  # Windows: another drive
+        return str(root)
+
+
+def results_root_of(study_toml: str | os.PathLike, recorded: str) -> Path:
+    """The results folder a definition's ``results_root`` names: an absolute path as it is, a
+    relative one against the definition's folder (:func:`recorded_results_root`)."""
+    root = Path(recorded)
+    return root if root.is_absolute() else Path(study_toml).parent.resolve() / root
 
 
 def open_store(study: str | os.PathLike | dict[str, Path]) -> StudyStore:
@@ -158,8 +181,6 @@ def make_app(study_toml: str | os.PathLike, admin_token: str | None = None, **kw
     """The ASGI app of a study (see :func:`asccl.study.server.create_app` for ``kwargs``).
     The admin token is ``admin_token``, else ``$ASCCL_STUDY_ADMIN_TOKEN``, else the one in
     the study's secrets file (made on first use)."""
-    from dataclasses import replace
-
     from asccl.study.server import create_app
 
     study, store, files = _open(study_toml)
@@ -167,9 +188,7 @@ def make_app(study_toml: str | os.PathLike, admin_token: str | None = None, **kw
     admin_token = admin_token or os.environ.get(ADMIN_TOKEN_ENV)
     if admin_token:
         secrets_ = replace(secrets_, admin_token=admin_token)
-    results_root = Path(study.results_root)
-    if not results_root.is_absolute():  # relative to the definition file
-        results_root = files["toml"].parent / results_root
+    results_root = results_root_of(files["toml"], study.results_root)
     return create_app(study, store, secrets_, results_root=results_root,
                       media_cache=files["media"], **kwargs)  # fmt: skip
 

@@ -15,7 +15,9 @@ method lacks (:class:`EmotionSelection`, the ``[[selection]]`` tables of the TOM
 
 The definition round-trips through TOML (:func:`write_study_toml`, :func:`read_study_toml`);
 unknown keys are an error. A file without ``[[selection]]`` (written before it existed, or
-by hand) still loads, with ``selection = ()``. Video paths are relative to ``results_root``.
+by hand) still loads, with ``selection = ()``. Video paths are relative to ``results_root``:
+absolute as :func:`build_study` records it, relative to the definition's folder as
+``asccl study create`` writes it (:func:`asccl.study.commands.recorded_results_root`).
 """
 
 from __future__ import annotations
@@ -227,7 +229,7 @@ def build_study(
         setting=setting,
         items_per_emotion=items_per_emotion,
         seed=seed,
-        results_root=str(root),
+        results_root=str(root.resolve()),  # (`asccl study create` records it relative)
         questions=tuple(questions),
         items=tuple(items + checks),
         selection=tuple(selection),

@@ -14,8 +14,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from asccl.evaluation.results import SOURCES, VIDEO_SUFFIXES
-from asccl.study.definition import StudyDefinition, StudyItem
+from asccl.evaluation.results import scan_results
+from asccl.study.definition import StudyDefinition
 
 #: Browsers play these as they are; other clips are encoded to MP4 into the media cache.
 PLAYABLE_SUFFIXES = (".mp4", ".webm")
@@ -31,18 +31,6 @@ def _inside(root: Path, relative: str, what: str) -> Path:
     if os.path.commonpath([path, root]) != str(root):
         raise ValueError(f"{what}: {relative!r} leaves {root}")
     return path
-
-
-def _find_source(root: Path, item: StudyItem) -> Path | None:
-    """``sources/<emotion>/<clip>`` (a video or a frame folder) when the results folder has it."""
-    folder = _inside(root, f"{SOURCES}/{item.emotion}", f"item {item.id!r}")
-    if not folder.is_dir():
-        return None
-    for suffix in ("", *VIDEO_SUFFIXES):
-        path = _inside(folder, f"{item.clip}{suffix}", f"item {item.id!r}")
-        if path.exists():
-            return path
-    return None
 
 
 def playable(path: Path, cache: Path) -> Path:
@@ -76,10 +64,15 @@ class ItemMedia:
 
 def study_media(study: StudyDefinition, results_root: Path, cache: Path) -> dict[str, ItemMedia]:
     """``item id -> ItemMedia``, every file checked to exist inside ``results_root`` and made
-    playable (see :func:`playable`). Raises ``FileNotFoundError`` naming a missing file."""
+    playable (see :func:`playable`); an item's source is the one
+    :func:`~asccl.evaluation.results.scan_results` matches (``None`` when it has none or the
+    name is ambiguous). Raises ``FileNotFoundError`` naming a missing file."""
     from tqdm import tqdm
 
     root = Path(os.path.abspath(results_root))
+    # the sources as the results index takes them: a name two clips share (``c0.mp4`` beside
+    # ``c0.mkv``) is ambiguous and has none, as in every other stage
+    sources = scan_results(root).sources
     media = {}
     for item in tqdm(study.items, desc="study videos", unit="item", leave=False, disable=None):
         where = f"item {item.id!r}"
@@ -88,7 +81,7 @@ def study_media(study: StudyDefinition, results_root: Path, cache: Path) -> dict
         for path in [*paths.values(), *([reference] if reference else [])]:
             if not path.exists():
                 raise FileNotFoundError(f"{path}: video of study {where} not found")
-        source = _find_source(root, item)
+        source = sources.get(item.emotion, {}).get(item.clip)
         media[item.id] = ItemMedia(
             by_method={m: playable(p, cache) for m, p in paths.items()},
             source=playable(source, cache) if source else None,

@@ -228,35 +228,54 @@ class StudyStore:
     # --- set-up -----------------------------------------------------------------------------
 
     def load_study(self, study: StudyDefinition) -> None:
-        """Store the study's items and questions (once; loading the same items again is a
-        no-op, a different item list is an error)."""
-        rows = [
-            (
-                i.id,
-                i.emotion,
-                i.clip,
-                *i.methods,
-                *i.videos,
-                i.reference,
-                i.expected,
-                i.check_question,
-                pos,
-            )
-            for pos, i in enumerate(study.items)
-        ]
+        """Store the study's items, questions, methods and setting (once). Loading the same
+        study again is a no-op; any difference (see :meth:`check_study`) is an error and
+        changes nothing."""
+        rows = _item_rows(study)
         with self._connect() as con:
-            existing = con.execute("SELECT item_id FROM items ORDER BY position").fetchall()
-            if existing:
-                if [r[0] for r in existing] != [r[0] for r in rows]:
-                    raise StudyError(f"{self.path}: holds a different study's items")
+            if con.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None:
+                self._check_study(con, study, rows)
                 return
             con.executemany(f"INSERT INTO items VALUES ({','.join('?' * 11)})", rows)
-            con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('questions', ?)",
-                (json.dumps(study.question_ids),),
-            )
-            con.execute(
-                "INSERT OR REPLACE INTO meta VALUES ('methods', ?)", (json.dumps(study.methods),)
+            for key, value in (
+                ("questions", study.question_ids),
+                ("methods", study.methods),
+                ("setting", study.setting),
+            ):
+                con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def check_study(self, study: StudyDefinition) -> None:
+        """Check (writing nothing) that ``study`` is the one this database holds, when it holds
+        one: the same setting, methods, question ids and items, field by field, in order. A
+        database written before the setting was stored is compared on what it has.
+
+        Raises:
+            StudyError: the first difference, and what to do (a new study folder).
+        """
+        with self._connect() as con:
+            if con.execute("SELECT 1 FROM items LIMIT 1").fetchone() is not None:
+                self._check_study(con, study, _item_rows(study))
+
+    def _check_study(self, con: sqlite3.Connection, study: StudyDefinition, rows: list) -> None:
+        columns = ", ".join(_ITEM_COLUMNS)
+        stored = [tuple(r) for r in con.execute(f"SELECT {columns} FROM items ORDER BY position")]
+        difference = None
+        for key, value in (
+            ("setting", study.setting),
+            ("methods", list(study.methods)),
+            ("questions", study.question_ids),
+        ):
+            held = self._meta(con, key)  # (setting: absent in databases written before it)
+            if held is not None and json.loads(held) != value:
+                difference = f"its {key} {json.loads(held)!r}, the definition's {value!r}"
+                break
+        if difference is None:
+            difference = _first_item_difference(stored, rows)
+        if difference is not None:
+            raise StudyError(
+                f"{self.path}: holds a different study ({difference}); its votes belong to "
+                "that study: to run this definition, create it in a new study folder "
+                "(asccl study create --study <new folder>/study.toml)"
             )
 
     def create_tokens(self, n: int) -> list[str]:
@@ -433,3 +452,44 @@ class StudyStore:
             d["methods"] = (d.pop("method_a"), d.pop("method_b"))
             out.append(d)
         return out
+
+
+#: the ``items`` table's columns, in order (``position`` last)
+_ITEM_COLUMNS = ("item_id", "emotion", "clip", "method_a", "method_b", "video_a", "video_b",
+                 "reference", "expected", "check_question", "position")  # fmt: skip
+
+
+def _item_rows(study: StudyDefinition) -> list[tuple]:
+    """The ``items`` rows of ``study`` (see :data:`_ITEM_COLUMNS`)."""
+    return [
+        (
+            i.id,
+            i.emotion,
+            i.clip,
+            *i.methods,
+            *i.videos,
+            i.reference,
+            i.expected,
+            i.check_question,
+            pos,
+        )
+        for pos, i in enumerate(study.items)
+    ]
+
+
+def _first_item_difference(stored: list[tuple], rows: list[tuple]) -> str | None:
+    """The first difference between the database's item rows and the definition's, in
+    words; ``None`` when they are equal."""
+    for pos, (held, new) in enumerate(zip(stored, rows, strict=False)):  # lengths: below
+        if held[0] != new[0]:
+            return f"item {pos + 1} is {held[0]!r} in the database, {new[0]!r} in the definition"
+        for column, a, b in zip(_ITEM_COLUMNS[1:], held[1:], new[1:], strict=True):
+            if a != b:
+                return f"item {held[0]!r}: its {column} {a!r}, the definition's {b!r}"
+    if len(stored) != len(rows):
+        longer, where = (stored, "database") if len(stored) > len(rows) else (rows, "definition")
+        return (
+            f"{len(stored)} items in the database, {len(rows)} in the definition "
+            f"(first one only in the {where}: {longer[min(len(stored), len(rows))][0]!r})"
+        )
+    return None

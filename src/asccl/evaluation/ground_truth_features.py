@@ -19,6 +19,9 @@ frame rate than its ground truth is not scored, naming both rates):
   stay finite: a uint8 frame of ``H x W x 3`` values that differs from its ground truth at
   all has ``MSE >= 1 / (3 H W)``, i.e. PSNR ``<= 10 log10(255^2 * 3 H W)``, 95 dB at
   128x128 and 116 dB at 1920x1080, so 100 dB means "identical" for frames up to ~400x400.
+  The mean over frames keeps the capped values (the papers' mean of per-frame PSNR), so the
+  cap can decide a ranking: the tables count a method's frames at the cap in a footnote and
+  mark no PSNR winner in such a row (:mod:`asccl.evaluation.scoring`).
 
 The entry's recipe names both clips and the landmarks file (path, size, mtime), the
 tracker's settings, ``max_frames_per_clip`` and the cap; another recipe recomputes it.
@@ -189,7 +192,8 @@ def _rate_mismatch(clip: Path, truth: Path, source: Path | None, config: EvalCon
 
 
 def face_frames(entry: dict[str, np.ndarray]) -> np.ndarray:
-    """``(T,)`` bool: frames where both the result and the ground truth have landmarks."""
+    """``(T,)`` bool: frames where both the result and the ground truth have landmarks
+    (the landmark errors use the frames where this holds for every method's namesake)."""
     ok = ~np.isnan(entry["landmarks"]).any(axis=(1, 2))
     return ok & ~np.isnan(entry["truth_landmarks"]).any(axis=(1, 2))
 

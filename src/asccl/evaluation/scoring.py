@@ -461,6 +461,20 @@ def _face_note(counts: FaceFrames, methods: list[str]) -> str:
             f"have a face (frames without a face: {lost}{truth})")  # fmt: skip
 
 
+def _average_face_note(out: SettingScores, present: list[str], emotions: list[str]) -> None:
+    """The landmark errors' footnote of the ``average`` row: its emotions' counts summed."""
+    for k in ("lme_mouth", "lme_face"):
+        rows = [out.face_frames[e] for e in emotions if (e, k) in out.comparable
+                and e in out.face_frames]  # fmt: skip
+        if not rows:
+            continue
+        lost = {m: sum(r.lost.get(m, 0) for r in rows) for m in present}
+        total = FaceFrames(*(sum(r[i] for r in rows) for i in range(3)), lost)
+        text = _face_note(total, present)
+        for method in present if text else ():
+            out.note(method, AVERAGE, k, text)
+
+
 def _psnr_caps(out: SettingScores, present: list[str], emotions: list[str]) -> None:
     """A footnote on each PSNR row (the ``average`` summing its emotions) where a method
     has frames at the cap, counting them; such a row keeps no winner (``unmarked``): the
@@ -576,6 +590,7 @@ def setting_scores(
                     out.comparable.add((emotion, k))
     _average(out, present, index.emotions, config)
     if "ground_truth" in metric_groups(config):
+        _average_face_note(out, present, index.emotions)
         _psnr_caps(out, present, index.emotions)
     return out
 

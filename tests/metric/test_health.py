@@ -115,7 +115,7 @@ def test_pixel_l2_baseline_by_hand():
     # partner 5 is 2 frames from the first, within top 5
     partners = [np.array([1]), np.array([5]), np.array([4])]
     hits = retrieval.retrieval_hits(distances, np.arange(6), partners, tolerance=1)
-    np.testing.assert_array_equal(hits, [[True, True], [False, True], [True, True]])
+    np.testing.assert_array_equal(hits, [[1.0, 1.0], [0.0, 1.0], [1.0, 1.0]])
     # chance: m candidates within 1 frame of the partner among 6; top-1 m / 6
     chance = retrieval.chance_hits(np.arange(6), partners, tolerance=1)
     m = np.array([3, 2, 3])  # {0, 1, 2}, {4, 5}, {3, 4, 5}

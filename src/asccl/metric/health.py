@@ -12,8 +12,10 @@ Two measurements on the DTW clip pairs of the held-out speakers (``val_speakers`
 * **DTW-partner retrieval**: for each sampled neutral frame, every emotional frame of
   its clip pair (those with a face) is ranked by the metric's coherence score (minus its
   ASCCL loss, neutral frame as query: :mod:`asccl.metric.retrieval`); a hit is a frame
-  within ``tolerance`` frames of its DTW partner in the top 1 / top 5. Per stage: ranked by
-  that stage's loss; ``average``: by their sum, the metric's loss.
+  within ``tolerance`` frames of its DTW partner in the top 1 / top 5 (tied losses count
+  their expected hit rate under a random order of the tied frames, so a collapsed metric
+  scores chance). Per stage: ranked by that stage's loss; ``average``: by their sum, the
+  metric's loss.
 
 Methods, in the same run, on the same frames and regions: the trained metric; the
 untrained metric (the same architecture, heads at random init and the backbone ArcFace's

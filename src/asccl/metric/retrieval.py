@@ -168,20 +168,43 @@ def retrieval_hits(
     tolerance: int = 1,
     ks: Sequence[int] = TOP_K,
 ) -> np.ndarray:
-    """``(Q, len(ks))`` bool: a candidate within ``tolerance`` frames of the query's DTW
-    partner is among the ``k`` candidates of lowest loss (distance).
+    """``(Q, len(ks))`` float in [0, 1]: whether a candidate within ``tolerance`` frames of
+    the query's DTW partner is among the ``k`` candidates of lowest loss (distance), with
+    ties broken by a uniformly random order of the tied candidates, in expectation.
+
+    Candidates strictly below the ``k``-th smallest value ``v`` are all in the top ``k``;
+    the remaining ``r`` places go to ``r`` of the ``t`` candidates equal to ``v``, drawn at
+    random. So a query scores 1 if a near candidate is below ``v``, else ``1 - C(t - m, r) /
+    C(t, r)`` with ``m`` near candidates among the tied: 0 or 1 without ties, and exactly
+    :func:`chance_hits` for a collapsed metric (every loss equal). Ties are exact equality
+    of the values as given (after a lossless cast to float64): losses equal only up to
+    rounding are not tied. NaN ranks last (tied with the other NaNs).
 
     Args:
-        losses: ``(Q, E)`` query-candidate losses or distances (lower ranks first; ties keep
-            the candidates' order).
+        losses: ``(Q, E)`` query-candidate losses or distances (lower ranks first).
         candidates: ``(E,)`` the candidates' frame indices in the emotional clip.
         partners: per query, its partner frame indices from the DTW path.
     """
     values = np.asarray(losses, dtype=np.float64)
-    order = np.argsort(values, axis=1, kind="stable")
+    values = np.where(np.isnan(values), np.inf, values)  # NaN: last, tied together
     near = near_partner(candidates, partners, tolerance)
-    ranked = np.take_along_axis(near, order, axis=1)
-    return np.stack([ranked[:, :k].any(1) for k in ks], axis=1)
+    if any(k < 1 for k in ks):
+        raise ValueError(f"top-k ranks must be >= 1, got {tuple(ks)}")
+    kth = np.sort(values, axis=1)
+    hits = np.empty((values.shape[0], len(ks)))
+    for i, (row, row_near, row_sorted) in enumerate(zip(values, near, kth, strict=True)):
+        for c, k in enumerate(ks):
+            if k >= len(row):  # every candidate is in the top k
+                hits[i, c] = float(row_near.any())
+                continue
+            v = row_sorted[k - 1]
+            below, tied = row < v, row == v
+            if row_near[below].any():
+                hits[i, c] = 1.0
+                continue
+            t, m, r = int(tied.sum()), int(row_near[tied].sum()), k - int(below.sum())
+            hits[i, c] = 1 - comb(t - m, r) / comb(t, r)  # exact integers, one rounding
+    return hits
 
 
 def chance_hits(

@@ -8,6 +8,8 @@ import pytest
 from scipy import stats
 
 from asccl.study.analysis import (
+    agreement,
+    agreement_detail,
     binomial_test_two_sided,
     exclude_failed_attention,
     fleiss_kappa,
@@ -193,3 +195,58 @@ def test_write_report_errors(tmp_path):
         write_report(tmp_path / "missing.sqlite", tmp_path / "out")
     with pytest.raises(ValueError, match="no votes"):
         write_report([], tmp_path / "out")
+
+
+@pytest.mark.parametrize("n", [1, 10, 57, 400])
+def test_wilson_uses_the_exact_95_quantile(n):
+    """k = 0 has the closed form (0, z²/(n + z²)); z = 1.959963984540054 (the standard
+    normal's 97.5 % quantile to double precision). 1.96 would be off by about
+    2·z·dz·n/(n + z²)² = 7e-6 at n = 10 (dz = 3.6e-5), far above the 1e-12 asked (a few
+    rounding steps)."""
+    z = 1.959963984540054
+    assert wilson_interval(0, n) == pytest.approx((0.0, z * z / (n + z * z)), abs=1e-12)
+    assert wilson_interval(n, n) == pytest.approx((n / (n + z * z), 1.0), abs=1e-12)
+
+
+def _subset_votes() -> list[dict]:
+    """10 items, 4 raters on all (items 0-4: all asccl; 5-9: 2-2), a 5th on items 4-9 only
+    (asccl)."""
+    votes = []
+    for r in range(4):
+        for i in range(10):
+            method = "asccl" if i < 5 or r < 2 else "baseline"
+            votes.append(_vote(f"r{r}", f"happy/c{i}", method))
+    votes += [_vote("r4", f"happy/c{i}", "asccl") for i in range(4, 10)]
+    return votes
+
+
+def _vote(token: str, item: str, method: str) -> dict:
+    return dict(token=token, item_id=item, emotion="happy", question="realism", method=method,
+                methods=PAIR, expected=None, check_question=None)  # fmt: skip
+
+
+def test_kappa_says_over_how_many_items(tmp_path):
+    """Kappa needs one rating count per item: with the 5th rater, only the 6 items with 5
+    ratings count, and the report says so. By hand over those 6: item 4 is 5-0 (P_i = 1),
+    items 5-9 are 3-2 (P_i = (9 + 4 - 5)/20 = 0.4): P̄ = 0.5; asccl has 20 of 30 ratings:
+    Pe = 4/9 + 1/9 = 5/9; kappa = (1/2 - 5/9)/(4/9) = -1/8."""
+    detail = agreement_detail(_subset_votes(), "realism", PAIR)
+    assert (detail.items_used, detail.items_rated, detail.ratings) == (6, 10, 5)
+    assert detail.kappa == pytest.approx(-1 / 8, abs=1e-12)
+    assert agreement(_subset_votes(), "realism", PAIR) == detail.kappa
+    paths = write_report(_subset_votes(), tmp_path / "report")
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["fleiss_kappa"] == {"realism": -0.125}
+    assert summary["fleiss_kappa_items"] == {"realism": [6, 10]}
+    md = paths["markdown"].read_text()
+    assert "Fleiss' kappa: realism -0.125." in md
+    assert "realism: Fleiss' kappa over 6 of 10 items (those with 5 ratings)" in md
+    # the 4 full raters alone: every item used, no note. By hand: items 0-4 P_i = 1, 5-9
+    # P_i = (4 + 4 - 4)/12 = 1/3: P̄ = 2/3; asccl 30 of 40: Pe = 10/16; kappa = 1/9
+    full = [v for v in _subset_votes() if v["token"] != "r4"]
+    detail = agreement_detail(full, "realism", PAIR)
+    assert (detail.items_used, detail.items_rated, detail.ratings) == (10, 10, 4)
+    assert detail.kappa == pytest.approx(1 / 9, abs=1e-12) and detail.note("realism") is None
+    paths = write_report(full, tmp_path / "full")
+    assert json.loads(paths["summary"].read_text())["fleiss_kappa_items"] == {"realism": [10, 10]}
+    assert "items (those with" not in paths["markdown"].read_text()

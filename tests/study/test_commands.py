@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -12,6 +13,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("starlette")
+
+from tests.study.conftest import db_snapshot
 
 from asccl.cli import main
 from asccl.study.commands import (
@@ -290,3 +293,82 @@ def test_one_method_is_one_method_not_its_letters(results_root, tmp_path, capsys
     assert main([*argv, "--methods", "baseline", "asccl", "--items-per-emotion", "1",
                  "--attention-checks", "1"]) == 0  # fmt: skip
     assert read_study_toml(toml).methods == ("baseline", "asccl")
+
+
+@pytest.fixture
+def two_settings(results_root, tmp_path) -> Path:
+    """The test results with a second setting (``cross_id``, the same clips) and a second
+    pair of methods (``dsm``, ``dsm_asccl``: copies of baseline and asccl)."""
+    root = tmp_path / "results"
+    shutil.copytree(results_root, root)
+    for folder in ("baseline", "asccl", "references"):
+        shutil.copytree(root / folder / "inter_id", root / folder / "cross_id")
+    shutil.copytree(root / "baseline", root / "dsm")
+    shutil.copytree(root / "asccl", root / "dsm_asccl")
+    return root
+
+
+@pytest.mark.parametrize(
+    ("again", "named"),
+    [
+        ({"setting": "cross_id"}, "setting 'inter_id', the definition's 'cross_id'"),
+        ({"methods": ("dsm", "dsm_asccl")}, "methods ['baseline', 'asccl']"),
+        ({"attention_checks": 0}, "5 items in the database, 4 in the definition"),
+    ],
+)
+def test_create_again_into_a_study_folder_is_refused_before_writing(
+    two_settings, tmp_path, capsys, again, named
+):
+    """Another setting (same item ids, other videos) or other methods into a study that has
+    votes: refused with one line naming the difference; the TOML and database unchanged."""
+    args = {"items_per_emotion": 2, "attention_checks": 1}
+    toml = create(two_settings, tmp_path / "s" / "study.toml", **args)
+    (token,) = [link.rsplit("/", 1)[1] for link in invite(toml, 1)]
+    store = open_store(toml)
+    store.record_vote(token, store.next_item(token), "realism", "left")
+    files = files_of(toml)
+    before = (toml.read_bytes(), db_snapshot(files["db"]), files["secrets"].read_bytes())
+    with pytest.raises(StudyError, match=r"different study \(.*new study folder") as info:
+        create(two_settings, toml, **{**args, **again})
+    assert named in str(info.value) and "\n" not in str(info.value)
+    after = (toml.read_bytes(), db_snapshot(files["db"]), files["secrets"].read_bytes())
+    assert after == before
+    assert create(two_settings, toml, **args) == toml  # the same study again: fine
+    make_app(toml)  # and it serves
+
+
+def test_questions_edited_after_create_are_refused(study_toml):
+    """A question removed from the TOML by hand: serving would ask two questions where the
+    database waits for three (a rater never finishes); refused with one line instead."""
+    text = study_toml.read_text()
+    start = text.index('[[questions]]\nid = "realism"')
+    study_toml.write_text(text[:start] + text[text.index("[[questions]]", start + 1) :])
+    with pytest.raises(StudyError, match=r"questions \['realism', 'emotion', 'mouth'\], the "):
+        make_app(study_toml)
+    assert main(["study", "serve", "--study", str(study_toml)]) != 0
+
+
+def test_relative_paths_from_the_readme_work_from_anywhere(results_root, tmp_path, monkeypatch,
+                                                           capsys):  # fmt: skip
+    """README: `asccl study create --results runs/demo/experiment/results --study
+    study/study.toml`, then serve. The results root is recorded relative to the TOML's
+    folder, so it is found from the working directory create ran in, and from any other."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(results_root, "runs/demo/experiment/results")
+    argv = ["study", "create", "--results", "runs/demo/experiment/results", "--study",
+            "study/study.toml", "--methods", "baseline", "asccl", "--items-per-emotion", "1",
+            "--attention-checks", "0"]  # fmt: skip
+    assert main(argv) == 0
+    assert read_study_toml("study/study.toml").results_root == "../runs/demo/experiment/results"
+    for cwd in (tmp_path, tmp_path / "runs"):
+        monkeypatch.chdir(cwd)
+        toml = os.path.relpath(tmp_path / "study" / "study.toml")
+        app = make_app(toml)
+        assert app.handlers.media  # every item's videos found
+    # a definition written before: an absolute root is taken as it is
+    text = (tmp_path / "study" / "study.toml").read_text()
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "runs/demo/experiment/results", moved)
+    text = text.replace('"../runs/demo/experiment/results"', json.dumps(str(moved)))
+    (tmp_path / "study" / "study.toml").write_text(text)
+    assert make_app(tmp_path / "study" / "study.toml").handlers.media

@@ -335,3 +335,26 @@ def test_frame_folder_results_are_encoded_for_the_browser(tmp_path, results_root
     key = form_values(client.get(f"/r/{token}").text)["item"]
     served = {client.get(f"/r/{token}/m/{key}/{s}").content for s in ("left", "right")}
     assert any(c.read_bytes() in served for c in cached)
+
+
+def test_an_ambiguous_source_is_not_shown(tmp_path, results_root):
+    """``sources/happy/c0.mp4`` beside a stale ``c0.mkv``: the results index uses neither
+    (ambiguous), so the study page shows no source for that item rather than one of them."""
+    import shutil
+
+    from tests.study.conftest import _clip
+
+    from asccl.evaluation.results import scan_results
+    from asccl.study.definition import build_study
+    from asccl.study.media import study_media
+
+    root = tmp_path / "results"
+    shutil.copytree(results_root, root)
+    _clip(root / "sources" / "happy" / "c0.mkv", 255)
+    assert "c0" in scan_results(root).ambiguous_sources["happy"]
+    study = build_study(root, items_per_emotion=3, attention_checks=0)  # every clip
+    media = study_media(study, root, tmp_path / "cache")
+    assert {"happy/c0", "sad/c0"} <= set(media)
+    assert media["happy/c0"].source is None
+    assert media["sad/c0"].source == root / "sources" / "sad" / "c0.mp4"
+    assert not list((tmp_path / "cache").glob("*.mp4"))  # the .mkv was not even encoded

@@ -3,6 +3,7 @@
 import re
 import sqlite3
 import threading
+from dataclasses import replace
 
 import pytest
 
@@ -311,3 +312,48 @@ def test_not_a_study_database_is_refused_unchanged(tmp_path):
     with pytest.raises(FileNotFoundError, match="study database not found"):
         StudyStore(tmp_path / "absent.sqlite", create=False)
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        (lambda s: replace(s, setting="cross_id"), "setting 'inter_id', the definition's 'cross"),
+        (lambda s: replace(s, methods=("dsm", "asccl")), "methods"),
+        (lambda s: replace(s, questions=QUESTIONS[1:]), "questions"),
+        (lambda s: _edit_item(s, 2, videos=("baseline/cross_id/happy/c2.mp4", "x.mp4")),
+         "item 'happy/c2': its video_a 'baseline/inter_id/happy/c2.mp4', the definition's "
+         "'baseline/cross_id/happy/c2.mp4'"),
+        (lambda s: _edit_item(s, 0, reference="references/inter_id/happy/c0.mp4"), "reference"),
+        (lambda s: _edit_item(s, 6, expected="sources"), "'check/happy/c0': its expected"),
+        (lambda s: _edit_item(s, 1, methods=("asccl", "baseline")), "method_a"),
+        (lambda s: replace(s, items=s.items[:-1]), "7 items in the database, 6 in the def"),
+    ],
+)  # fmt: skip
+def test_a_study_differing_in_any_field_is_refused(store, change, named):
+    """Item ids alone are not enough: a database keeps the votes of the study it was made
+    for, so another setting, methods, questions or any field of an item is refused, naming
+    the first difference, and nothing changes."""
+    before = list(sqlite3.connect(store.path).iterdump())
+    with pytest.raises(StudyError, match=r"different study \(.*new study folder") as info:
+        store.load_study(change(make_study()))
+    assert named in str(info.value) and "\n" not in str(info.value)
+    with pytest.raises(StudyError, match=re.escape(named)):
+        store.check_study(change(make_study()))
+    assert list(sqlite3.connect(store.path).iterdump()) == before
+    store.check_study(make_study())  # its own study: fine
+
+
+def test_database_without_a_stored_setting_compares_what_it_has(store):
+    """A database written before the setting was stored: the items (whose paths name the
+    setting) are still compared."""
+    with sqlite3.connect(store.path) as con:
+        con.execute("DELETE FROM meta WHERE key = 'setting'")
+    store.load_study(replace(make_study(), setting="cross_id"))  # nothing to compare it with
+    with pytest.raises(StudyError, match="video_a"):
+        store.load_study(_edit_item(make_study(), 0, videos=("a.mp4", "b.mp4")))
+
+
+def _edit_item(study: StudyDefinition, index: int, **changes) -> StudyDefinition:
+    items = list(study.items)
+    items[index] = replace(items[index], **changes)
+    return replace(study, items=tuple(items))

@@ -274,8 +274,8 @@ class StudyStore:
         if difference is not None:
             raise StudyError(
                 f"{self.path}: holds a different study ({difference}); its votes belong to "
-                "that study: to run this definition, create it in a new study folder "
-                "(asccl study create --study <new folder>/study.toml)"
+                "that study: restore the definition it was made from, or create this one in "
+                "a new study folder (asccl study create --study <new folder>/study.toml)"
             )
 
     def create_tokens(self, n: int) -> list[str]:

@@ -130,3 +130,17 @@ def test_a_seed_average_that_left_out_a_shown_emotion_gives_no_average(tmp_path)
     table = paths["seeds_table_single_md"].read_text()
     assert _average_line(table) == "| Average | - [1] | - [1] |"
     assert "[1] no average over seeds: seed 1's own average leaves out an emotion" in table
+
+
+def test_a_method_missing_from_a_seed_is_no_mixed_average(tmp_path):
+    """+ASCCL has no results in seed 1 (seed 1's scoring averaged the baseline alone, as
+    scoring does over the methods present): E* is empty, the Average '-' with the 'no
+    emotion in every seed' footnote, not the one blaming seed 1's own average."""
+    seed0 = _seed({(BASE, "happy"): 0.1, (OURS, "happy"): 0.2})
+    seed1 = {
+        ("single", BASE, "happy", "lme_mouth"): 0.3,
+        ("single", BASE, "average", "lme_mouth"): 0.3,
+    }
+    _, notes = seed_averages([seed0, seed1])
+    assert notes == {("single", "lme_mouth"): "no average: no emotion has a value of every "
+                     "method in every seed"}  # fmt: skip

@@ -150,7 +150,9 @@ def seed_averages(
 def _agrees(scores: dict[Key, float], setting: str, methods, metric: str, emotions) -> bool:
     """Whether a seed's stored averages are the means over the emotions where every method
     has a value in that seed (what its scoring averaged, unless it left one out as
-    scored over different clips); a seed without stored averages agrees."""
+    scored over different clips); only the methods this seed has count (scoring averaged
+    over those); a seed without stored averages agrees."""
+    methods = [m for m in methods if any(k[:2] == (setting, m) for k in scores)]
     mine = [e for e in emotions if all(_finite(scores, (setting, m, e, metric)) for m in methods)]
     for m in methods:
         stored = scores.get((setting, m, AVERAGE, metric))

@@ -142,14 +142,17 @@ def train_metric(config: TrainConfig) -> Path:
     _set_train_mode(metric, config.batchnorm)
     while not run.done:
         logged = (run.step + 1) % config.log_every == 0  # this step's row needs its health
+        means = _PairMeans()  # the logged row: over all the step's micro-batches
         for micro in range(config.grad_accum):
             neutral, emotional = next(batches)
             x, y = prepare(neutral), prepare(emotional)  # (b, 3, S, S) in [-1, 1]
             last = micro == config.grad_accum - 1
             sync = model.no_sync() if world > 1 and not last else nullcontext()
             with sync, amp.autocast():
-                output = model(x, y, generator=region_generator, health=logged and last)
+                output = model(x, y, generator=region_generator, health=logged)
             scaler.scale(output.loss / config.grad_accum).backward()
+            if logged:
+                means.add(output, len(x))
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
@@ -157,9 +160,10 @@ def train_metric(config: TrainConfig) -> Path:
 
         if logged:
             rate = config.batch_size / run.seconds_per_step()
-            loss = output.loss.item()
+            row = means.row()
+            loss = row.pop("loss")
             run.log({"split": "train", "loss": loss, "pairs_per_s": rate, "lr": config.lr,
-                     **_cosines(output.health)})  # fmt: skip
+                     **row})  # fmt: skip
             run.bar.set_postfix(loss=f"{loss:.3f}", pairs_s=f"{rate:.1f}")
         # The last step validates before its checkpoint, like every other: a run resumed
         # from any checkpoint (even the last) then logs each row exactly once.
@@ -189,6 +193,30 @@ def _cosines(health: MetricHealth) -> dict[str, float]:
     return row
 
 
+class _PairMeans:
+    """Means over pairs of the loss and health cosines of several batches: each batch's
+    means (as :class:`~asccl.metric.model.ContrastiveOutput` gives them) weighted by its
+    number of pairs, summed in float64 on the CPU."""
+
+    def __init__(self) -> None:
+        self.pairs = 0
+        self.loss = self.positive = self.negative = 0.0  # float64 tensors once added to
+
+    def add(self, output, pairs: int) -> None:
+        """One batch of ``pairs`` pairs (``output.health`` computed)."""
+        as_sum = lambda t: t.detach().cpu().double() * pairs  # noqa: E731
+        self.pairs += pairs
+        self.loss = self.loss + as_sum(output.loss)
+        self.positive = self.positive + as_sum(output.health.positive_cosine)
+        self.negative = self.negative + as_sum(output.health.negative_cosine)
+
+    def row(self) -> dict[str, float]:
+        """The log columns: ``loss`` and :func:`_cosines`'."""
+        row = _cosines(MetricHealth(self.positive / self.pairs, self.negative / self.pairs))
+        row["loss"] = (self.loss / self.pairs).item()
+        return row
+
+
 @torch.no_grad()
 def evaluate(
     metric: ASCCLMetric,
@@ -204,19 +232,13 @@ def evaluate(
     generator = torch.Generator().manual_seed(config.seed + 3)
     loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=False,
                         num_workers=config.workers, generator=torch.Generator())  # fmt: skip
-    loss = positive = negative = 0.0
-    batches = 0
-    for neutral, emotional in loader:
+    means = _PairMeans()
+    for batches, (neutral, emotional) in enumerate(loader, start=1):
         with autocast():
             output = metric(prepare(neutral), prepare(emotional), generator=generator,
                             health=True)  # fmt: skip
-        loss += output.loss.float()
-        positive += output.health.positive_cosine.float()
-        negative += output.health.negative_cosine.float()
-        batches += 1
+        means.add(output, len(neutral))  # a short last batch weighs by its pairs
         if config.val_batches and batches >= config.val_batches:
             break
     metric.train(was_training)
-    row = _cosines(MetricHealth(positive / batches, negative / batches))
-    row["loss"] = (loss / batches).item()
-    return row
+    return means.row()

@@ -8,9 +8,11 @@ them is directly a path over video frames (see :func:`frame_features`).
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -51,9 +53,13 @@ _AMIN = 1e-10  # power floor of the log-Mel, as librosa.power_to_db's default am
 def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """Decode the first audio stream of ``path`` to mono float32 at ``sample_rate``.
 
-    Channels are averaged (as ``librosa.to_mono``; FFmpeg's own downmix would scale stereo by
-    1/sqrt(2) instead), then resampled with soxr's high-quality mode, as ``librosa.load``
-    does by default (the authors' pair file was made that way). The result is trimmed to the
+    Channels are averaged (as ``librosa.to_mono``; FFmpeg's downmix to 16-bit output also
+    averages, its 1/sqrt(2) per channel applies to float output only), then resampled with
+    soxr's high-quality mode, as ``librosa.load`` does by default (the authors' pair file was
+    made that way). Sample 0 is the first decoded sample: the stream's start time is ignored,
+    as ``librosa.load`` ignores it (a DTW pair of two tracks does not depend on it; MEAD's
+    ``.m4a`` files start at 0). LSE places its audio on the video's clock instead:
+    :func:`load_audio_like_ffmpeg`. The result is trimmed to the
     stream's declared duration when it runs over by at most one codec frame (AAC decoders
     emit whole 1024-sample frames, so 32000 samples come back as 32768 without it; MP4/M4A
     edit lists already drop the encoder's leading priming samples), and clipped to [-1, 1].
@@ -64,15 +70,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     Raises:
         DataError: missing, empty or undecodable file, or one without an audio stream.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataError(path, "no such file")
-    if not path.is_file():
-        raise DataError(path, "not a file")
-    if path.stat().st_size == 0:
-        raise DataError(path, "empty file")
-    if sample_rate <= 0:
-        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    path = _checked_file(path, sample_rate)
     av = _import_av()
     try:
         container = _open(av, path)
@@ -100,6 +98,106 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     if declared and 0 < excess <= math.ceil(codec_frame * sample_rate / native_rate) + 1:
         audio = audio[:declared]
     return np.clip(audio, -1.0, 1.0).astype(np.float32, copy=False)
+
+
+def load_audio_like_ffmpeg(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
+    """Decode the first audio stream of ``path`` as syncnet_python's ``ffmpeg -y -i <clip>
+    -async 1 -ac 1 -vn -acodec pcm_s16le -ar <sample_rate>`` writes it: ``(S,)`` int16.
+
+    The same FFmpeg filters run through PyAV: ``aresample=async=1:first_pts=0`` (what
+    ``-async 1`` inserts) feeding ``aformat`` to s16 mono at ``sample_rate``, so libswresample
+    does the downmix (a channel mean for s16 output), the resampling (its default filter, not
+    soxr) and the rounding, as the ffmpeg CLI does. Each decoded frame keeps its time minus the
+    container's start time (as the CLI offsets its inputs), so sample ``k`` is at ``k /
+    sample_rate`` s on the clip's clock: a track that starts late is preceded by silence, one
+    that starts early loses its first samples. A separate sound file's start time is relative
+    to its own container. Nothing is trimmed at the end (the CLI keeps every decoded sample).
+
+    Raises:
+        DataError: missing, empty or undecodable file, or one without an audio stream.
+    """
+    path = _checked_file(path, sample_rate)
+    av = _import_av()
+    try:
+        container = av.open(str(path))  # the full probe: the container's start time needs it
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
+    with container:
+        if not container.streams.audio:
+            kinds = ", ".join(s.type for s in container.streams) or "none"
+            raise DataError(path, f"no audio stream (streams: {kinds})")
+        start = Fraction(container.start_time or 0, 1_000_000)  # av.time_base units -> s
+        try:
+            audio = _decode_like_ffmpeg(av, container, container.streams.audio[0], start,
+                                        sample_rate)  # fmt: skip
+        except (av.FFmpegError, OSError, ValueError) as err:  # ValueError: format changed
+            raise DataError(path, f"corrupt audio stream ({_reason(err)})") from None
+    if len(audio) == 0:
+        raise DataError(path, "audio stream decodes to no samples")
+    return audio
+
+
+def _decode_like_ffmpeg(av, container, stream, start: Fraction, sample_rate: int) -> np.ndarray:
+    """``(S,)`` int16: ``stream``'s frames, timed from ``start`` s, through ``-async 1``'s
+    ``aresample`` and an ``aformat`` to s16 mono at ``sample_rate``."""
+    graph, first, chunks = None, None, []
+    next_pts = 0
+
+    def drain() -> None:
+        while True:
+            try:
+                chunks.append(graph.pull().to_ndarray().reshape(-1))
+            except (av.BlockingIOError, av.EOFError):
+                return
+
+    for frame in container.decode(stream):
+        shape = (frame.format.name, frame.sample_rate, frame.layout.name)
+        if graph is None:
+            graph, first = _ffmpeg_cli_graph(av, *shape, sample_rate), shape
+        elif shape != first:
+            raise ValueError(f"audio format changes from {first} to {shape}")
+        if frame.pts is not None and frame.time_base is not None:
+            # the frame's time on the clip's clock, in samples (the CLI rescales to 1/rate)
+            next_pts = round((frame.pts * frame.time_base - start) * frame.sample_rate)
+        frame.pts, frame.time_base = next_pts, Fraction(1, frame.sample_rate)
+        next_pts += frame.samples
+        graph.push(frame)
+        drain()
+    if graph is None:
+        return np.zeros(0, np.int16)
+    graph.push(None)
+    drain()
+    return np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
+
+
+def _ffmpeg_cli_graph(av, sample_format: str, rate: int, layout: str, sample_rate: int):
+    """abuffer (time base 1/rate) -> aresample async=1:first_pts=0 -> aformat s16 mono
+    ``sample_rate`` -> abuffersink, configured."""
+    graph = av.filter.Graph()
+    source = graph.add_abuffer(
+        format=sample_format, sample_rate=rate, layout=layout, time_base=Fraction(1, rate)
+    )
+    convert = f"sample_fmts=s16:channel_layouts=mono:sample_rates={sample_rate}"
+    chain = [source, graph.add("aresample", "async=1:first_pts=0"),
+             graph.add("aformat", convert), graph.add("abuffersink")]  # fmt: skip
+    for a, b in itertools.pairwise(chain):
+        a.link_to(b)
+    graph.configure()
+    return graph
+
+
+def _checked_file(path: str | os.PathLike, sample_rate: int) -> Path:
+    """``path`` as a Path: a non-empty file (else :class:`DataError`); ``sample_rate > 0``."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file")
+    if not path.is_file():
+        raise DataError(path, "not a file")
+    if path.stat().st_size == 0:
+        raise DataError(path, "empty file")
+    if sample_rate <= 0:
+        raise ValueError(f"sample_rate must be positive, got {sample_rate}")
+    return path
 
 
 #: Peak amplitude at or below which a track is silent: one step of 16-bit PCM.

@@ -62,6 +62,9 @@ class EvalConfig:
     max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
     lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
     lse_vshift: int = 15  # audio-video offsets searched each way (frames), syncnet_python's
+    #: LSE's crops through FFmpeg's MJPEG encoder (the CLI's defaults) and OpenCV's decoder, as
+    #: syncnet_python's evaluate reads them (`ffmpeg -i crop.avi %06d.jpg`, cv2.imread)
+    lse_jpeg_roundtrip: bool = True
     frame_folder_fps: float = 25.0  # frame rate assumed for frame-folder results
     batch_size: int = 32  # frames per feature-extractor call
     device: str = "cpu"  # where features are computed: "cpu", "cuda", "cuda:N", "mps"
@@ -101,6 +104,8 @@ class EvalConfig:
         for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
                           ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
             require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
+        require(isinstance(self.lse_jpeg_roundtrip, bool), self, "lse_jpeg_roundtrip",
+                "must be true or false")  # fmt: skip
         require(is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
                 "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
         require(is_device(self.device), self, "device",

@@ -222,22 +222,25 @@ class Extractors:
         framing: str,
         track: FaceTrack | None,
     ) -> dict:
-        from asccl.data.audio import load_audio
-        from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME, evaluate_clip
+        from asccl.data.audio import load_audio_like_ffmpeg
+        from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME, evaluate_clip, jpeg_round_trip
 
         c = self.config
         fps = frame_rate(clip, audio_from, c)
         audio_path = audio_from if audio_from is not None else clip
         if audio_path.is_dir():
             raise DataError(clip, "frame folder without a matching source: no audio for LSE")
-        audio = load_audio(audio_path)
+        # int16 at 16 kHz as syncnet_python's `ffmpeg -async 1 ... -ar 16000` writes it: sample
+        # k at k / 16000 s on the clip's clock (a late-starting track is preceded by silence)
+        audio = load_audio_like_ffmpeg(audio_path)
         framed = syncnet_input(frames, fps, framing, track, c.crop_scale)
+        crops = jpeg_round_trip(framed.frames) if c.lse_jpeg_roundtrip else framed.frames
         start = int(framed.index[0]) if len(framed.index) else 0
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a dropped clip is reported through `dropped`
             r = evaluate_clip(
                 self.model("syncnet"),
-                framed.frames,
+                crops,
                 audio[start * SAMPLES_PER_FRAME :],  # the scored run's audio (their audiostart)
                 fps=SYNCNET_FPS,
                 rgb=True,

@@ -19,6 +19,11 @@ Per metric, ``framing`` is one of :data:`~asccl.evaluation.config.FRAMINGS`:
     tighter around the brows and chin (a documented difference). syncnet_python scores each
     face track; here the longest run of 25 fps frames with a face is scored, with the audio
     from that run's start (their ``audiostart``), and frames without a face are counted.
+    syncnet_python's ``evaluate`` then reads the crops back from JPEG files (``ffmpeg -i
+    crop.avi -f image2 %06d.jpg``, ``cv2.imread``): with ``lse_jpeg_roundtrip`` (on by
+    default, any framing) the crops go through the same JPEG step
+    (:func:`~asccl.evaluation.lip_sync.jpeg_round_trip`) before SyncNet. Not emulated: the
+    XVID crop video OpenCV writes before it (a second lossy step of the reference).
   - **25 fps**: syncnet_python converts with ``ffmpeg -r 25`` into an AVI before detecting.
     asccl takes, for output frame ``k``, input frame ``round(k * fps / 25)``
     (:func:`~asccl.evaluation.lip_sync.resample_indices`), which is what FFmpeg's ``fps``
@@ -409,6 +414,11 @@ FRAMING_WORDS = {
         "none": "SyncNet on the frames resized to 224, 25 fps (given as face crops)",
     },
 }
+#: appended to the LSE caption with ``lse_jpeg_roundtrip`` on
+LSE_JPEG_WORDS = (
+    "; crops through a JPEG round trip as syncnet_python's evaluate reads them (FFmpeg MJPEG "
+    "at the CLI's defaults, OpenCV decode; its XVID crop video not emulated)"
+)
 FID_WORDS = {
     "pytorch-fid": "pytorch-fid (whole frame, bilinear to 299x299, no antialias)",
     "center-crop": "centre square, antialiased resize to 299 (not pytorch-fid's)",
@@ -421,11 +431,13 @@ def describe(
     fid_preprocess: str,
     crop_scale: float,
     landmark_backend: str,
+    lse_jpeg_roundtrip: bool = True,
 ) -> dict[str, str]:
     """Per metric (``fid``, ``fad``, ``csim``, ``lse``), the words a table caption uses for
-    its input procedure."""
+    its input procedure (``lse_jpeg_roundtrip``: ``EvalConfig``'s, named in LSE's words)."""
     marks = f", {landmark_backend} landmarks"
     csim = FRAMING_WORDS["csim"][framing_csim] + (marks if framing_csim == "track" else "")
     lse = FRAMING_WORDS["lse"][framing_lse].format(cs=crop_scale)
     lse += marks if framing_lse == "track" else ""
+    lse += LSE_JPEG_WORDS if lse_jpeg_roundtrip else "; crops fed without a JPEG round trip"
     return {"fid": FID_WORDS[fid_preprocess], "fad": csim, "csim": csim, "lse": lse}

@@ -16,6 +16,16 @@ The protocol, as Wav2Lip's evaluation runs syncnet_python's ``SyncNetInstance.ev
 Face detection and tracking are out of scope: inputs are already the 224x224 face crops
 (syncnet_python's ``run_pipeline`` makes them with S3FD, 0.4 crop scale, and drops tracks
 shorter than 100 frames; here that minimum is ``min_frames`` and every drop is reported).
+
+What ``evaluate`` reads, and how asccl's evaluation (``evaluation/features.py``) gets the
+same: its frames come from ``ffmpeg -y -i crop.avi -threads 1 -f image2 %06d.jpg`` and
+``cv2.imread``, i.e. each crop through FFmpeg's MJPEG encoder at the CLI's defaults and
+OpenCV's JPEG decoder: :func:`jpeg_round_trip` (``lse_jpeg_roundtrip``, on by default; about
+30 dB PSNR on face crops). Not emulated: the crop video itself, which ``crop_video`` writes
+with OpenCV's XVID (MPEG-4 Part 2) writer before that, a second lossy step. Its audio comes
+from ``ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000``:
+:func:`asccl.data.audio.load_audio_like_ffmpeg` (libswresample, sample ``k`` at ``k / 16000``
+s on the clip's clock).
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 import torch
@@ -148,6 +159,47 @@ def resample_indices(num_frames: int, fps: float, target_fps: float = FPS) -> np
     times = np.arange(count) * (fps / target_fps)
     # floor(x + 0.5) rounds halves up, as FFmpeg's av_rescale_rnd(NEAR_INF) for positives.
     return np.minimum(np.floor(times + 0.5 + 1e-9).astype(np.int64), max(num_frames - 1, 0))
+
+
+#: FFmpeg's default encoder bit rate (``AV_CODEC_DEFAULT_BITRATE``): what ``ffmpeg -i crop.avi
+#: %06d.jpg`` gives the MJPEG encoder without ``-b:v``/``-q:v``. At 224x224 and 25 fps its rate
+#: control settles at the largest quantiser (qmax 31), about 2.9 kB per face crop.
+MJPEG_BIT_RATE = 200_000
+
+
+def jpeg_round_trip(frames: np.ndarray) -> np.ndarray:
+    """``(N, H, W, 3)`` uint8 RGB 25 fps crops -> the same after syncnet_python's JPEG step.
+
+    ``ffmpeg -y -i crop.avi -threads 1 -f image2 %06d.jpg`` then ``cv2.imread``: one MJPEG
+    encoder over the whole sequence (its rate control carries from frame to frame) with the
+    CLI's settings: ``yuvj420p``, :data:`MJPEG_BIT_RATE`, time base 1/25, one thread (more
+    threads would cut each image into slices), libavcodec's other defaults; each packet is one
+    JFIF file, decoded by OpenCV (libjpeg) as ``cv2.imread`` does, BGR turned back to RGB.
+    """
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+        raise ValueError(
+            f"frames must be (N, H, W, 3) uint8 RGB, got {frames.shape} {frames.dtype}"
+        )
+    if len(frames) == 0:
+        return frames.copy()
+    av = require("av", "lse_jpeg_roundtrip needs PyAV")
+    from asccl.data.opencv import cv2
+
+    ctx = av.CodecContext.create("mjpeg", "w")
+    ctx.width, ctx.height = frames.shape[2], frames.shape[1]
+    ctx.pix_fmt, ctx.bit_rate, ctx.thread_count = "yuvj420p", MJPEG_BIT_RATE, 1
+    ctx.time_base, ctx.framerate = Fraction(1, FPS), Fraction(FPS)
+    packets = []
+    for i, frame in enumerate(frames):
+        picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        picture.pts = i
+        packets.extend(ctx.encode(picture))
+    packets.extend(ctx.encode(None))
+    if len(packets) != len(frames):
+        raise RuntimeError(f"MJPEG encoder gave {len(packets)} images for {len(frames)} frames")
+    decoded = [cv2.imdecode(np.frombuffer(bytes(p), np.uint8), cv2.IMREAD_COLOR) for p in packets]
+    return np.stack(decoded)[..., ::-1].copy()  # BGR -> RGB
 
 
 # ---------------------------------------------------------------------------------- maths

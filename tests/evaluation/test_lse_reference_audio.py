@@ -1,0 +1,230 @@
+"""LSE's inputs as syncnet_python's ``evaluate`` reads them: audio as ``ffmpeg -async 1 -ac 1
+-vn -acodec pcm_s16le -ar 16000`` writes it (on the clip's clock, libswresample), crops
+through ``ffmpeg -threads 1 -f image2 %06d.jpg`` + ``cv2.imread`` (``lse_jpeg_roundtrip``).
+Clips are built here with PyAV: 64x64 FFV1 video at 25 fps and PCM audio."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from tests.one_thread import one_thread  # noqa: F401 (autouse: single-threaded torch)
+
+from asccl.config import ConfigError, load_config
+from asccl.data.audio import load_audio, load_audio_like_ffmpeg
+from asccl.data.opencv import cv2
+from asccl.evaluation import lip_sync
+from asccl.evaluation.cache import feature_recipe
+from asccl.evaluation.config import EvalConfig
+from asccl.evaluation.features import Extractors
+from asccl.evaluation.framing import describe, syncnet_input
+from asccl.evaluation.syncnet import SyncNet
+
+FPS, FRAMES, SIZE = 25, 30, 64
+
+
+def _frames(seed: int = 0) -> np.ndarray:
+    """``(FRAMES, 64, 64, 3)`` uint8: a smooth gradient with a moving noisy block."""
+    rng = np.random.default_rng(seed)
+    ramp = np.linspace(40, 200, SIZE)
+    base = np.stack(
+        [
+            ramp[None, :] + 0 * ramp[:, None],
+            ramp[:, None] + 0 * ramp,
+            120 + 0 * ramp * ramp[:, None],
+        ],
+        -1,
+    )
+    out = np.repeat(base[None], FRAMES, 0)
+    for i in range(FRAMES):
+        y = 16 + (i % 8) * 3
+        out[i, y : y + 16, 20:44] = rng.integers(0, 256, (16, 24, 3))
+    return out.astype(np.uint8)
+
+
+def _write_clip(path: Path, audio: np.ndarray, rate: int, layout: str, audio_start: int) -> Path:
+    """Video (:func:`_frames`, from t = 0) and ``audio`` ``(C, S)`` int16 whose first sample is
+    at ``audio_start / rate`` s (the stream's start time)."""
+    with av.open(str(path), "w") as c:
+        video = c.add_stream("ffv1", rate=FPS)
+        video.width = video.height = SIZE
+        video.pix_fmt = "yuv420p"
+        sound = c.add_stream("pcm_s16le", rate=rate)
+        sound.layout = layout
+        for i, image in enumerate(_frames()):
+            frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+            frame.pts, frame.time_base = i, Fraction(1, FPS)
+            c.mux(video.encode(frame))
+        c.mux(video.encode(None))
+        packed = np.ascontiguousarray(audio.T).reshape(1, -1)  # s16 is packed: (1, S * C)
+        channels = audio.shape[0]
+        for k in range(0, audio.shape[1], 1024):
+            chunk = packed[:, k * channels : (k + 1024) * channels]
+            frame = av.AudioFrame.from_ndarray(chunk, format="s16", layout=layout)
+            frame.sample_rate, frame.pts, frame.time_base = rate, audio_start + k, Fraction(1, rate)
+            c.mux(sound.encode(frame))
+        c.mux(sound.encode(None))
+    return path
+
+
+def _speechy(seconds: float, rate: int, seed: int = 1) -> np.ndarray:
+    """``(S,)`` float noise bursts with an envelope (not silent, not stationary)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(round(seconds * rate)) / rate
+    return 0.3 * rng.standard_normal(t.size) * (0.5 + 0.5 * np.sin(2 * np.pi * 3 * t))
+
+
+@pytest.fixture(scope="module")
+def model() -> SyncNet:
+    torch.manual_seed(0)
+    net = SyncNet().eval()
+    net.netfcaud[3].weight.data.mul_(10.0)  # audio embeddings as large as the video ones
+    return net
+
+
+class Fed:
+    """What ``_lip_sync`` hands SyncNet: wraps ``lip_sync.evaluate_clip``."""
+
+    def __init__(self, monkeypatch) -> None:
+        self.calls: list[tuple[np.ndarray, np.ndarray]] = []
+        original = lip_sync.evaluate_clip
+
+        def spy(model, frames, audio, **kwargs):
+            self.calls.append((np.asarray(frames).copy(), np.asarray(audio).copy()))
+            return original(model, frames, audio, **kwargs)
+
+        monkeypatch.setattr(lip_sync, "evaluate_clip", spy)
+
+
+def _extractors(model: SyncNet, **settings) -> Extractors:
+    ex = Extractors(EvalConfig(framing="none", **settings))
+    ex._models["syncnet"] = model
+    return ex
+
+
+# ------------------------------------------------------------------ F1: the audio's start time
+
+
+def test_late_audio_is_padded_onto_the_clips_clock(tmp_path, model):
+    """Audio starting 0.4 s after the video scores as the same audio padded with 0.4 s of
+    silence from t = 0 (syncnet_python's ``-async 1``: aresample first_pts=0). Both decode
+    exactly (16 kHz mono s16 in and out: no conversion), so the scores are equal bit for
+    bit; ignoring the start time pairs frame i with audio 10 frames later instead."""
+    rate, late = 16000, 6400  # 0.4 s
+    sound = np.rint(_speechy(FRAMES / FPS - 0.4, rate) * 32767).astype(np.int16)[None]
+    padded = np.concatenate([np.zeros((1, late), np.int16), sound], 1)
+    a = _write_clip(tmp_path / "late.mkv", sound, rate, "mono", audio_start=late)
+    b = _write_clip(tmp_path / "padded.mkv", padded, rate, "mono", audio_start=0)
+    with av.open(str(a)) as c:
+        assert float(c.streams.audio[0].start_time * c.streams.audio[0].time_base) == 0.4
+    np.testing.assert_array_equal(load_audio_like_ffmpeg(a), padded[0])
+    np.testing.assert_array_equal(load_audio_like_ffmpeg(b), padded[0])
+    ex = _extractors(model, lse_jpeg_roundtrip=False)
+    ra, rb = ex.compute("syncnet", a, None), ex.compute("syncnet", b, None)
+    assert int(ra["windows"]) == int(rb["windows"]) == FRAMES - 5
+    for key in ("lse_d", "lse_c", "offset"):
+        assert ra[key] == rb[key], key
+
+
+# ------------------------------------------------------------- F3: libswresample, not soxr
+
+
+def test_lse_audio_is_ffmpegs_resampler_not_soxr(tmp_path, model, monkeypatch):
+    """Stereo 48 kHz: the audio SyncNet gets equals PyAV's ``AudioResampler(s16, mono, 16000)``
+    (FFmpeg's auto-inserted aresample, the CLI's ``-ac 1 -ar 16000 -acodec pcm_s16le``) of
+    the decoded stream, and differs from the soxr path the data stage uses (``load_audio``,
+    channel mean, soxr HQ, ``rint(x * 32768)``): rms about 1% of the signal's."""
+    rate = 48000
+    left = _speechy(FRAMES / FPS, rate)
+    stereo = np.rint(np.stack([left, 0.6 * _speechy(FRAMES / FPS, rate, seed=2)]) * 32767)
+    clip = _write_clip(tmp_path / "stereo.mkv", stereo.astype(np.int16), rate, "stereo", 0)
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=16000)
+    with av.open(str(clip)) as c:
+        chunks = [
+            f.to_ndarray().reshape(-1) for fr in c.decode(audio=0) for f in resampler.resample(fr)
+        ]
+    chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    expected = np.concatenate(chunks)
+    fed = Fed(monkeypatch)
+    _extractors(model, lse_jpeg_roundtrip=False).compute("syncnet", clip, None)
+    ((_, audio),) = fed.calls
+    assert audio.dtype == np.int16
+    np.testing.assert_array_equal(audio, expected)
+    soxr = lip_sync.to_int16(load_audio(clip))
+    n = min(len(soxr), len(audio))
+    diff = np.abs(soxr[:n].astype(int) - audio[:n])
+    assert diff.max() > 2  # not rounding: another resampler
+
+
+def test_ffmpeg_s16_downmix_is_the_channel_mean(tmp_path):
+    """L = 0.5, R = 0.25 full scale at 16 kHz (no resampling): s16 mono is their mean,
+    0.375 * 32768 = 12288 (the 1/sqrt(2) gain is FFmpeg's for float output only)."""
+    stereo = np.stack([np.full(16000, 16384), np.full(16000, 8192)]).astype(np.int16)
+    clip = _write_clip(tmp_path / "dc.mkv", stereo, 16000, "stereo", 0)
+    assert set(load_audio_like_ffmpeg(clip)[100:-100].tolist()) == {12288}
+
+
+# ------------------------------------------------------------ F2: the JPEG round trip
+
+
+def _cli_jpegs(frames: np.ndarray, folder: Path) -> np.ndarray:
+    """``ffmpeg -i crop.avi -threads 1 -f image2 %06d.jpg`` + ``cv2.imread``, independently:
+    PyAV's image2 muxer with the CLI's encoder settings (libavcodec's defaults, which PyAV's
+    ``add_stream`` overrides: bit rate 200 kb/s, tolerance 4 Mb/s; one thread)."""
+    folder.mkdir()
+    with av.open(str(folder / "%06d.jpg"), "w", format="image2") as c:
+        s = c.add_stream("mjpeg", rate=FPS, bit_rate=200_000, bit_rate_tolerance=4_000_000)
+        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
+        s.codec_context.thread_count = 1
+        for image in frames:
+            c.mux(s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        c.mux(s.encode(None))
+    files = sorted(folder.glob("*.jpg"))
+    assert len(files) == len(frames)
+    return np.stack([cv2.imread(str(f))[..., ::-1] for f in files])
+
+
+def test_crops_go_through_the_references_jpeg_step(tmp_path, model, monkeypatch):
+    """On (the default): SyncNet's crops equal the CLI-style JPEG files read by OpenCV; off:
+    the clean 224x224 crops. The round trip costs about 30 dB PSNR (qmax 31 at 200 kb/s)."""
+    sound = np.rint(_speechy(FRAMES / FPS, 16000) * 32767).astype(np.int16)[None]
+    clip = _write_clip(tmp_path / "clip.mkv", sound, 16000, "mono", 0)
+    clean = syncnet_input(_decoded(clip), FPS, "none", None, 0.4).frames
+    fed = Fed(monkeypatch)
+    assert EvalConfig().lse_jpeg_roundtrip is True
+    _extractors(model).compute("syncnet", clip, None)
+    _extractors(model, lse_jpeg_roundtrip=False).compute("syncnet", clip, None)
+    (on, _), (off, _) = fed.calls
+    np.testing.assert_array_equal(off, clean)
+    np.testing.assert_array_equal(on, _cli_jpegs(clean, tmp_path / "jpg"))
+    mse = np.mean((on.astype(float) - clean) ** 2)
+    assert 20 < 10 * np.log10(255**2 / mse) < 45
+
+
+def _decoded(clip: Path) -> np.ndarray:
+    from asccl.evaluation.results import read_frames
+
+    return read_frames(clip, 0)
+
+
+def test_jpeg_option_is_validated_recorded_and_captioned(tmp_path):
+    with pytest.raises(ConfigError, match="lse_jpeg_roundtrip"):
+        EvalConfig(lse_jpeg_roundtrip="yes")
+    assert (
+        load_config(EvalConfig, None, ["--lse_jpeg_roundtrip", "false"]).lse_jpeg_roundtrip is False
+    )
+    clip = tmp_path / "c.mp4"
+    on = feature_recipe(EvalConfig(), "syncnet", clip, None, None)
+    off = feature_recipe(
+        replace(EvalConfig(), lse_jpeg_roundtrip=False), "syncnet", clip, None, None
+    )
+    assert {k for k in on if on[k] != off.get(k)} == {"lse_jpeg_roundtrip"}
+    assert "lse_audio" in on
+    words = describe("track", "track", "pytorch-fid", 0.4, "dlib")
+    assert "JPEG round trip" in words["lse"]
+    assert "without a JPEG" in describe("track", "track", "pytorch-fid", 0.4, "dlib", False)["lse"]

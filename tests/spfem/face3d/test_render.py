@@ -73,6 +73,111 @@ def test_the_nearer_surface_wins(near_first):
     assert alpha[0, 0, 16, 8] > 0.97
 
 
+def near_over_far(dtype=torch.float64):
+    """A near quad (half 0.3, pixels 11.2..20.8 at 32 px) over a far one (half 0.6, pixels
+    6.4..25.6): ``(1, 8, 3)`` pixels and ``(4, 3)`` faces (float64)."""
+    vertices = torch.cat([quad(0.3, 0.5, dtype), quad(0.6, 0.0, dtype)])[None]
+    camera = torch.tensor([[1.0, 0.0, 0.0]], dtype=dtype)
+    return to_pixels(orthographic_project(vertices, camera), 32, 32), torch.cat([QUAD, QUAD + 4])
+
+
+@pytest.mark.parametrize("near_grey, far_grey", [(0.3, 0.8), (0.8, 0.3)])
+def test_occlusion_edges_keep_full_alpha_and_blend_the_two_surfaces(near_grey, far_grey):
+    pixels, faces = near_over_far()
+    greys = torch.tensor([near_grey] * 4 + [far_grey] * 4, dtype=torch.float64)
+    surface, alpha = soft_rasterize(pixels, faces, greys[None, :, None], 32, 32, sigma=0.5)
+    # pixel centres more than 5 sigma = 2.5 px inside the far quad: columns/rows 9..22. There
+    # every point lies on a surface: the far quad's coverages sum to 1 (to ~1e-15, see the
+    # coverage test; its diagonal's two distances agree to ~1e-13 px in float64, coverage slope
+    # <= 0.51 / px), so alpha = min(1, near + far) is 1 to 1e-12 along the near quad's edges too
+    inner = alpha[0, 0, 9:23, 9:23]
+    torch.testing.assert_close(inner, torch.ones_like(inner), rtol=0, atol=1e-12)
+    image = alpha * surface  # over a black background
+    region = image[0, 0, 9:23, 9:23]
+    low, high = min(near_grey, far_grey), max(near_grey, far_grey)
+    assert region.min() >= low - 1e-12 and region.max() <= high + 1e-12  # no dark outline
+    # row 16, column 11 (centre 11.5) lies 0.3 px inside the near quad's left edge and >= 3 px
+    # from both diagonals and from the far quad's boundary: the near quad covers D(0.3) of it
+    # and the rest shows the far quad behind (antialiased, not darkened towards black)
+    d = coverage(torch.tensor(0.3, dtype=torch.float64), 0.5)
+    torch.testing.assert_close(image[0, 0, 16, 11], d * near_grey + (1 - d) * far_grey)
+
+
+def test_an_occlusion_edge_passes_gradients_to_the_nearer_surface():
+    torch.manual_seed(0)
+    pixels, faces = near_over_far()
+    pixels = pixels + 0.05 * torch.randn_like(pixels)  # off any inside or depth-test tie
+    greys = torch.tensor([0.3] * 4 + [0.8] * 4, dtype=torch.float64)[None, :, None]
+    near = pixels[:, :4].clone().requires_grad_(True)
+
+    def render(near):  # a window around the near quad's left edge (column 11.2), inside the far
+        surface, alpha = soft_rasterize(torch.cat([near, pixels[:, 4:]], 1), faces, greys, 32, 32)
+        return (alpha * surface)[..., 13:19, 9:14], alpha[..., 13:19, 9:14]
+
+    assert torch.autograd.gradcheck(render, (near,), eps=1e-6, atol=1e-5)
+    image, _ = render(near)
+    image[0, 0, 3, 2].backward()  # pixel (16, 11): the near quad covers ~0.65 of it
+    assert near.grad[0, :, 0].abs().sum() > 0.1  # moving the edge changes the blend
+
+
+def test_the_mask_of_a_sheet_without_overlap_does_not_depend_on_its_depths():
+    # a tilted 8 x 8 grid: at 32 px a cell is ~3.7 px and the depth step per cell (~0.14) is far
+    # over the tolerance (0.02 x 0.96), so the depth test excludes the neighbours whose margins
+    # reach a pixel; they are beside it, not behind. Coverage depends only on the projected
+    # (x, y), which an orthographic camera takes from x, y alone, and alpha sums every
+    # front-facing triangle's: the same tensors summed in the same order, so exactly equal
+    # (the old visible-only alpha differed by up to 0.21 here)
+    n = 8
+    g = torch.linspace(-0.8, 0.8, n, dtype=torch.float64)
+    y, x = torch.meshgrid(g, g, indexing="ij")
+    i = torch.arange(n * n).reshape(n, n)
+    a, b, c, d = i[:-1, :-1], i[:-1, 1:], i[1:, :-1], i[1:, 1:]
+    faces = torch.cat([torch.stack([a, c, b], -1), torch.stack([b, c, d], -1)]).reshape(-1, 3)
+    camera = torch.tensor([[1.0, 0.03, -0.02]], dtype=torch.float64)
+    generator = torch.Generator().manual_seed(0)
+    colors = torch.rand(1, n * n, 3, dtype=torch.float64, generator=generator)
+    masks = []
+    for z in (0.6 * x, torch.zeros_like(x)):
+        vertices = torch.stack([x, -y, z], -1).reshape(1, -1, 3)
+        pixels = to_pixels(orthographic_project(vertices, camera), 32, 32)
+        masks.append(soft_rasterize(pixels, faces, colors, 32, 32)[1])
+    assert masks[0].amax() == 1 and torch.equal(masks[0], masks[1])
+
+
+def test_a_single_triangle_matches_the_coverage_formula():
+    # no occlusion anywhere: the renderer is the documented formula, per pixel, computed here
+    # independently (float64). Outside, the renderer's distance is sqrt(d^2 + 1e-12), off by
+    # at most sqrt(1e-12) = 1e-6 px; coverage slope <= 1 / (4 sigma (1 - 2c)) < 0.37 / px at
+    # sigma 0.7: alpha within 3.7e-7. The interpolation only rounds (~1e-13): 1e-12.
+    tri = torch.tensor([[[3.2, 2.7, 0.0], [4.1, 13.6, 0.2], [14.3, 9.8, 0.1]]], dtype=torch.float64)
+    values = torch.tensor([[[0.2], [0.5], [0.9]]], dtype=torch.float64)
+    surface, alpha = soft_rasterize(tri, torch.tensor([[0, 1, 2]]), values, 16, 18, sigma=0.7,
+                                    cull_backfaces=False)  # fmt: skip
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(18.0), indexing="ij")
+    p = torch.stack([cols + 0.5, rows + 0.5], -1).to(torch.float64)  # (H, W, 2) as (x, y)
+    corners = tri[0, :, :2]
+    perp, seg, bary = [], [], []
+    for i in range(3):
+        a, b = corners[(i + 1) % 3], corners[(i + 2) % 3]  # the edge opposite vertex i
+        edge = b - a
+        side_p = edge[0] * (p[..., 1] - a[1]) - edge[1] * (p[..., 0] - a[0])  # (H, W)
+        side_v = edge[0] * (corners[i, 1] - a[1]) - edge[1] * (corners[i, 0] - a[0])
+        bary.append(side_p / side_v)
+        perp.append(bary[-1] * side_v.abs() / edge.norm())
+        t = (((p - a) @ edge) / (edge @ edge)).clamp(0, 1)
+        seg.append((p - a - t[..., None] * edge).norm(dim=-1))
+    perp, seg, bary = torch.stack(perp, -1), torch.stack(seg, -1), torch.stack(bary, -1)
+    inner = perp.amin(-1)
+    dist = torch.where(inner >= 0, inner, -seg.amin(-1))
+    expected_alpha = coverage(dist, 0.7)
+    torch.testing.assert_close(alpha[0, 0], expected_alpha, rtol=0, atol=3.7e-7)
+    weights = bary.clamp_min(0)
+    expected = (weights / weights.sum(-1, keepdim=True)) @ values[0, :, 0]
+    drawn = expected_alpha > 0
+    torch.testing.assert_close(surface[0, 0][drawn], expected[drawn], rtol=0, atol=1e-12)
+    assert (surface[0, 0][~drawn] == 0).all()
+
+
 #: Off-centre cameras for the comparisons below. With the camera centred ([6, 0, 0]) the
 #: symmetric synthetic head's middle edge lies on x = 20.0 px exactly, 2.5 px = the 5 sigma
 #: coverage cut from the pixel centres 17.5 and 22.5: a tie that float rounding decides (it
@@ -80,7 +185,8 @@ def test_the_nearer_surface_wins(near_first):
 #: now, but the inside and depth tests below remain thresholds). With these cameras, on the
 #: float64 draws below (12x12 grid at 40 px, 10x10 at 24 px, 24x24 at 64 px), every
 #: pixel-triangle pair is >= 3.1e-5 px from the cut, >= 7.0e-6 px from the inside test and
-#: >= 2.8e-6 depth units from the depth test (measured in float64).
+#: >= 2.8e-6 depth units from the depth test and >= 1.0e-5 from the occluded layer's (measured
+#: in float64).
 CAMERAS = [[6.1, 0.0123, -0.0061], [5.03, 0.0517, -0.0197]]
 
 #: Tiling, chunking and batching change which triangles a tile lists (those beyond the cut
@@ -146,6 +252,9 @@ def test_bad_arguments_are_named():
         MeshRenderer(16, mode="wireframe")
     with pytest.raises(ValueError, match="backend"):
         MeshRenderer(16, backend="opengl")
+    for grey in (-0.1, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"background must be in \[0, 1\]"):
+            MeshRenderer(16, background=grey)
     with pytest.raises(ValueError, match=r"\(B, V, 3\)"):
         MeshRenderer(16)(torch.zeros(1, 4, 3), QUAD, torch.zeros(1, 5, 3))
 

@@ -14,12 +14,20 @@ Per pixel ``p`` and triangle ``j`` (all in pixel units):
 * a hard depth test with tolerance: ``z_front(p)`` is the depth of the nearest triangle that
   contains ``p``; triangles deeper than ``z_front + tolerance`` are occluded and left out
   (no gradient flows through this choice, as through any z-buffer);
-* the surface attribute is the coverage-weighted mean over the remaining triangles,
-  ``sum D_j a_j / sum D_j``, and the alpha ``min(1, sum D_j)``. Adjacent triangles of one
-  surface have coverages summing to 1 along their shared edge, so interiors get alpha 1 and no
-  seams, while the silhouette fades over about ``4 sigma`` pixels.
+* the alpha is ``min(1, sum D_j)`` over all front-facing triangles, occluded ones included
+  (so it depends on the projected triangles only, never on the depth test);
+  adjacent triangles of one surface have coverages summing to 1 along their shared edge, so
+  interiors (also along internal occlusion edges, where the nearer surface's coverage is < 1)
+  get alpha 1 and no seams, while the outer silhouette fades over about ``4 sigma`` pixels;
+* the surface attribute is ``(sum_vis D_j a_j + r a_occ) / (sum_vis D_j + r)``: the
+  coverage-weighted visible triangles, plus the part of the alpha they leave,
+  ``r = max(0, alpha - sum_vis D_j)``, in the colour ``a_occ`` of the nearest occluded layer
+  (the excluded triangles within the tolerance of the nearest excluded one containing ``p``,
+  or else touching it, coverage-weighted), so an occlusion edge is antialiased between the
+  two surfaces instead of darkened towards the background. Where nothing is occluded
+  ``r = 0`` exactly and the output is the visible triangles' alone.
 
-Gradients reach the vertices through ``d_j`` (edges and silhouettes) and through the
+Gradients reach the vertices through ``d_j`` (silhouettes and occlusion edges) and through the
 attributes (shading). Memory: the image is cut into ``tile x tile`` tiles (4 x 4 by default),
 each tile sees only the triangles whose box (grown by the coverage margin ``5 sigma``) overlaps
 it, and tiles are
@@ -244,14 +252,30 @@ def _shade_pixels(
     with torch.no_grad():
         depth = (clamped * tri[..., 2].transpose(1, 2)[:, None]).sum(2)  # (n, P, K)
         inside = (dist >= 0) & valid[:, None, :]
-        front = torch.where(inside, depth, torch.full_like(depth, math.inf)).amin(-1, keepdim=True)
-        visible = valid[:, None, :] & (depth <= front + tolerance[:, None, None])
-    cover = cover * visible
-    total = cover.sum(-1)  # (n, P)
-    weights = (cover[:, :, None] * clamped).flatten(2)  # (n, P, 3 K)
+        far = torch.full_like(depth, math.inf)
+        front = torch.where(inside, depth, far).amin(-1, keepdim=True)
+        tol = tolerance[:, None, None]
+        visible = valid[:, None, :] & (depth <= front + tol)
+        # the nearest occluded layer: the nearest excluded triangle containing the pixel, else
+        # (only an excluded triangle's margin reaches it) the nearest excluded one touching it
+        hidden = valid[:, None, :] & ~visible
+        behind = torch.where(hidden & inside, depth, far).amin(-1, keepdim=True)
+        touching = torch.where(hidden & (cover > 0), depth, far).amin(-1, keepdim=True)
+        behind = torch.where(torch.isfinite(behind), behind, touching)
+        layer = hidden & (depth <= behind + tol)
+    alpha = cover.sum(-1).clamp(max=1.0)  # (n, P): every front-facing triangle
+    seen = cover * visible
+    total = seen.sum(-1)  # (n, P)
+    # what the visible triangles leave of alpha goes to the occluded layer (exactly 0 where
+    # nothing is occluded: then the sums above are identical and the weights are `seen`)
+    rest = (alpha - total).clamp_min(0)
+    occluded = cover * layer
+    share = rest / occluded.sum(-1).clamp_min(1e-12)
+    weight = seen + occluded * share[..., None]
+    weights = (weight[:, :, None] * clamped).flatten(2)  # (n, P, 3 K)
     color = weights @ attr.transpose(1, 2).flatten(1, 2)  # (n, P, C)
-    color = color / total[..., None].clamp_min(1e-8)
-    return color, total.clamp(max=1.0)
+    color = color / (total + rest)[..., None].clamp_min(1e-8)
+    return color, alpha
 
 
 def _untile(values: Tensor, batch: int, tiles_y: int, tiles_x: int, tile: int) -> Tensor:

@@ -75,6 +75,8 @@ class MeshRenderer(nn.Module):
             raise ValueError(f"backend must be 'torch', 'nvdiffrast' or 'auto', got {backend!r}")
         if sigma <= 0:
             raise ValueError(f"sigma must be > 0, got {sigma}")
+        if not 0.0 <= background <= 1.0:
+            raise ValueError(f"background must be in [0, 1] (a grey level), got {background}")
         height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
         self.height, self.width = int(height), int(width)
         self.mode = mode

@@ -75,6 +75,17 @@ def test_keys_range_and_order_are_configurable():
     assert ADAPTERS["icface"].value_range == (-1.0, 1.0)  # the registered one is unchanged
 
 
+def test_a_value_range_list_becomes_a_float_tuple_and_bad_ones_are_named():
+    adapter = get_adapter("image2image", value_range=[0, 1])  # as a YAML/JSON config gives it
+    assert adapter.value_range == (0.0, 1.0) and type(adapter.value_range) is tuple
+    assert all(type(v) is float for v in adapter.value_range)
+    assert adapter.pair({"source": images()}, images()).value_range == (0.0, 1.0)
+    for bad in ([1, 0], (0.0,), "ab", None, [0, float("nan")]):
+        with pytest.raises(ValueError, match="value_range must be") as info:
+            get_adapter("icface", value_range=bad)
+        assert "\n" not in str(info.value)
+
+
 def test_unknown_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"ganmut.*icface.*image2image.*ned_renderer"):
         get_adapter("stargan")

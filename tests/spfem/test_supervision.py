@@ -7,7 +7,7 @@ from tests.conftest import random_images
 from torch import nn
 
 from asccl.metric import ASCCLMetric, save_metric
-from asccl.spfem import ASCCLSupervision, get_adapter, warmup_weight
+from asccl.spfem import ASCCLSupervision, ImagePair, get_adapter, warmup_weight
 
 SIZE = 64
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "ned_renderer_minimal.py"
@@ -105,6 +105,25 @@ def test_mismatched_declaration_is_an_error(metric):
     images = random_images(1, SIZE)
     with pytest.raises(ValueError, match="declared"):
         sup({"source": images}, images, step=0)
+
+
+def test_a_value_range_given_as_a_list_runs(metric):
+    # a YAML/JSON config gives lists (and ints): the same range as the loss's float tuple
+    images = (random_images(1, SIZE, 1) + 1) / 2
+    sup = ASCCLSupervision(metric=metric, adapter=get_adapter("image2image", value_range=[0, 1]))
+    loss, _ = sup({"source": images}, {"generated": images.flip(-1)}, step=0)
+    assert sup.loss.input_range == (0.0, 1.0) and torch.isfinite(loss)
+
+    class ListAdapter:  # any SPFEMAdapter, not only KeyedAdapter, may declare a list
+        def __init__(self):
+            self.value_range, self.channel_order = [0, 1], "rgb"
+
+        def pair(self, batch, outputs):
+            return ImagePair(outputs, batch["source"], None, [0, 1], "rgb")
+
+    sup = ASCCLSupervision(metric=metric, adapter=ListAdapter())
+    loss, _ = sup({"source": images}, images.flip(-1), step=0)
+    assert torch.isfinite(loss)
 
 
 def test_training_toward_identity_with_asccl_alone_reduces_the_loss(metric):

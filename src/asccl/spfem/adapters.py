@@ -101,9 +101,8 @@ class KeyedAdapter:
             raise ValueError(f"channel_order must be 'rgb' or 'bgr', got {self.channel_order!r}")
         if self.frames not in ("last", "all"):
             raise ValueError(f"frames must be 'last' or 'all', got {self.frames!r}")
-        low, high = self.value_range
-        if not low < high:
-            raise ValueError(f"value_range must be (low, high) with low < high, got {low, high}")
+        # a list from a YAML/JSON config, or ints, become the float tuple the loss compares
+        object.__setattr__(self, "value_range", _value_range(self.value_range))
 
     def pair(self, batch: Mapping[str, Any], outputs: Mapping[str, Any] | Tensor) -> ImagePair:
         """Pick and reshape the images; shapes are checked, values are not."""
@@ -150,6 +149,17 @@ def _lookup(mapping: Mapping[str, Any], key: str, where: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"{where}[{key!r}] must be a tensor, got {type(value).__name__}")
     return value
+
+
+def _value_range(value_range: Any) -> tuple[float, float]:
+    """``value_range`` as a ``(low, high)`` float tuple, ``low < high`` (a ValueError if not)."""
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (low, high) numbers, got {value_range!r}") from None
+    if not low < high:
+        raise ValueError(f"value_range must be (low, high) with low < high, got {value_range!r}")
+    return low, high
 
 
 ADAPTERS: dict[str, KeyedAdapter] = {

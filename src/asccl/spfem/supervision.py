@@ -111,10 +111,8 @@ class ASCCLSupervision(nn.Module):
             generator's other losses, do not backpropagate it alone).
         """
         pair = self.adapter.pair(batch, outputs)
-        if (pair.value_range, pair.channel_order) != (
-            self.loss.input_range,
-            self.loss.channel_order,
-        ):
+        declared = tuple(float(v) for v in pair.value_range)  # a list or ints compare equal
+        if (declared, pair.channel_order) != (self.loss.input_range, self.loss.channel_order):
             raise ValueError(
                 f"the adapter declared {pair.value_range} {pair.channel_order} for this step "
                 f"but the loss was built for {self.loss.input_range} {self.loss.channel_order}"

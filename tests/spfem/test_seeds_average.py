@@ -144,3 +144,21 @@ def test_a_method_missing_from_a_seed_is_no_mixed_average(tmp_path):
     _, notes = seed_averages([seed0, seed1])
     assert notes == {("single", "lme_mouth"): "no average: no emotion has a value of every "
                      "method in every seed"}  # fmt: skip
+
+
+def test_means_that_round_to_zero_print_without_a_sign(tmp_path):
+    """A mean of -0.0004 prints ``0.000`` in the spread table and ``comparison.md``, as the
+    per-seed tables print it (``format_value``): ``-0.000`` would read as a different value.
+    Seeds -0.0003 and -0.0005 (baseline) and 0.0002, 0.0004 (+ASCCL) on one emotion: means
+    -0.0004 and 0.0003, difference +0.0007, which prints ``+0.001``."""
+    metric = "lse_c"
+    seeds = [
+        _seed({(BASE, "happy"): -0.0003, (OURS, "happy"): 0.0002}, metric),
+        _seed({(BASE, "happy"): -0.0005, (OURS, "happy"): 0.0004}, metric),
+    ]
+    paths, _ = _write(tmp_path, seeds)
+    spread = paths["seeds_spread_single"].read_text()
+    comparison = paths["comparison_md"].read_text()
+    assert "-0.000" not in spread + comparison
+    assert _average_line(spread).startswith("| Average | 0.000 ± 0.000 | 0.000 ± 0.000")
+    assert "| 0.000 ± 0.000 | 0.000 ± 0.000 | +0.001 |" in comparison

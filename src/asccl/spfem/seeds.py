@@ -40,6 +40,7 @@ from asccl.evaluation.tables import (
     AVERAGE,
     METRICS,
     best_methods,
+    format_value,
     note_numbers,
     plot_scores,
     table_rows,
@@ -187,7 +188,8 @@ def _setting_tables(stats, setting: str, methods: list[str], seeds: int):
 
 
 def _fmt(mean: float, std: float) -> str:
-    return "-" if not math.isfinite(mean) else f"{mean:.3f} ± {std:.3f}"
+    """``mean ± std`` at 3 decimals as the tables print values (no ``-0.000``)."""
+    return "-" if not math.isfinite(mean) else f"{format_value(mean)} ± {format_value(std)}"
 
 
 def write_seed_outputs(
@@ -293,7 +295,7 @@ def _comparison(config, stats, per_seed, average_notes) -> dict[str, Path]:
     ]
     refs = {t: i + 1 for i, t in enumerate(dict.fromkeys(r[-1] for r in rows if r[-1]))}
     md += [f"| {m} | {s} | {k}{f' [{refs[t]}]' if t else ''} | {_fmt(*a[:2])} | "
-           f"{_fmt(*b[:2])} | {d:+.3f} | {w} | {c}/{n} |"
+           f"{_fmt(*b[:2])} | {format_value(d, signed=True)} | {w} | {c}/{n} |"
            for m, s, k, a, b, d, w, c, t in rows]  # fmt: skip
     if refs:
         md += [""] + [f"[{i}] {t}  " for t, i in refs.items()]

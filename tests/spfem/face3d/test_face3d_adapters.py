@@ -84,6 +84,14 @@ def test_errors_name_what_is_missing(flame, renderer):
         get_coefficient_adapter("ganimation", model=flame)
     with pytest.raises(ValueError, match="layout"):
         NEDStage1Adapter(flame, renderer, layout="emoca")
+    coefficients = adapter.coefficients(deca_batch(), "batch")
+    expects = r"render expects coefficients as a mapping .* batch as the loader's mapping"
+    for args in ((coefficients, torch.zeros(B, T, E)), (torch.zeros(B, T, E), deca_batch())):
+        with pytest.raises(TypeError, match=expects) as info:
+            adapter.render(*args)
+        assert "\n" not in str(info.value) and "Tensor" in str(info.value)
+    with pytest.raises(TypeError, match=expects):  # a packed tensor passed as the batch
+        ned.pair(torch.zeros(B, T, E + 1), torch.zeros(B, T, E + 1))
 
 
 def test_dsm_with_flame_and_with_bfm(flame, renderer):

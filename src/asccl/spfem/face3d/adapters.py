@@ -123,7 +123,16 @@ class NEDStage1Adapter:
         return {"expression": packed[..., 1:], "jaw_pose": jaw}
 
     def render(self, coefficients: Mapping[str, Tensor], batch: Mapping[str, Any]) -> Tensor:
-        """``(B', 3, S, S)`` renders of one side's coefficients with the batch's camera/shape."""
+        """``(B', 3, S, S)`` renders of one side's coefficients with the batch's camera/shape.
+
+        ``coefficients`` is what :meth:`coefficients` returns, ``batch`` the loader's dict.
+        """
+        if not isinstance(coefficients, Mapping) or not isinstance(batch, Mapping):
+            raise TypeError(
+                "NEDStage1Adapter.render expects coefficients as a mapping {'expression', "
+                "'jaw_pose'} (see .coefficients) and batch as the loader's mapping, got "
+                f"{type(coefficients).__name__} and {type(batch).__name__}"
+            )
         expression = coefficients["expression"]
         steps = _steps(expression)
         batch_size = expression.shape[0]

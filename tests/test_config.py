@@ -250,6 +250,56 @@ def test_nested_config_files_that_are_missing_bad_or_circular_name_the_file(tmp_
         load_config(Outer, None, ["--steps.x", "1"])
 
 
+@dataclass
+class Middle:
+    steps: int = 1
+    optim: Inner = field(default_factory=Inner)
+
+
+@dataclass
+class Nested:
+    middle: Middle = field(default_factory=Middle)
+
+
+def test_nested_command_line_files_apply_shallower_first_whatever_their_order(tmp_path):
+    """``--middle FILE`` replaces the whole [middle] table, so a deeper ``--middle.optim
+    FILE2`` must come after it: typed before or after, it is kept."""
+    (tmp_path / "middle.toml").write_text("steps = 5\n[optim]\nlr = 0.5\n")
+    (tmp_path / "optim.toml").write_text("lr = 0.25\nanchors = [2]\n")
+    middle = ["--middle", str(tmp_path / "middle.toml")]
+    optim = ["--middle.optim", str(tmp_path / "optim.toml")]
+    expected = Nested(Middle(steps=5, optim=Inner(lr=0.25, anchors=(2,))))
+    assert load_config(Nested, None, [*middle, *optim]) == expected
+    assert load_config(Nested, None, [*optim, *middle]) == expected
+    # dotted keys still go on top of both files, in any position
+    cfg = load_config(Nested, None, ["--middle.optim.lr", "3", *optim, *middle])
+    assert cfg.middle.optim == Inner(lr=3.0, anchors=(2,)) and cfg.middle.steps == 5
+
+
+def test_a_command_line_file_replaces_the_whole_table_of_the_config_file(tmp_path):
+    (tmp_path / "c.toml").write_text("steps = 4\n[optim]\nanchors = [1]\n")
+    (tmp_path / "optim.toml").write_text("lr = 0.5\n")
+    cfg = load_config(Outer, tmp_path / "c.toml", ["--optim", str(tmp_path / "optim.toml")])
+    assert cfg.optim == Inner(lr=0.5) and cfg.steps == 4  # anchors = [1] is dropped
+
+
+def test_a_config_path_that_is_a_folder_or_unreadable_is_one_error(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match=r"is a folder, not a config file$"):
+        load_config(Outer, tmp_path)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: is a folder"):
+        load_config(Outer, None, ["--optim", str(tmp_path)])
+    # root reads any file whatever its mode, so the refusal to read is simulated
+    toml = tmp_path / "c.toml"
+    toml.write_text("steps = 2\n")
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    with pytest.raises(ConfigError, match=r"c\.toml: cannot read it \(Permission denied\)$"):
+        load_config(Outer, toml)
+
+
 # --- the checks every config's __post_init__ uses ----------------------------------------
 
 

@@ -154,7 +154,10 @@ def load_config(
             and fall back to plain strings; a path or text field takes the text as typed
             (``--out 5`` is the folder ``5``). A nested config's key given a file name
             (``--eval configs/eval/demo.toml``) reads that table from the file first;
-            the dotted keys of that table then override it, whatever their order.
+            the dotted keys of that table then override it, whatever their order
+            (``--eval.sub FILE2`` too: a deeper file is read after a shallower one).
+            Such a file replaces the whole table: whatever ``path`` set in ``[eval]``
+            is dropped, not merged.
 
     Path fields become :class:`~pathlib.Path` objects; an empty path, or one that is not
     valid UTF-8 (undecodable bytes in ``argv``), is refused.
@@ -167,8 +170,9 @@ def load_config(
     pairs = _parse_overrides(overrides)
     for key, value in pairs:
         _check_override_key(cls, key, value.flag)
-    # includes first (`--eval FILE`), then every other key on top, in the order given
-    pairs.sort(key=lambda pair: not _is_include(cls, *pair))
+    # includes first, shallower before deeper (`--eval FILE` before `--eval.sub FILE2`, which
+    # it would replace), then every other key on top, in the order given (a stable sort)
+    pairs.sort(key=lambda pair: (not _is_include(cls, *pair), pair[0].count(".")))
     for key, value in pairs:
         *parents, leaf = key.split(".")
         target = data
@@ -184,11 +188,16 @@ def load_config(
 
 
 def read_toml(file: Path) -> dict[str, Any]:
-    """``file``'s TOML table; a missing file, bad UTF-8 or bad TOML is one ConfigError."""
+    """``file``'s TOML table; a missing or unreadable file, bad UTF-8 or bad TOML is one
+    ConfigError."""
+    if file.is_dir():
+        raise ConfigError(f"{file}: is a folder, not a config file")
     if not file.is_file():
         raise ConfigError(f"{file}: no such config file")
     try:
         return tomllib.loads(file.read_bytes().decode("utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read it ({exc.strerror or exc})") from exc
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{file}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:

@@ -179,6 +179,38 @@ def test_config_refuses_an_image_size_the_model_cannot_take():
         load_config(SPFEMTrainConfig, None, ["--image-size", "36"])
 
 
+@pytest.mark.parametrize(
+    ("method", "term", "nth_call", "step"),
+    # n_critic = 2: discriminator_losses' calls 1-2 are step 1, 5-6 step 3
+    [("generator_losses", "g_cycle", 3, 3), ("discriminator_losses", "d_adv", 5, 3)],
+)
+def test_a_loss_that_is_not_finite_stops_the_run_keeping_the_checkpoint_before(
+    stage1, tmp_path, monkeypatch, method, term, nth_call, step
+):
+    original, calls = getattr(GANmut, method), []
+
+    def poisoned(self, batch):  # the nth call's `term` becomes NaN, as from a diverged net
+        out = original(self, batch)
+        calls.append(1)
+        if len(calls) == nth_call:
+            terms = out[0] if isinstance(out, tuple) else out
+            terms[term] = terms[term] * float("nan")
+        return out
+
+    monkeypatch.setattr(GANmut, method, poisoned)
+    out = tmp_path / "run"
+    expected = rf"step {step}: a loss is not finite \(.*{term}=nan"
+    with pytest.raises(ConfigError, match=expected) as err:
+        train_spfem(tiny_config(stage1, out))
+    assert "\n" not in str(err.value) and "g_total" not in str(err.value)
+    # checkpoint_every = 2: step 2's stays the newest, step 3 wrote nothing, no final model
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+    assert not (out / "generator.safetensors").exists()
+    assert sorted(p.name for p in (out / "samples").glob("*.png"))[-1] == "step_00000002.png"
+    saved = weights(out / "checkpoints" / "step_00000002" / "generator.safetensors")
+    assert all(torch.isfinite(t).all() for t in saved.values())
+
+
 def test_weight_zero_is_exactly_the_baseline(stage1, tmp_path, metric_file):
     base = train_spfem(tiny_config(stage1, tmp_path / "base", steps=2))
     zero = train_spfem(tiny_config(stage1, tmp_path / "zero", steps=2, asccl_weight=0.0,

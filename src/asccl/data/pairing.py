@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asccl.config import is_int, require
 from asccl.data.clips import Clip, ClipPair
 from asccl.data.errors import DataError
 
@@ -34,7 +35,9 @@ class PairingRule:
 
     Attributes:
         emotions: emotional clips to pair with neutral ones.
-        neutral_intensity, emotional_intensity: intensity (MEAD level) of each side.
+        neutral_intensity, emotional_intensity: intensity of each side, as
+            :attr:`~asccl.data.clips.Clip.intensity` (MEAD level 1-3, RAVDESS 1 normal or
+            2 strong): an integer >= 1.
         sentences: neutral sentence ids to use (empty: every neutral sentence).
         sentence_map: per emotion, neutral sentence id -> that emotion's id of the same
             sentence, where a speaker's clips are numbered that way; emotions not listed
@@ -54,6 +57,11 @@ class PairingRule:
     )
     numbering_on_disk: bool = True
     speakers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("neutral_intensity", "emotional_intensity"):  # levels count from 1
+            require(is_int(getattr(self, name), 1), self, name,
+                    "must be an integer >= 1 (MEAD levels 1-3, RAVDESS 1-2)")  # fmt: skip
 
 
 MEAD_RULE = PairingRule()

@@ -28,7 +28,8 @@ RESUMABLE_CHANGES = frozenset({
 class GANmutConfig:
     """Architecture and loss weights of :class:`GANmut` (GANmut's values in brackets)."""
 
-    image_size: int = 64  #: side of the square input/output images [128]
+    #: not set here: the run's top-level ``image_size`` replaces it (another value is refused)
+    image_size: int = 64
     variant: Literal["linear", "gaussian"] = "linear"  #: the gamut's form (see the module)
     num_emotions: int = len(MEAD_EMOTIONS)  #: classes, label 0 neutral [7, AffectNet]
     g_channels: int = 32  #: generator width after the stem [64]
@@ -69,6 +70,22 @@ class GANmutConfig:
             raise ValueError(f"rho_min must be in [0, 1], got {self.rho_min}")
         if self.num_random < 0:
             raise ValueError(f"num_random must be >= 0, got {self.num_random}")
+        for name in ("g_channels", "d_channels", "d_layers"):
+            require(is_int(getattr(self, name), 1), self, name, "must be an integer >= 1")
+        for name in ("g_downsamples", "g_res_blocks"):
+            require(is_int(getattr(self, name), 0), self, name, "must be an integer >= 0")
+        # a weight of 0 switches its term off; no jitter (point_noise = 0) is allowed too
+        for name in (*_weights(self), "point_noise"):
+            require(is_number(getattr(self, name)) and getattr(self, name) >= 0, self, name,
+                    "must be a finite number >= 0")  # fmt: skip
+        # 0 is neutral's point (the origin), 1 the gamut's edge, as training's rho
+        require(is_number(self.translate_rho) and 0 <= self.translate_rho <= 1, self,
+                "translate_rho", "must be a number in [0, 1]")  # fmt: skip
+
+
+def _weights(config: object) -> tuple[str, ...]:
+    """The ``lambda_*`` loss weights of a model's config."""
+    return tuple(f.name for f in dataclasses.fields(config) if f.name.startswith("lambda_"))
 
 
 @dataclass(frozen=True)
@@ -77,7 +94,8 @@ class ICfaceConfig:
 
     Attributes:
         image_size: side ``S`` of the square frames (a multiple of ``2 ** d_layers`` and of
-            ``2 ** num_down``).
+            ``2 ** num_down``); not set here: the run's top-level ``image_size`` replaces
+            it (another value is refused).
         params: ``"landmarks"`` (12 values from ``batch["*_landmarks"]``) or ``"openface"``
             (ICface's 20 values in ``batch["source_params"]``, ``batch["target_params"]``).
         mouth_from: ``"source"``: the speech entries (mouth opening, width, jaw) of the
@@ -123,6 +141,10 @@ class ICfaceConfig:
         for name in ("image_size", "conv_dim", "num_down", "d_conv_dim", "d_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        require(is_int(self.res_blocks, 0), self, "res_blocks", "must be an integer >= 0")
+        for name in _weights(self):  # a weight of 0 switches its term off
+            require(is_number(getattr(self, name)) and getattr(self, name) >= 0, self, name,
+                    "must be a finite number >= 0")  # fmt: skip
         if self.image_size % 2 ** max(self.num_down, self.d_layers):
             raise ValueError(
                 f"image_size {self.image_size} must be a multiple of "
@@ -135,7 +157,8 @@ class SPFEMTrainConfig:
     """Settings of ``asccl spfem train`` (see ``configs/spfem/*.toml``).
 
     The model's own settings are the table named after it (``[ganmut]`` or ``[icface]``);
-    ``image_size`` here overrides theirs.
+    ``image_size`` here replaces theirs: a table's ``image_size`` other than its default
+    and this one is refused (it would be ignored).
     """
 
     model: Literal["ganmut", "icface"] = "ganmut"  #: the generator trained
@@ -211,6 +234,13 @@ class SPFEMTrainConfig:
                 f"asccl_weight = {self.asccl_weight} needs asccl_checkpoint (a metric "
                 ".safetensors from `asccl train-metric`)"
             )
+        for name in MODELS:  # a table's own image_size is never used: refuse one that differs
+            size, default = getattr(self, name).image_size, _default_size(name)
+            if size not in (default, self.image_size):
+                raise ConfigError(
+                    f"{name}.image_size = {size} is not used (the run's image_size = "
+                    f"{self.image_size} replaces it): set the top-level image_size instead"
+                )
         try:  # the model's own checks (e.g. image_size a multiple of 2**downsamples)
             self.model_config()
         except (TypeError, ValueError) as exc:
@@ -234,3 +264,9 @@ class SPFEMTrainConfig:
         return run_settings(self, RESUMABLE_CHANGES, **{other: OMIT},
                             **{self.model: self.model_config()}, **data_settings(self.data),
                             **asccl)  # fmt: skip
+
+
+def _default_size(model: str) -> int:
+    """The default ``image_size`` of ``model``'s table (``GANmutConfig``, ``ICfaceConfig``)."""
+    cls = {"ganmut": GANmutConfig, "icface": ICfaceConfig}[model]
+    return next(f.default for f in dataclasses.fields(cls) if f.name == "image_size")

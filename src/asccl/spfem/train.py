@@ -37,6 +37,11 @@ Under torchrun every process computes its share of the batch and gradients are a
 by an all-reduce after each backward (no ``DistributedDataParallel`` wrapper: the losses
 are methods of the model, and the WGAN gradient penalty needs a double backward); every
 process shares the seed, so the random draws agree and resuming is exact.
+
+A loss that is not finite (NaN or infinite, discriminator or generator side, on any
+process) stops the run before its generator update with one line naming the step and every
+loss term's value; nothing of that step is written, so the newest checkpoint stays the
+last good state (one host sync per step).
 """
 
 from __future__ import annotations
@@ -49,6 +54,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from asccl.config import ConfigError
 from asccl.io import atomic_write, load_state_dict_strict
 from asccl.spfem.config import SPFEMTrainConfig
 from asccl.spfem.data import SPFEMFrames
@@ -137,12 +143,14 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         write_samples()
     while not run.done:
         # 1. discriminator: n_critic updates, each on a fresh batch
+        d_totals = []
         for _ in range(config.n_critic):
             batch = {k: v.to(device, non_blocking=True) for k, v in next(batches).items()}
             d_opt.zero_grad(set_to_none=True)
             with amp.autocast():
                 d_terms = model.discriminator_losses(batch)
             d_total = sum(d_terms.values())
+            d_totals.append(d_total.detach().float())
             d_scaler.scale(d_total).backward()
             average_gradients(d_params, world)
             d_scaler.step(d_opt)
@@ -160,6 +168,8 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
             if asccl is not None:
                 extra, asccl_logs = asccl(batch, outputs, run.step, generator=asccl_generator)
                 total = g_total + extra
+        _stop_unless_finite(d_totals, total, {**d_terms, **g_terms, **asccl_logs}, run.step + 1,
+                            config.out, world)  # fmt: skip
         g_scaler.scale(total).backward()
         for p in d_params:
             p.requires_grad_(True)
@@ -186,6 +196,26 @@ def train_spfem(config: SPFEMTrainConfig) -> Path:
         if run.done or run.due(config.checkpoint_every):
             run.save_checkpoint()
     return run.finish(PANELS)
+
+
+def _stop_unless_finite(
+    d_totals: list[Tensor], total: Tensor, terms: dict[str, Any], step: int, out: Path, world: int
+) -> None:
+    """Raise one line naming ``step`` and ``terms``' values if a discriminator total (one per
+    critic update) or the generator's ``total`` is not finite on any process."""
+    bad = (~torch.isfinite(torch.stack([*d_totals, total.detach().float()]))).any().float()
+    if world > 1:  # every process stops together (else the others wait in an all-reduce)
+        torch.distributed.all_reduce(bad)
+    if not bad.item():
+        return
+    numbers = {k: v.detach() if isinstance(v, Tensor) else v for k, v in terms.items()}
+    values = ", ".join(f"{k}={float(v):.4g}" for k, v in numbers.items())
+    # a ConfigError: the CLI prints it as one line, and the remedy is a setting
+    raise ConfigError(
+        f"spfem train: step {step}: a loss is not finite ({values}); the run stops before this "
+        f"step's generator update, the newest checkpoint in {out / 'checkpoints'} stays (try "
+        'lower g_lr/d_lr, smaller loss weights or amp = "off")'
+    )
 
 
 def check_resumable(config: SPFEMTrainConfig) -> None:

@@ -228,3 +228,13 @@ def test_jpeg_option_is_validated_recorded_and_captioned(tmp_path):
     words = describe("track", "track", "pytorch-fid", 0.4, "dlib")
     assert "JPEG round trip" in words["lse"]
     assert "without a JPEG" in describe("track", "track", "pytorch-fid", 0.4, "dlib", False)["lse"]
+
+
+def test_table_caption_follows_the_jpeg_option():
+    """The tables' caption names the LSE input procedure of the run's own config."""
+    from asccl.evaluation.report import table_caption
+
+    config = EvalConfig(metrics=("lse",))
+    assert "JPEG round trip" in table_caption(config, "single")
+    off = table_caption(replace(config, lse_jpeg_roundtrip=False), "single")
+    assert "without a JPEG" in off and "JPEG round trip" not in off.replace("without a JPEG", "")

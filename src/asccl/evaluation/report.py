@@ -69,7 +69,8 @@ def table_caption(config: EvalConfig, setting: str) -> str:
         parts.append(f"{METRICS[metric][0]} {procedure}")
         kinds += [kind] if kind not in kinds else []
     words = describe(config.framing_of("arcface"), config.framing_of("syncnet"),
-                     config.fid_preprocess, config.crop_scale, config.landmark_backend)  # fmt: skip
+                     config.fid_preprocess, config.crop_scale, config.landmark_backend,
+                     config.lse_jpeg_roundtrip)  # fmt: skip
     texts = {"inception": "Inception: " + words["fid"], "arcface": words["csim"],
              "syncnet": words["lse"], "ground_truth": "ground truth: result and ground-truth "
              "frames as stored (uint8 RGB), frame i against frame i"}  # fmt: skip

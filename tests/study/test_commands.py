@@ -27,7 +27,7 @@ from asccl.study.commands import (
     serve,
 )
 from asccl.study.commands import study_files as files_of
-from asccl.study.definition import read_study_toml
+from asccl.study.definition import describe_selection, read_study_toml
 from asccl.study.store import StudyError, StudyStore
 
 
@@ -120,10 +120,15 @@ def test_report_from_toml_or_database(study_toml, tmp_path, capsys):
                 store.record_vote(token, item_id, question, side)
     paths = report(study_toml)
     assert paths["markdown"].parent == files["report"]
+    # the selection create recorded is in the report: which clips the shares are over
+    selection = paths["selection"].read_text().splitlines()
+    recorded = describe_selection(read_study_toml(study_toml), f"{study_toml} [[selection]]")
+    assert recorded and selection[2:] == [f"- {line}" for line in recorded]
     assert json.loads(paths["summary"].read_text())["raters_excluded"] == 0
     assert paths["plot_realism"].is_file() and "markdown:" in capsys.readouterr().out
     other = report(files["db"], tmp_path / "elsewhere")
     assert other["csv"].read_text() == paths["csv"].read_text()
+    assert "selection" not in other  # a database alone holds no selection
     with pytest.raises(FileNotFoundError):
         report(tmp_path / "nothing.sqlite", tmp_path / "x")
 

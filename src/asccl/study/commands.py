@@ -228,21 +228,29 @@ def report(
 ) -> dict[str, Path]:
     """Write the study's tables, statistics and plots (:func:`asccl.study.analysis.write_report`)
     from ``source``: a ``study.toml`` (its database next to it) or a database file. Default
-    output: ``report/`` next to it. Prints and returns ``name -> path``."""
+    output: ``report/`` next to it. From a ``study.toml`` that records its selection, also
+    ``selection.md``: per emotion the clips ``create`` drew and left out. Prints and returns
+    ``name -> path``."""
+    from asccl.io import write_text_atomic
     from asccl.study.analysis import write_report
 
     where = "study" if Path(source).suffix == ".toml" else "db"
     StudyConfig(**{where: source}, out=out_dir, min_pass=min_pass)
     source = Path(source)
-    db = source
+    db, selection = source, []
     if source.suffix == ".toml":  # checked: a definition that does not parse is reported
         if not source.is_file():
             raise FileNotFoundError(f"{source}: study definition not found (a database "
                                     "alone: asccl study report --db study.sqlite)")  # fmt: skip
-        read_study_toml(source)
+        selection = describe_selection(read_study_toml(source), listed_in=f"{source} [[selection]]")
         db = study_files(source)["db"]
     out = Path(out_dir) if out_dir else source.with_name("report")
     paths = write_report(db, out, min_pass=min_pass)
+    if selection:  # which clips the shares are over: what create drew and left out
+        text = "# Items per emotion, as drawn by `asccl study create`\n\n"
+        paths["selection"] = write_text_atomic(
+            out / "selection.md", text + "".join(f"- {line}\n" for line in selection)
+        )
     for name, path in paths.items():
         print(f"{name}: {path}")
     return paths

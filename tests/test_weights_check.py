@@ -78,7 +78,7 @@ def test_a_checksum_mismatch_is_a_wrong_file(syncnet_file):
     assert "bytes, the published file has 1" in check_file(sized, syncnet_file, "t").detail
 
 
-def test_paths_come_from_flags_then_environment_then_config(syncnet_file, tmp_path, monkeypatch):
+def test_paths_come_from_flags_then_config_then_environment(syncnet_file, tmp_path, monkeypatch):
     config = tmp_path / "eval.toml"
     config.write_text(
         f'[eval]\nsyncnet_weights = "{syncnet_file}"\narcface_weights = "{tmp_path}/none.pth"\n'
@@ -88,8 +88,15 @@ def test_paths_come_from_flags_then_environment_then_config(syncnet_file, tmp_pa
         "eval.syncnet_weights"
     )
     assert results["arcface"].status == "missing"
+    # as the loaders (require_weights_file): the config's path wins over the variable,
+    # which fills in only where the config gives none
     monkeypatch.setenv("ASCCL_ARCFACE_WEIGHTS", str(syncnet_file))
-    assert by_name(check_weights({}, config))["arcface"].origin == "$ASCCL_ARCFACE_WEIGHTS"
+    monkeypatch.setenv("ASCCL_SYNCNET_WEIGHTS", str(tmp_path / "other.model"))
+    results = by_name(check_weights({}, config))
+    assert results["arcface"].origin.endswith("eval.arcface_weights")
+    assert results["arcface"].path == tmp_path / "none.pth"
+    assert results["syncnet"].path == syncnet_file and results["syncnet"].status == "ok"
+    assert by_name(check_weights({}))["arcface"].origin == "$ASCCL_ARCFACE_WEIGHTS"
     flagged = by_name(check_weights({"arcface": tmp_path / "flag.pth"}, config))["arcface"]
     assert flagged.origin == "--arcface" and flagged.status == "missing"
 

@@ -1,10 +1,12 @@
 """``asccl weights check``: is each pretrained file asccl would read the right one?
 
-For every file asccl reads (:data:`CHECKED_FILES`), the path comes from a flag, else its
-environment variable, else a key of a TOML config (any table: ``[eval]``'s
-``arcface_weights`` counts). Each found file is read and checked the way asccl loads it
-(keys, shapes, finite values; models built on the ``meta`` device, so nothing is
-allocated) and its SHA-256 is computed and compared where the published one is known.
+For every file asccl reads (:data:`CHECKED_FILES`), the path comes from a flag, else a key
+of a TOML config (any table: ``[eval]``'s ``arcface_weights`` counts), else its environment
+variable: the loaders' order (:func:`asccl.weights.require_weights_file` reads the variable
+only when the config gives no path), so the file checked is the file a run would read.
+Each found file is read and checked the way asccl loads it (keys, shapes, finite values;
+models built on the ``meta`` device, so nothing is allocated) and its SHA-256 is computed
+and compared where the published one is known.
 Nothing is downloaded. ``docs/weights.md`` says where each file comes from.
 """
 
@@ -257,7 +259,8 @@ def find_paths(
     given: Mapping[str, str | os.PathLike | None], config: str | os.PathLike | None = None
 ) -> dict[str, tuple[Path, str]]:
     """The path of each known file and where it came from: ``given[name]`` (a flag) wins,
-    then the file's environment variable, then the first of its keys in ``config``."""
+    then the first of its keys in ``config``, then the file's environment variable (as the
+    loaders: a config's path wins over the variable)."""
     found: dict[str, tuple[Path, str]] = {}
     files = checked_files()
     if config is not None:
@@ -267,7 +270,7 @@ def find_paths(
                     found[file.name] = (Path(value).expanduser(), f"{source}: {dotted}")
     for file in files:
         env = file.spec.env_var
-        if env and os.environ.get(env):
+        if env and os.environ.get(env) and file.name not in found:
             found[file.name] = (Path(os.environ[env]).expanduser(), f"${env}")
         if given.get(file.name):
             found[file.name] = (Path(given[file.name]).expanduser(), f"--{file.name}")
@@ -331,8 +334,8 @@ def check_file(file: CheckedFile, path: Path | None, origin: str = "") -> CheckR
 def check_weights(
     given: Mapping[str, str | os.PathLike | None], config: str | os.PathLike | None = None
 ) -> list[CheckResult]:
-    """Check every known file whose path a flag (``given``), environment variable or
-    ``config`` gives; the others are reported as ``not set``."""
+    """Check every known file whose path a flag (``given``), ``config`` or environment
+    variable gives (in that order); the others are reported as ``not set``."""
     found = find_paths(given, config)
     return [check_file(f, *found.get(f.name, (None, ""))) for f in checked_files()]
 

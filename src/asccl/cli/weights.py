@@ -43,9 +43,10 @@ def add_weights(commands: argparse._SubParsersAction) -> None:
         help="verify each pretrained file found through flags, environment variables or a "
         "config: ok / wrong (checksum or layout) / missing, with where to get it",
         description="Verify the pretrained files asccl reads. Paths come from the flags "
-        "below, else the ASCCL_*_WEIGHTS environment variables, else keys of --config "
-        "(arcface_weights, syncnet_weights, inception_weights, asccl_checkpoint, metric, "
-        "in any table). Exits 1 if a file is wrong or missing. Nothing is downloaded.",
+        "below, else keys of --config (arcface_weights, syncnet_weights, inception_weights, "
+        "asccl_checkpoint, metric, in any table), else the ASCCL_*_WEIGHTS environment "
+        "variables: the order asccl's commands use. Exits 1 if a file is wrong or missing. "
+        "Nothing is downloaded.",
     )
     weights_check.add_argument(
         "--config", help="a TOML config whose weights keys to check, e.g. configs/eval/demo.toml"

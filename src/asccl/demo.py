@@ -23,7 +23,7 @@ Writes Markdown/CSV tables and PNG figures and prints where they are.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -60,8 +60,11 @@ class DemoConfig:
     made for the experiment's evaluation where ``experiment.eval`` names none.
     """
 
-    backbone: str = "iresnet18"  #: a small IResNet keeps the demo fast on CPU
-    image_size: int = 112  #: metric input side (the paper uses 224)
+    #: the random-weights metric's backbone, used only with neither ``train`` nor
+    #: ``checkpoint`` (stage 2 trains ``train.metric``'s; a checkpoint holds its own)
+    backbone: str = "iresnet18"
+    #: that metric's input side (the paper uses 224); the same rule as ``backbone``
+    image_size: int = 112
     checkpoint: Path | None = None  #: a trained metric to use instead of stage 2's
     out: Path = Path("runs/demo")  #: the demo's outputs: metric/, experiment/, loss table, figures
     seed: int = 0  #: seed of the demo's random draws, and the experiment's seed
@@ -108,6 +111,28 @@ class DemoConfig:
             MetricConfig(backbone=self.backbone, image_size=self.image_size)
         except (TypeError, ValueError) as exc:  # its message names the key
             raise ConfigError(str(exc)) from None
+        self._check_metric_keys_used()
+
+    def _check_metric_keys_used(self) -> None:
+        """``backbone``/``image_size`` build only the random-weights metric: with a
+        checkpoint or stage 2 they are unused, so a value other than the default that
+        differs from the one used is refused, naming the key to set instead."""
+        defaults = {f.name: f.default for f in fields(self)}
+        for key in ("backbone", "image_size"):
+            value, flag = getattr(self, key), "--" + key.replace("_", "-")
+            if value == defaults[key]:
+                continue  # left as is: nothing asked for
+            if self.checkpoint is not None:
+                raise ConfigError(
+                    f"{key} = {value!r} is not used: the checkpoint holds its metric's "
+                    f"{key}; leave {flag} out"
+                )
+            if self.train is not None and value != getattr(self.train.metric, key):
+                raise ConfigError(
+                    f"{key} = {value!r} is not used: stage 2 trains train.metric's "
+                    f"({getattr(self.train.metric, key)!r}); set --train.metric.{flag[2:]} "
+                    f"(train.metric.{key}) instead"
+                )
 
 
 def run_demo(config: DemoConfig) -> dict[str, Path]:

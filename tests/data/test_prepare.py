@@ -325,3 +325,45 @@ def test_settings_change_names_each_changed_key():
     assert (
         settings_change({"features": "mel"}, now) == "dtw_metric: ? -> l1; sample_rate: ? -> 16000"
     )
+
+
+def test_the_tracker_rule_is_recorded_with_every_crop_store():
+    """A crop store's content depends on the tracker's rule (``hold``, re-detection), so it
+    is recorded with the store: a store made by another rule (or an older asccl, which did
+    not record it) is redone, and the data stage's tracker is built from the record."""
+    from asccl.data.config import TRACKER_RULE
+    from asccl.data.item_settings import settings_change
+    from asccl.data.landmarks import FaceTracker
+
+    settings = DataConfig(root="x").crop_settings()
+    assert {k: settings[k] for k in TRACKER_RULE} == TRACKER_RULE
+    # the tracker's own default is the recorded rule (a store made through crop_clip's
+    # default tracker records the truth)
+    assert FaceTracker(landmarker=None).hold == TRACKER_RULE["hold"]
+    older = {k: v for k, v in settings.items() if k not in TRACKER_RULE}
+    assert settings_change(older, settings) == "tracker_rule: ? -> 2; hold: ? -> 10"
+
+
+def test_the_data_stage_tracker_takes_its_hold_from_the_recorded_settings(monkeypatch, tmp_path):
+    """The crops are made with the ``hold`` their record names (a record says what made
+    them): ``_CropWork`` builds its tracker from the settings it is given."""
+    import asccl.data.landmarks as landmarks
+    import asccl.data.prepare as prepare
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_crop_clip(video, size, tracker, **rule):
+        built.append(tracker.hold)
+        raise Stop
+
+    monkeypatch.setattr(landmarks, "make_landmarker", lambda name: object())
+    monkeypatch.setattr("asccl.data.crops.crop_clip", fake_crop_clip)
+    monkeypatch.setattr(prepare, "_TRACKERS", {})
+    settings = {**DataConfig(root="x").crop_settings(), "hold": 3}
+    clip = type("C", (), {"video": tmp_path / "v.mp4", "clip_id": "a"})()
+    with pytest.raises(Stop):
+        prepare._CropWork(tmp_path, "jpeg", settings)(clip)
+    assert built == [3]

@@ -333,3 +333,15 @@ def test_landmarks_every_k_frames_are_interpolated_between():
     track = track_faces(frames, make_tracker(known, detect_every=10), landmark_every=3)
     assert seen == {0, 3, 6, 9}  # landmarks fitted on these frames only
     assert np.abs(track.landmarks - np.array(truth)).max() < 1e-3
+
+
+def test_the_face_track_cache_records_the_trackers_rule():
+    """A cached face track is only as good as the tracker that made it: its recipe names the
+    tracker's rule (re-detection version and ``hold``), and the evaluation's tracker is
+    built with it, so a change of the rule recomputes the tracks."""
+    from asccl.data.config import TRACKER_RULE
+    from asccl.evaluation.features import track_settings
+    from asccl.evaluation.framing import make_tracker
+
+    assert "tracker_rule=2, hold=10" in track_settings(EvalConfig())
+    assert make_tracker(landmarker=None, detect_every=5).hold == TRACKER_RULE["hold"]

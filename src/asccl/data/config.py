@@ -134,7 +134,7 @@ class DataConfig:
     def crop_settings(self) -> dict[str, Any]:
         """The settings a crop store's content depends on (recorded beside it)."""
         return {"crop_size": self.crop_size, "landmark_backend": self.landmark_backend,
-                "detect_every": self.detect_every, **BOX_RULE}  # fmt: skip
+                "detect_every": self.detect_every, **BOX_RULE, **TRACKER_RULE}  # fmt: skip
 
 
 #: ``DataConfig`` integers: key -> (lowest, highest, unit).
@@ -149,6 +149,13 @@ _INT_RANGES: dict[str, tuple[int, int, str]] = {
 #: arguments), recorded with the store so that a change of it redoes the crops.
 BOX_RULE: dict[str, Any] = {"grow": 0.10, "square": False, "smooth_window": 5, "max_gap": 5,
                             "pad": "zeros"}  # fmt: skip
+
+#: The face tracker's rule every crop store is made with, recorded with the store (and in
+#: the evaluation's face-track cache) so that a change of it redoes the crops: ``hold``
+#: (:class:`~asccl.data.landmarks.FaceTracker`'s frames a lost face is held) and the version
+#: of its re-detection rule (2: a re-detected face must continue the track; 1, unrecorded:
+#: the largest face at every re-detection).
+TRACKER_RULE: dict[str, Any] = {"tracker_rule": 2, "hold": 10}
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

@@ -258,7 +258,7 @@ def run_pairs(config: DataConfig) -> StageSummary:
 # ----------------------------------------------------------------------------- crops
 
 
-_TRACKERS: dict[tuple[str, int], Any] = {}  # one per process: loading a model takes ~0.7 s
+_TRACKERS: dict[tuple[str, int, int], Any] = {}  # one per process: loading a model takes ~0.7 s
 
 
 @dataclass(frozen=True)
@@ -273,10 +273,10 @@ class _CropWork:
         from asccl.data.landmarks import FaceTracker, make_landmarker
 
         s = self.settings
-        key = (s["landmark_backend"], s["detect_every"])
+        key = (s["landmark_backend"], s["detect_every"], s["hold"])
         if key not in _TRACKERS:
             landmarker = make_landmarker(s["landmark_backend"])
-            _TRACKERS[key] = FaceTracker(landmarker, detect_every=s["detect_every"])
+            _TRACKERS[key] = FaceTracker(landmarker, detect_every=s["detect_every"], hold=s["hold"])
         rule = {name: s[name] for name in BOX_RULE}
         crops = crop_clip(clip.video, size=s["crop_size"], tracker=_TRACKERS[key], **rule)
         if crops.num_invalid == len(crops):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from asccl.data.config import TRACKER_RULE
 from asccl.data.errors import DataError
 from asccl.data.landmarks import FAN_WEIGHTS_ENV
 from asccl.evaluation.config import EvalConfig
@@ -73,9 +74,10 @@ def track_settings(config: EvalConfig) -> str:
     """The settings a clip's face track depends on (its cache recipe, also in features')."""
     fan = config.fan_weights or os.environ.get(FAN_WEIGHTS_ENV, "")
     backend = config.landmark_backend + (f" ({fan})" if config.landmark_backend == "fan" else "")
+    rule = ", ".join(f"{k}={v}" for k, v in TRACKER_RULE.items())  # the tracker's own rule
     return (
         f"landmarks={backend}, detect_every={config.detect_every}, "
-        f"landmark_every={config.landmark_every}"
+        f"landmark_every={config.landmark_every}, {rule}"
     )
 
 

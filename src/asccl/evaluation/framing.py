@@ -186,8 +186,11 @@ def track_faces(frames: np.ndarray, tracker: BoxTracker, landmark_every: int = 1
 
 
 def make_tracker(landmarker: FaceLandmarker, detect_every: int) -> BoxTracker:
-    """A :class:`BoxTracker` on a built landmark backend."""
-    return BoxTracker(landmarker, detect_every=detect_every)
+    """A :class:`BoxTracker` on a built landmark backend, with the data stage's tracker rule
+    (:data:`~asccl.data.config.TRACKER_RULE`: recorded in the face-track cache)."""
+    from asccl.data.config import TRACKER_RULE
+
+    return BoxTracker(landmarker, detect_every=detect_every, hold=TRACKER_RULE["hold"])
 
 
 # ------------------------------------------------------------------------------- ArcFace

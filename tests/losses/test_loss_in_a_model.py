@@ -199,3 +199,25 @@ def test_torch_compile_traces_a_model_holding_the_loss(checkpoint):
         eager = step(x, y)
         compiled = torch.compile(step, backend="eager")(x, y)
     torch.testing.assert_close(compiled, eager)
+
+
+def test_to_empty_moves_the_metric_and_keeps_its_weights(metric):
+    """``G.to_empty(device=...)`` (a model built on the meta device, then given storage)
+    used to empty the metric too: its weights are in no state dict a model loads
+    afterwards, so they stayed garbage and the loss was silently wrong. Now the metric is
+    moved with its weights kept, and the loss gives the same value."""
+    loss_fn = ASCCLLoss(metric=metric, regions="fixed", seed=0)
+    x, y = random_images(2, SIZE, 5), random_images(2, SIZE, 6)
+    with torch.no_grad():
+        before = loss_fn(x, y)
+    model = nn.Sequential(nn.Conv2d(3, 3, 1), loss_fn)
+    for _ in range(3):  # again and again: no earlier probe's memory taken for kept values
+        model.to_empty(device="cpu")
+    assert all(
+        torch.equal(v, metric.state_dict()[k]) for k, v in loss_fn.metric.state_dict().items()
+    )
+    with torch.no_grad():
+        assert torch.equal(loss_fn(x, y), before)
+    # moves that keep values still reach the metric as before
+    model.to(torch.float64)
+    assert loss_fn.metric_dtype == torch.float64

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import itertools
 import os
 import warnings
 from collections.abc import Callable
@@ -195,8 +196,15 @@ class ASCCLLoss(nn.Module):
 
     def _apply(self, fn: Callable[[Tensor], Tensor], *args: Any, **kwargs: Any) -> ASCCLLoss:
         """``.to()``, ``.cuda()``, ``.half()`` ... reach the metric held outside the tree;
-        a float16 metric is turned back to float32 (see the class docstring)."""
-        self.metric._apply(fn, *args, **kwargs)
+        a float16 metric is turned back to float32 (see the class docstring). A function
+        that does not keep values (``to_empty``: a model built on the meta device, then
+        given storage) only moves the metric, its weights kept: they are in no state dict a
+        model loads afterwards, so emptied weights would stay garbage."""
+        if _keeps_values(fn):
+            self.metric._apply(fn, *args, **kwargs)
+        else:
+            probe = fn(torch.zeros(1, dtype=self.metric_dtype))
+            self.metric.to(device=probe.device)
         if self.metric_dtype == torch.float16:
             self._keep_metric_float32()
         return super()._apply(fn, *args, **kwargs)
@@ -372,3 +380,20 @@ def metric_precision(device_type: str) -> contextlib.AbstractContextManager:
     if _has_bfloat16(device_type):
         return torch.autocast(device_type, dtype=torch.bfloat16)
     return torch.autocast(device_type, enabled=False)
+
+
+_PROBES = itertools.count()
+
+
+def _keeps_values(fn: Callable[[Tensor], Tensor]) -> bool:
+    """Whether ``Module._apply``'s ``fn`` keeps tensor values (``.to``, ``.half``,
+    ``memory_format`` ...), tried on a probe of two values exact in every float dtype;
+    ``to_empty``'s ``empty_like`` does not. The values change from call to call, so memory
+    a caching allocator hands back with an earlier probe's values in it is no match."""
+    k = next(_PROBES) % 60
+    probe = torch.tensor([[[[k + 1.5, -(k + 2.25)]]]])  # 8 significant bits: exact in bf16
+    try:
+        moved = fn(probe.clone())
+        return bool(torch.equal(moved.detach().to("cpu", torch.float32), probe))
+    except (RuntimeError, TypeError, NotImplementedError):  # e.g. a meta tensor's values
+        return False

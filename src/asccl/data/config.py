@@ -8,6 +8,7 @@ compared on rerun (:mod:`asccl.data.item_settings`).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -81,6 +82,8 @@ class DataConfig:
         except ValueError as exc:
             raise ConfigError(f"shard: {exc}") from None
         self._check_preset()
+        if self.dataset == "ravdess" and self.pairing is not None:
+            _check_ravdess_rule(self.pairing)
 
     def _check_preset(self) -> None:
         if self.preset is None:
@@ -156,6 +159,31 @@ BOX_RULE: dict[str, Any] = {"grow": 0.10, "square": False, "smooth_window": 5, "
 #: of its re-detection rule (2: a re-detected face must continue the track; 1, unrecorded:
 #: the largest face at every re-detection).
 TRACKER_RULE: dict[str, Any] = {"tracker_rule": 2, "hold": 10}
+
+
+def _check_ravdess_rule(rule: PairingRule) -> None:
+    """A ``[pairing]`` table (or ``--pairing.*``) starts from MEAD's rule, whose intensity 3,
+    sentence ids ``001``-``003`` and sentence map no RAVDESS clip has: pairing on them would
+    find nothing, or not what was meant. Refused with what to give instead."""
+    from asccl.data.ravdess import RAVDESS_EMOTIONS
+
+    hint = ("(a [pairing] table or --pairing.* starts from MEAD's rule: for RAVDESS give "
+            "emotional_intensity = 2, sentences = [] or statement-repetition ids like "
+            "\"01-01\", sentence_map = {})")  # fmt: skip
+    for name in ("neutral_intensity", "emotional_intensity"):
+        if getattr(rule, name) not in (1, 2):
+            raise ConfigError(f"pairing: {name} {getattr(rule, name)} is not a RAVDESS "
+                              f"intensity (1 normal, 2 strong) {hint}")  # fmt: skip
+    names = set(RAVDESS_EMOTIONS.values()) - {"neutral"}
+    unknown = [e for e in rule.emotions if e not in names]
+    if unknown:
+        raise ConfigError(f"pairing: emotions {unknown} are not RAVDESS's "
+                          f"({', '.join(sorted(names))}) {hint}")  # fmt: skip
+    bad = [s for s in rule.sentences if not re.fullmatch(r"\d{2}-\d{2}(-song)?", s)]
+    if bad or rule.sentence_map:
+        what = f"sentences {bad}" if bad else "a sentence_map"
+        raise ConfigError(f"pairing: {what}: RAVDESS clips are named by statement and "
+                          f"repetition (01-01 .. 02-02) {hint}")  # fmt: skip
 
 
 def parse_shard(shard: str) -> tuple[int, int]:

@@ -68,15 +68,19 @@ import io
 import json
 import resource
 import statistics
+import sys
 import tempfile
 import time
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, RandomSampler
 
+from asccl.data.frame_pack import PACK_DIR
+from asccl.io import write_text_atomic
 from asccl.metric.model import ASCCLMetric
 from asccl.training.config import TrainConfig
 from asccl.training.dataset import PairedFrames, to_model_input
@@ -128,7 +132,14 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--read-items", type=int, default=200, help="items for the reader rate")
     p.add_argument("--arcface", metavar="PATH", help="insightface backbone.pth to load")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--json", metavar="PATH", help="also write the results here")
+    p.add_argument(
+        "--no-loader",
+        action="store_true",
+        help="skip (c) and the reader rows (without --data: random pixels)",
+    )
+    p.add_argument(
+        "--json", metavar="PATH", help="also write the results here (rewritten after every section)"
+    )
     args = p.parse_args()
     cuda = args.device.startswith("cuda")
     args.backbone = args.backbone or ("iresnet50" if cuda else "iresnet18")
@@ -301,7 +312,10 @@ def count_syncs(step: Callable[[], None], device: torch.device) -> int | None:
 
 
 def flops_per_pair(
-    args: argparse.Namespace, initial: dict, dataset: PairedFrames, device: torch.device
+    args: argparse.Namespace,
+    initial: dict,
+    batches_of: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    device: torch.device,
 ) -> float:
     """FLOPs of one asccl training step (forward + backward of both images, the loss),
     per frame pair, counted by ``torch.utils.flop_counter`` on an eager copy (FLOPs do not
@@ -314,7 +328,7 @@ def flops_per_pair(
     batch = args.batches[0]
     neutral, emotional = (to_model_input(t.to(device), size=args.image_size, flip_channels=
                           metric.config.channel_order == "bgr", channels_last=False)
-                          for t in batch_of(dataset, batch))  # fmt: skip
+                          for t in batches_of(batch))  # fmt: skip
     with FlopCounterMode(display=False) as counter:
         metric(neutral, emotional, generator=torch.Generator().manual_seed(0)).loss.backward()
     return counter.get_total_flops() / batch
@@ -325,6 +339,69 @@ def peak_tflops(args: argparse.Namespace, device: torch.device) -> float | None:
         return args.peak_tflops
     name = torch.cuda.get_device_name(device)
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+# ----------------------------------------------------------------------------- sections
+
+
+class Sections:
+    """The script's sections, each run so that a failure (a killed DataLoader worker, an
+    out-of-memory or compile error) prints one line, ``section NAME failed: ERROR``, and
+    the later sections still run. The results gathered so far are written to ``--json``
+    (atomically) after every section, so a run killed at its time budget keeps them."""
+
+    def __init__(self, json_path: str | None) -> None:
+        self.json_path = json_path
+        self.results: dict = {}
+        self.failed: list[str] = []
+
+    @contextlib.contextmanager
+    def run(self, name: str) -> Iterator[None]:
+        try:
+            yield
+        except Exception as error:  # report it and go on: the other sections still measure
+            print(f"section {name} failed: {one_line(error)}", flush=True)
+            print("".join(traceback.format_exc(limit=-4).splitlines(True)[-12:]),
+                  file=sys.stderr, flush=True)  # fmt: skip
+            self.failed.append(name)
+            self.results.setdefault("failed_sections", {})[name] = one_line(error)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+        finally:
+            self.write()
+
+    def write(self) -> None:
+        """The results so far, to ``--json`` (atomically), if given."""
+        if self.json_path:
+            text = json.dumps(self.results, indent=2, default=str)
+            write_text_atomic(self.json_path, text + "\n")
+
+
+def one_line(error: BaseException, limit: int = 300) -> str:
+    """``Type: message``, first line only, at most ``limit`` characters."""
+    text = f"{type(error).__name__}: {error}".strip().splitlines()[0]
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def cold_reader(data_dir: Path, crop_format: str) -> PairedFrames:
+    """The reader of the "every read opens its store" row: per-clip crop stores
+    (``frame_pack="off"``, even where ``crops.pack`` exists) and a one-clip cache, so
+    nearly every random read opens a store, as at MEAD scale (~7,650 clips, 64 cached)."""
+    return PairedFrames(data_dir, crop_format=crop_format, cache_size=1, frame_pack="off")
+
+
+def store_read(dataset: PairedFrames) -> str:
+    """Which store a reader reads: ``crops.pack`` or the per-clip stores."""
+    return PACK_DIR if "read from " + PACK_DIR in dataset.describe() else "per-clip stores"
+
+
+def random_batch(n: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two uint8 ``(n, 3, size, size)`` batches of random pixels (``--no-loader`` without
+    ``--data``: a step's time does not depend on the pixel values)."""
+    generator = torch.Generator().manual_seed(seed)
+    shape = (n, 3, size, size)
+    return tuple(torch.randint(0, 256, shape, generator=generator, dtype=torch.uint8)
+                 for _ in range(2))  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- main
@@ -344,12 +421,17 @@ def main() -> None:
     amp_dtype = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}[args.amp]
     if args.amp == "fp16" and not cuda:
         print("warning: fp16 autocast on CPU measured ~60x slower than fp32 here; use bf16")
+    sections = Sections(args.json)
+    results = sections.results
 
-    # ---- data
+    # ---- data (every section needs it: a failure here ends the run)
     tmp = None
     data_start = time.perf_counter()
+    dataset: PairedFrames | None = None
     if args.data:
         data_dir, data_note = Path(args.data), "given"
+    elif args.no_loader:
+        data_dir, data_note = None, "random uint8 pixels (--no-loader without --data)"
     else:
         tmp = tempfile.TemporaryDirectory(prefix="bench_train_")
         emotions = [e for e in args.demo_emotions.split(",") if e]
@@ -358,7 +440,52 @@ def main() -> None:
             f"built from demo_data ({args.demo_speaker}: neutral + {', '.join(emotions)}) "
             f"in {time.perf_counter() - data_start:.1f} s"
         )
-    dataset = PairedFrames(data_dir, crop_format=args.crop_format, cache_size=args.cache_size)
+    if data_dir is not None:
+        dataset = PairedFrames(data_dir, crop_format=args.crop_format,
+                               cache_size=args.cache_size)  # fmt: skip
+
+    def batches_of(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if dataset is None:
+            return random_batch(n, args.image_size, args.seed)
+        return batch_of(dataset, n)
+
+    # ---- what runs, printed before anything is measured
+    device_name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    print(f"device   : {device_name} ({device})")
+    print(f"torch    : {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    weights = args.arcface or "random (std 1/sqrt(fan_in))"
+    print(f"model    : {args.backbone} at {args.image_size}x{args.image_size}, weights {weights}")
+    if cuda:
+        print(
+            f"tf32     : PyTorch defaults, every row (cudnn.conv "
+            f"{torch.backends.cudnn.conv.fp32_precision}, cuda.matmul "
+            f"{torch.backends.cuda.matmul.fp32_precision}); cudnn.benchmark "
+            f"{args.cudnn_benchmark}"
+        )
+    print(
+        f"settings : asccl amp={args.amp} channels_last={args.channels_last} "
+        f"compile={args.compile}; reference fp32, contiguous, no compile"
+    )
+    how = "median step" if not cuda else "median block"
+    print(
+        f"timing   : {args.warmup} warmup step(s), then {args.repeats} blocks of {args.steps} "
+        f"step(s) per row and batch, round-robin; rate from the {how}"
+    )
+    print(f"data     : {data_dir or '-'} ({data_note})")
+    if dataset is not None:
+        print(f"           {dataset.describe().splitlines()[0]}")
+    if args.json:
+        print(f"json     : {args.json} (rewritten after every section)")
+    sys.stdout.flush()
+    results.update({
+        "device": str(device), "device_name": device_name, "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "settings": {k: v for k, v in vars(args).items() if k != "json"},
+        "data": {"dir": str(data_dir) if data_dir else None, "note": data_note,
+                 "pairs": len(dataset) if dataset is not None else None},
+        "rows": [], "loader": {}, "failed_sections": {},
+    })  # fmt: skip
+    sections.write()
 
     # ---- one set of initial weights, two trainable copies
     template = build_metric(argparse.Namespace(backbone=args.backbone, arcface=args.arcface))
@@ -411,254 +538,265 @@ def main() -> None:
         authors_step(reference, x, y)  # forward both, backward, loss.item()
         ref_optimizer.step()
 
-    # ---- (a) and (b), round-robin, per batch size
-    rows: list[Row] = []
-    syncs: dict[str, int | None] = {}
-    for batch in args.batches:
-        neutral_u8, emotional_u8 = (t.to(device) for t in batch_of(dataset, batch))
-        x_ref = to_model_input(neutral_u8, size=args.image_size, flip_channels=flip,
-                               channels_last=False)  # fmt: skip
-        y_ref = to_model_input(emotional_u8, size=args.image_size, flip_channels=flip,
-                               channels_last=False)  # fmt: skip
-        steps = {
-            "(a) reference": lambda x=x_ref, y=y_ref: reference_step(x, y),
-            "(b) asccl": lambda n=neutral_u8, e=emotional_u8: asccl_step(n, e),
-        }
-        if args.compile:
-            reset_compiled()  # static shapes per batch size, as in a real run
-        batch_rows = {name: Row(name, batch, not cuda) for name in steps}
-        for name, step in steps.items():
-            start = time.perf_counter()
-            run_block(batch_rows[name], step, args.warmup, device)
-            batch_rows[name].reset()
-            # printed as it happens: a row killed at its time budget still shows how far
-            # it got (on a GPU, --compile's first steps are mostly compilation)
-            compiling = " (compiles the backbone)" if args.compile and "asccl" in name else ""
-            print(f"warm-up  : batch {batch} {name}, {args.warmup} step(s) in "
-                  f"{time.perf_counter() - start:.1f} s{compiling}", flush=True)  # fmt: skip
-        if cuda and batch == args.batches[0]:
-            syncs = {name: count_syncs(step, device) for name, step in steps.items()}
-        for _ in range(args.repeats):
-            for name, step in steps.items():
-                run_block(batch_rows[name], step, args.steps, device)
-        rows += batch_rows.values()
-        del x_ref, y_ref, neutral_u8, emotional_u8
-
-    # ---- (c) at asccl's best batch, bracketed by on-device (b) blocks
-    ours = [r for r in rows if r.name == "(b) asccl" and r.pairs_per_s]
-    refs = [r for r in rows if r.name == "(a) reference" and r.pairs_per_s]
-    loader_result: dict = {}
-    if ours:
-        best = max(ours, key=lambda r: r.pairs_per_s)
-        batch = best.batch
-        if args.compile and batch != args.batches[-1]:
-            reset_compiled()  # compiled for the last batch size: back to this one
-        neutral_u8, emotional_u8 = (t.to(device) for t in batch_of(dataset, batch))
-
-        def on_device() -> None:
-            asccl_step(neutral_u8, emotional_u8)
-
-        needed = batch * (args.loader_warmup + args.loader_steps)
-        sampler = RandomSampler(
-            dataset, num_samples=needed, generator=torch.Generator().manual_seed(args.seed)
-        )
-        loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
-                            num_workers=args.workers, pin_memory=cuda,
-                            persistent_workers=False)  # fmt: skip
-        device_row = Row("(b) on-device", batch, not cuda)
-        loader_row = Row("(c) loader-fed", batch, not cuda)
-        if args.compile and batch != args.batches[-1]:
-            run_block(device_row, on_device, args.warmup, device)  # recompile
-            device_row.reset()
-        run_block(device_row, on_device, args.loader_steps, device)
-        batches = iter(loader)
-
-        def from_loader() -> None:
-            asccl_step(*next(batches))
-
-        run_block(loader_row, from_loader, args.loader_warmup, device)  # workers start
-        loader_row.reset()
-        run_block(loader_row, from_loader, args.loader_steps, device)
-        for _ in batches:  # the sampler ends here: the iterator stops its workers
-            pass
-        run_block(device_row, on_device, args.loader_steps, device)
-        on_device_rate = device_row.pairs_per_s
-        loader_rate = loader_row.pairs_per_s
-        prefetch = args.workers * 2 if args.workers else 0
-        loader_result = {
-            "batch": batch,
-            "loader_pairs_per_s": loader_rate,
-            "on_device_pairs_per_s": on_device_rate,
-            "on_device_before_after": device_row.block_rates(),
-            "ratio": loader_rate / on_device_rate if loader_rate and on_device_rate else None,
-            "prefetch_bound": prefetch / args.loader_steps,
-            "peak_mib": loader_row.peak_mib,
-            "workers": args.workers,
-            "rows": [device_row.as_dict(), loader_row.as_dict()],
-        }
-
-    # ---- the reader alone: LRU cache warm, and every read opening its store (MEAD scale:
-    # ~7,650 clips against a 64-clip cache per worker, so nearly every read misses)
-    read_rate(dataset, args.read_items, args.seed)  # warms the cache
-    warm_read = read_rate(dataset, args.read_items, args.seed)
-    cold = PairedFrames(data_dir, crop_format=args.crop_format, cache_size=1)
-    cold_read = read_rate(cold, args.read_items, args.seed)
-    del cold
-
-    # ---- report
-    print(f"device   : {torch.cuda.get_device_name(device) if cuda else 'cpu'} ({device})")
-    print(f"torch    : {torch.__version__}, {torch.get_num_threads()} CPU threads")
-    weights = args.arcface or "random (std 1/sqrt(fan_in))"
-    print(f"model    : {args.backbone} at {args.image_size}x{args.image_size}, weights {weights}")
-    if cuda:
-        print(
-            f"tf32     : PyTorch defaults, every row (cudnn.conv "
-            f"{torch.backends.cudnn.conv.fp32_precision}, cuda.matmul "
-            f"{torch.backends.cuda.matmul.fp32_precision}); cudnn.benchmark "
-            f"{args.cudnn_benchmark}"
-        )
-    print(
-        f"settings : asccl amp={args.amp} channels_last={args.channels_last} "
-        f"compile={args.compile}; reference fp32, contiguous, no compile"
-    )
-    if args.compile:
-        from torch._dynamo.utils import counters
-
-        print(
-            f"compiled : {counters['stats']['unique_graphs']} graph(s) of "
-            f"backbone.forward_stages by dynamo (backend {args.compile_backend}; with and "
-            "without grad, per batch size)"
-        )
-    how = "median step" if not cuda else "median block"
-    print(
-        f"timing   : {args.warmup} warmup step(s), then {args.repeats} blocks of {args.steps} "
-        f"step(s) per row and batch, round-robin; rate from the {how}"
-    )
-    print(f"data     : {data_dir} ({data_note})")
-    print(f"           {dataset.describe().splitlines()[0]}")
-
-    print(f"\n{'batch':>5}  {'row':<16}{'pairs/s':>9}{'min':>9}{'max':>9}{'ms/step':>9}"
-          f"{'peak MiB':>10}{'step MiB':>10}")  # fmt: skip
+    header = (f"{'batch':>5}  {'row':<16}{'pairs/s':>9}{'min':>9}{'max':>9}{'ms/step':>9}"
+              f"{'peak MiB':>10}{'step MiB':>10}")  # fmt: skip
 
     def print_row(row: Row) -> None:
         if row.error or not row.blocks:
-            print(f"{row.batch:>5}  {row.name:<16}{row.error or 'no data':>9}")
+            print(f"{row.batch:>5}  {row.name:<16}{row.error or 'no data':>9}", flush=True)
             return
         rates = row.rates()
         memory = f"{row.peak_mib:>10.0f}{row.step_mib:>10.0f}" if cuda else f"{'-':>10}{'-':>10}"
         print(
             f"{row.batch:>5}  {row.name:<16}{row.pairs_per_s:>9.1f}{min(rates):>9.1f}"
-            f"{max(rates):>9.1f}{1e3 * row.batch / row.pairs_per_s:>9.1f}{memory}"
+            f"{max(rates):>9.1f}{1e3 * row.batch / row.pairs_per_s:>9.1f}{memory}",
+            flush=True,
         )
 
-    for row in rows:
-        print_row(row)
-    if loader_result:
-        print()
-        print_row(device_row)
-        print_row(loader_row)
-    if not cuda:
-        own, child = peak_rss_mib()
-        print(f"peak RSS : {own:.0f} MiB this process (all rows), {child:.0f} MiB largest "
-              "DataLoader worker")  # fmt: skip
-
-    print()
-    by_batch = {(r.name, r.batch): r.pairs_per_s for r in rows}
-    speedups = {}
+    # ---- (a) and (b), round-robin, per batch size; each batch's rows printed (and
+    # written to --json) as soon as they are measured
+    rows: list[Row] = []
+    syncs: dict[str, int | None] = {}
+    sync_counted = False
     for batch in args.batches:
-        a, b = by_batch[("(a) reference", batch)], by_batch[("(b) asccl", batch)]
-        if a and b:
-            speedups[batch] = b / a
-            print(f"asccl / reference at batch {batch:<4} = {b / a:.2f}x")
-        else:
-            print(f"asccl / reference at batch {batch:<4} = n/a (a row ran out of memory)")
-    base = next((r for r in refs if r.batch == 16), refs[0] if refs else None)
-    best_overall = None
-    if ours and base and len(args.batches) > 1:
-        best_overall = best.pairs_per_s / base.pairs_per_s
-        print(
-            f"best asccl (batch {best.batch}, {best.pairs_per_s:.1f} pairs/s) / reference at "
-            f"batch {base.batch} ({base.pairs_per_s:.1f} pairs/s) = {best_overall:.2f}x"
-        )
-    if loader_result and loader_result["ratio"]:
-        r = loader_result
-        print(
-            f"(c) loader-fed at batch {r['batch']}: {r['loader_pairs_per_s']:.1f} pairs/s vs "
-            f"on-device {r['on_device_pairs_per_s']:.1f} (blocks before/after: "
-            f"{', '.join(f'{v:.1f}' for v in r['on_device_before_after'])}) = "
-            f"{r['ratio']:.2f} "
-            f"(target on GPU >= 0.90); {args.workers} workers, prefetch bound "
-            f"+{100 * r['prefetch_bound']:.0f}% at most"
-        )
-        before_after = r["on_device_before_after"]
-        if len(before_after) == 2 and max(before_after) > 1.2 * min(before_after):
-            print(
-                "  noisy: the on-device blocks before and after (c) differ by more than 20% "
-                "(other load on the machine?); rerun before trusting this ratio"
-            )
-    best_rate = best.pairs_per_s if ours else None
-    ceiling = f" vs asccl's best {best_rate:.1f}" if best_rate else ""
-    print(
-        f"reader, one process: {warm_read:.0f} pairs/s with its clip cache warm, "
-        f"{cold_read:.0f} when every read opens its store (MEAD scale); x{args.workers} "
-        f"workers: {args.workers * warm_read:.0f} / {args.workers * cold_read:.0f} pairs/s"
-        f"{ceiling}"
-    )
-    if args.flops:
-        per_pair = flops_per_pair(args, initial, dataset, device)
-        peak = peak_tflops(args, device)
-        known = f"{peak:.0f} TFLOP/s (dense bf16)" if peak else "unknown (--peak-tflops)"
-        print(f"FLOPs per frame pair (one step, fwd + bwd): {per_pair / 1e9:.2f} GFLOP; "
-              f"peak {known}")  # fmt: skip
-        for row in rows + ([device_row, loader_row] if loader_result else []):
-            if row.pairs_per_s:
-                achieved = per_pair * row.pairs_per_s / 1e12
-                share = f" = {100 * achieved / peak:.1f}% of peak" if peak else ""
-                print(f"  achieved {row.name:<16} batch {row.batch:<4} {achieved:8.3f} "
-                      f"TFLOP/s{share}")  # fmt: skip
-    if syncs:
-        print("host syncs per step (CUDA sync debug mode): "
-              + ", ".join(f"{k} {v}" for k, v in syncs.items()))  # fmt: skip
+        batch_rows = {name: Row(name, batch, not cuda) for name in ("(a) reference", "(b) asccl")}
+        rows += batch_rows.values()
+        with sections.run(f"on-device rows (batch {batch})"):
+            try:
+                neutral_u8, emotional_u8 = (t.to(device) for t in batches_of(batch))
+                x_ref = to_model_input(neutral_u8, size=args.image_size, flip_channels=flip,
+                                       channels_last=False)  # fmt: skip
+                y_ref = to_model_input(emotional_u8, size=args.image_size, flip_channels=flip,
+                                       channels_last=False)  # fmt: skip
+                steps = {
+                    "(a) reference": lambda x=x_ref, y=y_ref: reference_step(x, y),
+                    "(b) asccl": lambda n=neutral_u8, e=emotional_u8: asccl_step(n, e),
+                }
+                if args.compile:
+                    reset_compiled()  # static shapes per batch size, as in a real run
+                for name, step in steps.items():
+                    start = time.perf_counter()
+                    run_block(batch_rows[name], step, args.warmup, device)
+                    batch_rows[name].reset()
+                    # printed as it happens: a row killed at its time budget still shows
+                    # how far it got (on a GPU, --compile's first steps mostly compile)
+                    took = time.perf_counter() - start
+                    compiling = args.compile and "asccl" in name
+                    print(f"warm-up  : batch {batch} {name}, {args.warmup} step(s) in "
+                          f"{took:.1f} s{' (compiles the backbone)' if compiling else ''}",
+                          flush=True)  # fmt: skip
+                if cuda and not sync_counted:
+                    sync_counted = True
+                    with sections.run("host sync count"):
+                        syncs = {name: count_syncs(step, device) for name, step in steps.items()}
+                        print("host syncs per step (CUDA sync debug mode): "
+                              + ", ".join(f"{k} {v}" for k, v in syncs.items()),
+                              flush=True)  # fmt: skip
+                        results["host_syncs_per_step"] = syncs
+                for _ in range(args.repeats):
+                    for name, step in steps.items():
+                        run_block(batch_rows[name], step, args.steps, device)
+            finally:
+                print(header)
+                for row in batch_rows.values():
+                    print_row(row)
+                results["rows"] = [r.as_dict() for r in rows]
+                steps = x_ref = y_ref = neutral_u8 = emotional_u8 = None
 
-    projections = {}
-    candidates = [("reference", base.pairs_per_s if base else None, base.batch if base else 0),
-                  ("asccl on-device", best.pairs_per_s if ours else None,
-                   best.batch if ours else 0),
-                  ("asccl loader-fed", loader_result.get("loader_pairs_per_s"),
-                   loader_result.get("batch", 0))]  # fmt: skip
-    print(f"\nprojected {EPOCHS} epochs over the authors' {AUTHORS_PAIRS:,} pairs:")
-    for label, rate, batch in candidates:
-        if rate:
-            hours = EPOCHS * AUTHORS_PAIRS / rate / 3600
-            projections[label] = {"batch": batch, "pairs_per_s": rate, "hours": hours}
-            print(f"  {label:<17} batch {batch:<4} {rate:>8.1f} pairs/s -> {hours:>8.1f} h")
+    # ---- (c) at asccl's best batch, bracketed by on-device (b) blocks
+    ours = [r for r in rows if r.name == "(b) asccl" and r.pairs_per_s]
+    refs = [r for r in rows if r.name == "(a) reference" and r.pairs_per_s]
+    best = max(ours, key=lambda r: r.pairs_per_s) if ours else None
+    loader_result: dict = {}
+    loader_rows: list[Row] = []
+    if args.no_loader:
+        print("\n(c) loader-fed: skipped (--no-loader)", flush=True)
+    elif best is None:
+        print("\n(c) loader-fed: skipped (no on-device (b) asccl rate to compare with)")
+    else:
+        with sections.run("loader-fed rows"):
+            batch = best.batch
+            device_row = Row("(b) on-device", batch, not cuda)
+            loader_row = Row("(c) loader-fed", batch, not cuda)
+            loader_rows = [device_row, loader_row]
+            print(f"\n(c) loader-fed at batch {batch}: {args.workers} workers, "
+                  f"{args.loader_warmup} + {args.loader_steps} steps", flush=True)  # fmt: skip
+            try:
+                if args.compile and batch != args.batches[-1]:
+                    reset_compiled()  # compiled for the last batch size: back to this one
+                neutral_u8, emotional_u8 = (t.to(device) for t in batches_of(batch))
+
+                def on_device() -> None:
+                    asccl_step(neutral_u8, emotional_u8)
+
+                needed = batch * (args.loader_warmup + args.loader_steps)
+                sampler = RandomSampler(
+                    dataset, num_samples=needed,
+                    generator=torch.Generator().manual_seed(args.seed),
+                )  # fmt: skip
+                loader = DataLoader(dataset, batch_size=batch, sampler=sampler, drop_last=True,
+                                    num_workers=args.workers, pin_memory=cuda,
+                                    persistent_workers=False)  # fmt: skip
+                if args.compile and batch != args.batches[-1]:
+                    run_block(device_row, on_device, args.warmup, device)  # recompile
+                    device_row.reset()
+                run_block(device_row, on_device, args.loader_steps, device)
+                batches = iter(loader)
+
+                def from_loader() -> None:
+                    asccl_step(*next(batches))
+
+                run_block(loader_row, from_loader, args.loader_warmup, device)  # workers start
+                loader_row.reset()
+                run_block(loader_row, from_loader, args.loader_steps, device)
+                for _ in batches:  # the sampler ends here: the iterator stops its workers
+                    pass
+                batches = None
+                run_block(device_row, on_device, args.loader_steps, device)
+            finally:
+                for row in loader_rows:
+                    print_row(row)
+                on_device_rate = device_row.pairs_per_s
+                loader_rate = loader_row.pairs_per_s
+                prefetch = args.workers * 2 if args.workers else 0
+                loader_result = {
+                    "batch": batch,
+                    "loader_pairs_per_s": loader_rate,
+                    "on_device_pairs_per_s": on_device_rate,
+                    "on_device_before_after": device_row.block_rates(),
+                    "ratio": loader_rate / on_device_rate
+                    if loader_rate and on_device_rate else None,
+                    "prefetch_bound": prefetch / args.loader_steps,
+                    "peak_mib": loader_row.peak_mib,
+                    "workers": args.workers,
+                    "rows": [device_row.as_dict(), loader_row.as_dict()],
+                }  # fmt: skip
+                results["loader"] = loader_result
+                neutral_u8 = emotional_u8 = None
+            r = loader_result
+            if r["ratio"]:
+                print(
+                    f"(c) loader-fed at batch {r['batch']}: {r['loader_pairs_per_s']:.1f} "
+                    f"pairs/s vs on-device {r['on_device_pairs_per_s']:.1f} (blocks "
+                    f"before/after: {', '.join(f'{v:.1f}' for v in r['on_device_before_after'])}"
+                    f") = {r['ratio']:.2f} (target on GPU >= 0.90); {args.workers} workers, "
+                    f"prefetch bound +{100 * r['prefetch_bound']:.0f}% at most",
+                    flush=True,
+                )
+                before_after = r["on_device_before_after"]
+                if len(before_after) == 2 and max(before_after) > 1.2 * min(before_after):
+                    print(
+                        "  noisy: the on-device blocks before and after (c) differ by more "
+                        "than 20% (other load on the machine?); rerun before trusting this ratio"
+                    )
+
+    # ---- the reader alone: LRU cache warm, and every read opening its clip's own store
+    # (MEAD scale: ~7,650 clips against a 64-clip cache per worker, so nearly every read
+    # misses). The cold reader never reads crops.pack: with a pack there is no store to open.
+    if args.no_loader:
+        print("reader   : skipped (--no-loader)", flush=True)
+    else:
+        with sections.run("reader rows"):
+            read_rate(dataset, args.read_items, args.seed)  # warms the cache
+            warm_read = read_rate(dataset, args.read_items, args.seed)
+            cold = cold_reader(data_dir, args.crop_format)
+            cold_read = read_rate(cold, args.read_items, args.seed)
+            warm_store, cold_store = store_read(dataset), store_read(cold)
+            del cold
+            results["reader_pairs_per_s"] = {
+                "cache_warm": warm_read, "every_read_opens": cold_read,
+                "cache_warm_reads": warm_store, "every_read_opens_reads": cold_store,
+            }  # fmt: skip
+            ceiling = f" vs asccl's best {best.pairs_per_s:.1f}" if best else ""
+            print(
+                f"reader, one process: {warm_read:.0f} pairs/s with its clip cache warm "
+                f"(reads {warm_store}), {cold_read:.0f} when every read opens its store "
+                f"(reads {cold_store}; MEAD scale); x{args.workers} workers: "
+                f"{args.workers * warm_read:.0f} / {args.workers * cold_read:.0f} pairs/s"
+                f"{ceiling}",
+                flush=True,
+            )
+
+    # ---- the comparisons, from whatever was measured
+    print()
+    with sections.run("summary"):
+        if args.compile:
+            from torch._dynamo.utils import counters
+
+            print(
+                f"compiled : {counters['stats']['unique_graphs']} graph(s) of "
+                f"backbone.forward_stages by dynamo (backend {args.compile_backend}; with and "
+                "without grad, per batch size)"
+            )
+        if not cuda:
+            own, child = peak_rss_mib()
+            print(f"peak RSS : {own:.0f} MiB this process (all rows), {child:.0f} MiB largest "
+                  "DataLoader worker")  # fmt: skip
+            results["peak_rss_mib"] = {"process": own, "largest_worker": child}
+        by_batch = {(r.name, r.batch): r.pairs_per_s for r in rows}
+        speedups = {}
+        for batch in args.batches:
+            a, b = by_batch[("(a) reference", batch)], by_batch[("(b) asccl", batch)]
+            if a and b:
+                speedups[batch] = b / a
+                print(f"asccl / reference at batch {batch:<4} = {b / a:.2f}x")
+            else:
+                print(f"asccl / reference at batch {batch:<4} = n/a (a row has no rate)")
+        results["speedup_by_batch"] = speedups
+        base = next((r for r in refs if r.batch == 16), refs[0] if refs else None)
+        best_overall = None
+        if best and base and len(args.batches) > 1:
+            best_overall = best.pairs_per_s / base.pairs_per_s
+            print(
+                f"best asccl (batch {best.batch}, {best.pairs_per_s:.1f} pairs/s) / reference "
+                f"at batch {base.batch} ({base.pairs_per_s:.1f} pairs/s) = {best_overall:.2f}x"
+            )
+        results["best_asccl_over_reference_16"] = best_overall
+        projections = {}
+        candidates = [("reference", base.pairs_per_s if base else None, base.batch if base else 0),
+                      ("asccl on-device", best.pairs_per_s if best else None,
+                       best.batch if best else 0),
+                      ("asccl loader-fed", loader_result.get("loader_pairs_per_s"),
+                       loader_result.get("batch", 0))]  # fmt: skip
+        print(f"projected {EPOCHS} epochs over the authors' {AUTHORS_PAIRS:,} pairs:")
+        for label, rate, batch in candidates:
+            if rate:
+                hours = EPOCHS * AUTHORS_PAIRS / rate / 3600
+                projections[label] = {"batch": batch, "pairs_per_s": rate, "hours": hours}
+                print(f"  {label:<17} batch {batch:<4} {rate:>8.1f} pairs/s -> {hours:>8.1f} h")
+        results["projection_50_epochs"] = projections
+        sys.stdout.flush()
+
+    if args.flops:
+        with sections.run("FLOP count"):
+            per_pair = flops_per_pair(args, initial, batches_of, device)
+            peak = peak_tflops(args, device)
+            known = f"{peak:.0f} TFLOP/s (dense bf16)" if peak else "unknown (--peak-tflops)"
+            print(f"FLOPs per frame pair (one step, fwd + bwd): {per_pair / 1e9:.2f} GFLOP; "
+                  f"peak {known}")  # fmt: skip
+            achieved_by_row = {}
+            for row in rows + loader_rows:
+                if row.pairs_per_s:
+                    achieved = per_pair * row.pairs_per_s / 1e12
+                    achieved_by_row[f"{row.name} batch {row.batch}"] = achieved
+                    share = f" = {100 * achieved / peak:.1f}% of peak" if peak else ""
+                    print(f"  achieved {row.name:<16} batch {row.batch:<4} {achieved:8.3f} "
+                          f"TFLOP/s{share}", flush=True)  # fmt: skip
+            results["flops"] = {"per_pair": per_pair, "peak_tflops": peak,
+                                "achieved_tflops": achieved_by_row}  # fmt: skip
+
     wall = time.perf_counter() - wall_start
     print(f"\nwall time {wall:.0f} s")
-
+    results["wall_s"] = wall
+    sections.write()
     if args.json:
-        own, child = peak_rss_mib()
-        result = {
-            "device": str(device),
-            "device_name": torch.cuda.get_device_name(device) if cuda else "cpu",
-            "torch": torch.__version__,
-            "threads": torch.get_num_threads(),
-            "settings": {k: v for k, v in vars(args).items() if k != "json"},
-            "data": {"dir": str(data_dir), "note": data_note, "pairs": len(dataset)},
-            "rows": [r.as_dict() for r in rows],
-            "speedup_by_batch": speedups,
-            "best_asccl_over_reference_16": best_overall,
-            "loader": loader_result,
-            "reader_pairs_per_s": {"cache_warm": warm_read, "every_read_opens": cold_read},
-            "host_syncs_per_step": syncs,
-            "projection_50_epochs": projections,
-            "peak_rss_mib": {"process": own, "largest_worker": child},
-            "wall_s": wall,
-        }
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
         print(f"results written to {args.json}")
     if tmp is not None:
         tmp.cleanup()
+    if sections.failed:
+        print(f"{len(sections.failed)} section(s) failed: {', '.join(sections.failed)}",
+              flush=True)  # fmt: skip
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

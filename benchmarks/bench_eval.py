@@ -7,9 +7,11 @@ reference tools do it, on the same inputs, in the same run.
 Part 1, FID features (images/s): the same PNG files are read and turned into 2048-d
 InceptionV3 pool features by
 * reference: pytorch-fid's procedure re-created: PIL opens each file, numpy -> float tensor
-  in [0, 1], batches of 50, a float32 forward (resize to 299 inside the network);
-* asccl: OpenCV decoding, the same network with ``--channels-last`` and ``--amp`` if given,
-  batches of ``--batch``.
+  in [0, 1], batches of 50, a float32 forward (resize to 299 inside the network), on the
+  network as built (contiguous NCHW, whatever ``--channels-last`` says);
+* asccl: OpenCV decoding, the same weights with ``--channels-last`` (a converted copy) and
+  ``--amp`` if given, batches of ``--batch``.
+Every timed run is bracketed by ``torch.cuda.synchronize`` on CUDA.
 Part 2, LSE-D/LSE-C (seconds per video): one face-track video of ``--frames`` frames with its
 audio, through
 * reference: syncnet_python's protocol written straight: one window per SyncNet forward, the
@@ -32,6 +34,7 @@ does not depend on them. Targets on a GPU: FID features >= 2x, LSE-D >= 10x.
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import tempfile
 import time
@@ -42,17 +45,37 @@ import numpy as np
 import torch
 
 
-def timed(fn, repeats: int) -> float:
-    """Median wall seconds of ``fn()`` over ``repeats`` runs (after one warm-up run)."""
+def sync(device: torch.device | None) -> None:
+    """Wait for ``device``'s queued work (CUDA; a no-op elsewhere)."""
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed(fn, repeats: int, device: torch.device | None = None) -> float:
+    """Median wall seconds of ``fn()`` over ``repeats`` runs (after one warm-up run). On
+    CUDA the device is synchronised before and after each run: a run's time holds its own
+    kernels and none of the previous run's."""
     fn()
     times = []
     for _ in range(repeats):
+        sync(device)
         start = time.perf_counter()
         fn()
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()
+        sync(device)
         times.append(time.perf_counter() - start)
     return float(np.median(times))
+
+
+def fid_models(
+    features: torch.nn.Module, channels_last: bool
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The FID rows' two networks: ``(reference, fast)``. ``reference`` is ``features`` as
+    given (contiguous NCHW weights: pytorch-fid's procedure); ``fast`` is a deep copy in
+    channels_last with ``channels_last``, else ``features`` itself. ``Module.to`` converts
+    in place, so converting ``features`` itself would time the reference channels_last."""
+    if not channels_last:
+        return features, features
+    return features, copy.deepcopy(features).to(memory_format=torch.channels_last)
 
 
 def fid_part(args: argparse.Namespace, device: torch.device) -> tuple[float, float]:
@@ -75,17 +98,16 @@ def fid_part(args: argparse.Namespace, device: torch.device) -> tuple[float, flo
         files.append(folder / f"{i:05d}.png")
         cv2.imwrite(str(files[-1]), image)
 
+    ref_model, fast = fid_models(features, args.channels_last)
+
     @torch.no_grad()
     def reference() -> None:
         for start in range(0, len(files), 50):
             batch = [np.asarray(Image.open(f).convert("RGB")) for f in files[start : start + 50]]
             x = torch.from_numpy(np.stack(batch)).permute(0, 3, 1, 2).float() / 255
-            features(x.to(device))
+            ref_model(x.to(device))
 
     amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    fast = features
-    if args.channels_last:
-        fast = features.to(memory_format=torch.channels_last)
 
     @torch.no_grad()
     def asccl() -> None:
@@ -98,10 +120,8 @@ def fid_part(args: argparse.Namespace, device: torch.device) -> tuple[float, flo
             with torch.autocast(device.type, dtype=amp) if amp else nullcontext():
                 fast(x)
 
-    t_ref = timed(reference, args.repeats)
-    t_asccl = timed(asccl, args.repeats)
-    if args.channels_last:
-        features.to(memory_format=torch.contiguous_format)
+    t_ref = timed(reference, args.repeats, device)
+    t_asccl = timed(asccl, args.repeats, device)
     return len(files) / t_ref, len(files) / t_asccl
 
 
@@ -141,8 +161,8 @@ def lse_part(args: argparse.Namespace, device: torch.device) -> tuple[float, flo
     def asccl() -> None:
         result["r"] = evaluate_clip(model, frames, audio, batch_size=args.batch)
 
-    t_ref = timed(reference, args.repeats)
-    t_asccl = timed(asccl, args.repeats)
+    t_ref = timed(reference, args.repeats, device)
+    t_asccl = timed(asccl, args.repeats, device)
     agree = abs(reference() - result["r"].lse_d)
     return t_ref, t_asccl, agree
 
@@ -201,9 +221,9 @@ def framing_part(args: argparse.Namespace, device: torch.device) -> dict[str, fl
         for i in range(0, len(lips), bs):
             syncnet.forward_lip(lips[i : i + bs].to(device))
 
-    out["decode"] = timed(decode, args.repeats)
-    out["framing"] = timed(frame, args.repeats)
-    out["features"] = timed(features, args.repeats)
+    out["decode"] = timed(decode, args.repeats, device)
+    out["framing"] = timed(frame, args.repeats, device)
+    out["features"] = timed(features, args.repeats, device)
     return out
 
 

@@ -12,10 +12,13 @@ Rows (one metric, same weights everywhere, eval mode, frozen; random weights unl
 * asccl: ``ASCCLLoss(metric=metric)(generated, source).backward()``;
 * authors: their loss re-created (numpy region draw, index tensors built on the host,
   boolean-mask adaptive weights, ``CrossEntropyLoss`` PatchNCE, cosine logging on the host,
-  ``loss.item()``), always float32 and contiguous, as they ran it.
+  ``loss.item()``), always float32 and contiguous, under PyTorch's default float32
+  precision (the authors set none: cuDNN convolutions may use TF32, matmuls do not), as
+  they ran it; ``--authors-fp32-ieee`` forces IEEE float32 for both instead.
 
 ``--amp`` and ``--channels-last`` apply to the first two rows only; ``--tf32`` likewise
-(TF32 is off by default for every row). Steps are interleaved round-robin and the median
+(without it the first two rows run IEEE float32 convolutions and matmuls). The script
+prints the precision every row ran under. Steps are interleaved round-robin and the median
 is reported. ``--json PATH`` also writes the results.
 """
 
@@ -34,6 +37,9 @@ import torch.nn.functional as F
 from asccl.losses.asccl_loss import ASCCLLoss
 from asccl.metric.model import ASCCLMetric
 
+#: float32 precision (cuda matmul, cudnn conv) as PyTorch sets it, read before any row
+#: changes it: the authors' row runs under these
+DEFAULT_FP32 = (torch.backends.cuda.matmul.fp32_precision, torch.backends.cudnn.conv.fp32_precision)
 OFFSETS = [[-1, -1], [-1, 0], [-1, 1], [0, -1], [0, 1], [1, -1], [1, 0], [1, 1]]
 
 
@@ -47,6 +53,11 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--amp", choices=["off", "bf16", "fp16"], default="off")
     p.add_argument("--channels-last", action="store_true")
     p.add_argument("--tf32", action="store_true", help="allow TF32 for unavoidable and asccl")
+    p.add_argument(
+        "--authors-fp32-ieee",
+        action="store_true",
+        help="authors row in IEEE float32 (default: PyTorch's defaults, as the authors ran)",
+    )
     p.add_argument("--arcface", metavar="PATH", help="insightface backbone.pth to load")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results here")
@@ -72,11 +83,28 @@ def build_metric(args: argparse.Namespace) -> ASCCLMetric:
     return metric.eval().requires_grad_(False)
 
 
-def set_tf32(enabled: bool) -> None:
+def set_fp32(matmul: str, conv: str) -> None:
+    """Float32 precision of CUDA matmuls and cuDNN convolutions (``"ieee"``, ``"tf32"``;
+    ``"none"``: inherit PyTorch's global setting). Nothing to set without CUDA."""
     if torch.cuda.is_available():
-        precision = "tf32" if enabled else "ieee"
-        torch.backends.cuda.matmul.fp32_precision = precision
-        torch.backends.cudnn.conv.fp32_precision = precision
+        torch.backends.cuda.matmul.fp32_precision = matmul
+        torch.backends.cudnn.conv.fp32_precision = conv
+
+
+def set_tf32(enabled: bool) -> None:
+    precision = "tf32" if enabled else "ieee"
+    set_fp32(precision, precision)
+
+
+def fp32_precision() -> str:
+    """The float32 precision in force now, as a row reports it."""
+    if not torch.cuda.is_available():
+        return "n/a (no CUDA)"
+    matmul, conv = (
+        torch.backends.cuda.matmul.fp32_precision,
+        torch.backends.cudnn.conv.fp32_precision,
+    )
+    return f"cuda.matmul {matmul}, cudnn.conv {conv}"
 
 
 def authors_step(metric: ASCCLMetric, generated, real, nums=(32, 16, 8, 4), tau=0.07) -> float:
@@ -174,13 +202,16 @@ def main() -> None:
             loss = loss_fn(gen_ours, real_ours)
         loss.backward()
 
+    authors_fp32 = ("ieee", "ieee") if args.authors_fp32_ieee else DEFAULT_FP32
+
     def authors() -> None:
-        set_tf32(False)
+        set_fp32(*authors_fp32)
         gen_authors.grad = None
         authors_step(metric, gen_authors, real)
 
     rows = {"unavoidable": unavoidable, "asccl": asccl, "authors": authors}
     times: dict[str, list[float]] = {name: [] for name in rows}
+    precision: dict[str, str] = {}
     for step in range(args.warmup + args.steps):
         for name, fn in rows.items():  # round-robin: drift hits every row alike
             if cuda:
@@ -189,6 +220,7 @@ def main() -> None:
             fn()
             if cuda:
                 torch.cuda.synchronize(device)
+            precision[name] = fp32_precision()  # as set by the row's own fn
             if step >= args.warmup:
                 times[name].append(1e3 * (time.perf_counter() - start))
 
@@ -200,9 +232,12 @@ def main() -> None:
     print(f"batch    : {args.batch}x3x224x224, backbone {args.backbone}, weights {weights}")
     print(
         f"settings : amp={args.amp} channels_last={args.channels_last} tf32={args.tf32} "
-        f"(authors row: fp32, contiguous, no TF32); warmup {args.warmup}, median of "
-        f"{args.steps} steps"
+        f"(authors row: fp32, contiguous, "
+        f"{'IEEE float32 (--authors-fp32-ieee)' if args.authors_fp32_ieee else 'PyTorch defaults'}"
+        f"); warmup {args.warmup}, median of {args.steps} steps"
     )
+    for label, name in zip("abc", rows, strict=True):
+        print(f"float32  : ({label}) {name:<12}{precision[name]}")
     print(f"\n{'row':<14}{'ms/step':>10}{'min':>10}{'max':>10}{'vs (a)':>9}")
     for label, name in zip("abc", rows, strict=True):
         t = times[name]
@@ -221,6 +256,7 @@ def main() -> None:
             "torch": torch.__version__,
             "threads": torch.get_num_threads(),
             "settings": {k: v for k, v in vars(args).items() if k != "json"},
+            "fp32_precision": precision,
             "median_ms": median,
             "all_ms": times,
             "asccl_over_unavoidable": median["asccl"] / base,

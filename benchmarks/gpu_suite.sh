@@ -20,8 +20,13 @@
 #   eval             45  bench_eval.py: FID features (200 images) and LSE-D
 #   render           25  bench_render.py at batch 16
 #
-# Environment: PYTHON (default .venv/bin/python, else python), SUITE_DIR (logs and the
-# reader's store; default a temp dir, removed at the end unless SUITE_KEEP=1).
+# Environment: PYTHON (default .venv/bin/python, else python), SUITE_DIR (logs, the
+# reader's store and the train rows' train.json / train_compile.json, written after every
+# section of bench_train, so a row killed at its budget keeps what it measured; default a
+# temp dir, removed at the end unless SUITE_KEEP=1).
+# Before the train rows the suite checks that the reader row left its pairs.csv (without it
+# the train rows run on random pixels with --no-loader: no loader-fed or reader rows) and
+# prints the free size of /dev/shm (DataLoader workers pass batches through it).
 set -u
 
 tiny=${TINY:-0}
@@ -80,7 +85,7 @@ row() {  # row NAME COMMAND...: run with its budget, log, one summary line
     local start=$SECONDS
     timeout --kill-after=10 "$limit" "$@" > "$work/$name.log" 2>&1
     local rc=$? took=$((SECONDS - start))
-    grep -v -e '^pack:' -e 'it/s\]' "$work/$name.log" | tail -n 60
+    grep -v -e '^pack:' -e 'it/s\]' "$work/$name.log" | tail -n 80
     local status=OK
     if [ $rc = 124 ] || [ $rc = 137 ]; then status=TIMEOUT; elif [ $rc != 0 ]; then status="FAILED (exit $rc)"; fi
     summary+=("$(printf '%-14s %-18s %4d s / %4d s' "$name" "$status" "$took" "$limit")")
@@ -91,11 +96,29 @@ echo "gpu_suite: $mode; python $py; logs in $work"
     '|', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
 
 row reader "$py" "$here/bench_reader.py" "${reader[@]}" --dir "$work/reader"
+echo
+if [ -f "$work/reader/pairs.csv" ]; then
+    data=(--data "$work/reader")
+else
+    echo "train rows: the reader row left no $work/reader/pairs.csv; the loader-fed (c) and"
+    echo "  reader parts are SKIPPED (--no-loader: on-device rows on random pixels only)"
+    data=(--no-loader)
+fi
+shm_kib=$(df -Pk /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}')
+if [ -z "$shm_kib" ]; then
+    echo "/dev/shm: not found; DataLoader workers may fail (fewer --workers, or 0)"
+else
+    echo "/dev/shm: $((shm_kib / 1024)) MiB free"
+    if [ "$shm_kib" -lt $((2 * 1024 * 1024)) ]; then
+        echo "  warning: under 2 GiB; DataLoader workers can die of SIGBUS (Bus error) on it:"
+        echo "  give the container more (docker run --shm-size=8g) or use fewer --workers"
+    fi
+fi
 amp=(--amp bf16 --channels-last)
 row train "$py" "$here/bench_train.py" "${dev[@]}" "${amp[@]}" --flops "${train[@]}" \
-    --data "$work/reader"
+    "${data[@]}" --json "$work/train.json"
 row train_compile "$py" "$here/bench_train.py" "${dev[@]}" "${amp[@]}" --flops "${train[@]}" \
-    --data "$work/reader" "${compile[@]}"
+    "${data[@]}" "${compile[@]}" --json "$work/train_compile.json"
 row loss "$py" "$here/bench_loss.py" "${dev[@]}" "${amp[@]}" "${loss[@]}"
 row spfem "$py" "$here/bench_spfem.py" "${dev[@]}" --amp bf16 "${spfem[@]}"
 row eval "$py" "$here/bench_eval.py" "${dev[@]}" "${amp[@]}" "${eval[@]}"
@@ -108,4 +131,11 @@ for line in "${summary[@]}"; do
     echo "$line"
     case "$line" in *OK*) ;; *) failed=1 ;; esac
 done
+for name in train train_compile; do
+    if [ -f "$work/$name.json" ]; then echo "$name results (JSON): $work/$name.json"
+    else echo "$name results (JSON): none written"; fi
+done
+if [ -z "${SUITE_DIR:-}" ] && [ "${SUITE_KEEP:-0}" != 1 ]; then
+    echo "(logs and JSON are removed at exit: set SUITE_DIR=DIR or SUITE_KEEP=1 to keep them)"
+fi
 exit $failed

@@ -86,10 +86,12 @@ _LAZY = {"compare": "asccl.spfem.comparison"} | {
 __all__ = [
     "MODELS",
     "MODEL_SETTINGS",
+    "REFERENCE_ROWS",
     "VARIANTS",
     "ExperimentConfig",
     "TestClip",
     "check_metric_speakers",
+    "check_reference_rows",
     "check_results_settings",
     "compare",
     "eval_config",
@@ -104,6 +106,8 @@ __all__ = [
 ]
 
 VARIANTS = ("baseline", "asccl")
+#: the ground-truth tables' reference rows (``reference_rows``): the unedited input, the truth
+REFERENCE_ROWS = ("source", "truth")
 
 
 __getattr__, __dir__ = lazy_names(__name__, _LAZY)
@@ -138,6 +142,10 @@ class ExperimentConfig:
     #: ``asccl data synth``'s ``ground_truth/`` (``<emotion>/<speaker>_<sentence>.mp4`` +
     #: ``.landmarks.npy``): framed like the outputs into ``results/ground_truth/`` (GT metrics)
     ground_truth: Path | None = None
+    #: reference rows of the ground-truth tables (needs ``ground_truth``): "source" (the
+    #: input returned unchanged), "truth" (the ground truth itself); scored like the methods
+    #: into ``eval/references/``, never ranked, never in ``comparison.*`` (() = none)
+    reference_rows: tuple[str, ...] = ()
     test_speakers: tuple[str, ...] = ("W903",)  #: held out of training, used for results
     cross_speakers: tuple[str, ...] = ()  #: cross-ID references from these; () = any other
     max_clips_per_emotion: int = 0  #: test clips per emotion; 0 = all
@@ -158,6 +166,11 @@ class ExperimentConfig:
             path_field(self, name)
         path_field(self, "metric", optional=True)
         path_field(self, "ground_truth", optional=True)
+        names_field(self, "reference_rows")
+        odd = [r for r in self.reference_rows if r not in REFERENCE_ROWS]
+        once = len(set(self.reference_rows)) == len(self.reference_rows)
+        require(not odd and once, self, "reference_rows",
+                f"must name some of {list(REFERENCE_ROWS)}, each once")  # fmt: skip
         require(isinstance(self.seeds, (list, tuple)) and all(is_int(s, 0, 2**63 - 3)
                 for s in self.seeds) and len(set(self.seeds)) == len(self.seeds), self,
                 "seeds", "must be a list of distinct seeds in [0, 2**63 - 2) (or [])")  # fmt: skip
@@ -241,6 +254,16 @@ def train_variants(config: ExperimentConfig, model: str) -> dict[str, Path]:
     return checkpoints
 
 
+def check_reference_rows(config: ExperimentConfig) -> None:
+    """Refuse ``reference_rows`` without ``ground_truth`` (one line naming the key): the
+    rows are scores against the ground truth. Checked when the experiment starts, since
+    ``asccl groundtruth`` sets ``ground_truth`` after reading its ``[experiment]`` table."""
+    if config.reference_rows and config.ground_truth is None:
+        raise ConfigError(f"reference_rows {list(config.reference_rows)} needs ground_truth "
+                          "(the rows are scored against it and this experiment has none): "
+                          "set ground_truth, or reference_rows = []")  # fmt: skip
+
+
 def check_metric_speakers(config: ExperimentConfig) -> None:
     """Refuse (one line naming them and the file) a metric trained on a test speaker: its
     training speakers are in its header (:func:`asccl.metric.checkpoint.read_metric_speakers`;
@@ -301,10 +324,15 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
         test_clips,
     )
 
+    check_reference_rows(config)
     if config.seeds:
+        from asccl.spfem.reference_rows import write_seed_references
         from asccl.spfem.seeds import run_seeds
 
-        return run_seeds(config, run_experiment)
+        paths = run_seeds(config, run_experiment)
+        if config.evaluate and config.reference_rows:
+            paths |= write_seed_references(config)
+        return paths
     test, _ = test_clips(config)  # a bad data folder or test speaker fails before training
     if not test:
         raise DataError(config.data / "pairs.csv", "no clip pairs of the test speakers")
@@ -345,4 +373,8 @@ def run_experiment(config: ExperimentConfig) -> dict[str, Path]:
     evaluation = evaluate_results(config, results)
     paths |= {f"eval_{k}": v for k, v in evaluation.items()}
     paths |= compare(config, evaluation["scores"])
+    if config.reference_rows:  # after compare: scored apart, so never in comparison.*
+        from asccl.spfem.reference_rows import write_references
+
+        paths |= write_references(eval_config(config, results), config.reference_rows)
     return paths

@@ -17,8 +17,10 @@ What ties the stages together is set here: ``data.root = <synth.out>/MEAD``, ``d
 and ``health.val_speakers`` = ``experiment.test_speakers`` (never trained on by the metric
 nor by the generators), ``health`` on ``<out>/metric/metric.safetensors`` into
 ``<out>/metric_health``, ``experiment.data``/``metric``/``out = <out>/experiment``/
-``ground_truth = <synth.out>/ground_truth``. Every stage resumes, so a rerun picks up where a
-killed one stopped. Ends by printing where the tables and plots are.
+``ground_truth = <synth.out>/ground_truth`` (so its ``reference_rows``, on in the
+configs, are scored: ``source`` and ``truth`` beside the methods, never ranked). Every
+stage resumes, so a rerun picks up where a killed one stopped. Ends by printing where the
+tables and plots are.
 """
 
 from __future__ import annotations
@@ -133,7 +135,8 @@ def run_groundtruth(config: GroundTruthConfig) -> dict[str, Path]:
     print("\nground-truth benchmark outputs:")
     shown = [k for k in paths if k in ("health_md", "health_png", "experiment_comparison_md")
              or k.startswith(("experiment_seeds_table_", "experiment_seeds_spread_",
-                              "experiment_seeds_plot_"))]  # fmt: skip
+                              "experiment_seeds_plot_",
+                              "experiment_seeds_references_"))]  # fmt: skip
     for name in shown:
         if not name.endswith(("_csv", "_tex")):
             print(f"  {name:<40} {paths[name]}")

@@ -141,32 +141,42 @@ def test_reference_tables_label_the_rows_and_mark_no_winner(results, tmp_path):
                      ("truth", "reference")}  # fmt: skip
 
 
-def test_experiment_keeps_reference_rows_out_of_comparison_and_eval_tables(
-    results, tmp_path, monkeypatch
-):
-    """``run_experiment`` with training and generation replaced by the fixture's results:
-    the evaluation, comparison and reference rows run as in a real experiment."""
+def _experiment(results: Path, tmp_path: Path, monkeypatch, **keys) -> ExperimentConfig:
+    """An experiment whose training and generation are replaced (each run's results are the
+    fixture's, copied in): its evaluation, comparison and reference rows run for real."""
+    import shutil
+
     import asccl.spfem.experiment as experiment
     import asccl.spfem.results as results_module
     import asccl.spfem.train as train_module
 
-    out = tmp_path / "experiment"
-    (out / "results").parent.mkdir(parents=True)
-    results.rename(out / "results")
     metric = tmp_path / "metric.safetensors"
     metric.write_bytes(b"")
     weights = {"baseline": metric, "asccl": metric}
+
+    def generate(config, model, checkpoints):
+        if not (config.out / "results").is_dir():
+            shutil.copytree(results, config.out / "results")
+        return config.out / "results"
+
     monkeypatch.setattr(results_module, "test_clips", lambda config, quiet=False: ([0], []))
     monkeypatch.setattr(results_module, "model_clips", lambda test, train: test)
     monkeypatch.setattr(results_module, "check_results_settings", lambda config, s: None)
     monkeypatch.setattr(results_module, "results_settings", lambda config, a, b: {})
-    monkeypatch.setattr(results_module, "generate_results", lambda c, m, k: out / "results")
+    monkeypatch.setattr(results_module, "generate_results", generate)
     monkeypatch.setattr(train_module, "check_resumable", lambda train: None)
     monkeypatch.setattr(experiment, "train_variants", lambda config, model: weights)
     monkeypatch.setattr(experiment, "check_metric_speakers", lambda config: None)
-    config = ExperimentConfig(out=out, metric=metric, models=("ganmut",),
-                              ground_truth=tmp_path, reference_rows=("source", "truth"),
-                              eval=_eval(out / "results", out / "eval", ()))  # fmt: skip
+    return ExperimentConfig(out=tmp_path / "experiment", metric=metric, models=("ganmut",),
+                            ground_truth=tmp_path, reference_rows=("source", "truth"),
+                            eval=_eval(tmp_path / "unused", tmp_path / "unused", ()),
+                            **keys)  # fmt: skip
+
+
+def test_experiment_keeps_reference_rows_out_of_comparison_and_eval_tables(
+    results, tmp_path, monkeypatch
+):
+    config = _experiment(results, tmp_path, monkeypatch)
     paths = run_experiment(config)
     with open(paths["eval_scores"], newline="") as handle:  # what seeds.py averages
         assert {r["method"] for r in csv.DictReader(handle)} == {"ganmut", "ganmut_asccl"}
@@ -259,3 +269,21 @@ def test_a_reference_without_a_face_narrows_every_column_and_says_so(setup, tmp_
     assert main_mouth == pytest.approx(np.mean(MOUTH["ganmut"]) / IOD, abs=1e-6)
     md = paths["references_single_md"].read_text()
     assert "(frames without one: source 1, truth 0); the methods' values here differ" in md
+
+
+def test_seeds_average_the_reference_rows_apart_from_the_methods_comparison(
+    results, tmp_path, monkeypatch
+):
+    config = _experiment(results, tmp_path, monkeypatch, seeds=(0, 1))
+    paths = run_experiment(config)
+    with open(paths["comparison_csv"], newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {r["model"] for r in rows} == {"ganmut"}
+    header = paths["seeds_table_single_csv"].read_text().splitlines()[0]
+    assert header == "emotion" + ",ganmut" * 4 + ",ganmut_asccl" * 4  # no reference column
+    spread = paths["seeds_references_spread_single"].read_text()
+    # both seeds score the same clips: the truth's mean is its value, the spread 0
+    assert "| 0.000 ± 0.000 | 0.000 ± 0.000 | 100.000 ± 0.000 | 1.000 ± 0.000 |" in spread
+    table = paths["seeds_references_single_md"].read_text()
+    assert label("source") in table and "never ranked" in table
+    assert "**" not in table.split("|---", 1)[1].split("\n\n")[0]  # no winner

@@ -230,19 +230,23 @@ def write_seed_references(config: ExperimentConfig) -> dict[str, Path]:
         caption = (f"Setting {setting}: mean over {n} seeds ({seeds}) of the methods and the "
                    "reference rows (not methods, never ranked; see each seed's "
                    "eval/references/); no winner marked here")  # fmt: skip
+        refs = [m for kind, m in columns if kind == "reference"]
+        text = "Reference rows, not methods, never ranked: " + "; ".join(MEANING[r] for r in refs)
+        notes = {(label(r), AVERAGE, k): text for r in refs for k in metrics}
         md, csv_path, tex = write_tables(means, metrics, out / setting, caption=caption,
-                                         comparable=set())  # fmt: skip
+                                         notes=notes, comparable=set())  # fmt: skip
         header = ["Emotion"] + [f"{m} {METRICS[k][0]}" for m in means for k in metrics]
         lines = [f"**{caption}**", "", "| " + " | ".join(header) + " |",
                  "|" + "---|" * len(header)]  # fmt: skip
         for row in table_rows(means):
-            text = [row.capitalize()]
+            cells_text = [row.capitalize()]
             for m in means:
                 for k in metrics:
                     mean, std = cells.get((m, row, k), (math.nan, math.nan))
                     shown = f"{format_value(mean)} ± {format_value(std)}"
-                    text.append(shown if math.isfinite(mean) else "-")
-            lines.append("| " + " | ".join(text) + " |")
+                    cells_text.append(shown if math.isfinite(mean) else "-")
+            lines.append("| " + " | ".join(cells_text) + " |")
+        lines += ["", f"{text}  "] if refs else []
         spread = write_text_atomic(out / f"{setting}_spread.md", "\n".join(lines) + "\n")
         paths |= {f"seeds_references_{setting}_md": md, f"seeds_references_{setting}_csv":
                   csv_path, f"seeds_references_{setting}_tex": tex,

@@ -286,4 +286,5 @@ def test_seeds_average_the_reference_rows_apart_from_the_methods_comparison(
     assert "| 0.000 ± 0.000 | 0.000 ± 0.000 | 100.000 ± 0.000 | 1.000 ± 0.000 |" in spread
     table = paths["seeds_references_single_md"].read_text()
     assert label("source") in table and "never ranked" in table
+    assert paths["seeds_references_plot_single"].is_file()
     assert "**" not in table.split("|---", 1)[1].split("\n\n")[0]  # no winner

@@ -22,7 +22,8 @@ Written: ``eval/references/tables/<setting>.{md,csv,tex}`` (the methods, then th
 labelled ``<name> (reference)``, no winner marked anywhere in the table: the winners are in
 ``eval/tables/``), ``eval/references/plots/<setting>.png`` and ``eval/references/scores.csv``
 (``kind`` = method or reference); over seeds (:func:`write_seed_references`)
-``seeds/references/<setting>.{md,csv,tex}`` with every cell ``mean ± std``.
+``seeds/references/<setting>.{md,csv,tex}`` (means), ``<setting>_spread.md`` (every cell
+``mean ± std``) and ``plots/<setting>.png``.
 """
 
 from __future__ import annotations
@@ -248,6 +249,11 @@ def write_seed_references(config: ExperimentConfig) -> dict[str, Path]:
             lines.append("| " + " | ".join(cells_text) + " |")
         lines += ["", f"{text}  "] if refs else []
         spread = write_text_atomic(out / f"{setting}_spread.md", "\n".join(lines) + "\n")
+        errors = {key: std for key, (_, std) in cells.items()}
+        paths[f"seeds_references_plot_{setting}"] = plot_scores(
+            means, metrics, out / "plots" / f"{setting}.png", errors=errors,
+            title=f"{setting}: methods and reference rows, mean over {n} seeds, +-1 sample std",
+        )  # fmt: skip
         paths |= {f"seeds_references_{setting}_md": md, f"seeds_references_{setting}_csv":
                   csv_path, f"seeds_references_{setting}_tex": tex,
                   f"seeds_references_spread_{setting}": spread}  # fmt: skip

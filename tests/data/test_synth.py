@@ -182,6 +182,31 @@ def test_synth_tree_indexes_pairs_resumes_and_is_deterministic(tmp_path, capsys)
     assert not np.array_equal(_decoded(copy.out / clip), _decoded(config.out / clip))
 
 
+def test_clips_of_another_recipe_are_redone(tmp_path):
+    """A clip whose record names an older recipe (synth-1: images off their landmarks by
+    up to ~0.4 px) is redone, the run saying why: never kept beside synth-2 clips."""
+    import json
+
+    from asccl.data.synth.config import RECIPE
+    from asccl.data.synth.run import Item, item_paths, item_state, record_path
+
+    config = dataclasses.replace(TINY, out=tmp_path)
+    item = Item(Clip(0, "neutral", 1, 0))
+    files = {}
+    for path in item_paths(config, item).values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"x" * 10)
+        files[path.relative_to(tmp_path).as_posix()] = 10
+    record = record_path(config, item)
+    record.parent.mkdir(parents=True, exist_ok=True)
+    settings = config.clip_settings()
+    record.write_text(json.dumps({"settings": settings, "files": files}))
+    assert item_state(config, item) is None
+    record.write_text(json.dumps({"settings": {**settings, "recipe": "synth-1"}, "files": files}))
+    assert RECIPE == "synth-2"
+    assert item_state(config, item) == "recipe: synth-1 -> synth-2"
+
+
 def test_sentence_numbering_follows_mead():
     """Disgusted numbers the first three sentences 028-030 when there are three or more
     (the pairing then finds 030 and maps 001->028), else 001 (MEAD's other numbering)."""

@@ -9,8 +9,10 @@ from typing import Any
 from asccl.config import is_int, is_number, path_field, require
 
 #: Bump when a change to the synthesiser changes what a clip looks or sounds like: clips
-#: recorded with another recipe are redone.
-RECIPE = "synth-1"
+#: recorded with another recipe are redone. synth-2: OpenCV's pixel centres in the
+#: drawing canvas, the mouth painter, the still image's resize and the warp's upsampled map
+#: (synth-1's images sat up to ~0.4 px off their recorded landmarks).
+RECIPE = "synth-2"
 MAX_SPEAKERS = 99  #: speaker ids W901..M999
 #: Sentence ids 001..027: disgusted numbers the first three 028-030 (MEAD's convention).
 MAX_SENTENCES = 27

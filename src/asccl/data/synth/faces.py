@@ -95,8 +95,12 @@ def scaled_face(face: Face, factor: float) -> Face:
     image = cv2.resize(face.image, size, interpolation=cv2.INTER_AREA)
     sx, sy = size[0] / w, size[1] / h
     scale = np.array([sx, sy])
-    return Face(image, face.src_pts * scale, face.rest_pts * scale, face.unit * sx,
-                face.centre * scale, face.crop * sx, face.teeth, face.cavity)  # fmt: skip
+
+    def moved(p: np.ndarray) -> np.ndarray:  # cv2.resize's pixel centres: x -> (x + .5) s - .5
+        return (p + 0.5) * scale - 0.5
+
+    return Face(image, moved(face.src_pts), moved(face.rest_pts), face.unit * sx,
+                moved(face.centre), face.crop * sx, face.teeth, face.cavity)  # fmt: skip
 
 
 @dataclass
@@ -212,17 +216,27 @@ def _closed_curve(pts: np.ndarray, n: int) -> np.ndarray:
 
 class _Canvas:
     """A float RGB image drawn with OpenCV at ``ss``-times supersampling; every coordinate
-    and length is given in final pixels. Masks are anti-aliased and optionally blurred."""
+    and length is given in final pixels. Masks are optionally blurred; cv2 anti-aliases
+    only 8-bit images, so these float masks are filled by whole supersampled pixels (each
+    edge to within 1/(2 ss) final px) and the area downsampling is the anti-aliasing.
+
+    Pixel centres as OpenCV's: final pixel j covers [j - 0.5, j + 0.5] and is the mean of
+    supersampled pixels j*ss .. j*ss + ss - 1 (area downsampling), so final point p is
+    supersampled point (p + 0.5) * ss - 0.5 and supersampled pixel i sits at final
+    (i + 0.5) / ss - 0.5 (``xx``, ``yy``); lengths (axes, widths, blur) just scale by ss."""
 
     def __init__(self, side: int, ss: int, top: tuple, bottom: tuple) -> None:
         self.side, self.ss = side, ss
         n = side * ss
-        self.yy, self.xx = np.mgrid[0:n, 0:n].astype(np.float32) / ss
+        self.yy, self.xx = (np.mgrid[0:n, 0:n].astype(np.float32) + 0.5) / ss - 0.5
         t = (self.yy / side)[..., None]
         self.img = np.array(top, np.float32) * (1 - t) + np.array(bottom, np.float32) * t
 
-    def _fixed(self, pts) -> np.ndarray:  # cv2's fixed point: 4 fractional bits
-        return np.round(np.asarray(pts, np.float64) * self.ss * 16).astype(np.int32)
+    def _fixed(self, pts) -> np.ndarray:  # a point, supersampled, in cv2's 4 fractional bits
+        return np.round(((np.asarray(pts, np.float64) + 0.5) * self.ss - 0.5) * 16).astype(np.int32)
+
+    def _fixed_length(self, length) -> np.ndarray:  # a length: scaled, not shifted
+        return np.round(np.asarray(length, np.float64) * self.ss * 16).astype(np.int32)
 
     def _blur(self, m: np.ndarray, blur: float) -> np.ndarray:
         return cv2.GaussianBlur(m, (0, 0), blur * self.ss) if blur > 0 else m
@@ -234,7 +248,7 @@ class _Canvas:
 
     def ellipse(self, centre, axes, blur: float = 0.0) -> np.ndarray:
         m = np.zeros(self.xx.shape, np.float32)
-        c, a = self._fixed(centre), self._fixed(axes)
+        c, a = self._fixed(centre), self._fixed_length(axes)
         cv2.ellipse(m, (int(c[0]), int(c[1])), (int(a[0]), int(a[1])), 0, 0, 360, 1.0, -1,
                     cv2.LINE_AA, 4)  # fmt: skip
         return self._blur(m, blur)

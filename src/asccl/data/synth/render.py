@@ -47,6 +47,34 @@ def tps_apply(coef: np.ndarray, ctrl: np.ndarray, pts: np.ndarray) -> np.ndarray
     return k @ coef[: len(ctrl)] + coef[-3] + pts @ coef[-2:]
 
 
+def map_nodes(g: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The output pixels (y, x), each (g, g), where the coarse backward map is evaluated:
+    node k at pixel k * (size - 1) / (g - 1), the first and last nodes on the frame's
+    first and last pixel centres (what :func:`upsample_map` reads)."""
+    gy, gx = np.mgrid[0:g, 0:g] * ((size - 1) / (g - 1))
+    return gy, gx
+
+
+def _bilinear_weights(size: int, g: int) -> np.ndarray:
+    """(size, g): pixel j's linear weights on the nodes of :func:`map_nodes` (j sits at node
+    coordinate j * (g - 1) / (size - 1), between nodes floor and floor + 1)."""
+    u = np.arange(size) * ((g - 1) / (size - 1))
+    k = np.minimum(np.floor(u).astype(int), g - 2)
+    w = np.zeros((size, g))
+    w[np.arange(size), k] = k + 1 - u
+    w[np.arange(size), k + 1] = u - k
+    return w
+
+
+def upsample_map(coarse: np.ndarray, size: int) -> np.ndarray:
+    """A (g, g) map sampled at :func:`map_nodes` -> (size, size) float32, bilinear between
+    the nodes. Every pixel lies inside the nodes (no extrapolation, no clamped border band),
+    and a map linear in the pixel coordinates comes back exact: cv2.resize, whose pixel
+    centres sit half a node inside the grid's edges, would shift and stretch this map."""
+    w = _bilinear_weights(size, coarse.shape[0])
+    return (w @ np.asarray(coarse, np.float64) @ w.T).astype(np.float32)
+
+
 @dataclass
 class Pose:
     """Per-frame head pose: roll (radians), scale, shift (output pixels)."""
@@ -128,8 +156,8 @@ def render_clip(
     width = np.asarray(width, np.float64)
     ctrl_src = np.concatenate([face.src_pts, face.anchors]) / unit
 
-    g = 33  # coarse grid of the backward map, upsampled to full resolution
-    gy, gx = np.mgrid[0:g, 0:g] * ((size - 1) / (g - 1))
+    g = 33  # coarse grid of the backward map, upsampled to full resolution (upsample_map)
+    gy, gx = map_nodes(g, size)
     grid = np.stack([gx.ravel(), gy.ravel()], 1)
     src = np.ascontiguousarray(face.image)
     frames = np.empty((n, size, size, 3), np.uint8)
@@ -150,8 +178,8 @@ def render_clip(
         coef = tps_solve(np.concatenate([pts, face.anchors]) / unit, ctrl_src)
         back = (grid - off) @ np.linalg.inv(rot).T + face.centre
         mapped = tps_apply(coef, np.concatenate([pts, face.anchors]) / unit, back / unit) * unit
-        mx = cv2.resize(mapped[:, 0].reshape(g, g).astype(np.float32), (size, size))
-        my = cv2.resize(mapped[:, 1].reshape(g, g).astype(np.float32), (size, size))
+        mx = upsample_map(mapped[:, 0].reshape(g, g), size)
+        my = upsample_map(mapped[:, 1].reshape(g, g), size)
         frame = cv2.remap(src, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         frames[i] = paint_mouth(frame, marks[i], face, zoom, size)
     return frames, marks
@@ -173,14 +201,19 @@ def paint_mouth(
         return np.clip(frame, 0, 255).astype(np.uint8)
     sub = frame[y0:y1, x0:x1]
     off = np.array([x0, y0])
-    ss = 4
+    ss = 4  # drawn supersampled, then area-averaged: output pixel j is the mean of
+    # supersampled pixels j*ss .. j*ss + ss - 1, so output point p is drawn at (p + 0.5) * ss - 0.5
+
+    def fixed(p: np.ndarray) -> np.ndarray:  # supersampled, cv2's 4 fractional bits
+        return np.round(((p - off + 0.5) * ss - 0.5) * 16).astype(np.int32)
+
     mask = np.zeros(((y1 - y0) * ss, (x1 - x0) * ss), np.float32)
-    cv2.fillPoly(mask, [np.round((inner - off) * ss * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+    cv2.fillPoly(mask, [fixed(inner)], 1.0, cv2.LINE_AA, 4)
     teeth = np.zeros_like(mask)
-    upper = pts[[60, 61, 62, 63, 64]] - off
+    upper = pts[[60, 61, 62, 63, 64]]
     depth = 0.09 * face.unit * zoom
     band = np.concatenate([upper, (upper + np.array([0.0, depth]))[::-1]])
-    cv2.fillPoly(teeth, [np.round(band * ss * 16).astype(np.int32)], 1.0, cv2.LINE_AA, 4)
+    cv2.fillPoly(teeth, [fixed(band)], 1.0, cv2.LINE_AA, 4)
     size = (x1 - x0, y1 - y0)
     mask = cv2.resize(mask, size, interpolation=cv2.INTER_AREA)
     teeth = cv2.resize(teeth, size, interpolation=cv2.INTER_AREA) * mask

@@ -131,6 +131,7 @@ for line in "${summary[@]}"; do
     echo "$line"
     case "$line" in *OK*) ;; *) failed=1 ;; esac
 done
+echo
 for name in train train_compile; do
     if [ -f "$work/$name.json" ]; then echo "$name results (JSON): $work/$name.json"
     else echo "$name results (JSON): none written"; fi

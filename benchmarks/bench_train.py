@@ -29,8 +29,10 @@ convolutions are drawn with std ``1/sqrt(fan_in)`` (``bench_loss.build_metric``)
   from ``demo_data/MEAD`` (one speaker, neutral + ``--demo-emotions``, crops at the model's
   input size) with ``asccl.data.prepare.run_index/run_pairs/run_crops``.
 * reader: ``PairedFrames[i]`` alone in this process, random order, with the clip cache
-  warm, and with ``cache_size=1``, where every read opens its clip's store as nearly every
-  read does on MEAD (~7,650 clips, 64 cached per worker). The demo subset (6 clips) always
+  warm (``crops.pack`` where the folder has one), and with ``cache_size=1`` and
+  ``frame_pack="off"`` (``cold_reader``), where every read opens its clip's own store as
+  nearly every read does on MEAD (~7,650 clips, 64 cached per worker); the line says which
+  store each read. The demo subset (6 clips) always
   hits the cache, so (c) on it can look better than a real run. Times the workers count,
   this is the loader's ceiling (collate and pinning excluded).
 
@@ -58,6 +60,15 @@ Peak memory: ``torch.cuda.max_memory_allocated`` per row (both models' weights a
 states included; "step" is the peak minus what was allocated before the block). On CPU
 it is the process's peak RSS (``resource.getrusage``) plus that of the largest DataLoader
 worker. ``--json PATH`` also writes the results.
+
+Sections: the on-device rows of each batch size, the host sync count, (c), the reader, the
+comparisons and the FLOP count each print their lines as soon as they are measured, and
+``--json`` is rewritten (atomically) after every section, so a run killed at its time
+budget keeps what it finished. A section that fails (a DataLoader worker killed by SIGBUS
+on a small ``/dev/shm``, out of memory, a compile error) prints ``section NAME failed:
+ERROR`` (its traceback's end on stderr); the later sections still run and the script
+exits 1 at the end. ``--no-loader`` skips (c) and the reader (without ``--data``, the
+on-device rows then run on random uint8 pixels).
 """
 
 from __future__ import annotations

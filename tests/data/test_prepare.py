@@ -364,6 +364,7 @@ def test_the_data_stage_tracker_takes_its_hold_from_the_recorded_settings(monkey
     monkeypatch.setattr(prepare, "_TRACKERS", {})
     settings = {**DataConfig(root="x").crop_settings(), "hold": 3}
     clip = type("C", (), {"video": tmp_path / "v.mp4", "clip_id": "a"})()
+    clip.video.write_bytes(b"fingerprinted before cropping")  # the store records its video
     with pytest.raises(Stop):
         prepare._CropWork(tmp_path, "jpeg", settings)(clip)
     assert built == [3]

@@ -11,7 +11,12 @@ Reruns never keep stale outputs. Every item records the settings that shape its 
 shards): a pair file in its ``"settings"`` entry, a crop store in the sibling
 ``<store>.settings.json``. A rerun with other settings *redoes* those items and says how
 many (``4 pairs made with other settings (dtw_metric: l1 -> cosine): redone``); items of
-an older asccl that recorded nothing count as "settings unknown" and are redone too. Each
+an older asccl that recorded nothing count as "settings unknown" and are redone too.
+Every item also records the input files it read (a pair: both clips' audio and video; a
+crop store: its video), each as path, size, mtime and SHA-256, in a ``"sources"`` entry
+beside its settings; a rerun redoes an item whose input changed (a replaced or re-encoded
+clip; see :mod:`asccl.data.item_settings` for the rule: no hashing unless a file's mtime
+moved) and says how many, with an example file. Each
 output is replaced atomically, so an item whose redo fails keeps its old file, which the
 merged ``pairs.csv``/``aligned_pairs.json`` then leave out: they hold only pairs of the
 current pairing rule made with the current settings.
@@ -51,8 +56,12 @@ from asccl.data.item_settings import (
     _pair_state,
     _read_pair,
     crop_settings_path,
+    fingerprint,
+    fingerprints,
     load_pair_record,
+    pair_inputs,
     read_crop_settings,
+    read_crop_sources,
     settings_change,
 )
 from asccl.data.pairing import numbering_notes, pair_clips, resolve_numbering
@@ -70,6 +79,7 @@ __all__ = [
     "pair_path",
     "parse_shard",
     "read_crop_settings",
+    "read_crop_sources",
     "run_crops",
     "run_index",
     "run_pairs",
@@ -137,6 +147,7 @@ class _AlignWork:
     def __call__(self, pair: ClipPair) -> None:
         from asccl.data.dtw import align_audio
 
+        sources = fingerprints(pair_inputs(pair))  # before reading: a later change is seen
         features = [self._features(clip) for clip in (pair.neutral, pair.emotional)]
         try:
             idx_n, idx_e, cost, quality = align_audio(
@@ -156,6 +167,7 @@ class _AlignWork:
             "dtw_cost": float(cost),
             "quality": {k: float(v) for k, v in quality.items()},
             "settings": self.settings,
+            "sources": sources,
         }
         write_text_atomic(pair_path(self.out, pair), json.dumps(record))
 
@@ -183,9 +195,9 @@ class _AlignWork:
 def run_pairs(config: DataConfig) -> StageSummary:
     """Align every clip pair of this shard by DTW on audio; merge all pairs on disk.
 
-    A pair file made with other :meth:`DataConfig.pair_settings` (or none recorded) is
-    redone. The merged files hold the pairs of the current rule (all shards) whose files
-    were made with the current settings.
+    A pair file made with other :meth:`DataConfig.pair_settings` (or none recorded), or
+    from input files that changed since, is redone. The merged files hold the pairs of the
+    current rule (all shards) whose files were made with the current settings.
     """
     from asccl.data.pair_files import write_authors_json, write_pairs_table
 
@@ -204,14 +216,17 @@ def run_pairs(config: DataConfig) -> StageSummary:
     shard, shards = parse_shard(config.shard)
     mine = [p for i, p in enumerate(pairs) if i % shards == shard]
     settings = config.pair_settings()
+    examples: dict[str, str] = {}
     states = {
-        path: _pair_state(path, settings) for path in (pair_path(config.out, p) for p in mine)
+        pair_path(config.out, p): _pair_state(
+            pair_path(config.out, p), settings, pair_inputs(p), examples
+        )
+        for p in mine
     }
     todo = [p for p in mine if states[pair_path(config.out, p)] is not None]
     summary.skipped = len(mine) - len(todo)
-    _note_redone(
-        summary, Counter(v for v in states.values() if v not in (None, "missing")), "pairs"
-    )
+    changes = Counter(v for v in states.values() if v not in (None, "missing"))
+    _note_redone(summary, changes, "pairs", examples)
     work = _AlignWork(config.out, settings)
     _run_items("aligning pairs", todo, work, lambda p: f"{p.speaker}/{p.emotion}/{p.key}",
                config.workers, summary)  # fmt: skip
@@ -278,6 +293,7 @@ class _CropWork:
             landmarker = make_landmarker(s["landmark_backend"])
             _TRACKERS[key] = FaceTracker(landmarker, detect_every=s["detect_every"], hold=s["hold"])
         rule = {name: s[name] for name in BOX_RULE}
+        sources = {"video": fingerprint(clip.video)}  # before reading: a later change is seen
         crops = crop_clip(clip.video, size=s["crop_size"], tracker=_TRACKERS[key], **rule)
         if crops.num_invalid == len(crops):
             raise DataError(clip.video, "no face found in any frame")
@@ -287,13 +303,15 @@ class _CropWork:
         # without settings (redone next time), never one beside another store's settings.
         crop_settings_path(path).unlink(missing_ok=True)
         write_clip_crops(crops, path, format=self.fmt)
-        write_text_atomic(crop_settings_path(path), json.dumps(s, sort_keys=True))
+        record = {**s, "sources": sources}  # read_crop_settings leaves "sources" out
+        write_text_atomic(crop_settings_path(path), json.dumps(record, sort_keys=True))
 
 
 def run_crops(config: DataConfig) -> StageSummary:
     """Crop faces from every clip used by a pair (or every clip), this shard's share.
 
-    A store made with other :meth:`DataConfig.crop_settings` (or none recorded) is redone.
+    A store made with other :meth:`DataConfig.crop_settings` (or none recorded), or from a
+    video that changed since, is redone.
     """
     from asccl.data.crop_store import read_clip_header
 
@@ -307,16 +325,16 @@ def run_crops(config: DataConfig) -> StageSummary:
     shard, shards = parse_shard(config.shard)
     mine = [c for i, c in enumerate(clips) if i % shards == shard]
     settings = config.crop_settings()
+    examples: dict[str, str] = {}
     states = {
         c.clip_id: _crop_state(crop_path(config.out, c.clip_id, config.crop_format), settings,
-                               c.num_frames)
+                               c.num_frames, c.video, examples)
         for c in mine
     }  # fmt: skip
     todo = [c for c in mine if states[c.clip_id] is not None]
     summary.skipped = len(mine) - len(todo)
-    _note_redone(
-        summary, Counter(v for v in states.values() if v not in (None, "missing")), "crop stores"
-    )
+    changes = Counter(v for v in states.values() if v not in (None, "missing"))
+    _note_redone(summary, changes, "crop stores", examples)
     work = _CropWork(config.out, config.crop_format, settings)
     _run_items("cropping faces", todo, work, lambda c: str(c.video), config.workers, summary)
     frames = no_face = 0

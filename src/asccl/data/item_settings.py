@@ -290,6 +290,16 @@ def read_crop_sources(store: Path) -> dict[str, Any] | None:
     return None if recorded is None else _as_sources(recorded.get("sources"))
 
 
+def read_crop_record(store: Path) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """``(settings, sources)`` recorded beside ``store`` in one read
+    (:func:`read_crop_settings`, :func:`read_crop_sources`)."""
+    recorded = _read_crop_record(store)
+    if recorded is None:
+        return None, None
+    settings = {k: v for k, v in recorded.items() if k != "sources"}
+    return settings, _as_sources(recorded.get("sources"))
+
+
 def _crop_state(
     path: Path,
     settings: dict[str, Any],

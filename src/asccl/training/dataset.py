@@ -35,7 +35,7 @@ from asccl.data.crop_store import (
 )
 from asccl.data.errors import DataError
 from asccl.data.frame_pack import PACK_DIR, FramePack, open_frame_pack
-from asccl.data.item_settings import read_crop_settings
+from asccl.data.item_settings import read_crop_record
 from asccl.data.pair_files import read_pairs_table
 from asccl.metric.preprocess import to_metric_input
 
@@ -98,6 +98,9 @@ class PairedFrames(Dataset):
         size: the crop side ``S``.
         store_settings: the settings each store read records beside it (its
             ``.settings.json``; ``None``: none), for :func:`data_run_settings`.
+        store_sources: ``(clip id, sha256 of the video it was cut from)`` of each store
+            read, from the same file (``"unrecorded"``: an older asccl's store), for
+            :func:`data_run_settings`.
 
     Raises:
         DataError: no ``pairs.csv``; a requested speaker or emotion absent from it; a
@@ -136,6 +139,7 @@ class PairedFrames(Dataset):
         # One header read per clip: its valid mask and crop size; and its recorded settings.
         self.skipped: list[tuple[str, str]] = []
         self.store_settings: list[dict | None] = []
+        self.store_sources: list[tuple[str, str]] = []
         valid: dict[str, np.ndarray] = {}
         sizes: dict[int, list[str]] = {}
         recorded: dict[str, list[str]] = {}  # the settings a store records (JSON) -> clips
@@ -153,7 +157,9 @@ class PairedFrames(Dataset):
             else:
                 valid[clip], size = read_clip_header(path)  # DataError: damaged, refused
             sizes.setdefault(size, []).append(clip)
-            self.store_settings.append(settings := read_crop_settings(path))
+            settings, sources = read_crop_record(path)
+            self.store_settings.append(settings)
+            self.store_sources.append((clip, _video_sha(sources)))
             recorded.setdefault(json.dumps(settings, sort_keys=True), []).append(clip)
         if len(sizes) > 1:
             found = ", ".join(f"{s} px ({len(c)} clips, e.g. {c[0]})" for s, c in sizes.items())
@@ -417,19 +423,30 @@ def _refuse_mixed_settings(data_dir: Path, recorded: dict[str, list[str]]) -> No
 
 def data_run_settings(*datasets: PairedFrames) -> dict[str, str]:
     """The run-settings keys of the crop stores ``datasets`` read (their crop size and
-    recorded settings: :func:`~asccl.training.resume.crop_settings`), for a trainer to add
-    to the settings its checkpoints record, so that a resume on other crops is refused.
+    recorded settings: :func:`~asccl.training.resume.crop_settings`; the digest of the
+    videos they were cut from: :func:`~asccl.training.resume.sources_digest`), for a
+    trainer to add to the settings its checkpoints record, so that a resume on other crops
+    is refused.
 
     Raises:
         DataError: the datasets' crops differ in size.
     """
-    from asccl.training.resume import crop_settings
+    from asccl.training.resume import SOURCES_KEY, crop_settings, sources_digest
 
     sizes = {d.size for d in datasets if d.store_settings}
     if len(sizes) > 1:
         found = ", ".join(f"{d.data_dir}: {d.size} px" for d in datasets)
         raise DataError(datasets[0].data_dir, f"crop stores differ in size: {found}")
-    return crop_settings(next(iter(sizes), 0), [s for d in datasets for s in d.store_settings])
+    keys = crop_settings(next(iter(sizes), 0), [s for d in datasets for s in d.store_settings])
+    sources = sources_digest(s for d in datasets for s in d.store_sources)
+    return {**keys, SOURCES_KEY: json.dumps(sources)}
+
+
+def _video_sha(sources: dict | None) -> str:
+    """The sha256 a store's recorded sources give its video; ``"unrecorded"`` if none."""
+    video = (sources or {}).get("video")
+    sha = video.get("sha256") if isinstance(video, dict) else None
+    return sha if isinstance(sha, str) else "unrecorded"
 
 
 def to_model_input(

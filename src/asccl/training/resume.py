@@ -6,8 +6,11 @@ refused by :func:`check_resume` in one line naming the keys, old -> new, and how
 over. Harmless changes (workers, logging cadence, device, threads, more steps...) are each
 config's ``RESUMABLE_CHANGES``. The data keys say what training reads: the pairs as parsed
 (:func:`data_settings`) and, once the dataset has opened the stores, their crop size and
-recorded settings (:func:`crop_settings`); a checkpoint of an older asccl, which recorded
-``pairs.csv``'s bytes, is compared on those (:func:`comparable`).
+recorded settings (:func:`crop_settings`), and a digest of the videos the stores were cut
+from (:func:`sources_digest`, from each store's recorded ``"sources"``), so a run is not
+resumed on crops remade from changed videos; a checkpoint of an older asccl, which
+recorded ``pairs.csv``'s bytes, is compared on those, and one without the sources key is
+compared without it (:func:`comparable`).
 """
 
 from __future__ import annotations
@@ -68,11 +71,15 @@ LEGACY_PAIRS_KEY = "data_pairs_csv"
 #: the keys of the crop stores' settings (:func:`crop_settings`), known once the dataset
 #: has opened the stores: a check made before (``TrainingRun``'s first) skips them
 CROPS_PREFIX = "data_crops."
+#: the key of the digest of the crop stores' input videos (:func:`sources_digest`); a
+#: checkpoint of an older asccl has none and is compared without it
+SOURCES_KEY = f"{CROPS_PREFIX}sources"
 #: what each data key names in a refusal, by prefix
 DATA_NAMES = {
     PAIRS_KEY: "the pairs in pairs.csv",
     f"{CROPS_PREFIX}size": "the crop size",
     f"{CROPS_PREFIX}settings": "the crop settings",
+    SOURCES_KEY: "the videos the crops were cut from",
     "data": "the data folder",
 }
 
@@ -122,6 +129,17 @@ def crop_settings(size: int, recorded: Iterable[Mapping[str, Any] | None]) -> di
     return flat
 
 
+def sources_digest(sources: Iterable[tuple[str, str]]) -> str:
+    """The first 16 hex digits of a SHA-256 over the sorted, distinct ``(clip id, input
+    sha256)`` of the crop stores a run reads (the input: the sha256 its record gives its
+    video, ``"unrecorded"`` for a store of an older asccl): it changes when a store is
+    remade from another video, not when a store is merely rewritten."""
+    digest = hashlib.sha256()
+    for clip, sha in sorted(set(sources)):
+        digest.update(json.dumps([clip, sha]).encode() + b"\n")
+    return digest.hexdigest()[:16]
+
+
 def run_settings(config: Any, resumable: Iterable[str], **changes: Any) -> dict[str, str]:
     """``{dotted key: JSON text}`` of the dataclass ``config``: every field but
     ``resumable``, nested dataclasses as ``table.key``; ``changes`` replace or add keys
@@ -158,11 +176,15 @@ def settings_differences(saved: Mapping[str, str], now: Mapping[str, str]) -> li
 
 def comparable(saved: Mapping[str, str], now: Mapping[str, str]) -> tuple[dict, dict]:
     """``(saved, now)`` as they can be compared: crop keys absent from ``now`` (not known
-    yet) dropped from ``saved``; for a checkpoint of an older asccl (:data:`LEGACY_PAIRS_KEY`,
-    no crop keys) ``now`` with the digest of ``pairs.csv``'s bytes instead of the new keys."""
+    yet) dropped from ``saved``; :data:`SOURCES_KEY` absent from ``saved`` (a checkpoint of
+    an older asccl) dropped from ``now``; for a checkpoint of an older asccl
+    (:data:`LEGACY_PAIRS_KEY`, no crop keys) ``now`` with the digest of ``pairs.csv``'s
+    bytes instead of the new keys."""
     saved, now = dict(saved), dict(now)
     for key in [k for k in saved if k.startswith(CROPS_PREFIX) and k not in now]:
         del saved[key]
+    if SOURCES_KEY not in saved:  # older: the stores' other keys still say what it read
+        now.pop(SOURCES_KEY, None)
     if LEGACY_PAIRS_KEY in saved and LEGACY_PAIRS_KEY not in now:
         for key in [k for k in now if k == PAIRS_KEY or k.startswith(CROPS_PREFIX)]:
             del now[key]

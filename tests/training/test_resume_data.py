@@ -156,6 +156,31 @@ def test_a_checkpoint_of_an_older_asccl_resumes_on_the_same_pairs_csv(trained, c
     assert "the bytes of pairs.csv (a checkpoint of an older asccl)" in line, line
 
 
+@pytest.mark.slow
+def test_crops_remade_from_changed_videos_are_refused(trained, caplog):
+    """A store recut from a changed video (its record's video hash differs; size and
+    settings alike) is refused; a checkpoint of an older asccl, without the sources key,
+    resumes on the unchanged stores."""
+    data, out = trained
+    state_path = out / "checkpoints" / "step_00000001" / "state.json"
+    state = json.loads(state_path.read_text())
+    older = {k: v for k, v in state["settings"].items() if k != "data_crops.sources"}
+    assert older != state["settings"]  # this asccl recorded the key
+    old = out.with_name("old")
+    shutil.copytree(out, old)
+    old_state = old / "checkpoints" / "step_00000001" / "state.json"
+    old_state.write_text(json.dumps({**state, "settings": older}))
+    store = stores(data)[0]
+    record = json.loads(crop_settings_path(store).read_text())
+    original = crop_settings_path(store).read_text()
+    record["sources"]["video"]["sha256"] = "0123456789abcdef"
+    crop_settings_path(store).write_text(json.dumps(record))
+    line = refusal(data, out)
+    assert "(other data: the videos the crops were cut from);" in line, line
+    crop_settings_path(store).write_text(original)  # unchanged data again
+    resumes(data, old, caplog)
+
+
 # ----------------------------------------------------------------------------- pieces
 
 

@@ -12,8 +12,9 @@ inside) its settings: ``{role: {"path", "size", "mtime_ns", "sha256"}}``
 (:func:`fingerprint`; a pair's roles ``neutral_audio``, ``neutral_video``,
 ``emotional_audio``, ``emotional_video``, a crop store's ``video``). A rerun compares
 them with the files now (:func:`sources_change`): another size is a change; the same size
-and mtime is no change (nothing hashed, so a rerun over thousands of clips stays fast);
-the same size with another mtime or path (a copy) is hashed, and an equal hash keeps the
+and mtime is no change, whatever the path (nothing hashed, so a rerun over thousands of
+clips, or of a tree moved or copied with its mtimes, stays fast and rewrites nothing);
+the same size with another mtime (a copy without ``-p``) is hashed, and an equal hash keeps the
 item and rewrites its record with the new mtime (atomically), so the next rerun does not
 hash again. An item of an older asccl that recorded no sources follows make's rule: redone
 when an input file is newer than the item.
@@ -129,7 +130,7 @@ def sources_change(
         ``(reason, example, refreshed)``: ``reason`` ``None`` (unchanged),
         :data:`SOURCE_CHANGED` or :data:`SOURCE_NEWER`; ``example`` the input file at
         fault; ``refreshed`` the sources to record instead when some files were copied
-        (same size and hash, other mtime or path), else ``None``.
+        (same size and hash, other mtime), else ``None``.
     """
     now = {role: path for role, path in inputs.items() if path is not None}
     if recorded is None:  # make's rule: redone when an input is newer than the item
@@ -153,11 +154,11 @@ def sources_change(
             return SOURCE_CHANGED, str(path), None
         if not isinstance(old, dict) or stat.st_size != old.get("size"):
             return SOURCE_CHANGED, str(path), None
-        if stat.st_mtime_ns == old.get("mtime_ns") and str(path) == old.get("path"):
-            refreshed[role] = old  # unchanged: nothing read
+        if stat.st_mtime_ns == old.get("mtime_ns"):
+            refreshed[role] = old  # unchanged (even under another root, `cp -p`): not read
             continue
         try:
-            current = fingerprint(path)  # same size, other mtime or path: its content decides
+            current = fingerprint(path)  # same size, other mtime: its content decides
         except DataError:
             return SOURCE_CHANGED, str(path), None
         if current["sha256"] != old.get("sha256"):

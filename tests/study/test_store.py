@@ -320,6 +320,9 @@ def test_not_a_study_database_is_refused_unchanged(tmp_path):
         (lambda s: replace(s, setting="cross_id"), "setting 'inter_id', the definition's 'cross"),
         (lambda s: replace(s, methods=("dsm", "asccl")), "methods"),
         (lambda s: replace(s, questions=QUESTIONS[1:]), "questions"),
+        (lambda s: replace(s, questions=(QUESTIONS[0], Question("emotion", "Which is sadder?"),
+                                         QUESTIONS[2])),
+         "question 'emotion' asked '?', the definition asks 'Which is sadder?'"),
         (lambda s: _edit_item(s, 2, videos=("baseline/cross_id/happy/c2.mp4", "x.mp4")),
          "item 'happy/c2': its video_a 'baseline/inter_id/happy/c2.mp4', the definition's "
          "'baseline/cross_id/happy/c2.mp4'"),
@@ -357,3 +360,13 @@ def _edit_item(study: StudyDefinition, index: int, **changes) -> StudyDefinition
     items = list(study.items)
     items[index] = replace(items[index], **changes)
     return replace(study, items=tuple(items))
+
+
+def test_a_database_from_before_prompts_were_stored_is_compared_on_what_it_has(store):
+    """A database written before the prompts were stored (no ``prompts`` row) still accepts
+    its own study, whatever the wording: nothing recorded says what its raters read."""
+    with sqlite3.connect(store.path) as con:
+        con.execute("DELETE FROM meta WHERE key = 'prompts'")
+    reworded = replace(make_study(), questions=(Question("realism", "More real?"), *QUESTIONS[1:]))
+    store.check_study(reworded)
+    store.load_study(reworded)

@@ -29,6 +29,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from asccl.study.definition import StudyDefinition
 from asccl.study.secret_file import make_private
@@ -239,6 +240,7 @@ class StudyStore:
             con.executemany(f"INSERT INTO items VALUES ({','.join('?' * 11)})", rows)
             for key, value in (
                 ("questions", study.question_ids),
+                ("prompts", _prompts(study)),
                 ("methods", study.methods),
                 ("setting", study.setting),
             ):
@@ -246,8 +248,9 @@ class StudyStore:
 
     def check_study(self, study: StudyDefinition) -> None:
         """Check (writing nothing) that ``study`` is the one this database holds, when it holds
-        one: the same setting, methods, question ids and items, field by field, in order. A
-        database written before the setting was stored is compared on what it has.
+        one: the same setting, methods, question ids, question prompts (the words raters read
+        with each vote) and items, field by field, in order. A database written before the
+        setting or the prompts were stored is compared on what it has.
 
         Raises:
             StudyError: the first difference, and what to do (a new study folder).
@@ -264,10 +267,11 @@ class StudyStore:
             ("setting", study.setting),
             ("methods", list(study.methods)),
             ("questions", study.question_ids),
+            ("prompts", _prompts(study)),
         ):
-            held = self._meta(con, key)  # (setting: absent in databases written before it)
+            held = self._meta(con, key)  # (setting, prompts: absent in older databases)
             if held is not None and json.loads(held) != value:
-                difference = f"its {key} {json.loads(held)!r}, the definition's {value!r}"
+                difference = _meta_difference(key, json.loads(held), value)
                 break
         if difference is None:
             difference = _first_item_difference(stored, rows)
@@ -457,6 +461,22 @@ class StudyStore:
 #: the ``items`` table's columns, in order (``position`` last)
 _ITEM_COLUMNS = ("item_id", "emotion", "clip", "method_a", "method_b", "video_a", "video_b",
                  "reference", "expected", "check_question", "position")  # fmt: skip
+
+
+def _prompts(study: StudyDefinition) -> dict[str, str]:
+    """``question id -> prompt``: what a vote answered, stored and compared with the study."""
+    return {q.id: q.prompt for q in study.questions}
+
+
+def _meta_difference(key: str, held: Any, value: Any) -> str:
+    """How a stored study-level value differs from the definition's (prompts: the first
+    question whose wording differs)."""
+    if key == "prompts" and isinstance(held, dict):
+        for qid in sorted(set(held) | set(value)):
+            if held.get(qid) != value.get(qid):
+                return (f"question {qid!r} asked {held.get(qid)!r}, the definition asks "
+                        f"{value.get(qid)!r}")  # fmt: skip
+    return f"its {key} {held!r}, the definition's {value!r}"
 
 
 def _item_rows(study: StudyDefinition) -> list[tuple]:

@@ -16,13 +16,9 @@ the mean over the emotions where every method has a value over a common set; the
 emotions left out are named in a footnote. Only such rows are *comparable*: a table marks
 a winner in those alone (:mod:`asccl.evaluation.tables`).
 
-The ground-truth landmark errors go one level down: in each clip, every method is scored
-over the frames where every method's result and the ground truth have a face (a method
-that loses the face on its worst frames must not come out better); a footnote says over
-how many frames and counts each method's frames without a face. PSNR and SSIM need no
-face and take every frame; a frame identical to its ground truth (infinite PSNR) counts as
-:data:`~asccl.evaluation.ground_truth_features.PSNR_CAP` in the mean, so a PSNR row with
-such frames gets a footnote counting them and no winner mark.
+The ground-truth rows (landmark errors over the frames where every method has a face, PSNR
+with frames at the 100 dB cap left without a winner) are
+:mod:`asccl.evaluation.ground_truth_scoring`'s.
 """
 
 from __future__ import annotations
@@ -32,15 +28,19 @@ import math
 import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import nn
-from torchmetrics import Metric
 
 from asccl.evaluation.config import EvalConfig, EvalSummary
+from asccl.evaluation.ground_truth_scoring import (
+    FaceFrames,
+    average_face_note,
+    face_note,
+    ground_truth_row,
+    psnr_caps,
+)
 from asccl.evaluation.results import ResultClip, ResultsIndex
 from asccl.evaluation.tables import AVERAGE, METRICS
 
@@ -54,17 +54,6 @@ DIST_KIND = {"fid": "inception", "fad": "arcface"}
 REAL_KIND = {**DIST_KIND, "kid": "inception"}
 #: one scorable unit: (group, setting, method, emotion, clip name)
 Unit = tuple[str, str, str, str, str]
-
-
-class FaceFrames(NamedTuple):
-    """A row's landmark-error frames: ``frames`` compared (per clip the shortest result's),
-    ``common`` with a face in every result and the ground truth, ``truth`` without one in
-    the ground truth, ``lost[method]`` without one in that method's result."""
-
-    frames: int
-    common: int
-    truth: int
-    lost: dict[str, int]
 
 
 @dataclass
@@ -366,10 +355,10 @@ def _row_value(
         peers = {c.name: {m: p.path for m in methods for p in select(m, setting, emotion)
                           if p.name == c.name and (group, setting, m, emotion, c.name) in local}
                  for c in clips}  # fmt: skip
-        values, counts, capped = _ground_truth_row(clips, features, summary, peers, methods)
+        values, counts, capped = ground_truth_row(clips, features, summary, peers, methods)
         out.capped[method, emotion] = capped
         out.face_frames[emotion] = counts
-        text = _face_note(counts, methods)
+        text = face_note(counts, methods)
         for k in ("lme_mouth", "lme_face") if text else ():
             out.note(method, emotion, k, text)
         return values
@@ -381,122 +370,6 @@ def _row_value(
         metric.update(float(r["lse_d"]), float(r["lse_c"]))
     result = _compute(metric)
     return {"lse_d": float(result["lse_d"]), "lse_c": float(result["lse_c"])}
-
-
-class _Counts(Metric):
-    """``(n,)`` integer counts, summed over updates and processes."""
-
-    full_state_update = False
-
-    def __init__(self, n: int, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.add_state("counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
-
-    def update(self, counts: list[int]) -> None:
-        """Add ``counts`` (``n`` integers)."""
-        self.counts += torch.as_tensor(counts, dtype=torch.long).to(self.counts.device)
-
-    def compute(self) -> torch.Tensor:
-        return self.counts.clone()
-
-
-def _ground_truth_row(
-    clips: list[ResultClip],
-    features: dict,
-    summary,
-    peers: dict[str, dict[str, Path]] | None = None,
-    methods: list[str] | None = None,
-) -> tuple[dict[str, float], FaceFrames, tuple[int, int]]:
-    """``(values, face_frames, capped)`` of one method's ``clips``: the mouth/face landmark
-    errors, over the frames of each clip where every result in ``peers[clip name]``
-    (``{method: path}`` of every method's namesake scored here, this one's among them; by
-    default this one alone) and the ground truth have a face, and PSNR and SSIM over every
-    frame. ``face_frames``: :class:`FaceFrames` (``lost`` of each of ``methods``); ``capped``:
-    ``(frames at the PSNR cap, frames)``. Counts are summed over processes."""
-    from asccl.evaluation.ground_truth import FACE, MOUTH, FramePSNR, FrameSSIM, LandmarkError
-    from asccl.evaluation.ground_truth_features import KIND, PSNR_CAP, face_frames
-
-    peers, methods = peers or {}, list(methods or [])
-    mouth, face = LandmarkError(MOUTH), LandmarkError(FACE)
-    peak, structure = FramePSNR(), FrameSSIM()
-    frames, capped = _Counts(3 + len(methods)), _Counts(2)
-    for c in clips:
-        g = features[(KIND, c.path)]
-        ok = face_frames(g)
-        if not ok.all():
-            summary.problems.append(f"{c.path}: {int((~ok).sum())} of {len(ok)} frame(s) "
-                                    "without a face in it or its ground truth: no landmark "
-                                    "error there")  # fmt: skip
-        paths = peers.get(c.name, {})
-        entries = [features[(KIND, p)] for p in dict.fromkeys([c.path, *paths.values()])]
-        t = min(len(e["landmarks"]) for e in entries)
-        common = np.logical_and.reduce([face_frames(e)[:t] for e in entries])
-        truth_lost = np.logical_or.reduce([np.isnan(e["truth_landmarks"][:t]).any(axis=(1, 2))
-                                           for e in entries])  # fmt: skip
-        lost = {m: 0 for m in methods}
-        for m, p in ((m, p) for m, p in paths.items() if m in lost):
-            lost[m] = int(np.isnan(features[(KIND, p)]["landmarks"][:t]).any(axis=(1, 2)).sum())
-        frames.update([t, int(common.sum()), int(truth_lost.sum()), *lost.values()])
-        mouth.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
-        face.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
-        peak.update_values(torch.from_numpy(g["psnr"]))
-        structure.update_values(torch.from_numpy(g["ssim"]))
-        capped.update([int((g["psnr"] >= PSNR_CAP).sum()), len(g["psnr"])])
-    values = {"lme_mouth": float(_compute(mouth)), "lme_face": float(_compute(face)),
-              "psnr": float(_compute(peak)), "ssim": float(_compute(structure))}  # fmt: skip
-    n = _compute(frames).tolist()
-    counts = FaceFrames(*n[:3], dict(zip(methods, n[3:], strict=True)))
-    k, total = _compute(capped).tolist()
-    return values, counts, (k, total)
-
-
-def _face_note(counts: FaceFrames, methods: list[str]) -> str:
-    """The landmark errors' footnote (``""`` when every compared frame has a face)."""
-    if counts.common == counts.frames:
-        return ""
-    lost = ", ".join(f"{m} {counts.lost.get(m, 0)}" for m in methods)
-    truth = f"; ground truth {counts.truth}" if counts.truth else ""
-    return (f"{_label('lme_mouth')}/{_label('lme_face')} over the {counts.common} of "
-            f"{counts.frames} frame(s) where every method's result and the ground truth "
-            f"have a face (frames without a face: {lost}{truth})")  # fmt: skip
-
-
-def _average_face_note(out: SettingScores, present: list[str], emotions: list[str]) -> None:
-    """The landmark errors' footnote of the ``average`` row: its emotions' counts summed."""
-    for k in ("lme_mouth", "lme_face"):
-        rows = [out.face_frames[e] for e in emotions if (e, k) in out.comparable
-                and e in out.face_frames]  # fmt: skip
-        if not rows:
-            continue
-        lost = {m: sum(r.lost.get(m, 0) for r in rows) for m in present}
-        total = FaceFrames(*(sum(r[i] for r in rows) for i in range(3)), lost)
-        text = _face_note(total, present)
-        for method in present if text else ():
-            out.note(method, AVERAGE, k, text)
-
-
-def _psnr_caps(out: SettingScores, present: list[str], emotions: list[str]) -> None:
-    """A footnote on each PSNR row (the ``average`` summing its emotions) where a method
-    has frames at the cap, counting them; such a row keeps no winner (``unmarked``): the
-    cap is a stand-in for infinity and can decide a ranking."""
-    from asccl.evaluation.ground_truth_features import PSNR_CAP
-
-    averaged = [e for e in emotions if (e, "psnr") in out.comparable]
-    for m in present:
-        counts = [out.capped.get((m, e), (0, 0)) for e in averaged]
-        out.capped[m, AVERAGE] = (sum(k for k, _ in counts), sum(n for _, n in counts))
-    for row in [*emotions, AVERAGE]:
-        counts = {m: out.capped[m, row] for m in present if (m, row) in out.capped}
-        if not any(k for k, _ in counts.values()):
-            continue
-        each = ", ".join(f"{m} {k} of {n}" for m, (k, n) in counts.items())
-        if (row, "psnr") in out.comparable:
-            out.comparable.discard((row, "psnr"))
-            out.unmarked.add((row, "psnr"))
-        for m in counts:
-            out.note(m, row, "psnr", f"{_label('psnr')}: frames identical to the ground truth "
-                     f"(infinite PSNR) are counted as {PSNR_CAP:g} dB ({each}); the cap can "
-                     "decide the ranking, so no winner is marked")  # fmt: skip
 
 
 def setting_scores(
@@ -590,8 +463,8 @@ def setting_scores(
                     out.comparable.add((emotion, k))
     _average(out, present, index.emotions, config)
     if "ground_truth" in metric_groups(config):
-        _average_face_note(out, present, index.emotions)
-        _psnr_caps(out, present, index.emotions)
+        average_face_note(out, present, index.emotions)
+        psnr_caps(out, present, index.emotions)
     return out
 
 

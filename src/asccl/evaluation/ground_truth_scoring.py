@@ -1,0 +1,225 @@
+"""The ground-truth rows of a setting's table (metric group ``"ground_truth"``): the mouth and
+face landmark errors, PSNR and SSIM of each method against the ground truth, from the
+per-clip cache entries of :mod:`asccl.evaluation.ground_truth_features`; called by
+:func:`asccl.evaluation.scoring.setting_scores`, which owns the rest of the table.
+
+**Common frames.** The landmark errors go one level below the clips every method scored: in
+each clip, every method is scored over the frames where every method's result and the
+ground truth have a face (a method that loses the face on its worst frames must not come
+out better); a footnote says over how many frames and counts each method's frames without a
+face (:func:`face_note`; the ``average`` row sums its emotions' counts:
+:func:`average_face_note`). PSNR and SSIM need no face and take every frame.
+
+**The PSNR cap.** A frame identical to its ground truth (infinite PSNR) counts as
+:data:`~asccl.evaluation.ground_truth_features.PSNR_CAP` in the mean, so the cap stands in
+for infinity and can decide a ranking: a PSNR row with such frames gets a footnote counting
+them (:func:`cap_note`) and no winner mark (:func:`psnr_caps`). ``scores.csv`` carries the
+counts as two extra rows per PSNR value, metrics :data:`CAPPED_FRAMES` and
+:data:`PSNR_FRAMES` (:func:`with_cap_rows`), so the seeds' tables and the comparisons built from
+it (:mod:`asccl.spfem.seeds`, :mod:`asccl.spfem.comparison`) mark no PSNR winner where a
+seed's frames were capped; a reader that keys rows by metric skips them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+import numpy as np
+import torch
+from torchmetrics import Metric
+
+from asccl.evaluation.tables import AVERAGE, METRICS
+
+if TYPE_CHECKING:
+    from asccl.evaluation.results import ResultClip
+    from asccl.evaluation.scoring import SettingScores
+
+#: ``scores.csv`` metric of a PSNR value's frames at the cap (an integer count)
+CAPPED_FRAMES = "psnr_capped_frames"
+#: ``scores.csv`` metric of the frames that PSNR value is the mean over (an integer count)
+PSNR_FRAMES = "psnr_frames"
+#: ``{(setting, method, row): (frames at the PSNR cap, frames)}``
+Caps = dict[tuple[str, str, str], tuple[int, int]]
+
+
+class FaceFrames(NamedTuple):
+    """A row's landmark-error frames: ``frames`` compared (per clip the shortest result's),
+    ``common`` with a face in every result and the ground truth, ``truth`` without one in
+    the ground truth, ``lost[method]`` without one in that method's result."""
+
+    frames: int
+    common: int
+    truth: int
+    lost: dict[str, int]
+
+
+class _Counts(Metric):
+    """``(n,)`` integer counts, summed over updates and processes."""
+
+    full_state_update = False
+
+    def __init__(self, n: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.add_state("counts", torch.zeros(n, dtype=torch.long), dist_reduce_fx="sum")
+
+    def update(self, counts: list[int]) -> None:
+        """Add ``counts`` (``n`` integers)."""
+        self.counts += torch.as_tensor(counts, dtype=torch.long).to(self.counts.device)
+
+    def compute(self) -> torch.Tensor:
+        return self.counts.clone()
+
+
+def _label(metric: str) -> str:
+    return METRICS[metric][0]
+
+
+def ground_truth_row(
+    clips: list[ResultClip],
+    features: dict,
+    summary,
+    peers: dict[str, dict[str, Path]] | None = None,
+    methods: list[str] | None = None,
+) -> tuple[dict[str, float], FaceFrames, tuple[int, int]]:
+    """``(values, face_frames, capped)`` of one method's ``clips``: the mouth/face landmark
+    errors, over the frames of each clip where every result in ``peers[clip name]``
+    (``{method: path}`` of every method's namesake scored here, this one's among them; by
+    default this one alone) and the ground truth have a face, and PSNR and SSIM over every
+    frame. ``face_frames``: :class:`FaceFrames` (``lost`` of each of ``methods``); ``capped``:
+    ``(frames at the PSNR cap, frames)``. Counts are summed over processes."""
+    from asccl.evaluation.ground_truth import FACE, MOUTH, FramePSNR, FrameSSIM, LandmarkError
+    from asccl.evaluation.ground_truth_features import KIND, PSNR_CAP, face_frames
+    from asccl.evaluation.scoring import _compute
+
+    peers, methods = peers or {}, list(methods or [])
+    mouth, face = LandmarkError(MOUTH), LandmarkError(FACE)
+    peak, structure = FramePSNR(), FrameSSIM()
+    frames, capped = _Counts(3 + len(methods)), _Counts(2)
+    for c in clips:
+        g = features[(KIND, c.path)]
+        ok = face_frames(g)
+        if not ok.all():
+            summary.problems.append(f"{c.path}: {int((~ok).sum())} of {len(ok)} frame(s) "
+                                    "without a face in it or its ground truth: no landmark "
+                                    "error there")  # fmt: skip
+        paths = peers.get(c.name, {})
+        entries = [features[(KIND, p)] for p in dict.fromkeys([c.path, *paths.values()])]
+        t = min(len(e["landmarks"]) for e in entries)
+        common = np.logical_and.reduce([face_frames(e)[:t] for e in entries])
+        truth_lost = np.logical_or.reduce([np.isnan(e["truth_landmarks"][:t]).any(axis=(1, 2))
+                                           for e in entries])  # fmt: skip
+        lost = {m: 0 for m in methods}
+        for m, p in ((m, p) for m, p in paths.items() if m in lost):
+            lost[m] = int(np.isnan(features[(KIND, p)]["landmarks"][:t]).any(axis=(1, 2)).sum())
+        frames.update([t, int(common.sum()), int(truth_lost.sum()), *lost.values()])
+        mouth.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
+        face.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
+        peak.update_values(torch.from_numpy(g["psnr"]))
+        structure.update_values(torch.from_numpy(g["ssim"]))
+        capped.update([int((g["psnr"] >= PSNR_CAP).sum()), len(g["psnr"])])
+    values = {"lme_mouth": float(_compute(mouth)), "lme_face": float(_compute(face)),
+              "psnr": float(_compute(peak)), "ssim": float(_compute(structure))}  # fmt: skip
+    n = _compute(frames).tolist()
+    counts = FaceFrames(*n[:3], dict(zip(methods, n[3:], strict=True)))
+    k, total = _compute(capped).tolist()
+    return values, counts, (k, total)
+
+
+def face_note(counts: FaceFrames, methods: list[str]) -> str:
+    """The landmark errors' footnote (``""`` when every compared frame has a face)."""
+    if counts.common == counts.frames:
+        return ""
+    lost = ", ".join(f"{m} {counts.lost.get(m, 0)}" for m in methods)
+    truth = f"; ground truth {counts.truth}" if counts.truth else ""
+    return (f"{_label('lme_mouth')}/{_label('lme_face')} over the {counts.common} of "
+            f"{counts.frames} frame(s) where every method's result and the ground truth "
+            f"have a face (frames without a face: {lost}{truth})")  # fmt: skip
+
+
+def average_face_note(out: SettingScores, present: list[str], emotions: list[str]) -> None:
+    """The landmark errors' footnote of the ``average`` row: its emotions' counts summed."""
+    for k in ("lme_mouth", "lme_face"):
+        rows = [out.face_frames[e] for e in emotions if (e, k) in out.comparable
+                and e in out.face_frames]  # fmt: skip
+        if not rows:
+            continue
+        lost = {m: sum(r.lost.get(m, 0) for r in rows) for m in present}
+        total = FaceFrames(*(sum(r[i] for r in rows) for i in range(3)), lost)
+        text = face_note(total, present)
+        for method in present if text else ():
+            out.note(method, AVERAGE, k, text)
+
+
+def cap_note(counts: dict[str, tuple[int, int]], where: str = "") -> str:
+    """The footnote of a PSNR cell whose row has frames at the cap: ``counts[method]`` =
+    ``(frames at the cap, frames)``; ``where`` (e.g. ``"summed over seeds 0, 1"``) follows
+    the counts."""
+    from asccl.evaluation.ground_truth_features import PSNR_CAP
+
+    each = ", ".join(f"{m} {k} of {n}" for m, (k, n) in counts.items())
+    each += f"; {where}" if where else ""
+    return (f"{_label('psnr')}: frames identical to the ground truth (infinite PSNR) are "
+            f"counted as {PSNR_CAP:g} dB ({each}); the cap can decide the ranking, so no "
+            "winner is marked")  # fmt: skip
+
+
+def psnr_caps(out: SettingScores, present: list[str], emotions: list[str]) -> None:
+    """A footnote on each PSNR row (the ``average`` summing its emotions) where a method
+    has frames at the cap, counting them; such a row keeps no winner (``unmarked``): the
+    cap is a stand-in for infinity and can decide a ranking."""
+    averaged = [e for e in emotions if (e, "psnr") in out.comparable]
+    for m in present:
+        counts = [out.capped.get((m, e), (0, 0)) for e in averaged]
+        out.capped[m, AVERAGE] = (sum(k for k, _ in counts), sum(n for _, n in counts))
+    for row in [*emotions, AVERAGE]:
+        counts = {m: out.capped[m, row] for m in present if (m, row) in out.capped}
+        if not any(k for k, _ in counts.values()):
+            continue
+        if (row, "psnr") in out.comparable:
+            out.comparable.discard((row, "psnr"))
+            out.unmarked.add((row, "psnr"))
+        for m in counts:
+            out.note(m, row, "psnr", cap_note(counts))
+
+
+def with_cap_rows(long_rows: list[tuple], results: dict[str, SettingScores]) -> list[tuple]:
+    """``scores.csv``'s ``(setting, method, row, metric, value)`` rows with each PSNR row
+    followed by its cap counts, ``(..., CAPPED_FRAMES, k)`` and ``(..., PSNR_FRAMES, n)``,
+    where ``results[setting].capped`` has them."""
+    out = []
+    for r in long_rows:
+        out.append(r)
+        setting, method, row, metric = r[:4]
+        capped = results[setting].capped if setting in results else {}
+        if metric == "psnr" and (method, row) in capped:
+            k, n = capped[method, row]
+            out += [(setting, method, row, CAPPED_FRAMES, int(k)),
+                    (setting, method, row, PSNR_FRAMES, int(n))]  # fmt: skip
+    return out
+
+
+def read_caps(rows: dict[tuple[str, str, str, str], float]) -> Caps:
+    """``{(setting, method, row): (frames at the cap, frames)}`` from ``scores.csv`` values
+    keyed ``(setting, method, row, metric)``; empty for a file of an asccl older than the
+    counts (nothing then says a frame was capped)."""
+    out = {}
+    for (setting, method, row, metric), value in rows.items():
+        if metric == CAPPED_FRAMES:
+            n = rows.get((setting, method, row, PSNR_FRAMES), 0.0)
+            out[setting, method, row] = (int(value), int(n))
+    return out
+
+
+__all__ = [
+    "CAPPED_FRAMES",
+    "PSNR_FRAMES",
+    "FaceFrames",
+    "average_face_note",
+    "cap_note",
+    "face_note",
+    "ground_truth_row",
+    "psnr_caps",
+    "read_caps",
+    "with_cap_rows",
+]

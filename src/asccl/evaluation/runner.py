@@ -155,7 +155,7 @@ def run_evaluation(config: EvalConfig) -> dict[str, Path]:
                 outputs |= write_setting(result, index, methods, setting, config)
             comparable = any(r.any_average for r in results.values())
             outputs |= write_run_files(out, long_rows, summary, index, comparable,
-                                       config.real_set)  # fmt: skip
+                                       config.real_set, results)  # fmt: skip
             save_config(saved, outputs["config"])
             remove_stale_outputs(out, outputs)
         _gather(None, world)  # every process returns once the outputs are written

@@ -110,10 +110,12 @@ def test_frames_at_the_psnr_cap_are_counted_and_leave_no_winner(tmp_path):
     assert "**37.000**" not in md and "37.000 [" in md
 
 
-def test_scores_csv_carries_the_cap_counts_after_each_psnr_row(tmp_path):
-    """The capped table above written as the runner writes it: each PSNR row is followed by
+def test_scores_csv_carries_the_cap_counts_on_each_psnr_row(tmp_path):
+    """The capped table above written as the runner writes it: each PSNR row has its
     ``psnr_capped_frames`` and ``psnr_frames`` (A 2 of 20, B 0 of 20, the average the sum
-    over its one emotion), so readers of scores.csv alone know the cap decided the row."""
+    over its one emotion), so readers of scores.csv alone know the cap decided the row;
+    read back by ``read_caps``."""
+    from asccl.evaluation.ground_truth_scoring import read_caps
     from asccl.evaluation.report import write_run_files
 
     t = 20
@@ -123,17 +125,17 @@ def test_scores_csv_carries_the_cap_counts_after_each_psnr_row(tmp_path):
     out = _score(tmp_path, {"A": _entry(marks, a), "B": _entry(marks.copy(), np.full(t, 35.0))})
     long_rows = [(SETTING, m, row, k, v[k]) for m, rows in out.scores.items()
                  for row, v in rows.items() for k in METRICS if k in v]  # fmt: skip
-    root = tmp_path / "results"
-    index = ResultsIndex(root, [], ground_truth={})
+    index = ResultsIndex(tmp_path / "results", [], ground_truth={})
     paths = write_run_files(tmp_path / "eval", long_rows, EvalSummary(), index,
                             results={SETTING: out})  # fmt: skip
     with open(paths["scores"], newline="") as handle:
-        rows = [
-            (r["method"], r["emotion"], r["metric"], r["value"]) for r in csv.DictReader(handle)
-        ]
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len(long_rows) == 2 * 2 * len(METRICS)  # no row added
+    cells = {(r["method"], r["emotion"], r["metric"]): (r["psnr_capped_frames"],
+             r["psnr_frames"]) for r in rows}  # fmt: skip
     for method, capped in (("A", "2"), ("B", "0")):
         for row in (EMOTION, "average"):
-            at = rows.index(next(r for r in rows if r[:3] == (method, row, "psnr")))
-            assert rows[at + 1] == (method, row, "psnr_capped_frames", capped)
-            assert rows[at + 2] == (method, row, "psnr_frames", "20")
-    assert len(rows) == 2 * 2 * (len(METRICS) + 2)  # 2 methods x 2 rows x (4 metrics + 2)
+            assert cells[(method, row, "psnr")] == (capped, "20")
+            assert cells[(method, row, "ssim")] == ("", "")
+    assert read_caps(rows) == {(SETTING, m, row): (k, 20) for m, k in (("A", 2), ("B", 0))
+                               for row in (EMOTION, "average")}  # fmt: skip

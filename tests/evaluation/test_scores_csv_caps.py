@@ -1,5 +1,5 @@
-"""``asccl evaluate``'s ``scores.csv`` carries the PSNR cap counts (metrics
-``psnr_capped_frames`` and ``psnr_frames`` after each PSNR row), on the runner's
+"""``asccl evaluate``'s ``scores.csv`` carries the PSNR cap counts (columns
+``psnr_capped_frames`` and ``psnr_frames``, filled on PSNR rows), on the runner's
 ground-truth clips of ``test_ground_truth_runner``: ``perfect`` is bit-equal to its ground
 truth on all 3 frames (each at the 100 dB cap), ``other`` differs on every frame."""
 
@@ -19,13 +19,12 @@ def test_the_runner_writes_each_psnr_value_s_cap_counts(results, tmp_path):  # n
                         framing="none", grid_clips=0, methods=("perfect", "other"))  # fmt: skip
     outputs = run_evaluation(config)
     with open(outputs["scores"], newline="") as handle:
-        rows = [
-            (r["method"], r["emotion"], r["metric"], r["value"]) for r in csv.DictReader(handle)
-        ]
-    for method, capped in (("perfect", "3"), ("other", "0")):
-        for row in ("happy", "average"):
-            at = [r[:3] for r in rows].index((method, row, "psnr"))
-            assert rows[at + 1] == (method, row, CAPPED_FRAMES, capped)
-            assert rows[at + 2] == (method, row, PSNR_FRAMES, "3")
-    # no other metric gets counts
-    assert sum(r[2] == CAPPED_FRAMES for r in rows) == 4  # 2 methods x (happy, average)
+        rows = list(csv.DictReader(handle))
+    counts = {(r["method"], r["emotion"], r["metric"]): (r[CAPPED_FRAMES], r[PSNR_FRAMES])
+              for r in rows}  # fmt: skip
+    for row in ("happy", "average"):
+        assert counts[("perfect", row, "psnr")] == ("3", "3")
+        assert counts[("other", row, "psnr")] == ("0", "3")
+        for metric in ("lme_mouth", "lme_face", "ssim"):  # other metrics: empty cells
+            assert counts[("perfect", row, metric)] == counts[("other", row, metric)] == ("", "")
+    assert len(rows) == 2 * 2 * 4  # one row per method, row and metric, as before

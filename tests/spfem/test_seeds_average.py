@@ -29,9 +29,9 @@ def _seed(rows: dict[tuple[str, str], float], metric: str = "lme_mouth") -> dict
     return out
 
 
-def _write(tmp_path, per_seed):
+def _write(tmp_path, per_seed, caps=None):
     config = ExperimentConfig(out=tmp_path, models=("ganmut",), seeds=tuple(range(len(per_seed))))
-    paths = write_seed_outputs(config, per_seed)
+    paths = write_seed_outputs(config, per_seed, *([] if caps is None else [caps]))
     with open(paths["comparison_csv"], newline="") as handle:
         rows = list(csv.DictReader(handle))
     return paths, rows
@@ -162,3 +162,70 @@ def test_means_that_round_to_zero_print_without_a_sign(tmp_path):
     assert "-0.000" not in spread + comparison
     assert _average_line(spread).startswith("| Average | 0.000 ± 0.000 | 0.000 ± 0.000")
     assert "| 0.000 ± 0.000 | 0.000 ± 0.000 | +0.001 |" in comparison
+
+
+def _psnr_seeds(capped: int | None) -> tuple[list[dict], list[dict] | None]:
+    """Two seeds' PSNR of setting ``single``, happy and sad, 20 frames per row: baseline
+    happy 30/31, sad 28/29 (averages 29, 30); +ASCCL happy 37/38, sad 33/34 (averages 35,
+    36); and their cap counts as scores.csv gives them (:func:`read_seed_caps`), each
+    average's the sum of its emotions'. Seed 1's +ASCCL happy has ``capped`` frames at the
+    100 dB cap (``None``: no counts, a scores.csv of an older asccl)."""
+    values = [{(BASE, "happy"): 30.0, (BASE, "sad"): 28.0, (OURS, "happy"): 37.0,
+               (OURS, "sad"): 33.0},
+              {(BASE, "happy"): 31.0, (BASE, "sad"): 29.0, (OURS, "happy"): 38.0,
+               (OURS, "sad"): 34.0}]  # fmt: skip
+    per_seed = [_seed(rows, "psnr") for rows in values]
+    if capped is None:
+        return per_seed, None
+    caps = []
+    for i in range(len(values)):
+        seed = {}
+        for m in (BASE, OURS):
+            k = {e: capped if (i, m, e) == (1, OURS, "happy") else 0 for e in ("happy", "sad")}
+            seed |= {("single", m, e): (k[e], 20) for e in k}
+            seed[("single", m, "average")] = (sum(k.values()), 40)
+        caps.append(seed)
+    return per_seed, caps
+
+
+def _row_line(text: str, row: str) -> str:
+    (line,) = [x for x in text.splitlines() if x.startswith(f"| {row} |")]
+    return line
+
+
+def test_capped_psnr_frames_in_one_seed_leave_the_psnr_rows_unmarked(tmp_path):
+    """+ASCCL leads by 7 dB on happy and 6 dB on average (spread 0.707: sample std of two
+    values 1 apart), a clear winner, but seed 1's +ASCCL happy has 2 frames at the cap: the
+    happy and Average rows mark no winner and footnote the counts summed over both seeds
+    (happy 2 of 40; the Average over happy and sad, 2 of 80); sad has none: still marked.
+    The comparison names no better variant and counts no seeds."""
+    paths, (row,) = _write(tmp_path, *_psnr_seeds(2))
+    table = paths["seeds_table_single_md"].read_text()
+    assert _row_line(table, "Happy") == "| Happy | 30.500 [1] | 37.500 [1] |"
+    assert _row_line(table, "Sad") == "| Sad | 28.500 | **33.500** |"
+    assert _average_line(table) == "| Average | 29.500 [2] | 35.500 [2] |"
+    note = ("PSNR↑: frames identical to the ground truth (infinite PSNR) are counted as 100 dB "
+            "(ganmut {} of {n}, ganmut_asccl {} of {n}; summed over seeds 0, 1); the cap can "
+            "decide the ranking, so no winner is marked")  # fmt: skip
+    assert f"[1] {note.format(0, 2, n=40)}" in table
+    assert f"[2] {note.format(0, 2, n=80)}" in table
+    spread = paths["seeds_spread_single"].read_text()
+    assert _average_line(spread) == "| Average | 29.500 ± 0.707 [2] | 35.500 ± 0.707 [2] |"
+    assert "**" not in _row_line(spread, "Happy") and "**" in _row_line(spread, "Sad")
+    assert (row["better"], row["asccl_better_seeds"]) == ("not ranked", "-")
+    assert row["note"] == note.format(0, 2, n=80)
+    comparison = paths["comparison_md"].read_text()
+    assert "| PSNR↑ [1] | 29.500 ± 0.707 | 35.500 ± 0.707 | +6.000 | not ranked | - |" in comparison
+    assert f"[1] {note.format(0, 2, n=80)}" in comparison
+
+
+@pytest.mark.parametrize("capped", [0, None], ids=["no-capped-frame", "older-scores-csv"])
+def test_psnr_without_capped_frames_keeps_its_winner(tmp_path, capped):
+    """The same numbers with no frame at the cap, or from a scores.csv without the counts
+    (nothing says a frame was capped): +ASCCL wins every row, no footnote."""
+    paths, (row,) = _write(tmp_path, *_psnr_seeds(capped))
+    table = paths["seeds_table_single_md"].read_text()
+    assert _row_line(table, "Happy") == "| Happy | 30.500 | **37.500** |"
+    assert _average_line(table) == "| Average | 29.500 | **35.500** |"
+    assert (row["better"], row["asccl_better_seeds"], row["note"]) == ("+ASCCL", "2", "")
+    assert "[1]" not in table + paths["comparison_md"].read_text()

@@ -14,14 +14,16 @@ face (:func:`face_note`; the ``average`` row sums its emotions' counts:
 :data:`~asccl.evaluation.ground_truth_features.PSNR_CAP` in the mean, so the cap stands in
 for infinity and can decide a ranking: a PSNR row with such frames gets a footnote counting
 them (:func:`cap_note`) and no winner mark (:func:`psnr_caps`). ``scores.csv`` carries the
-counts as two extra rows per PSNR value, metrics :data:`CAPPED_FRAMES` and
-:data:`PSNR_FRAMES` (:func:`with_cap_rows`), so the seeds' tables and the comparisons built from
-it (:mod:`asccl.spfem.seeds`, :mod:`asccl.spfem.comparison`) mark no PSNR winner where a
-seed's frames were capped; a reader that keys rows by metric skips them.
+counts in two extra columns, :data:`CAPPED_FRAMES` and :data:`PSNR_FRAMES`, filled on PSNR
+rows (:func:`cap_columns`; read back by :func:`read_caps`), so the seeds' tables and the
+comparisons built from it (:mod:`asccl.spfem.seeds`, :mod:`asccl.spfem.comparison`) mark no
+PSNR winner where a seed's frames were capped; a reader that takes the named columns
+(``csv.DictReader``) reads the file as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -35,9 +37,9 @@ if TYPE_CHECKING:
     from asccl.evaluation.results import ResultClip
     from asccl.evaluation.scoring import SettingScores
 
-#: ``scores.csv`` metric of a PSNR value's frames at the cap (an integer count)
+#: ``scores.csv`` column: a PSNR row's frames at the cap (an integer; empty on other rows)
 CAPPED_FRAMES = "psnr_capped_frames"
-#: ``scores.csv`` metric of the frames that PSNR value is the mean over (an integer count)
+#: ``scores.csv`` column: the frames a PSNR row's value is the mean over (an integer)
 PSNR_FRAMES = "psnr_frames"
 #: ``{(setting, method, row): (frames at the PSNR cap, frames)}``
 Caps = dict[tuple[str, str, str], tuple[int, int]]
@@ -183,32 +185,26 @@ def psnr_caps(out: SettingScores, present: list[str], emotions: list[str]) -> No
             out.note(m, row, "psnr", cap_note(counts))
 
 
-def with_cap_rows(long_rows: list[tuple], results: dict[str, SettingScores]) -> list[tuple]:
-    """``scores.csv``'s ``(setting, method, row, metric, value)`` rows with each PSNR row
-    followed by its cap counts, ``(..., CAPPED_FRAMES, k)`` and ``(..., PSNR_FRAMES, n)``,
-    where ``results[setting].capped`` has them."""
+def cap_columns(long_rows: list[tuple], results: dict[str, SettingScores]) -> list[tuple]:
+    """``scores.csv``'s ``(setting, method, row, metric, value)`` rows with the columns
+    :data:`CAPPED_FRAMES` and :data:`PSNR_FRAMES` appended: ``(k, n)`` on a PSNR row whose
+    counts ``results[setting].capped`` has, ``("", "")`` elsewhere."""
     out = []
     for r in long_rows:
-        out.append(r)
         setting, method, row, metric = r[:4]
         capped = results[setting].capped if setting in results else {}
-        if metric == "psnr" and (method, row) in capped:
-            k, n = capped[method, row]
-            out += [(setting, method, row, CAPPED_FRAMES, int(k)),
-                    (setting, method, row, PSNR_FRAMES, int(n))]  # fmt: skip
+        counts = capped.get((method, row)) if metric == "psnr" else None
+        out.append((*r, *(("", "") if counts is None else map(int, counts))))
     return out
 
 
-def read_caps(rows: dict[tuple[str, str, str, str], float]) -> Caps:
-    """``{(setting, method, row): (frames at the cap, frames)}`` from ``scores.csv`` values
-    keyed ``(setting, method, row, metric)``; empty for a file of an asccl older than the
-    counts (nothing then says a frame was capped)."""
-    out = {}
-    for (setting, method, row, metric), value in rows.items():
-        if metric == CAPPED_FRAMES:
-            n = rows.get((setting, method, row, PSNR_FRAMES), 0.0)
-            out[setting, method, row] = (int(value), int(n))
-    return out
+def read_caps(rows: Iterable[Mapping[str, str]]) -> Caps:
+    """``{(setting, method, row): (frames at the cap, frames)}`` of ``scores.csv``'s rows
+    (``csv.DictReader``'s); empty for a file of an asccl older than the counts (nothing
+    then says a frame was capped)."""
+    return {(r["setting"], r["method"], r["emotion"]): (int(r[CAPPED_FRAMES]),
+                                                        int(r[PSNR_FRAMES] or 0))
+            for r in rows if r["metric"] == "psnr" and r.get(CAPPED_FRAMES)}  # fmt: skip
 
 
 __all__ = [
@@ -216,10 +212,10 @@ __all__ = [
     "PSNR_FRAMES",
     "FaceFrames",
     "average_face_note",
+    "cap_columns",
     "cap_note",
     "face_note",
     "ground_truth_row",
     "psnr_caps",
     "read_caps",
-    "with_cap_rows",
 ]

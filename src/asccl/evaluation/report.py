@@ -13,7 +13,7 @@ from pathlib import Path
 
 from asccl.data.errors import DataError
 from asccl.evaluation.config import EvalConfig, EvalSummary
-from asccl.evaluation.ground_truth_scoring import with_cap_rows
+from asccl.evaluation.ground_truth_scoring import CAPPED_FRAMES, PSNR_FRAMES, cap_columns
 from asccl.evaluation.results import ResultsIndex, read_frames
 from asccl.evaluation.scoring import SettingScores
 from asccl.evaluation.tables import METRICS, plot_scores, qualitative_grid, write_tables
@@ -189,17 +189,18 @@ def write_run_files(
     real_set: str = "sources",
     results: dict[str, SettingScores] | None = None,
 ) -> dict[str, Path]:
-    """``scores.csv`` (one row per setting, method, emotion, metric; each PSNR row followed
-    by its frames at the 100 dB cap and its frames, metrics ``psnr_capped_frames`` and
-    ``psnr_frames``, from ``results``' :class:`SettingScores` per setting:
-    :func:`~asccl.evaluation.ground_truth_scoring.with_cap_rows`), ``summary.json`` (with
+    """``scores.csv`` (one row per setting, method, emotion, metric; a PSNR row's frames at
+    the 100 dB cap and its frames in the columns ``psnr_capped_frames`` and ``psnr_frames``,
+    from ``results``' :class:`SettingScores` per setting:
+    :func:`~asccl.evaluation.ground_truth_scoring.cap_columns`), ``summary.json`` (with
     ``skipped`` by reason and ``comparable``: whether any average compares every method)
     and ``report.txt`` under ``out``; returns ``{name: path}``."""
     outputs: dict[str, Path] = {}
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
-    writer.writerow(["setting", "method", "emotion", "metric", "value"])
-    writer.writerows(with_cap_rows(long_rows, results or {}))
+    writer.writerow(["setting", "method", "emotion", "metric", "value", CAPPED_FRAMES,
+                     PSNR_FRAMES])  # fmt: skip
+    writer.writerows(cap_columns(long_rows, results or {}))
     outputs["scores"] = write_text_atomic(out / "scores.csv", buffer.getvalue())
     summary_json = {
         "computed": summary.computed,

@@ -23,6 +23,15 @@ has a value in every seed; then mean and spread over seeds. A footnote names ``E
 is smaller than the emotions shown; ``comparison.*`` uses the same averages. Where a seed's
 own average left out an emotion whose rows it shows (the methods scored different clips
 there: not comparable), the Average is ``-`` with a footnote.
+
+**No PSNR winner decided by the cap.** A frame identical to its ground truth counts as
+100 dB in a PSNR mean (:mod:`asccl.evaluation.ground_truth_scoring`): the cap stands in for
+infinity and can decide a ranking. Each seed's ``scores.csv`` counts such frames on every
+PSNR row (columns ``psnr_capped_frames``, ``psnr_frames``); where any seed has one for any
+method shown, the seeds' PSNR row (the Average: over ``E*``'s rows) marks no winner, and a
+footnote gives the counts summed over seeds; ``comparison.*`` says ``not ranked`` there and
+counts no seeds. A ``scores.csv`` of an asccl older than the counts says nothing about capped
+frames: its rows are ranked as before.
 """
 
 from __future__ import annotations
@@ -36,6 +45,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from asccl.evaluation.ground_truth_scoring import (
+    Caps,
+    cap_note,
+    read_caps,
+)
 from asccl.evaluation.tables import (
     AVERAGE,
     METRICS,
@@ -66,6 +80,14 @@ def read_scores(path: Path) -> dict[Key, float]:
     with open(path, newline="") as handle:
         return {(r["setting"], r["method"], r["emotion"], r["metric"]): float(r["value"])
                 for r in csv.DictReader(handle)}  # fmt: skip
+
+
+def read_seed_caps(path: Path) -> Caps:
+    """An evaluation's ``scores.csv``'s PSNR cap counts
+    (:func:`~asccl.evaluation.ground_truth_scoring.read_caps`; empty for a file older than
+    them)."""
+    with open(path, newline="") as handle:
+        return read_caps(csv.DictReader(handle))
 
 
 def aggregate(per_seed: Sequence[dict[Key, float]]) -> dict[Key, tuple[float, float, int]]:
@@ -112,13 +134,7 @@ def seed_averages(
     for setting in sorted({k[0] for k in keys}):
         methods = sorted({k[1] for k in keys if k[0] == setting})
         for metric in sorted({k[3] for k in keys if k[0] == setting}):
-            rows = table_rows({m: {k[2]: {} for k in keys if k[:2] == (setting, m)}
-                               for m in methods})  # fmt: skip
-            emotions = [r for r in rows if r != AVERAGE]
-            has = {e: [_finite(s, (setting, m, e, metric)) for s in per_seed for m in methods]
-                   for e in emotions}  # fmt: skip
-            valued = [e for e in emotions if any(has[e])]
-            common = [e for e in valued if all(has[e])]
+            emotions, valued, common = _emotion_sets(per_seed, setting, methods, metric)
             mixed = [
                 label
                 for s, label in zip(per_seed, labels, strict=True)
@@ -146,6 +162,39 @@ def seed_averages(
                     f"some seed: {left})"
                 )
     return out, notes
+
+
+def _emotion_sets(
+    per_seed: Sequence[dict[Key, float]], setting: str, methods: Sequence[str], metric: str
+) -> tuple[list[str], list[str], list[str]]:
+    """``(emotions, valued, common)`` of ``setting`` and ``metric``: the emotion rows the
+    seeds show (any metric), those where some method has a finite value in some seed, and
+    ``E*``: those where every one of ``methods`` has one in every seed."""
+    keys = {k for s in per_seed for k in s if k[0] == setting}
+    rows = table_rows({m: {k[2]: {} for k in keys if k[1] == m} for m in methods})
+    emotions = [r for r in rows if r != AVERAGE]
+    has = {e: [_finite(s, (setting, m, e, metric)) for s in per_seed for m in methods]
+           for e in emotions}  # fmt: skip
+    valued = [e for e in emotions if any(has[e])]
+    return emotions, valued, [e for e in valued if all(has[e])]
+
+
+def _psnr_caps(
+    caps: Sequence[Caps], per_seed: Sequence[dict[Key, float]], setting: str
+) -> dict[str, dict[str, tuple[int, int]]]:
+    """``{row: {method: (frames at the PSNR cap, frames)}}`` of ``setting``'s PSNR rows,
+    summed over seeds (``caps``: each seed's :func:`read_caps`); the Average row sums the
+    rows of ``E*`` (the emotions the seeds' Average is over: :func:`seed_averages`). A seed
+    without counts (a scores.csv older than them) adds nothing."""
+    methods = sorted({k[1] for s in per_seed for k in s if k[0] == setting})
+    emotions, _, common = _emotion_sets(per_seed, setting, methods, "psnr")
+    out: dict[str, dict[str, tuple[int, int]]] = {}
+    for row, over in [*((e, [e]) for e in emotions), (AVERAGE, common)]:
+        for m in methods:
+            counts = [c[setting, m, e] for c in caps for e in over if (setting, m, e) in c]
+            if counts:
+                out.setdefault(row, {})[m] = (sum(k for k, _ in counts), sum(n for _, n in counts))
+    return out
 
 
 def _agrees(scores: dict[Key, float], setting: str, methods, metric: str, emotions) -> bool:
@@ -193,9 +242,14 @@ def _fmt(mean: float, std: float) -> str:
 
 
 def write_seed_outputs(
-    config: ExperimentConfig, per_seed: Sequence[dict[Key, float]]
+    config: ExperimentConfig,
+    per_seed: Sequence[dict[Key, float]],
+    caps: Sequence[Caps] | None = None,
 ) -> dict[str, Path]:
-    """The tables, plots and comparison of the module doc; returns ``{name: path}``."""
+    """The tables, plots and comparison of the module doc; returns ``{name: path}``.
+    ``per_seed``: each seed's :func:`read_scores`; ``caps``: each seed's PSNR cap counts
+    (:func:`read_seed_caps`; ``None``: none known)."""
+    caps = list(caps) if caps is not None else [{} for _ in per_seed]
     per_seed, average_notes = seed_averages(per_seed, config.seeds)
     stats = aggregate(per_seed)
     n = len(per_seed)
@@ -203,6 +257,7 @@ def write_seed_outputs(
     methods = [method_name(m, v) for m in config.models for v in ("baseline", "asccl")]
     seeds = ", ".join(map(str, config.seeds))
     settings = [s for m in config.models for s in MODEL_SETTINGS[m]]
+    capped = {s: _psnr_caps(caps, per_seed, s) for s in dict.fromkeys(settings)}
     for setting in dict.fromkeys(settings):
         present = [m for m in methods if any(k[0] == setting and k[1] == m for k in stats)]
         if not present:
@@ -216,8 +271,15 @@ def write_seed_outputs(
                    "where its mean beats the next by more than the larger seed spread (sample "
                    "std) and at 3 decimals; spreads in the _spread table")  # fmt: skip
         stem = out / "seeds" / "tables" / setting
-        notes = {(m, AVERAGE, k): text for (s, k), text in average_notes.items()
+        notes = {(m, AVERAGE, k): [text] for (s, k), text in average_notes.items()
                  if s == setting and k in metrics for m in present}  # fmt: skip
+        for row, counts in capped[setting].items() if "psnr" in metrics else ():
+            shown = {m: counts.get(m, (0, 0)) for m in present}
+            if any(k for k, _ in shown.values()):  # the cap can decide: no winner
+                winners.discard((row, "psnr"))
+                text = cap_note(shown, f"summed over seeds {seeds}")
+                for m in present:
+                    notes.setdefault((m, row, "psnr"), []).append(text)
         md, csv_path, tex = write_tables(means, metrics, stem, caption=caption, notes=notes,
                                          comparable=winners)  # fmt: skip
         paths |= {f"seeds_table_{setting}_md": md, f"seeds_table_{setting}_csv": csv_path,
@@ -234,8 +296,8 @@ def write_seed_outputs(
                     text = _fmt(mean if count == n else math.nan, std)
                     won = (row, k) in winners and m in best_methods(means, row, k, 3, spread)
                     text = f"**{text}**" if won else text
-                    ref = numbers.get(notes.get((m, row, k), ""))
-                    cells.append(f"{text} [{ref}]" if ref else text)
+                    refs = ", ".join(str(numbers[t]) for t in notes.get((m, row, k), []))
+                    cells.append(f"{text} [{refs}]" if refs else text)
             lines.append("| " + " | ".join(cells) + " |")
         if numbers:
             lines += [""] + [f"[{i}] {text}  " for text, i in numbers.items()]
@@ -246,13 +308,16 @@ def write_seed_outputs(
             means, metrics, out / "seeds" / "plots" / f"{setting}.png",
             title=f"{setting}: mean over {n} seeds, bars +-1 sample std", errors=spread,
         )  # fmt: skip
-    paths |= _comparison(config, stats, per_seed, average_notes)
+    paths |= _comparison(config, stats, per_seed, average_notes, capped)
     return paths
 
 
-def _comparison(config, stats, per_seed, average_notes) -> dict[str, Path]:
-    """``comparison.{md,csv}`` from the recomputed averages (:func:`seed_averages`)."""
+def _comparison(config, stats, per_seed, average_notes, capped) -> dict[str, Path]:
+    """``comparison.{md,csv}`` from the recomputed averages (:func:`seed_averages`); a PSNR
+    row where either variant has frames at the cap in some seed (``capped``: per setting
+    :func:`_psnr_caps`) names no better variant (``not ranked``) and counts no seeds."""
     n, rows = len(per_seed), []
+    seeds = ", ".join(map(str, config.seeds))
     for model in config.models:
         base, ours = method_name(model, "baseline"), method_name(model, "asccl")
         for setting in MODEL_SETTINGS[model]:
@@ -265,22 +330,28 @@ def _comparison(config, stats, per_seed, average_notes) -> dict[str, Path]:
                 spread = {(base, AVERAGE, metric): a[1], (ours, AVERAGE, metric): b[1]}
                 won = best_methods(pair, AVERAGE, metric, 3, spread)
                 better = ("+ASCCL" if ours in won else "baseline") if won else "within spread"
-                wins = sum(1 for s in per_seed
-                           if (s[(setting, ours, AVERAGE, metric)] > s[(setting, base, AVERAGE,
-                               metric)]) == higher
-                           and s[(setting, ours, AVERAGE, metric)]
-                           != s[(setting, base, AVERAGE, metric)])  # fmt: skip
+                wins = str(sum(1 for s in per_seed
+                               if (s[(setting, ours, AVERAGE, metric)] > s[(setting, base,
+                                   AVERAGE, metric)]) == higher
+                               and s[(setting, ours, AVERAGE, metric)]
+                               != s[(setting, base, AVERAGE, metric)]))  # fmt: skip
+                notes = [t for t in [average_notes.get((setting, metric), "")] if t]
+                counts = capped.get(setting, {}).get(AVERAGE, {}) if metric == "psnr" else {}
+                counts = {m: counts.get(m, (0, 0)) for m in (base, ours)}
+                if any(k for k, _ in counts.values()):  # the cap can decide: no ranking
+                    better, wins = "not ranked", "-"
+                    notes.append(cap_note(counts, f"summed over seeds {seeds}"))
                 rows.append((model, setting, label, a, b, b[0] - a[0], better, wins,
-                             average_notes.get((setting, metric), "")))  # fmt: skip
+                             tuple(notes)))  # fmt: skip
     header = ("model", "setting", "metric", "baseline", "+ASCCL", "difference", "better",
               "+ASCCL better in")  # fmt: skip
     out = Path(config.out)
     body = [",".join(("model", "setting", "metric", "baseline_mean", "baseline_std",
                       "asccl_mean", "asccl_std", "difference", "better", "asccl_better_seeds",
                       "seeds", "note"))]  # fmt: skip
-    for m, s, k, a, b, d, w, c, note in rows:
+    for m, s, k, a, b, d, w, c, texts in rows:
         numbers = [f"{a[0]:.4f}", f"{a[1]:.4f}", f"{b[0]:.4f}", f"{b[1]:.4f}", f"{d:+.4f}"]
-        body.append(",".join([m, s, k, *numbers, w, str(c), str(n), _csv_cell(note)]))
+        body.append(",".join([m, s, k, *numbers, w, c, str(n), _csv_cell("; ".join(texts))]))
     csv_path = write_text_atomic(out / "comparison.csv", "\n".join(body) + "\n")
     md = [
         f"# Baseline vs +ASCCL, mean ± std over {n} seeds ({', '.join(map(str, config.seeds))})\n",
@@ -289,14 +360,18 @@ def _comparison(config, stats, per_seed, average_notes) -> dict[str, Path]:
         "emotions every method has in every seed (a footnote names them where fewer). "
         "std: sample standard deviation over seeds. `better` names a variant only where its "
         "mean beats the other's by more than the larger std and at 3 decimals, else `within "
-        "spread`; the last column counts the seeds where +ASCCL's value was the better one.\n",
+        "spread` (`not ranked` where frames identical to the ground truth, PSNR at its "
+        "100 dB cap, could decide it: see the footnote); the last column counts the seeds "
+        "where +ASCCL's value was the better one.\n",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    refs = {t: i + 1 for i, t in enumerate(dict.fromkeys(r[-1] for r in rows if r[-1]))}
-    md += [f"| {m} | {s} | {k}{f' [{refs[t]}]' if t else ''} | {_fmt(*a[:2])} | "
-           f"{_fmt(*b[:2])} | {format_value(d, signed=True)} | {w} | {c}/{n} |"
-           for m, s, k, a, b, d, w, c, t in rows]  # fmt: skip
+    refs = {t: i + 1 for i, t in enumerate(dict.fromkeys(t for r in rows for t in r[-1]))}
+    cited = [", ".join(str(refs[t]) for t in r[-1]) for r in rows]
+    md += [f"| {m} | {s} | {k}{f' [{ref}]' if ref else ''} | {_fmt(*a[:2])} | "
+           f"{_fmt(*b[:2])} | {format_value(d, signed=True)} | {w} | "
+           f"{c if c == '-' else f'{c}/{n}'} |"
+           for (m, s, k, a, b, d, w, c, _), ref in zip(rows, cited, strict=True)]  # fmt: skip
     if refs:
         md += [""] + [f"[{i}] {t}  " for t, i in refs.items()]
     md_path = write_text_atomic(out / "comparison.md", "\n".join(md) + "\n")
@@ -315,21 +390,23 @@ def run_seeds(
 
     Path(config.out).mkdir(parents=True, exist_ok=True)
     paths = {"config": save_config(config, Path(config.out) / "config.json")}
-    per_seed = []
+    per_seed, caps = [], []
     for seed in config.seeds:
         print(f"\n=== seed {seed} ({list(config.seeds).index(seed) + 1}/{len(config.seeds)})")
         done = run_one(seed_config(config, seed))
         paths |= {f"seed_{seed}_{k}": v for k, v in done.items()}
         if config.evaluate:
             per_seed.append(read_scores(done["eval_scores"]))
+            caps.append(read_seed_caps(done["eval_scores"]))
     if config.evaluate:
-        paths |= write_seed_outputs(config, per_seed)
+        paths |= write_seed_outputs(config, per_seed, caps)
     return paths
 
 
 __all__ = [
     "aggregate",
     "read_scores",
+    "read_seed_caps",
     "run_seeds",
     "seed_averages",
     "seed_config",

@@ -6,6 +6,7 @@ tests/spfem/test_ground_truth.py."""
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -63,3 +64,21 @@ def test_bad_settings_are_one_line_errors_naming_the_key(tmp_path, capsys, flag,
     err = capsys.readouterr().err.strip()
     assert err.startswith("asccl: error:") and key in err and "\n" not in err
     assert not out.exists()  # nothing written
+
+
+def test_a_stage_that_cannot_resume_names_its_own_flag():
+    """Inside ``asccl groundtruth`` a training stage's resume refusal names the flag that
+    reaches it (``--train.resume false``, ``--experiment.resume false``), not the stand-alone
+    command's ``--resume false``; other errors pass through unchanged."""
+    from asccl.config import ConfigError
+    from asccl.groundtruth import _stage_keys
+    from asccl.training.resume import check_resume
+
+    for table in ("train", "experiment"):
+        with pytest.raises(ConfigError) as info, _stage_keys(table):
+            check_resume(Path("runs/x/checkpoints/step_25"), {"a": "1"}, {"a": "2"}, 25, None)
+        message = str(info.value)
+        assert f"use --{table}.resume false" in message and " --resume" not in message
+        assert "a 1 -> 2" in message and "\n" not in message
+    with pytest.raises(ConfigError, match=r"^other problem$"), _stage_keys("train"):
+        raise ConfigError("other problem")

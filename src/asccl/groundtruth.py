@@ -26,6 +26,8 @@ tables and plots are.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -85,6 +87,22 @@ def stage_configs(
     return data, train, health, experiment
 
 
+@contextmanager
+def _stage_keys(table: str) -> Iterator[None]:
+    """A stage's refusal to resume names its own flag: ``--resume false`` is
+    ``--<table>.resume false`` here (e.g. after ``asccl data synth`` redid the clips under a
+    new recipe and stage 1 recut their crops)."""
+    from asccl.training.resume import START_OVER
+
+    try:
+        yield
+    except ConfigError as exc:
+        if START_OVER not in str(exc):
+            raise
+        here = START_OVER.replace("--resume", f"--{table}.resume")  # --out: the whole benchmark's
+        raise ConfigError(str(exc).replace(START_OVER, here)) from exc
+
+
 def run_groundtruth(config: GroundTruthConfig) -> dict[str, Path]:
     """Run (or resume) every stage; returns ``{name: path}`` of the main outputs and prints
     each stage's time and where the tables and plots are."""
@@ -114,7 +132,8 @@ def run_groundtruth(config: GroundTruthConfig) -> dict[str, Path]:
         print(summary.report())
     stage("data")
     print(f"3. asccl train-metric -> {train.out} (held out: {', '.join(train.val_speakers)})")
-    paths["metric"] = train_metric(train)
+    with _stage_keys("train"):
+        paths["metric"] = train_metric(train)
     stage("metric")
     print(f"4. asccl metric evaluate -> {health.out}")
     outputs = evaluate_metric(health)
@@ -124,7 +143,8 @@ def run_groundtruth(config: GroundTruthConfig) -> dict[str, Path]:
     seeds = experiment.seeds or (experiment.seed,)
     print(f"5. asccl experiment -> {experiment.out}: {', '.join(experiment.models)}, baseline "
           f"vs +ASCCL, seeds {list(seeds)}, evaluated against the ground truth")  # fmt: skip
-    outputs = run_experiment(experiment)
+    with _stage_keys("experiment"):
+        outputs = run_experiment(experiment)
     paths |= {f"experiment_{k}": v for k, v in outputs.items()}
     stage("experiment")
     if "comparison_md" in outputs:

@@ -20,7 +20,7 @@ from asccl.config import (
 
 METRIC_SWITCHES = ("distribution", "fid", "fad", "csim", "lse", "kid", "ground_truth")
 #: the ground-truth metrics' table columns (switch "ground_truth")
-GROUND_TRUTH_METRICS = ("lme_mouth", "lme_face", "psnr", "ssim")
+GROUND_TRUTH_METRICS = ("lme_mouth", "lme_face", "lmd_mouth", "lmd_face", "psnr", "ssim")
 #: what FID/FAD compare the results with (see ``EvalConfig.real_set``)
 REAL_SETS = ("sources", "references", "ground_truth")
 #: how a metric frames the faces (see :mod:`asccl.evaluation.framing`)

@@ -11,6 +11,12 @@ torchmetrics metrics that score a result against it, frame by frame:
   :data:`OUTER_EYE_CORNERS`). :data:`MOUTH` (points 48-67, outer and inner lip, 20
   points) gives the mouth error, :data:`FACE` (all 68) the full-face error. Values are
   fractions of the inter-ocular distance (0.05 = 5 %).
+* **landmark distance** (LMD, Chen et al. 2018/2019; :func:`landmark_distance`): the same
+  mean distance, but to the ground-truth frame's landmarks *as the same tracker finds them*
+  (same detector, same framing), so a tracker error common to both (a systematic misreading
+  of a face) cancels and the exact answer scores 0. It is divided by the inter-ocular
+  distance of the **exact** ground-truth landmarks, the normaliser of the landmark error, so
+  the two share units.
 * **PSNR** (:func:`psnr`): ``10 log10(R^2 / MSE)`` per frame over every pixel and channel,
   ``R`` the data range (255 for uint8); a frame equal to its ground truth gives ``inf``.
 * **SSIM** (:func:`ssim`): Wang et al. 2004 with their constants: an 11-tap Gaussian
@@ -68,6 +74,7 @@ def landmark_error(
     landmarks: Tensor | np.ndarray,
     truth: Tensor | np.ndarray,
     points: tuple[int, ...] = MOUTH,
+    scale: Tensor | np.ndarray | None = None,
 ) -> Tensor:
     """Per-frame normalised landmark error.
 
@@ -75,29 +82,47 @@ def landmark_error(
         landmarks: ``(T, 68, 2)`` the result's landmarks (pixels).
         truth: ``(T, 68, 2)`` the ground truth's landmarks, same pixel frame.
         points: which points to average over (:data:`MOUTH`, :data:`FACE`).
+        scale: ``(T, 68, 2)`` landmarks whose inter-ocular distance normalises (default
+            ``truth``; :func:`landmark_distance` passes the exact ground truth's).
 
     Returns:
-        ``(T,)`` float64: ``mean_p ||landmarks[t, p] - truth[t, p]|| / iod(truth[t])``,
-        ``iod`` the inter-ocular distance (points 36-45) of the ground truth.
+        ``(T,)`` float64: ``mean_p ||landmarks[t, p] - truth[t, p]|| / iod(scale[t])``,
+        ``iod`` the inter-ocular distance (points 36-45).
 
     Raises:
-        ValueError: shapes differ, no points, or a ground-truth frame whose outer eye
+        ValueError: shapes differ, no points, or a frame of ``scale`` whose outer eye
             corners coincide (no scale to normalise by).
     """
     pred, gt = _as_tensor(landmarks), _as_tensor(truth)
-    if pred.shape != gt.shape or pred.ndim != 3 or pred.shape[1:] != (68, 2):
+    norm = gt if scale is None else _as_tensor(scale)
+    if (pred.shape != gt.shape or norm.shape != gt.shape or pred.ndim != 3
+            or pred.shape[1:] != (68, 2)):  # fmt: skip
         raise ValueError(
-            f"expected two (T, 68, 2) landmark arrays, got {tuple(pred.shape)} and "
-            f"{tuple(gt.shape)}"
+            f"expected (T, 68, 2) landmark arrays of one shape, got {tuple(pred.shape)}, "
+            f"{tuple(gt.shape)}" + ("" if scale is None else f" and {tuple(norm.shape)}")
         )
     if not points:
         raise ValueError("points is empty")
     index = torch.tensor(points, dtype=torch.long)
-    iod = interocular_distance(gt)
+    iod = interocular_distance(norm)
     if not bool((iod > 0).all()):
         raise ValueError("a ground-truth frame has coinciding outer eye corners (36, 45)")
     distance = (pred[:, index] - gt[:, index]).norm(dim=-1)  # (T, P)
     return distance.mean(-1) / iod
+
+
+def landmark_distance(
+    landmarks: Tensor | np.ndarray,
+    tracked_truth: Tensor | np.ndarray,
+    truth: Tensor | np.ndarray,
+    points: tuple[int, ...] = MOUTH,
+) -> Tensor:
+    """Per-frame LMD: ``(T,)`` float64, ``mean_p ||landmarks[t, p] - tracked_truth[t, p]||
+    / iod(truth[t])``: the result's tracked landmarks against the ground-truth frame's
+    tracked ones (same tracker, same framing: a bias common to both cancels), over the
+    exact ground truth's inter-ocular distance (the normaliser of :func:`landmark_error`,
+    so the two share units). All three ``(T, 68, 2)`` pixels of the same frames."""
+    return landmark_error(landmarks, tracked_truth, points, scale=truth)
 
 
 def _frames(x: Tensor | np.ndarray) -> Tensor:
@@ -208,6 +233,28 @@ class LandmarkError(_FrameMean):
         self._add(landmark_error(landmarks, truth, self.points))
 
 
+class LandmarkDistance(_FrameMean):
+    """Mean LMD over frames (:func:`landmark_distance`); ``points``: :data:`MOUTH`
+    (default) or :data:`FACE`. Lower is better (0: the result's tracked landmarks are the
+    tracked ground truth's)."""
+
+    higher_is_better = False
+
+    def __init__(self, points: tuple[int, ...] = MOUTH, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.points = tuple(points)
+
+    def update(
+        self,
+        landmarks: Tensor | np.ndarray,
+        tracked_truth: Tensor | np.ndarray,
+        truth: Tensor | np.ndarray,
+    ) -> None:
+        """Add a clip: ``(T, 68, 2)`` result, tracked ground-truth and exact ground-truth
+        landmarks."""
+        self._add(landmark_distance(landmarks, tracked_truth, truth, self.points))
+
+
 class FramePSNR(_FrameMean):
     """Mean per-frame PSNR over frames (:func:`psnr`). Higher is better; one identical
     frame makes it ``inf``."""
@@ -243,9 +290,11 @@ __all__ = [
     "OUTER_EYE_CORNERS",
     "FramePSNR",
     "FrameSSIM",
+    "LandmarkDistance",
     "LandmarkError",
     "gaussian_window",
     "interocular_distance",
+    "landmark_distance",
     "landmark_error",
     "psnr",
     "ssim",

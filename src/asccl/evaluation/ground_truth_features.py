@@ -13,6 +13,10 @@ frame rate than its ground truth is not scored, naming both rates):
 * ``truth_landmarks`` ``(T, 68, 2)``: the ground truth's, read from ``<clip>.landmarks.npy``
   beside the ground-truth video when present (``(N, 68, 2)`` pixels of that video's
   frames: what ``asccl data synth`` and ``asccl experiment`` write), else tracked alike;
+* ``truth_tracked`` ``(T, 68, 2)``: the ground truth's landmarks as the same tracker finds
+  them (the same :meth:`~asccl.evaluation.features.Extractors.face_track`, so tracked once
+  per ground-truth clip and kept in its ``framing`` cache; NaN where no face was found):
+  the reference of the LMD columns (:func:`~asccl.evaluation.ground_truth.landmark_distance`);
 * ``psnr``, ``ssim`` ``(T,)``: per frame (:func:`~asccl.evaluation.ground_truth.psnr`,
   :func:`~asccl.evaluation.ground_truth.ssim`, uint8 range 255). A frame equal to its
   ground truth has an infinite PSNR; it is stored as :data:`PSNR_CAP` (100 dB) so that means
@@ -24,7 +28,9 @@ frame rate than its ground truth is not scored, naming both rates):
   mark no PSNR winner in such a row (:mod:`asccl.evaluation.scoring`).
 
 The entry's recipe names both clips and the landmarks file (path, size, mtime), the
-tracker's settings, ``max_frames_per_clip`` and the cap; another recipe recomputes it.
+tracker's settings (those of ``truth_tracked`` too), ``max_frames_per_clip`` and the cap;
+another recipe recomputes it, and so does an entry lacking an array of :data:`ARRAYS`
+(version 1 entries had no ``truth_tracked``: :data:`GT_VERSION` 2 redoes them).
 """
 
 from __future__ import annotations
@@ -40,12 +46,15 @@ from asccl.evaluation.config import EvalConfig, EvalSummary
 from asccl.evaluation.features import Extractors, FeatureJob, track_settings
 from asccl.evaluation.results import ResultsIndex, read_frames
 
-#: bump when what an entry holds or means changes
-GT_VERSION = 1
+#: bump when what an entry holds or means changes (2: ``truth_tracked`` added)
+GT_VERSION = 2
 #: the per-frame PSNR stored for a frame equal to its ground truth (dB; see the module doc)
 PSNR_CAP = 100.0
 #: the extractor kind of these entries (cache folder, feature key)
 KIND = "ground_truth"
+#: the arrays every entry holds (one missing: the entry is recomputed)
+ARRAYS = ("landmarks", "truth_landmarks", "truth_tracked", "psnr", "ssim", "frames",
+          "truth_frames")  # fmt: skip
 
 
 def truth_landmarks_path(truth: Path) -> Path:
@@ -102,13 +111,15 @@ def compute(extractors: Extractors, clip: Path, truth: Path) -> dict[str, np.nda
             raise DataError(marks, f"expected ({t} or more, 68, 2) landmarks, got "
                             f"{truth_marks.shape}")  # fmt: skip
         truth_marks = truth_marks[:t].astype(np.float32)
-    else:
-        truth_marks = extractors.face_track(truth, target).landmarks[:t]
+    tracked = extractors.face_track(truth, target).landmarks[:t].astype(np.float32)
+    if not marks.is_file():
+        truth_marks = tracked
     result_marks = extractors.face_track(clip, frames).landmarks[:t]
     value = psnr(frames[:t], target[:t]).numpy()
     return {
         "landmarks": result_marks.astype(np.float32),
         "truth_landmarks": truth_marks,
+        "truth_tracked": tracked,
         "psnr": np.minimum(value, PSNR_CAP),
         "ssim": ssim(frames[:t], target[:t]).numpy(),
         "frames": np.int64(len(frames)),
@@ -144,7 +155,7 @@ def extract_ground_truth(
         path = cache.cache_path(config.out, KIND, job.clip, truth)
         data = cache._load_npz(path)
         made_by = cache._recipe_of(data) if data is not None else None
-        if data is not None and made_by == wanted:
+        if data is not None and made_by == wanted and all(k in data for k in ARRAYS):
             summary.cached += 1
         else:
             try:
@@ -158,9 +169,10 @@ def extract_ground_truth(
             summary.computed += 1
             if made_by is not None:
                 summary.redone += 1
-                for key in sorted(set(wanted) | set(made_by)):
-                    if wanted.get(key) != made_by.get(key):
-                        summary.redone_because[key] = summary.redone_because.get(key, 0) + 1
+                changed = [k for k in sorted(set(wanted) | set(made_by))
+                           if wanted.get(k) != made_by.get(k)] or ["arrays"]  # fmt: skip
+                for key in changed:
+                    summary.redone_because[key] = summary.redone_because.get(key, 0) + 1
         if int(data["frames"]) > int(data["truth_frames"]):
             summary.problems.append(f"{job.clip}: {int(data['frames'])} frames, its ground "
                                     f"truth {int(data['truth_frames'])}; the first "
@@ -191,14 +203,25 @@ def _rate_mismatch(clip: Path, truth: Path, source: Path | None, config: EvalCon
             "index, so both must have the same rate")  # fmt: skip
 
 
+def has_face(landmarks: np.ndarray) -> np.ndarray:
+    """``(T, 68, 2)`` landmarks -> ``(T,)`` bool: frames with a face (no NaN point)."""
+    return ~np.isnan(landmarks).any(axis=(1, 2))
+
+
 def face_frames(entry: dict[str, np.ndarray]) -> np.ndarray:
     """``(T,)`` bool: frames where both the result and the ground truth have landmarks
     (the landmark errors use the frames where this holds for every method's namesake)."""
-    ok = ~np.isnan(entry["landmarks"]).any(axis=(1, 2))
-    return ok & ~np.isnan(entry["truth_landmarks"]).any(axis=(1, 2))
+    return has_face(entry["landmarks"]) & has_face(entry["truth_landmarks"])
+
+
+def lmd_frames(entry: dict[str, np.ndarray]) -> np.ndarray:
+    """``(T,)`` bool: frames of :func:`face_frames` where the tracker also finds the ground
+    truth's face (``truth_tracked``): the LMD columns' frames, for every method's namesake."""
+    return face_frames(entry) & has_face(entry["truth_tracked"])
 
 
 __all__ = [
+    "ARRAYS",
     "GT_VERSION",
     "KIND",
     "PSNR_CAP",
@@ -206,6 +229,8 @@ __all__ = [
     "extract_ground_truth",
     "face_frames",
     "ground_truth_jobs",
+    "has_face",
+    "lmd_frames",
     "recipe",
     "truth_landmarks_path",
 ]

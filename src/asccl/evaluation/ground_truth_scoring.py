@@ -1,14 +1,17 @@
 """The ground-truth rows of a setting's table (metric group ``"ground_truth"``): the mouth and
-face landmark errors, PSNR and SSIM of each method against the ground truth, from the
-per-clip cache entries of :mod:`asccl.evaluation.ground_truth_features`; called by
-:func:`asccl.evaluation.scoring.setting_scores`, which owns the rest of the table.
+face landmark errors (LME, against the exact landmarks) and landmark distances (LMD, against
+the ground truth's tracked landmarks), PSNR and SSIM of each method against the ground
+truth, from the per-clip cache entries of :mod:`asccl.evaluation.ground_truth_features`;
+called by :func:`asccl.evaluation.scoring.setting_scores`, which owns the rest of the table.
 
 **Common frames.** The landmark errors go one level below the clips every method scored: in
 each clip, every method is scored over the frames where every method's result and the
 ground truth have a face (a method that loses the face on its worst frames must not come
 out better); a footnote says over how many frames and counts each method's frames without a
 face (:func:`face_note`; the ``average`` row sums its emotions' counts:
-:func:`average_face_note`). PSNR and SSIM need no face and take every frame.
+:func:`average_face_note`). The LMD columns take the frames of those where the tracker also
+finds the ground truth's face, their footnote counting the ground-truth frames it does not
+(:func:`lmd_note`). PSNR and SSIM need no face and take every frame.
 
 **The PSNR cap.** A frame identical to its ground truth (infinite PSNR) counts as
 :data:`~asccl.evaluation.ground_truth_features.PSNR_CAP` in the mean, so the cap stands in
@@ -48,12 +51,16 @@ Caps = dict[tuple[str, str, str], tuple[int, int]]
 class FaceFrames(NamedTuple):
     """A row's landmark-error frames: ``frames`` compared (per clip the shortest result's),
     ``common`` with a face in every result and the ground truth, ``truth`` without one in
-    the ground truth, ``lost[method]`` without one in that method's result."""
+    the ground truth, ``lost[method]`` without one in that method's result; the LMD
+    columns': ``lmd_common`` of ``common`` where the tracker also finds the ground truth's
+    face, ``tracked`` where it does not."""
 
     frames: int
     common: int
     truth: int
     lost: dict[str, int]
+    lmd_common: int = 0
+    tracked: int = 0
 
 
 class _Counts(Metric):
@@ -87,17 +94,26 @@ def ground_truth_row(
     """``(values, face_frames, capped)`` of one method's ``clips``: the mouth/face landmark
     errors, over the frames of each clip where every result in ``peers[clip name]``
     (``{method: path}`` of every method's namesake scored here, this one's among them; by
-    default this one alone) and the ground truth have a face, and PSNR and SSIM over every
-    frame. ``face_frames``: :class:`FaceFrames` (``lost`` of each of ``methods``); ``capped``:
-    ``(frames at the PSNR cap, frames)``. Counts are summed over processes."""
-    from asccl.evaluation.ground_truth import FACE, MOUTH, FramePSNR, FrameSSIM, LandmarkError
-    from asccl.evaluation.ground_truth_features import KIND, PSNR_CAP, face_frames
+    default this one alone) and the ground truth have a face, the mouth/face landmark
+    distances over those where the tracked ground truth has one too, and PSNR and SSIM over
+    every frame. ``face_frames``: :class:`FaceFrames` (``lost`` of each of ``methods``);
+    ``capped``: ``(frames at the PSNR cap, frames)``. Counts are summed over processes."""
+    from asccl.evaluation.ground_truth import (
+        FACE,
+        MOUTH,
+        FramePSNR,
+        FrameSSIM,
+        LandmarkDistance,
+        LandmarkError,
+    )
+    from asccl.evaluation.ground_truth_features import KIND, PSNR_CAP, face_frames, has_face
     from asccl.evaluation.scoring import _compute
 
     peers, methods = peers or {}, list(methods or [])
     mouth, face = LandmarkError(MOUTH), LandmarkError(FACE)
+    lmd_mouth, lmd_face = LandmarkDistance(MOUTH), LandmarkDistance(FACE)
     peak, structure = FramePSNR(), FrameSSIM()
-    frames, capped = _Counts(3 + len(methods)), _Counts(2)
+    frames, capped = _Counts(5 + len(methods)), _Counts(2)
     for c in clips:
         g = features[(KIND, c.path)]
         ok = face_frames(g)
@@ -111,19 +127,32 @@ def ground_truth_row(
         common = np.logical_and.reduce([face_frames(e)[:t] for e in entries])
         truth_lost = np.logical_or.reduce([np.isnan(e["truth_landmarks"][:t]).any(axis=(1, 2))
                                            for e in entries])  # fmt: skip
+        tracked_lost = np.logical_or.reduce([~has_face(e["truth_tracked"][:t])
+                                             for e in entries])  # fmt: skip
+        near = common & ~tracked_lost  # the LMD columns' frames
+        missed = int((~has_face(g["truth_tracked"])).sum())
+        if missed:
+            summary.problems.append(f"{c.path}: the tracker finds no face in {missed} of "
+                                    f"{len(ok)} frame(s) of its ground truth: no landmark "
+                                    "distance (LMD) there")  # fmt: skip
         lost = {m: 0 for m in methods}
         for m, p in ((m, p) for m, p in paths.items() if m in lost):
             lost[m] = int(np.isnan(features[(KIND, p)]["landmarks"][:t]).any(axis=(1, 2)).sum())
-        frames.update([t, int(common.sum()), int(truth_lost.sum()), *lost.values()])
+        frames.update([t, int(common.sum()), int(truth_lost.sum()), int(near.sum()),
+                       int(tracked_lost.sum()), *lost.values()])  # fmt: skip
         mouth.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
         face.update(g["landmarks"][:t][common], g["truth_landmarks"][:t][common])
+        for metric in (lmd_mouth, lmd_face):
+            metric.update(g["landmarks"][:t][near], g["truth_tracked"][:t][near],
+                          g["truth_landmarks"][:t][near])  # fmt: skip
         peak.update_values(torch.from_numpy(g["psnr"]))
         structure.update_values(torch.from_numpy(g["ssim"]))
         capped.update([int((g["psnr"] >= PSNR_CAP).sum()), len(g["psnr"])])
     values = {"lme_mouth": float(_compute(mouth)), "lme_face": float(_compute(face)),
+              "lmd_mouth": float(_compute(lmd_mouth)), "lmd_face": float(_compute(lmd_face)),
               "psnr": float(_compute(peak)), "ssim": float(_compute(structure))}  # fmt: skip
     n = _compute(frames).tolist()
-    counts = FaceFrames(*n[:3], dict(zip(methods, n[3:], strict=True)))
+    counts = FaceFrames(*n[:3], dict(zip(methods, n[5:], strict=True)), *n[3:5])
     k, total = _compute(capped).tolist()
     return values, counts, (k, total)
 
@@ -139,16 +168,43 @@ def face_note(counts: FaceFrames, methods: list[str]) -> str:
             f"have a face (frames without a face: {lost}{truth})")  # fmt: skip
 
 
+def lmd_note(counts: FaceFrames, methods: list[str]) -> str:
+    """The landmark distances' footnote (``""`` when every compared frame has a face in
+    every result, the ground truth and the tracked ground truth)."""
+    if counts.lmd_common == counts.frames:
+        return ""
+    lost = ", ".join(f"{m} {counts.lost.get(m, 0)}" for m in methods)
+    truth = f"; ground truth {counts.truth}" if counts.truth else ""
+    return (f"{_label('lmd_mouth')}/{_label('lmd_face')} over the {counts.lmd_common} of "
+            f"{counts.frames} frame(s) where every method's result, the ground truth and the "
+            f"ground truth as the tracker finds it have a face (frames without a face: {lost}"
+            f"{truth}; tracked ground truth {counts.tracked})")  # fmt: skip
+
+
+#: landmark metric -> its footnote's maker
+LANDMARK_NOTES = {"lme_mouth": face_note, "lme_face": face_note, "lmd_mouth": lmd_note,
+                  "lmd_face": lmd_note}  # fmt: skip
+
+
+def landmark_notes(counts: FaceFrames, methods: list[str]) -> dict[str, str]:
+    """``{metric: footnote}`` of the landmark columns whose frames miss some (see
+    :func:`face_note`, :func:`lmd_note`)."""
+    texts = {k: make(counts, methods) for k, make in LANDMARK_NOTES.items()}
+    return {k: text for k, text in texts.items() if text}
+
+
 def average_face_note(out: SettingScores, present: list[str], emotions: list[str]) -> None:
-    """The landmark errors' footnote of the ``average`` row: its emotions' counts summed."""
-    for k in ("lme_mouth", "lme_face"):
+    """The landmark columns' footnotes of the ``average`` row: its emotions' counts summed."""
+    for k, make in LANDMARK_NOTES.items():
         rows = [out.face_frames[e] for e in emotions if (e, k) in out.comparable
                 and e in out.face_frames]  # fmt: skip
         if not rows:
             continue
         lost = {m: sum(r.lost.get(m, 0) for r in rows) for m in present}
-        total = FaceFrames(*(sum(r[i] for r in rows) for i in range(3)), lost)
-        text = face_note(total, present)
+        sums = [sum(r[i] for r in rows) for i in range(len(FaceFrames._fields))
+                if FaceFrames._fields[i] != "lost"]  # fmt: skip
+        total = FaceFrames(*sums[:3], lost, *sums[3:])
+        text = make(total, present)
         for method in present if text else ():
             out.note(method, AVERAGE, k, text)
 
@@ -216,6 +272,8 @@ __all__ = [
     "cap_note",
     "face_note",
     "ground_truth_row",
+    "landmark_notes",
+    "lmd_note",
     "psnr_caps",
     "read_caps",
 ]

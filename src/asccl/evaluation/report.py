@@ -44,6 +44,13 @@ PROCEDURES = {
         "ground_truth",
     ),
     "lme_face": ("the same over all 68 landmarks", "ground_truth"),
+    "lmd_mouth": (
+        "mean distance of the 20 mouth landmarks to the ground truth's as the same tracker "
+        "finds them (LMD: a tracker bias common to both cancels) / the exact ground truth's "
+        "inter-ocular distance (Mouth-LME's units), mean over frames with a face in both",
+        "ground_truth",
+    ),
+    "lmd_face": ("the same over all 68 landmarks", "ground_truth"),
     "psnr": (
         "PSNR (dB) against the ground-truth frame, mean over frames; a frame equal to its "
         "ground truth counts 100 dB",

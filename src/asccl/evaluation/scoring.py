@@ -37,8 +37,8 @@ from asccl.evaluation.config import EvalConfig, EvalSummary
 from asccl.evaluation.ground_truth_scoring import (
     FaceFrames,
     average_face_note,
-    face_note,
     ground_truth_row,
+    landmark_notes,
     psnr_caps,
 )
 from asccl.evaluation.results import ResultClip, ResultsIndex
@@ -47,7 +47,8 @@ from asccl.evaluation.tables import AVERAGE, METRICS
 #: metric group -> the table metrics it gives
 GROUP_METRICS = {"fid": ("fid",), "fad": ("fad",), "kid": ("kid",), "csim": ("csim",),
                  "lse": ("lse_d", "lse_c"),
-                 "ground_truth": ("lme_mouth", "lme_face", "psnr", "ssim")}  # fmt: skip
+                 "ground_truth": ("lme_mouth", "lme_face", "lmd_mouth", "lmd_face", "psnr",
+                                  "ssim")}  # fmt: skip
 #: distribution metric -> its extractor
 DIST_KIND = {"fid": "inception", "fad": "arcface"}
 #: metric groups against a real set -> their extractor
@@ -358,8 +359,7 @@ def _row_value(
         values, counts, capped = ground_truth_row(clips, features, summary, peers, methods)
         out.capped[method, emotion] = capped
         out.face_frames[emotion] = counts
-        text = face_note(counts, methods)
-        for k in ("lme_mouth", "lme_face") if text else ():
+        for k, text in landmark_notes(counts, methods).items():
             out.note(method, emotion, k, text)
         return values
     from asccl.evaluation.lip_sync import LipSync

@@ -38,6 +38,8 @@ METRICS: dict[str, tuple[str, str, bool]] = {
     "csim": ("CSIM↑", r"CSIM$\uparrow$", True),
     "lme_mouth": ("Mouth-LME↓", r"Mouth-LME$\downarrow$", False),
     "lme_face": ("Face-LME↓", r"Face-LME$\downarrow$", False),
+    "lmd_mouth": ("Mouth-LMD↓", r"Mouth-LMD$\downarrow$", False),
+    "lmd_face": ("Face-LMD↓", r"Face-LMD$\downarrow$", False),
     "psnr": ("PSNR↑", r"PSNR$\uparrow$", True),
     "ssim": ("SSIM↑", r"SSIM$\uparrow$", True),
     # the metric's health table (asccl metric evaluate: metric/health.py)

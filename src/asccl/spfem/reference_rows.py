@@ -4,9 +4,11 @@ say whether a method's score is good.
 * ``source``: the unedited input (``results/sources/<emotion>/<clip>``) scored as if it were
   a method's result: the do-nothing baseline (speech kept exactly, no expression change);
 * ``truth``: the ground truth itself (``results/ground_truth/<setting>/<emotion>/<clip>``):
-  the ceiling. Its landmark errors are the face tracker's own error against the exact
-  landmarks (the floor of the landmark columns); its frames are identical to the ground
-  truth, so PSNR is the cap (100 dB, footnoted, as the scoring does) and SSIM 1.
+  the ceiling. Its landmark errors (LME) are the face tracker's own error against the exact
+  landmarks (the floor of those columns); its landmark distances (LMD: against the ground
+  truth as the same tracker finds it) are exactly 0 (the same frames, a deterministic
+  tracker); its frames are identical to the ground truth, so PSNR is the cap (100 dB,
+  footnoted, as the scoring does) and SSIM 1.
 
 They are scored by the evaluation's own code (:mod:`asccl.evaluation.ground_truth_features`,
 :func:`asccl.evaluation.scoring.setting_scores`) on the same cached entries, the same framing
@@ -55,13 +57,14 @@ if TYPE_CHECKING:
     from asccl.spfem.experiment import ExperimentConfig
 
 #: the ground-truth metrics, in table order
-GT_METRICS = ("lme_mouth", "lme_face", "psnr", "ssim")
+GT_METRICS = ("lme_mouth", "lme_face", "lmd_mouth", "lmd_face", "psnr", "ssim")
 #: what each reference row is (the tables' footnote)
 MEANING = {
     "source": "source = the unedited input clip scored as if it were a result (no "
     "expression change: the do-nothing bound)",
     "truth": "truth = the ground-truth clip itself (the ceiling; its landmark error is the "
-    "face tracker's own against the exact landmarks, the floor of those columns)",
+    "face tracker's own against the exact landmarks, the floor of those columns; its "
+    "landmark distance is 0: the same frames through the same tracker)",
 }
 
 

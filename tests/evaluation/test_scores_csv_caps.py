@@ -9,7 +9,7 @@ import csv
 
 from tests.evaluation.test_ground_truth_runner import results  # noqa: F401  (the fixture)
 
-from asccl.evaluation.config import EvalConfig
+from asccl.evaluation.config import GROUND_TRUTH_METRICS, EvalConfig
 from asccl.evaluation.ground_truth_scoring import CAPPED_FRAMES, PSNR_FRAMES
 from asccl.evaluation.runner import run_evaluation
 
@@ -27,4 +27,4 @@ def test_the_runner_writes_each_psnr_value_s_cap_counts(results, tmp_path):  # n
         assert counts[("other", row, "psnr")] == ("0", "3")
         for metric in ("lme_mouth", "lme_face", "ssim"):  # other metrics: empty cells
             assert counts[("perfect", row, metric)] == counts[("other", row, metric)] == ("", "")
-    assert len(rows) == 2 * 2 * 4  # one row per method, row and metric, as before
+    assert len(rows) == 2 * 2 * len(GROUND_TRUTH_METRICS)  # one per method, row and metric

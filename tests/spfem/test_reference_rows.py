@@ -24,7 +24,12 @@ from asccl.evaluation.config import EvalConfig
 from asccl.evaluation.framing import make_tracker
 from asccl.evaluation.ground_truth_features import PSNR_CAP
 from asccl.spfem.experiment import ExperimentConfig, run_experiment
-from asccl.spfem.reference_rows import label, score_references, write_references
+from asccl.spfem.reference_rows import (
+    GT_METRICS,
+    label,
+    score_references,
+    write_references,
+)
 
 T, SIZE, IOD = 3, 48, 20.0  # frames, frame side, inter-ocular distance (points 36-45) in px
 NAME = "W903_001"
@@ -186,7 +191,8 @@ def test_experiment_keeps_reference_rows_out_of_comparison_and_eval_tables(
         header = next(line for line in paths[name].read_text().splitlines() if line[:2] == "| ")
         assert "source" not in header and "truth" not in header and "reference" not in header
     header = paths["eval_table_single_csv"].read_text().splitlines()[0]
-    assert header == "emotion" + ",ganmut" * 4 + ",ganmut_asccl" * 4
+    n = len(GT_METRICS)  # one column per method and ground-truth metric
+    assert header == "emotion" + ",ganmut" * n + ",ganmut_asccl" * n
     assert "**" in paths["eval_table_single_md"].read_text()  # the methods' own winners stay
     reference = paths["references_single_md"].read_text()
     assert label("truth") in reference and "ganmut_asccl" in reference
@@ -278,7 +284,8 @@ def test_seeds_average_the_reference_rows_apart_from_the_methods_comparison(
         rows = list(csv.DictReader(handle))
     assert rows and {r["model"] for r in rows} == {"ganmut"}
     header = paths["seeds_table_single_csv"].read_text().splitlines()[0]
-    assert header == "emotion" + ",ganmut" * 4 + ",ganmut_asccl" * 4  # no reference column
+    n = len(GT_METRICS)
+    assert header == "emotion" + ",ganmut" * n + ",ganmut_asccl" * n  # no reference column
     spread = paths["seeds_references_spread_single"].read_text()
     # both seeds score the same clips: the truth's mean is its value, the spread 0
     assert "| 0.000 ± 0.000 | 0.000 ± 0.000 | 100.000 ± 0.000 | 1.000 ± 0.000 |" in spread

@@ -264,6 +264,7 @@ def write_seed_references(config: ExperimentConfig) -> dict[str, Path]:
 
 
 __all__ = [
+    "GT_METRICS",
     "MEANING",
     "label",
     "reference_clips",

@@ -42,7 +42,7 @@ def test_groundtruth_runs_end_to_end_and_resumes(tmp_path, capsys):
     with open(experiment / "comparison.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     metrics = {r["metric"] for r in rows}
-    assert {"Mouth-LME↓", "Face-LME↓", "PSNR↑", "SSIM↑"} <= metrics
+    assert {"Mouth-LME↓", "Face-LME↓", "Mouth-LMD↓", "Face-LMD↓", "PSNR↑", "SSIM↑"} <= metrics
     assert all(r["seeds"] == "1" for r in rows)
     assert (experiment / "seeds" / "plots" / "single.png").is_file()
     assert (out / "metric_health").is_dir()

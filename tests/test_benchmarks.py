@@ -100,11 +100,8 @@ def bench(name: str, monkeypatch: pytest.MonkeyPatch):
 def packed(tmp_path_factory) -> Path:
     """A tiny stage-1 folder with per-clip JPEG stores, pairs.csv and crops.pack, as the
     GPU suite's reader row leaves it (bench_reader's builder: 8 clips of 4 frames, 64 px)."""
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        bench_reader = importlib.import_module("bench_reader")
-    finally:
-        sys.path.remove(str(ROOT / "benchmarks"))
+    with pytest.MonkeyPatch.context() as patch:  # module scope: its own, undone on exit
+        bench_reader = bench("bench_reader", patch)
     out = tmp_path_factory.mktemp("packed")
     bench_reader.build(out, argparse.Namespace(clips=8, frames=4, size=64, distinct=4, seed=0))
     assert (out / "pairs.csv").is_file() and (out / "crops.pack").is_dir()

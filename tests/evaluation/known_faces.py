@@ -1,8 +1,12 @@
-"""A landmark backend for tests: it knows the 68 landmarks of every frame it will see."""
+"""A landmark backend for tests that knows the 68 landmarks of every frame it will see, and
+the fakes the ground-truth tests build their folders from."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+from PIL import Image
 
 from asccl.data.landmarks import landmark_extent
 
@@ -27,3 +31,18 @@ class KnownFaces:
 
     def detect(self, frame):
         return self.by_frame.get(frame.tobytes())
+
+
+def random_face(rng: np.random.Generator, iod: float) -> np.ndarray:
+    """``(68, 2)`` points in [10, 38] px with the outer eye corners (36, 45) ``iod`` px apart
+    on one row (so the inter-ocular distance is exactly ``iod``)."""
+    pts = rng.uniform(10, 38, (68, 2))
+    pts[36], pts[45] = (14.0, 18.0), (14.0 + iod, 18.0)
+    return pts
+
+
+def save_frames(folder: Path, frames: np.ndarray) -> None:
+    """``(T, H, W, 3)`` uint8 frames as a frame folder ``000.png``, ``001.png``, ..."""
+    folder.mkdir(parents=True)
+    for i, frame in enumerate(frames):
+        Image.fromarray(frame).save(folder / f"{i:03d}.png")

@@ -16,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from tests.evaluation.known_faces import KnownFaces
+from tests.evaluation.known_faces import KnownFaces, random_face, save_frames
 from tests.evaluation.test_ground_truth_scoring import EMOTION, METRICS, _entry, _score, _truth
 
 from asccl.evaluation import cache
@@ -36,19 +35,6 @@ BIAS = 2.0  # the tracker reads every mouth 2 px lower than it is
 D = 1.5  # the "offset" method's mouth sits 1.5 px lower than the ground truth's, truly
 
 
-def _face(rng: np.random.Generator) -> np.ndarray:
-    """68 points inside the frame; outer eye corners (36, 45) ``IOD`` px apart."""
-    pts = rng.uniform(10, 38, (68, 2))
-    pts[36], pts[45] = (14.0, 18.0), (14.0 + IOD, 18.0)
-    return pts
-
-
-def _save(folder: Path, frames: np.ndarray) -> None:
-    folder.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i:03d}.png")
-
-
 def _mouth(shift: float) -> np.ndarray:
     out = np.zeros((68, 2))
     out[48:68, 1] = shift
@@ -62,16 +48,16 @@ def results(tmp_path, monkeypatch) -> Path:
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
     offset = rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
-    marks = np.stack([_face(rng) for _ in range(T)])
+    marks = np.stack([random_face(rng, IOD) for _ in range(T)])
     known = KnownFaces(margin=(-4, -8, 4, 4))
     for t in range(T):  # what the tracker returns: the true points, mouth BIAS px lower
         known.add(truth[t], marks[t] + _mouth(BIAS))
         known.add(offset[t], marks[t] + _mouth(D) + _mouth(BIAS))
     root = tmp_path / "results"
-    _save(root / "sources" / "happy" / NAME, truth)
-    _save(root / "ground_truth" / "single" / "happy" / NAME, truth)
+    save_frames(root / "sources" / "happy" / NAME, truth)
+    save_frames(root / "ground_truth" / "single" / "happy" / NAME, truth)
     np.save(root / "ground_truth" / "single" / "happy" / f"{NAME}.landmarks.npy", marks)
-    _save(root / "offset" / "single" / "happy" / NAME, offset)
+    save_frames(root / "offset" / "single" / "happy" / NAME, offset)
     tracker = make_tracker(known, detect_every=1)
     monkeypatch.setattr(features_module.Extractors, "tracker", lambda self: tracker)
     return root

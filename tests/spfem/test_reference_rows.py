@@ -15,8 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-from tests.evaluation.known_faces import KnownFaces
+from tests.evaluation.known_faces import KnownFaces, random_face, save_frames
 
 from asccl.config import ConfigError, load_config
 from asccl.evaluation import features as features_module
@@ -36,19 +35,6 @@ NAME = "W903_001"
 #: mouth points' (48-67) vertical shift of each clip's landmarks from the truth's, per frame
 MOUTH = {"source": (1.0, 2.0, 4.0), "ganmut": (0.5, 1.0, 3.0), "ganmut_asccl": (0.5, 0.5, 0.5)}
 BROWS = 2.0  # the source's brows (17-26) sit 2 px lower than the truth's: its expression
-
-
-def _face(rng: np.random.Generator) -> np.ndarray:
-    """68 points inside the frame; outer eye corners (36, 45) ``IOD`` px apart."""
-    pts = rng.uniform(10, 38, (68, 2))
-    pts[36], pts[45] = (14.0, 18.0), (14.0 + IOD, 18.0)
-    return pts
-
-
-def _save(folder: Path, frames: np.ndarray) -> None:
-    folder.mkdir(parents=True)
-    for i, frame in enumerate(frames):
-        Image.fromarray(frame).save(folder / f"{i:03d}.png")
 
 
 def _shift(name: str) -> np.ndarray:
@@ -71,7 +57,7 @@ def setup(tmp_path, monkeypatch) -> dict:
     (the tracker's double, in use) and ``frames`` (each clip's)."""
     rng = np.random.default_rng(0)
     truth = rng.integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
-    marks = np.stack([_face(rng) for _ in range(T)])
+    marks = np.stack([random_face(rng, IOD) for _ in range(T)])
     known = KnownFaces(margin=(-4, -8, 4, 4))
     known_frames = {"truth": truth}
     for t in range(T):
@@ -82,12 +68,12 @@ def setup(tmp_path, monkeypatch) -> dict:
             known.add(frames[t], marks[t] + _shift(name)[t])
         known_frames[name] = frames
     root = tmp_path / "results"
-    _save(root / "sources" / "happy" / NAME, known_frames["source"])
-    _save(root / "ground_truth" / "single" / "happy" / NAME, truth)
+    save_frames(root / "sources" / "happy" / NAME, known_frames["source"])
+    save_frames(root / "ground_truth" / "single" / "happy" / NAME, truth)
     np.save(root / "ground_truth" / "single" / "happy" / f"{NAME}.landmarks.npy", marks)
     for method in ("ganmut", "ganmut_asccl"):
-        _save(root / method / "single" / "happy" / NAME, known_frames[method])
-    _save(root / "noop" / "single" / "happy" / NAME, known_frames["source"])
+        save_frames(root / method / "single" / "happy" / NAME, known_frames[method])
+    save_frames(root / "noop" / "single" / "happy" / NAME, known_frames["source"])
     tracker = make_tracker(known, detect_every=1)
     monkeypatch.setattr(features_module.Extractors, "tracker", lambda self: tracker)
     return {"root": root, "known": known, "frames": known_frames}

@@ -157,28 +157,38 @@ def ground_truth_row(
     return values, counts, (k, total)
 
 
-def face_note(counts: FaceFrames, methods: list[str]) -> str:
-    """The landmark errors' footnote (``""`` when every compared frame has a face)."""
-    if counts.common == counts.frames:
+def _frames_note(
+    counts: FaceFrames,
+    methods: list[str],
+    columns: str,
+    compared: int,
+    where: str,
+    tracked: str = "",
+) -> str:
+    """A landmark footnote (``""`` when ``compared`` is every frame): ``columns`` are over
+    the ``compared`` frames where ``where`` have a face; counts each method's (and the
+    ground truth's) frames without one."""
+    if compared == counts.frames:
         return ""
     lost = ", ".join(f"{m} {counts.lost.get(m, 0)}" for m in methods)
     truth = f"; ground truth {counts.truth}" if counts.truth else ""
-    return (f"{_label('lme_mouth')}/{_label('lme_face')} over the {counts.common} of "
-            f"{counts.frames} frame(s) where every method's result and the ground truth "
-            f"have a face (frames without a face: {lost}{truth})")  # fmt: skip
+    return (f"{columns} over the {compared} of {counts.frames} frame(s) where {where} have a "
+            f"face (frames without a face: {lost}{truth}{tracked})")  # fmt: skip
+
+
+def face_note(counts: FaceFrames, methods: list[str]) -> str:
+    """The landmark errors' footnote (``""`` when every compared frame has a face)."""
+    return _frames_note(counts, methods, f"{_label('lme_mouth')}/{_label('lme_face')}",
+                        counts.common, "every method's result and the ground truth")  # fmt: skip
 
 
 def lmd_note(counts: FaceFrames, methods: list[str]) -> str:
     """The landmark distances' footnote (``""`` when every compared frame has a face in
     every result, the ground truth and the tracked ground truth)."""
-    if counts.lmd_common == counts.frames:
-        return ""
-    lost = ", ".join(f"{m} {counts.lost.get(m, 0)}" for m in methods)
-    truth = f"; ground truth {counts.truth}" if counts.truth else ""
-    return (f"{_label('lmd_mouth')}/{_label('lmd_face')} over the {counts.lmd_common} of "
-            f"{counts.frames} frame(s) where every method's result, the ground truth and the "
-            f"ground truth as the tracker finds it have a face (frames without a face: {lost}"
-            f"{truth}; tracked ground truth {counts.tracked})")  # fmt: skip
+    return _frames_note(counts, methods, f"{_label('lmd_mouth')}/{_label('lmd_face')}",
+                        counts.lmd_common, "every method's result, the ground truth and the "
+                        "ground truth as the tracker finds it",
+                        f"; tracked ground truth {counts.tracked}")  # fmt: skip
 
 
 #: landmark metric -> its footnote's maker

@@ -239,6 +239,39 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     return VideoInfo(fps=fps, num_frames=num_frames, width=width, height=height)
 
 
+def frame_times(path: str | os.PathLike) -> np.ndarray:
+    """``(N,)`` float64: the presentation time, in seconds, of each frame of the first video
+    stream of ``path``, in presentation order, on the container's clock (its start time, the
+    earliest of its streams', subtracted: as the ffmpeg CLI offsets an input).
+
+    Read from the packets' timestamps (demuxed, nothing decoded); empty packets (an AVI's
+    dropped-frame markers) are skipped. ``[]`` when some packet carries no timestamp (raw
+    bitstreams): the caller then assumes ``i / fps``.
+
+    Raises:
+        DataError: as :func:`probe_video`, or a stream that cannot be demuxed.
+    """
+    path = Path(path)
+    container = _open(path)
+    av = require("av", _NEEDS_AV)
+    try:
+        stream = container.streams.video[0]
+        start = Fraction(container.start_time or 0, 1_000_000)  # AV_TIME_BASE units
+        ticks = []
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                continue  # the flush packet, or an empty (dropped-frame) packet
+            if packet.pts is None:
+                return np.zeros(0)
+            ticks.append(packet.pts)
+        base = stream.time_base
+    except av.error.FFmpegError as err:
+        raise DataError(path, f"corrupt video stream ({_one_line(err)})") from err
+    finally:
+        container.close()
+    return np.array([float(t * base - start) for t in sorted(ticks)], np.float64)
+
+
 @dataclass(frozen=True)
 class AudioInfo:
     """What :func:`probe_audio` learns about a file's first audio stream.

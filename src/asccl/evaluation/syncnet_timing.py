@@ -1,0 +1,145 @@
+"""Which source frame each 25 fps image of syncnet_python's ``run_pipeline`` shows.
+
+``run_pipeline.py`` converts a clip with ``ffmpeg -y -i clip -qscale:v 2 -async 1 -r 25
+video.avi`` (pass 1) and extracts its frames with ``ffmpeg -y -i video.avi -qscale:v 2
+-threads 1 -f image2 %06d.jpg`` (pass 2); SyncNet's window ``i`` is images ``i .. i+4`` of
+pass 2. :func:`avi_frame_sources` reproduces that mapping from the clip's frame times, as
+FFmpeg 5.1's ``fftools`` do it (``do_video_out``, libavformat's avi muxer and demuxer):
+
+* **Pass 1, frame-rate sync into AVI** (``-vsync auto`` is ``vfr`` for the avi muxer; ``-r
+  25`` as an output option inserts no ``fps`` filter). Each decoded frame's time on the
+  clip's clock (seconds from the container's start) becomes ``ipts = t * 25``, rounded to
+  ``2**-16`` and nudged by ``2**-17`` away from zero (FFmpeg's guard against exact
+  midpoints). With ``next`` the next output slot and ``d`` the frame's duration in slots
+  (``lrint(25 / fps)`` when that is positive, else ``min(25 / fps, 1)``): ``delta0 = ipts -
+  next``, ``delta = delta0 + d``; a frame that starts before ``next`` but ends after it is
+  clipped to ``next``; ``delta <= -0.6`` drops the frame; ``delta > 0.6`` places it at
+  ``lrint(ipts)`` (a jump leaves empty slots), else at ``next``.
+* **The MP3 priming shift.** Pass 1 encodes the audio with libmp3lame (the avi muxer's
+  default), whose first packet starts ``priming`` samples (1105) before zero; the muxer
+  shifts every stream by that much (``avoid_negative_ts``), the video by ``ceil(priming *
+  25 / rate)`` slots (``av_rescale_q_rnd(..., AV_ROUND_UP)``). The audio keeps the priming
+  (AVI cannot mark it for skipping): both move later together, up to the rounding.
+* **AVI has no timestamps**: a frame's position is its packet count. The muxer writes empty
+  packets to fill a jump between two frames, not before the first: the first frame sits at
+  position 0 whatever its time, later frames at their slot.
+* **Pass 2, constant-rate sync into image2** (``vscfr``: every slot gets an image). Reading
+  the AVI, a frame ``delta0`` slots after the next image (``delta = delta0 + 1``) fills a
+  gap: ``lrint(delta)`` images when ``delta > 1.1``, the first ``lrint(delta0 - 0.6)`` of
+  them repeating the previous frame when ``delta0 > 1.1``, the rest showing the new frame.
+
+Checked against the ffmpeg CLI (5.1) on 33 clips (24 to 100 fps, constant and variable
+rate, video or audio starting late, no audio and audio at 8 to 48 kHz, MKV and MP4):
+``tests/evaluation/test_syncnet_timing.py`` against the images the CLI wrote, recorded in
+``tests/evaluation/ffmpeg_cli/`` by ``scripts/reference/record_avi_timing.py``. On 30 fps
+input the CLI keeps frames 0-9, then drops one in six (frames 10, 16, 22, ...): content up
+to two source frames older than the nearest-in-time rule (:func:`nearest_frames`).
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import numpy as np
+
+#: the images' rate (syncnet_python's ``--frame_rate``, ``-r 25``)
+RATE = 25
+#: libmp3lame's priming as FFmpeg reports it (``initial_padding``): LAME's encoder delay
+#: (576) plus the decoder delay (528 + 1), in samples at the encoded rate
+MP3_PRIMING = 1105
+
+
+def avi_frame_sources(
+    times: np.ndarray | list[float],
+    fps: float,
+    audio_rate: int | None = None,
+    *,
+    priming: int = MP3_PRIMING,
+) -> np.ndarray:
+    """``(M,)`` int64: the source frame each 25 fps image of ``run_pipeline`` shows.
+
+    Args:
+        times: ``(N,)`` the clip's frame times in seconds on its container's clock (the
+            container's start time subtracted, as the ffmpeg CLI offsets its input), in
+            presentation order: :func:`asccl.data.video.frame_times`; ``i / fps`` for a
+            frame folder.
+        fps: the video stream's frame rate (its header's, as the CLI guesses it).
+        audio_rate: the sample rate pass 1 encodes the clip's audio at
+            (:class:`~asccl.evaluation.syncnet_audio.AviAudio`'s ``source_rate``); ``None``
+            for a clip without audio, or to leave the MP3 priming shift out.
+        priming: the audio encoder's leading samples at ``audio_rate``.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if audio_rate is not None and audio_rate <= 0:
+        raise ValueError(f"audio_rate must be positive, got {audio_rate}")
+    slots = _pass1_slots(np.asarray(times, np.float64), fps)
+    shift = -((-priming * RATE) // audio_rate) if audio_rate else 0  # ceil
+    return _pass2_images(slots, shift)
+
+
+def nearest_frames(num_frames: int, fps: float) -> np.ndarray:
+    """``(M,)`` int64: for each 25 fps image ``k``, the source frame nearest in time,
+    ``round(k * fps / 25)`` (FFmpeg's ``fps`` filter, ``round=near``): what the images would
+    show at their own times. Not what ``run_pipeline`` feeds SyncNet
+    (:func:`avi_frame_sources`); kept for comparison."""
+    if fps <= 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    count = max(0, math.ceil(num_frames * RATE / fps - 1e-6))
+    times = np.arange(count) * (fps / RATE)
+    return np.minimum(np.floor(times + 0.5 + 1e-9).astype(np.int64), max(num_frames - 1, 0))
+
+
+def _lrint(x: float) -> int:
+    """C's ``lrint`` in the default rounding mode: nearest, halves to even."""
+    return round(x)
+
+
+def _pass1_slots(times: np.ndarray, fps: float) -> list[tuple[int, int]]:
+    """``[(slot, frame)]``: the frames pass 1 keeps and the 25 fps slot each is written at."""
+    per_frame = _lrint(RATE / fps)  # the frame's duration, lrintf(pkt_duration / (1/25))
+    duration = per_frame if per_frame > 0 else min(RATE / fps, 1.0)
+    slots, next_slot = [], 0
+    for i, t in enumerate(times):
+        # FFmpeg rescales to 1/(25 * 2**16) (nearest, halves away from zero) and adds
+        # 2**-17 away from zero
+        ticks = Fraction(float(t)) * RATE * (1 << 16)
+        rounded = math.floor(abs(ticks) + Fraction(1, 2)) * (1 if ticks >= 0 else -1)
+        ipts = rounded / (1 << 16)
+        ipts += math.copysign(2.0**-17, ipts) if ipts else 0.0
+        delta0 = ipts - next_slot
+        delta = delta0 + duration
+        if delta0 < 0 < delta:  # starts before the next slot, ends after it: clipped to it
+            ipts = float(next_slot)
+        if delta <= -0.6:
+            continue
+        if delta > 0.6:
+            next_slot = _lrint(ipts)
+        slots.append((next_slot, i))
+        next_slot += 1
+    return slots
+
+
+def _pass2_images(slots: list[tuple[int, int]], shift: int) -> np.ndarray:
+    """Pass 2's images from pass 1's ``slots``, each but the first moved ``shift`` later
+    (the first sits at AVI position 0)."""
+    images: list[int] = []
+    previous = None
+    for n, (slot, frame) in enumerate(slots):
+        position = 0 if n == 0 else slot + shift
+        delta0 = position - len(images)
+        delta = delta0 + 1
+        if delta0 < 0 < delta:
+            delta0 = 0
+        count, repeats = 1, 0
+        if delta < -1.1:
+            count = 0
+        elif delta > 1.1:
+            count = _lrint(delta)
+            if delta0 > 1.1:
+                repeats = _lrint(delta0 - 0.6)
+        images.extend(previous if k < repeats and previous is not None else frame
+                      for k in range(count))  # fmt: skip
+        previous = frame
+    return np.asarray(images, np.int64)

@@ -1,0 +1,87 @@
+"""Which source frame each 25 fps image of syncnet_python's run_pipeline shows, against the
+images the real ffmpeg CLI wrote (``tests/evaluation/ffmpeg_cli/avi_timing.json``, recorded
+by ``scripts/reference/record_avi_timing.py`` with the FFmpeg version it names)."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asccl.data.errors import DataError
+from asccl.data.video import frame_times, probe_video
+from asccl.evaluation.syncnet_timing import avi_frame_sources, nearest_frames
+
+CLI = Path(__file__).parent / "ffmpeg_cli"
+RECORD = json.loads((CLI / "avi_timing.json").read_text())
+CASES = RECORD["cases"]
+
+
+def _times(case: dict) -> np.ndarray:
+    return np.array([float(Fraction(t)) for t in case["times"]])
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_images_are_the_ones_the_cli_wrote(name):
+    case = CASES[name]
+    fps = float(Fraction(case["r_frame_rate"]))
+    got = avi_frame_sources(_times(case), fps, case["audio_rate"] or None)
+    assert got.tolist() == case["images"]
+
+
+def test_the_record_covers_what_matters():
+    """Drops and repeats, late starts, every MP3 priming shift seen (0-4 slots), VFR."""
+    shifts = {-(-1105 * 25 // c["audio_rate"]) for c in CASES.values() if c["audio_rate"]}
+    assert shifts >= {1, 2, 3, 4}
+    assert any(c["variable_rate"] for c in CASES.values())
+    assert any(Fraction(c["video_start"]) > 0 for c in CASES.values())
+    assert {c["container"] for c in CASES.values()} == {"mkv", "mp4"}
+    assert "5.1" in RECORD["ffmpeg"]
+
+
+def test_nearest_in_time_is_not_what_the_reference_shows():
+    """The rule asccl used before: content at each image's own time. On 30 fps input the CLI
+    keeps frames 0-9 and then drops every sixth (10, 16, 22, ...)."""
+    case = CASES["30fps"]
+    images = case["images"]
+    assert images[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12]
+    nearest = nearest_frames(case["frames"], 30.0).tolist()
+    assert nearest[:12] == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11, 12, 13]
+    assert len(nearest) != len(images) or nearest != images
+
+
+def test_audio_priming_moves_video_later_and_repeats_the_first_frame():
+    """With 16 kHz audio the muxer shifts the video 2 slots (ceil(1105 * 25 / 16000)): the
+    first frame fills the gap it leaves. Without audio there is no shift."""
+    times = np.arange(10) / 25
+    assert avi_frame_sources(times, 25.0).tolist() == list(range(10))
+    assert avi_frame_sources(times, 25.0, 16000).tolist() == [0, 0, 1, 1, *range(2, 10)]
+    assert avi_frame_sources(times, 25.0, 48000).tolist() == [0, 1, 1, *range(2, 10)]
+    assert avi_frame_sources(times, 25.0, 16000, priming=0).tolist() == list(range(10))
+
+
+@pytest.mark.parametrize("name", ["vfr_audio_16k", "mp4_video_late_aac_48k", "mp4_aac_48k"])
+def test_frame_times_are_ffprobes(name):
+    """``frame_times`` gives the timestamps ffprobe reported, minus the container's start
+    (exact fractions of a millisecond or of 1/15360 s; 1e-9 s covers float64 rounding)."""
+    clip = next(CLI.glob(f"timing_{name}.*"))
+    case = CASES[name]
+    np.testing.assert_allclose(frame_times(clip), _times(case), rtol=0, atol=1e-9)
+    fps = probe_video(clip).fps
+    got = avi_frame_sources(frame_times(clip), fps, case["audio_rate"] or None)
+    assert got.tolist() == case["images"]
+
+
+def test_frame_times_refuse_a_missing_file(tmp_path):
+    with pytest.raises(DataError, match="no such file"):
+        frame_times(tmp_path / "none.mp4")
+
+
+def test_bad_rates_are_refused():
+    with pytest.raises(ValueError, match="fps"):
+        avi_frame_sources([0.0], 0)
+    with pytest.raises(ValueError, match="audio_rate"):
+        avi_frame_sources([0.0], 25, -1)

@@ -140,8 +140,7 @@ def load_audio_like_ffmpeg(path: str | os.PathLike, sample_rate: int = 16000) ->
 def _decode_like_ffmpeg(av, container, stream, start: Fraction, sample_rate: int) -> np.ndarray:
     """``(S,)`` int16: ``stream``'s frames, timed from ``start`` s, through ``-async 1``'s
     ``aresample`` and an ``aformat`` to s16 mono at ``sample_rate``."""
-    graph, first, chunks = None, None, []
-    next_pts = 0
+    graph, chunks = None, []
 
     def drain() -> None:
         while True:
@@ -150,17 +149,10 @@ def _decode_like_ffmpeg(av, container, stream, start: Fraction, sample_rate: int
             except (av.BlockingIOError, av.EOFError):
                 return
 
-    for frame in container.decode(stream):
-        shape = (frame.format.name, frame.sample_rate, frame.layout.name)
+    for frame in _frames_on_clock(container, stream, start):
         if graph is None:
-            graph, first = _ffmpeg_cli_graph(av, *shape, sample_rate), shape
-        elif shape != first:
-            raise ValueError(f"audio format changes from {first} to {shape}")
-        if frame.pts is not None and frame.time_base is not None:
-            # the frame's time on the clip's clock, in samples (the CLI rescales to 1/rate)
-            next_pts = round((frame.pts * frame.time_base - start) * frame.sample_rate)
-        frame.pts, frame.time_base = next_pts, Fraction(1, frame.sample_rate)
-        next_pts += frame.samples
+            shape = (frame.format.name, frame.sample_rate, frame.layout.name)
+            graph = _ffmpeg_cli_graph(av, *shape, sample_rate)
         graph.push(frame)
         drain()
     if graph is None:
@@ -170,15 +162,42 @@ def _decode_like_ffmpeg(av, container, stream, start: Fraction, sample_rate: int
     return np.concatenate(chunks).astype(np.int16, copy=False) if chunks else np.zeros(0, np.int16)
 
 
-def _ffmpeg_cli_graph(av, sample_format: str, rate: int, layout: str, sample_rate: int):
-    """abuffer (time base 1/rate) -> aresample async=1:first_pts=0 -> aformat s16 mono
-    ``sample_rate`` -> abuffersink, configured."""
+def _frames_on_clock(container, stream, start: Fraction):
+    """``stream``'s decoded frames, each one's pts set to its time minus ``start`` s in samples
+    (time base 1/rate: the CLI offsets its inputs by the start time and rescales), a frame
+    without a pts following on from the one before. ValueError when the format changes."""
+    first, next_pts = None, 0
+    for frame in container.decode(stream):
+        shape = (frame.format.name, frame.sample_rate, frame.layout.name)
+        if first is None:
+            first = shape
+        elif shape != first:
+            raise ValueError(f"audio format changes from {first} to {shape}")
+        if frame.pts is not None and frame.time_base is not None:
+            # the frame's time on the clip's clock, in samples (the CLI rescales to 1/rate)
+            next_pts = round((frame.pts * frame.time_base - start) * frame.sample_rate)
+        frame.pts, frame.time_base = next_pts, Fraction(1, frame.sample_rate)
+        next_pts += frame.samples
+        yield frame
+
+
+def _ffmpeg_cli_graph(
+    av,
+    sample_format: str,
+    rate: int,
+    layout: str,
+    sample_rate: int,
+    resample: str = "async=1:first_pts=0",
+    convert: str | None = None,
+):
+    """abuffer (time base 1/rate) -> aresample ``resample`` (default: what ``-async 1`` adds)
+    -> aformat ``convert`` (default: s16 mono ``sample_rate``) -> abuffersink, configured."""
     graph = av.filter.Graph()
     source = graph.add_abuffer(
         format=sample_format, sample_rate=rate, layout=layout, time_base=Fraction(1, rate)
     )
-    convert = f"sample_fmts=s16:channel_layouts=mono:sample_rates={sample_rate}"
-    chain = [source, graph.add("aresample", "async=1:first_pts=0"),
+    convert = convert or f"sample_fmts=s16:channel_layouts=mono:sample_rates={sample_rate}"
+    chain = [source, graph.add("aresample", resample),
              graph.add("aformat", convert), graph.add("abuffersink")]  # fmt: skip
     for a, b in itertools.pairwise(chain):
         a.link_to(b)

@@ -24,7 +24,9 @@ into 1920x1080 frames written as an H.264 clip, then, in one run,
   ``--landmark-every`` frames, interpolated between), syncnet_python crops at 25 fps and
   5-point aligned 112x112 faces;
 * features: Inception (pytorch-fid input, whole frame), ArcFace on the aligned faces, SyncNet
-  windows on the crops (random weights, batch ``--batch``).
+  windows on the crops (random weights, batch ``--batch``);
+* codecs: LSE's ``lse_codecs`` steps (:mod:`asccl.evaluation.syncnet_video`) on every frame
+  and on the crops.
 It prints framing / (decode + features): the share framing adds to an evaluation (target
 <= 50% on CPU).
 Weights are random (pass ``--inception-weights``/``--syncnet-weights`` for real ones): speed
@@ -182,6 +184,8 @@ def framing_part(args: argparse.Namespace, device: torch.device) -> dict[str, fl
     from asccl.evaluation.lip_sync import lip_windows
     from asccl.evaluation.results import read_frames
     from asccl.evaluation.syncnet import SyncNet
+    from asccl.evaluation.syncnet_timing import avi_frame_sources
+    from asccl.evaluation.syncnet_video import avi_frames_round_trip, crop_video_round_trip
     from asccl.metric.iresnet import build_iresnet
 
     demo = Path(__file__).resolve().parents[1] / "demo_data" / "MEAD" / "W901" / "video"
@@ -205,7 +209,8 @@ def framing_part(args: argparse.Namespace, device: torch.device) -> dict[str, fl
     def frame() -> None:
         frames = out["_frames"]
         track = track_faces(frames, tracker, args.landmark_every)
-        out["_sync"] = syncnet_input(frames, 30.0, "track", track)
+        sources = avi_frame_sources(np.arange(len(frames)) / 30.0, 30.0)
+        out["_sync"] = syncnet_input(frames, sources, "track", track)
         out["_arc"] = arcface_input(frames, "track", track)
         out["no_face"] = float(len(track.no_face))
 
@@ -221,9 +226,14 @@ def framing_part(args: argparse.Namespace, device: torch.device) -> dict[str, fl
         for i in range(0, len(lips), bs):
             syncnet.forward_lip(lips[i : i + bs].to(device))
 
+    def codecs() -> None:  # lse_codecs: run_pipeline's video codecs (every frame kept once)
+        avi_frames_round_trip(out["_frames"])
+        crop_video_round_trip(out["_sync"].frames)
+
     out["decode"] = timed(decode, args.repeats, device)
     out["framing"] = timed(frame, args.repeats, device)
     out["features"] = timed(features, args.repeats, device)
+    out["codecs"] = timed(codecs, args.repeats, device)
     return out
 
 
@@ -255,7 +265,9 @@ def main() -> None:
             f"{r['decode']:.2f} s ({n / r['decode']:.1f} fps), framing {r['framing']:.2f} s "
             f"({n / r['framing']:.1f} fps), features {r['features']:.2f} s "
             f"({n / r['features']:.1f} fps) -> framing adds {100 * r['framing'] / base:.0f}% "
-            "to decode + features (target <= 50%)"
+            "to decode + features (target <= 50%); LSE's codec steps (lse_codecs: MPEG-4/JPEG "
+            f"full frames, XVID/MJPEG crops) {r['codecs']:.2f} s ({n / r['codecs']:.1f} fps), "
+            f"{100 * r['codecs'] / base:.0f}% more"
         )
         return
     ref_ips, asccl_ips = fid_part(args, device)

@@ -32,7 +32,7 @@ from asccl.evaluation.framing import (
     track_faces,
 )
 from asccl.evaluation.identity import cosine_similarities
-from asccl.evaluation.lip_sync import resample_indices
+from asccl.evaluation.syncnet_timing import nearest_frames
 
 MEAD = Path(__file__).resolve().parents[2] / "demo_data" / "MEAD" / "W901"
 
@@ -157,7 +157,7 @@ def test_frames_without_a_face_are_listed_and_the_longest_run_scored():
     boxes[[3, 4, 9]] = np.nan
     track = FaceTrack(np.zeros((12, 68, 2), np.float32), boxes)
     frames = np.zeros((12, 80, 80, 3), np.uint8)
-    framed = syncnet_input(frames, 25.0, "track", track)
+    framed = syncnet_input(frames, np.arange(12), "track", track)
     assert framed.no_face == [3, 4, 9]
     assert framed.index.tolist() == [5, 6, 7, 8] and framed.frames.shape == (4, 224, 224, 3)
     assert longest_run(np.zeros(3, bool)) == (0, 0)
@@ -188,39 +188,12 @@ def _fps_filter(num_frames: int, fps: float, target: float = 25.0) -> list[int]:
     return out
 
 
-def _ffmpeg_r_vfr(num_frames: int, fps: float, target: float = 25.0) -> list[int]:
-    """``ffmpeg -r 25`` into an AVI (syncnet_python's command): ffmpeg.c's frame-rate sync
-    (do_video_out, VSYNC_VFR for the avi muxer; frame duration 1 output frame as ffmpeg 4
-    computes it without filters): drop when delta <= -0.6."""
-    out, next_pts = [], 0
-    for i in range(num_frames):
-        sync = i * target / fps
-        delta0 = sync - next_pts
-        delta = delta0 + 1.0
-        if delta0 < 0 < delta:
-            sync = next_pts
-        if delta <= -0.6:
-            continue
-        if delta > 0.6:
-            next_pts = round(sync)
-        out.append(i)
-        next_pts += 1
-    return out
-
-
-def test_25fps_resampling_is_ffmpegs_fps_filter_on_30fps_input():
+def test_nearest_frames_is_ffmpegs_fps_filter_on_30fps_input():
+    """``nearest_frames`` (kept for comparison; run_pipeline's pick is ``avi_frame_sources``,
+    tested against the CLI in test_syncnet_timing.py) is FFmpeg's fps filter."""
     for n in (30, 87, 300, 301):
-        assert resample_indices(n, 30.0).tolist() == _fps_filter(n, 30.0)
-    assert resample_indices(12, 30.0).tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]
-
-
-def test_ffmpeg_r_25_lags_the_rounding_rule_by_at_most_one_30fps_frame():
-    """The stated difference: ``-r 25`` (ffmpeg 4's vsync into AVI) keeps frames 0-9, then
-    picks frames one or two 30 fps frames (33-67 ms) earlier than round-to-nearest."""
-    ours, theirs = resample_indices(300, 30.0), np.array(_ffmpeg_r_vfr(300, 30.0))
-    n = min(len(ours), len(theirs))
-    assert theirs[:10].tolist() == list(range(10))
-    assert set((ours[:n] - theirs[:n]).tolist()) == {0, 1, 2}
+        assert nearest_frames(n, 30.0).tolist() == _fps_filter(n, 30.0)
+    assert nearest_frames(12, 30.0).tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10, 11]
 
 
 # ------------------------------------------------------ the whole path: full frame vs pre-cropped
@@ -277,12 +250,18 @@ def test_full_frame_off_centre_scores_as_the_pre_cropped_face(tmp_path, weights)
                              np.stack([align_face(f, lm) for f, lm in zip(frames, lms,
                                                                           strict=True)])),
             "syncnet": _save(tmp_path / "sync" / name,
-                             syncnet_input(frames, 25.0, "track", track).frames),
+                             syncnet_input(frames, np.arange(len(frames)), "track", track).frames),
         }  # fmt: skip
     audio = MEAD / "audio" / "happy" / "level_3" / "001.m4a"
-    common = dict(out=tmp_path / "out", arcface_weights=weights["arcface"],
-                  arcface_backbone="iresnet18", syncnet_weights=weights["syncnet"],
-                  frame_folder_fps=25.0, batch_size=16)  # fmt: skip
+    common = dict(
+        out=tmp_path / "out",
+        arcface_weights=weights["arcface"],
+        arcface_backbone="iresnet18",
+        syncnet_weights=weights["syncnet"],
+        frame_folder_fps=25.0,
+        batch_size=16,
+        lse_codecs=False,
+    )  # the codecs see a whole frame in one case, a crop in the other
     track_x = Extractors(EvalConfig(**common, framing="track"))
     track_x._tracker = make_tracker(known, detect_every=5)
     none_x = Extractors(EvalConfig(**common, framing="none"))

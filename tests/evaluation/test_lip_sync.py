@@ -17,13 +17,13 @@ from asccl.evaluation.lip_sync import (
     lip_windows,
     lse_scores,
     mfcc_windows,
-    resample_indices,
     sync_distances,
     syncnet_mfcc,
     to_int16,
     usable_windows,
 )
 from asccl.evaluation.syncnet import SyncNet, load_syncnet
+from asccl.evaluation.syncnet_timing import avi_frame_sources
 from asccl.io import CheckpointError
 from asccl.weights import MissingWeightsError
 
@@ -211,12 +211,25 @@ def test_shifted_copy_gives_its_offset(lag):
     assert lse_c > 0 and lse_d < float(d.mean(0).median())
 
 
-def test_resample_30_to_25():
-    idx = resample_indices(120, 30)
-    assert len(idx) == 100
-    assert idx[:9].tolist() == [0, 1, 2, 4, 5, 6, 7, 8, 10]
-    assert idx[-1] == 119
-    assert resample_indices(50, 25).tolist() == list(range(50))
+def test_30fps_crops_become_run_pipelines_25fps_images(model, monkeypatch):
+    """``evaluate_clip(fps=30)`` scores the images ``ffmpeg -r 25`` into AVI makes of 30 fps
+    frames (frames 0-9, then one in six dropped: 10, 16, ...), not the nearest in time."""
+    n = 120
+    frames = np.zeros((n, 224, 224, 3), np.uint8)
+    frames[:, :8, :8] = np.arange(n, dtype=np.uint8)[:, None, None, None]  # frame number
+    seen = []
+    real = model.forward_lip
+
+    def spy(x):
+        seen.append(x[:, 0, :, 0, 0].T.round().long())  # (5, W) frame numbers per window
+        return real(x)
+
+    monkeypatch.setattr(model, "forward_lip", spy)
+    evaluate_clip(model, frames, np.zeros(n * 640 * 25 // 30, np.int16), fps=30, batch_size=200)
+    numbers = torch.cat([s[0] for s in seen]).tolist()
+    expected = avi_frame_sources(np.arange(n) / 30, 30.0)
+    assert numbers == expected[: len(numbers)].tolist()
+    assert numbers[:12] == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12]
 
 
 def test_windows_and_lengths():
@@ -318,7 +331,9 @@ def test_rgb_frames_and_float_audio_match_bgr_and_int16():
 def test_short_clips_are_dropped_and_reported(model):
     frames = np.zeros((30, 224, 224, 3), np.uint8)
     audio = np.zeros(30 * 640, np.int16)
-    with pytest.warns(UserWarning, match="25 frames at 25 fps, fewer than min_frames=100"):
+    # 30 frames at 30 fps are 26 images of run_pipeline (frames 10, 16, 22 and 28 dropped):
+    # test_syncnet_timing.py checks that rule against the ffmpeg CLI
+    with pytest.warns(UserWarning, match="26 frames at 25 fps, fewer than min_frames=100"):
         result = evaluate_clip(model, frames, audio, fps=30, min_frames=100)
     assert result.dropped and math.isnan(result.lse_d) and result.num_windows == 0
     with pytest.warns(UserWarning, match="too short for one window"):

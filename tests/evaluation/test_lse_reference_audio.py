@@ -1,7 +1,8 @@
-"""LSE's inputs as syncnet_python's ``evaluate`` reads them: audio as ``ffmpeg -async 1 -ac 1
--vn -acodec pcm_s16le -ar 16000`` writes it (on the clip's clock, libswresample), crops
-through ``ffmpeg -threads 1 -f image2 %06d.jpg`` + ``cv2.imread`` (``lse_jpeg_roundtrip``).
-Clips are built here with PyAV: 64x64 FFV1 video at 25 fps and PCM audio."""
+"""LSE's inputs as syncnet_python's ``run_pipeline`` and ``evaluate`` make them: audio as
+``ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000`` writes it (on the clip's clock,
+libswresample), through the MP3 of ``video.avi`` with ``lse_codecs``; frames and crops through
+its codecs (``lse_codecs``). Clips are built here with PyAV: 64x64 FFV1 video at 25 fps and
+PCM audio. Each codec step is checked against the ffmpeg CLI in ``test_syncnet_*.py``."""
 
 from __future__ import annotations
 
@@ -17,13 +18,19 @@ from tests.one_thread import one_thread  # noqa: F401 (autouse: single-threaded 
 
 from asccl.config import ConfigError, load_config
 from asccl.data.audio import load_audio, load_audio_like_ffmpeg
-from asccl.data.opencv import cv2
 from asccl.evaluation import lip_sync
 from asccl.evaluation.cache import feature_recipe
 from asccl.evaluation.config import EvalConfig
 from asccl.evaluation.features import Extractors
 from asccl.evaluation.framing import describe, syncnet_input
 from asccl.evaluation.syncnet import SyncNet
+from asccl.evaluation.syncnet_audio import avi_audio
+from asccl.evaluation.syncnet_timing import avi_frame_sources
+from asccl.evaluation.syncnet_video import (
+    avi_frames_round_trip,
+    avi_pictures_round_trip,
+    crop_video_round_trip,
+)
 
 FPS, FRAMES, SIZE = 25, 30, 64
 
@@ -124,7 +131,7 @@ def test_late_audio_is_padded_onto_the_clips_clock(tmp_path, model):
         assert float(c.streams.audio[0].start_time * c.streams.audio[0].time_base) == 0.4
     np.testing.assert_array_equal(load_audio_like_ffmpeg(a), padded[0])
     np.testing.assert_array_equal(load_audio_like_ffmpeg(b), padded[0])
-    ex = _extractors(model, lse_jpeg_roundtrip=False)
+    ex = _extractors(model, lse_codecs=False)
     ra, rb = ex.compute("syncnet", a, None), ex.compute("syncnet", b, None)
     assert int(ra["windows"]) == int(rb["windows"]) == FRAMES - 5
     for key in ("lse_d", "lse_c", "offset"):
@@ -151,7 +158,7 @@ def test_lse_audio_is_ffmpegs_resampler_not_soxr(tmp_path, model, monkeypatch):
     chunks += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
     expected = np.concatenate(chunks)
     fed = Fed(monkeypatch)
-    _extractors(model, lse_jpeg_roundtrip=False).compute("syncnet", clip, None)
+    _extractors(model, lse_codecs=False).compute("syncnet", clip, None)
     ((_, audio),) = fed.calls
     assert audio.dtype == np.int16
     np.testing.assert_array_equal(audio, expected)
@@ -169,39 +176,42 @@ def test_ffmpeg_s16_downmix_is_the_channel_mean(tmp_path):
     assert set(load_audio_like_ffmpeg(clip)[100:-100].tolist()) == {12288}
 
 
-# ------------------------------------------------------------ F2: the JPEG round trip
+# --------------------------------------------------------- F2: run_pipeline's codec steps
 
 
-def _cli_jpegs(frames: np.ndarray, folder: Path) -> np.ndarray:
-    """``ffmpeg -i crop.avi -threads 1 -f image2 %06d.jpg`` + ``cv2.imread``, independently:
-    PyAV's image2 muxer with the CLI's encoder settings (libavcodec's defaults, which PyAV's
-    ``add_stream`` overrides: bit rate 200 kb/s, tolerance 4 Mb/s; one thread)."""
-    folder.mkdir()
-    with av.open(str(folder / "%06d.jpg"), "w", format="image2") as c:
-        s = c.add_stream("mjpeg", rate=FPS, bit_rate=200_000, bit_rate_tolerance=4_000_000)
-        s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], "yuvj420p"
-        s.codec_context.thread_count = 1
-        for image in frames:
-            c.mux(s.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
-        c.mux(s.encode(None))
-    files = sorted(folder.glob("*.jpg"))
-    assert len(files) == len(frames)
-    return np.stack([cv2.imread(str(f))[..., ::-1] for f in files])
-
-
-def test_crops_go_through_the_references_jpeg_step(tmp_path, model, monkeypatch):
-    """On (the default): SyncNet's crops equal the CLI-style JPEG files read by OpenCV; off:
-    the clean 224x224 crops. The round trip costs about 30 dB PSNR (qmax 31 at 200 kb/s)."""
+def test_lse_codecs_feed_syncnet_what_run_pipeline_feeds_it(tmp_path, model, monkeypatch):
+    """On (the default): the crops are the clean framing of run_pipeline's 25 fps images
+    (16 kHz audio: the MP3 priming moves the video 2 images; frames 0 and 1 fill the gap) through
+    the full-frame codecs (the clip's own decoded pictures, kept frames only; not the RGB
+    frames re-encoded) and the crop video's, and the audio is
+    ``avi_audio``'s; off: the clean crops of the same frame pick and the clean audio. The
+    codecs cost about 30 dB PSNR (the crop video's MJPEG at 200 kb/s dominates)."""
     sound = np.rint(_speechy(FRAMES / FPS, 16000) * 32767).astype(np.int16)[None]
     clip = _write_clip(tmp_path / "clip.mkv", sound, 16000, "mono", 0)
-    clean = syncnet_input(_decoded(clip), FPS, "none", None, 0.4).frames
+    frames = _decoded(clip)
     fed = Fed(monkeypatch)
-    assert EvalConfig().lse_jpeg_roundtrip is True
+    assert EvalConfig().lse_codecs is True
     _extractors(model).compute("syncnet", clip, None)
-    _extractors(model, lse_jpeg_roundtrip=False).compute("syncnet", clip, None)
-    (on, _), (off, _) = fed.calls
-    np.testing.assert_array_equal(off, clean)
-    np.testing.assert_array_equal(on, _cli_jpegs(clean, tmp_path / "jpg"))
+    _extractors(model, lse_codecs=False).compute("syncnet", clip, None)
+    (on, on_audio), (off, off_audio) = fed.calls
+
+    np.testing.assert_array_equal(off, syncnet_input(frames, np.arange(FRAMES), "none").frames)
+    np.testing.assert_array_equal(off_audio, load_audio_like_ffmpeg(clip))
+
+    avi = avi_audio(clip)
+    sources = avi_frame_sources(np.arange(FRAMES) / FPS, FPS, avi.source_rate)
+    assert sources[:5].tolist() == [0, 0, 1, 1, 2]
+    kept = np.unique(sources)
+    with av.open(str(clip)) as c:  # the CLI encodes the clip's own decoded pictures
+        pictures = [f for i, f in enumerate(c.decode(video=0)) if i in set(kept.tolist())]
+    coded = frames.copy()
+    coded[kept] = avi_pictures_round_trip(pictures)
+    assert not np.array_equal(coded[kept], avi_frames_round_trip(frames[kept]))
+    np.testing.assert_array_equal(
+        on, crop_video_round_trip(syncnet_input(coded, sources, "none").frames)
+    )
+    np.testing.assert_array_equal(on_audio, avi.samples)
+    clean = syncnet_input(frames, sources, "none").frames
     mse = np.mean((on.astype(float) - clean) ** 2)
     assert 20 < 10 * np.log10(255**2 / mse) < 45
 
@@ -212,29 +222,26 @@ def _decoded(clip: Path) -> np.ndarray:
     return read_frames(clip, 0)
 
 
-def test_jpeg_option_is_validated_recorded_and_captioned(tmp_path):
-    with pytest.raises(ConfigError, match="lse_jpeg_roundtrip"):
-        EvalConfig(lse_jpeg_roundtrip="yes")
-    assert (
-        load_config(EvalConfig, None, ["--lse_jpeg_roundtrip", "false"]).lse_jpeg_roundtrip is False
-    )
+def test_codecs_option_is_validated_recorded_and_captioned(tmp_path):
+    with pytest.raises(ConfigError, match="lse_codecs"):
+        EvalConfig(lse_codecs="yes")
+    assert load_config(EvalConfig, None, ["--lse_codecs", "false"]).lse_codecs is False
     clip = tmp_path / "c.mp4"
     on = feature_recipe(EvalConfig(), "syncnet", clip, None, None)
-    off = feature_recipe(
-        replace(EvalConfig(), lse_jpeg_roundtrip=False), "syncnet", clip, None, None
-    )
-    assert {k for k in on if on[k] != off.get(k)} == {"lse_jpeg_roundtrip"}
+    off = feature_recipe(replace(EvalConfig(), lse_codecs=False), "syncnet", clip, None, None)
+    assert {k for k in on if on[k] != off.get(k)} == {"lse_codecs", "lse_audio"}
     assert "lse_audio" in on
     words = describe("track", "track", "pytorch-fid", 0.4, "dlib")
-    assert "JPEG round trip" in words["lse"]
-    assert "without a JPEG" in describe("track", "track", "pytorch-fid", 0.4, "dlib", False)["lse"]
+    assert "run_pipeline codecs" in words["lse"]
+    off_words = describe("track", "track", "pytorch-fid", 0.4, "dlib", False)["lse"]
+    assert "codec steps left out" in off_words and "run_pipeline codecs" not in off_words
 
 
-def test_table_caption_follows_the_jpeg_option():
+def test_table_caption_follows_the_codecs_option():
     """The tables' caption names the LSE input procedure of the run's own config."""
     from asccl.evaluation.report import table_caption
 
     config = EvalConfig(metrics=("lse",))
-    assert "JPEG round trip" in table_caption(config, "single")
-    off = table_caption(replace(config, lse_jpeg_roundtrip=False), "single")
-    assert "without a JPEG" in off and "JPEG round trip" not in off.replace("without a JPEG", "")
+    assert "run_pipeline codecs" in table_caption(config, "single")
+    off = table_caption(replace(config, lse_codecs=False), "single")
+    assert "codec steps left out" in off and "run_pipeline codecs" not in off

@@ -57,7 +57,7 @@ def feature_recipe(
     clip's file(s) (path, size, mtime), the extractor and its weights file (path, size,
     mtime), its input size and preprocessing, ``max_frames_per_clip`` and, for LSE, the
     audio file and how it is decoded (:data:`LSE_AUDIO`), ``lse_vshift``, ``lse_min_frames``,
-    ``lse_jpeg_roundtrip`` and the frame rate of a frame folder.
+    ``lse_codecs`` and the frame rate of a frame folder.
     ``device`` and ``batch_size`` are left out: they change features only by rounding."""
     recipe = {
         "version": str(CACHE_VERSION),
@@ -73,16 +73,19 @@ def feature_recipe(
         recipe["audio"] = _identity(audio_from) if audio_from is not None else "the clip's own"
         recipe["lse_vshift"] = str(config.lse_vshift)
         recipe["lse_min_frames"] = str(config.lse_min_frames)
-        recipe["lse_audio"] = LSE_AUDIO
-        recipe["lse_jpeg_roundtrip"] = str(config.lse_jpeg_roundtrip)
+        recipe["lse_audio"] = LSE_AUDIO[config.lse_codecs]
+        recipe["lse_codecs"] = str(config.lse_codecs)
         if clip.is_dir():
             recipe["frame_folder_fps"] = repr(float(config.frame_folder_fps))
     return recipe
 
 
 RECIPE_KEY = "recipe"
-#: how LSE decodes its audio (``load_audio_like_ffmpeg``); change it when that changes
-LSE_AUDIO = "ffmpeg -async 1 -ac 1 -ar 16000 s16 (libswresample), on the clip's clock"
+#: how LSE decodes its audio, by ``lse_codecs``; change it when that changes
+LSE_AUDIO = {
+    True: "run_pipeline's: -async 1, MP3 (libmp3lame, priming kept) in AVI, -ac 1 -ar 16000 s16",
+    False: "ffmpeg -async 1 -ac 1 -ar 16000 s16 (libswresample), on the clip's clock",
+}
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray] | None:

@@ -62,9 +62,11 @@ class EvalConfig:
     max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
     lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
     lse_vshift: int = 15  # audio-video offsets searched each way (frames), syncnet_python's
-    #: LSE's crops through FFmpeg's MJPEG encoder (the CLI's defaults) and OpenCV's decoder, as
-    #: syncnet_python's evaluate reads them (`ffmpeg -i crop.avi %06d.jpg`, cv2.imread)
-    lse_jpeg_roundtrip: bool = True
+    #: LSE's inputs through the lossy steps of syncnet_python's run_pipeline and evaluate, as
+    #: the reference feeds SyncNet: full frames as MPEG-4 (q 2) in AVI then JPEG (q 2), the
+    #: crops as OpenCV's XVID video then MJPEG at the CLI's defaults, the audio as MP3 in that
+    #: AVI (its 1105-sample priming kept). false: clean frames and audio, the same frame pick
+    lse_codecs: bool = True
     frame_folder_fps: float = 25.0  # frame rate assumed for frame-folder results
     batch_size: int = 32  # frames per feature-extractor call
     device: str = "cpu"  # where features are computed: "cpu", "cuda", "cuda:N", "mps"
@@ -104,7 +106,7 @@ class EvalConfig:
         for name, low in (("max_frames_per_clip", 0), ("lse_min_frames", 0), ("lse_vshift", 1),
                           ("batch_size", 1), ("grid_clips", 0)):  # fmt: skip
             require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
-        require(isinstance(self.lse_jpeg_roundtrip, bool), self, "lse_jpeg_roundtrip",
+        require(isinstance(self.lse_codecs, bool), self, "lse_codecs",
                 "must be true or false")  # fmt: skip
         require(is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
                 "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip

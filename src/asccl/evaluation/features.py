@@ -28,7 +28,6 @@ from asccl.evaluation.framing import (
     inception_input,
     make_tracker,
     square_resize,
-    syncnet_input,
     track_faces,
 )
 from asccl.evaluation.results import ResultClip, ResultsIndex, read_frames
@@ -59,8 +58,8 @@ def extractor_input(config: EvalConfig, kind: str) -> str:
     framing = config.framing_of(kind)
     words = {
         "arcface": "112x112 RGB / 127.5 - 1",
-        "syncnet": "224x224 uint8 RGB at 25 fps (round-to-nearest frame pick; a frame "
-        "folder's rate: its source video's, else frame_folder_fps)",
+        "syncnet": "224x224 uint8 RGB at 25 fps (run_pipeline's frame pick: ffmpeg -r 25 into "
+        "AVI, then image2; a frame folder's rate: its source video's, else frame_folder_fps)",
     }[kind]
     text = f"framing={framing}: {words}"
     if kind == "syncnet" and framing == "track":
@@ -224,26 +223,25 @@ class Extractors:
         framing: str,
         track: FaceTrack | None,
     ) -> dict:
-        from asccl.data.audio import load_audio_like_ffmpeg
-        from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME, evaluate_clip, jpeg_round_trip
+        from asccl.evaluation.lip_sync import evaluate_clip
+        from asccl.evaluation.syncnet_pipeline import clip_frame_times, run_pipeline_input
 
         c = self.config
         fps = frame_rate(clip, audio_from, c)
         audio_path = audio_from if audio_from is not None else clip
         if audio_path.is_dir():
             raise DataError(clip, "frame folder without a matching source: no audio for LSE")
-        # int16 at 16 kHz as syncnet_python's `ffmpeg -async 1 ... -ar 16000` writes it: sample
-        # k at k / 16000 s on the clip's clock (a late-starting track is preceded by silence)
-        audio = load_audio_like_ffmpeg(audio_path)
-        framed = syncnet_input(frames, fps, framing, track, c.crop_scale)
-        crops = jpeg_round_trip(framed.frames) if c.lse_jpeg_roundtrip else framed.frames
-        start = int(framed.index[0]) if len(framed.index) else 0
+        times = clip_frame_times(clip, len(frames), fps)
+        # syncnet_python's run_pipeline: 25 fps images, codecs, the scored run's audio
+        fed = run_pipeline_input(frames, times, fps, clip, audio_path, framing, track,
+                                 c.crop_scale, codecs=c.lse_codecs)  # fmt: skip
+        framed = fed.framed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a dropped clip is reported through `dropped`
             r = evaluate_clip(
                 self.model("syncnet"),
-                crops,
-                audio[start * SAMPLES_PER_FRAME :],  # the scored run's audio (their audiostart)
+                fed.crops,
+                fed.audio,
                 fps=SYNCNET_FPS,
                 rgb=True,
                 vshift=c.lse_vshift,

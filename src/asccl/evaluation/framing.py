@@ -19,23 +19,17 @@ Per metric, ``framing`` is one of :data:`~asccl.evaluation.config.FRAMINGS`:
     tighter around the brows and chin (a documented difference). syncnet_python scores each
     face track; here the longest run of 25 fps frames with a face is scored, with the audio
     from that run's start (their ``audiostart``), and frames without a face are counted.
-    syncnet_python's ``evaluate`` then reads the crops back from JPEG files (``ffmpeg -i
-    crop.avi -f image2 %06d.jpg``, ``cv2.imread``): with ``lse_jpeg_roundtrip`` (on by
-    default, any framing) the crops go through the same JPEG step
-    (:func:`~asccl.evaluation.lip_sync.jpeg_round_trip`) before SyncNet. Not emulated: the
-    XVID crop video OpenCV writes before it (a second lossy step of the reference).
-  - **25 fps**: syncnet_python converts with ``ffmpeg -r 25`` into an AVI before detecting.
-    asccl takes, for output frame ``k``, input frame ``round(k * fps / 25)``
-    (:func:`~asccl.evaluation.lip_sync.resample_indices`), which is what FFmpeg's ``fps``
-    filter (``-vf fps=25``, ``round=near``) gives: it drops a buffered frame when the next
-    one's rounded output time is ``<= k`` (``tests/evaluation/test_framing.py`` checks
-    this on 30 fps input). ``-r 25`` as an *output* option does not use that filter (the
-    insertion is disabled, ``if (ost->frame_rate.num && 0)`` in ``ffmpeg_filter.c``): the
-    muxer's frame-rate sync drops a frame only once the drift exceeds 0.6 frame, which on
-    30 fps input (ffmpeg 4's ``do_video_out``, VSYNC_VFR for the avi muxer) keeps frames
-    0-9 and then picks frames one or two 30 fps frames (33-67 ms) earlier than the rounding
-    rule; the test states that difference. asccl keeps the rounding rule (content at the
-    time of each 25 fps slot; SyncNet's offset search absorbs such a shift).
+    With ``lse_codecs`` (on by default, any framing) the frames and crops go through the
+    reference's lossy steps first: the full frames as its ``video.avi`` (MPEG-4, q 2) and
+    ``%06d.jpg`` files (q 2), the crops as OpenCV's XVID ``crop.avi`` and the JPEG files its
+    ``evaluate`` reads back (:mod:`~asccl.evaluation.syncnet_video`).
+  - **25 fps**: which source frame each 25 fps image shows is what ``run_pipeline``'s
+    ``ffmpeg -r 25`` into AVI and ``-f image2`` out of it give
+    (:func:`~asccl.evaluation.syncnet_timing.avi_frame_sources`, checked against the images
+    the ffmpeg CLI wrote): frame-rate sync on the frames' timestamps, the MP3 priming shift
+    when the clip has audio, repeats where the AVI has gaps. On 30 fps input it keeps frames
+    0-9 and then drops every sixth (up to two source frames older than the frame nearest
+    each image's time).
   - **ArcFace** (CSIM, FAD), as insightface's ``face_align.norm_crop``: 5 points from the
     68 landmarks (eye centres: means of points 36-41 and 42-47; nose tip 30; mouth corners
     48 and 54), the least-squares similarity (Umeyama, what ``skimage``'s
@@ -298,19 +292,21 @@ def longest_run(mask: np.ndarray) -> tuple[int, int]:
 
 def syncnet_input(
     frames: np.ndarray,
-    fps: float,
+    sources: np.ndarray,
     framing: str,
     track: FaceTrack | None = None,
     crop_scale: float = 0.4,
 ) -> FramingResult:
-    """``(N, H, W, 3)`` uint8 RGB frames at ``fps`` -> 224x224 SyncNet inputs at 25 fps.
+    """``(N, H, W, 3)`` uint8 RGB frames -> 224x224 SyncNet inputs at 25 fps.
 
-    ``"track"`` keeps the longest run of 25 fps frames with a face (``index``: their 25 fps
-    frame numbers, consecutive) and lists the others without one in ``no_face``; the other
-    framings keep every frame."""
-    from asccl.evaluation.lip_sync import resample_indices
-
-    picks = np.arange(len(frames)) if fps == SYNCNET_FPS else resample_indices(len(frames), fps)
+    ``sources``: ``(M,)`` the source frame each 25 fps image shows
+    (:func:`~asccl.evaluation.syncnet_timing.avi_frame_sources`; ``np.arange(N)`` for 25 fps
+    frames taken as they are). ``"track"`` keeps the longest run of 25 fps frames with a face
+    (``index``: their 25 fps frame numbers, consecutive) and lists the others without one in
+    ``no_face``; the other framings keep every frame."""
+    picks = np.asarray(sources, np.int64)
+    if picks.ndim != 1 or (len(picks) and not 0 <= picks.min() <= picks.max() < len(frames)):
+        raise ValueError(f"sources must be indices into the {len(frames)} frames")
     if framing != "track":
         resized = resize_frames(frames[picks], SYNCNET_SIZE, crop=framing == "center")
         return FramingResult(resized, np.arange(len(picks)), [], SYNCNET_FPS)
@@ -417,11 +413,13 @@ FRAMING_WORDS = {
         "none": "SyncNet on the frames resized to 224, 25 fps (given as face crops)",
     },
 }
-#: appended to the LSE caption with ``lse_jpeg_roundtrip`` on
-LSE_JPEG_WORDS = (
-    "; crops through a JPEG round trip as syncnet_python's evaluate reads them (FFmpeg MJPEG "
-    "at the CLI's defaults, OpenCV decode; its XVID crop video not emulated)"
+#: appended to the LSE caption with ``lse_codecs`` on
+LSE_CODEC_WORDS = (
+    "; frames, crops and audio through syncnet_python's run_pipeline codecs (MPEG-4 and JPEG "
+    "q 2 frames, OpenCV XVID crop video, MJPEG at FFmpeg's defaults, MP3 audio)"
 )
+#: appended to the LSE caption with ``lse_codecs`` off
+LSE_CLEAN_WORDS = "; clean frames and audio (syncnet_python's codec steps left out)"
 FID_WORDS = {
     "pytorch-fid": "pytorch-fid (whole frame, bilinear to 299x299, no antialias)",
     "center-crop": "centre square, antialiased resize to 299 (not pytorch-fid's)",
@@ -434,13 +432,13 @@ def describe(
     fid_preprocess: str,
     crop_scale: float,
     landmark_backend: str,
-    lse_jpeg_roundtrip: bool = True,
+    lse_codecs: bool = True,
 ) -> dict[str, str]:
     """Per metric (``fid``, ``fad``, ``csim``, ``lse``), the words a table caption uses for
-    its input procedure (``lse_jpeg_roundtrip``: ``EvalConfig``'s, named in LSE's words)."""
+    its input procedure (``lse_codecs``: ``EvalConfig``'s, named in LSE's words)."""
     marks = f", {landmark_backend} landmarks"
     csim = FRAMING_WORDS["csim"][framing_csim] + (marks if framing_csim == "track" else "")
     lse = FRAMING_WORDS["lse"][framing_lse].format(cs=crop_scale)
     lse += marks if framing_lse == "track" else ""
-    lse += LSE_JPEG_WORDS if lse_jpeg_roundtrip else "; crops fed without a JPEG round trip"
+    lse += LSE_CODEC_WORDS if lse_codecs else LSE_CLEAN_WORDS
     return {"fid": FID_WORDS[fid_preprocess], "fad": csim, "csim": csim, "lse": lse}

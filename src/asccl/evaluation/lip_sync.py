@@ -2,7 +2,8 @@
 
 The protocol, as Wav2Lip's evaluation runs syncnet_python's ``SyncNetInstance.evaluate``:
 
-- video at 25 fps (other rates are resampled by :func:`resample_indices`), face-track crops
+- video at 25 fps (other rates: the images ``run_pipeline``'s ``ffmpeg -r 25`` gives,
+  :mod:`~asccl.evaluation.syncnet_timing`), face-track crops
   of 224x224, BGR floats in 0..255, unnormalised; window ``i`` is frames ``i .. i+4``;
 - 16 kHz mono 16-bit audio -> python_speech_features' MFCC with its defaults (13
   coefficients, 25 ms windows every 10 ms: 100 Hz, 4 steps per video frame), unnormalised;
@@ -17,20 +18,14 @@ Face detection and tracking are out of scope: inputs are already the 224x224 fac
 (syncnet_python's ``run_pipeline`` makes them with S3FD, 0.4 crop scale, and drops tracks
 shorter than 100 frames; here that minimum is ``min_frames`` and every drop is reported).
 
-What ``evaluate`` reads, and how asccl's evaluation (``evaluation/features.py``) gets the
-same: its frames come from ``ffmpeg -y -i crop.avi -threads 1 -f image2 %06d.jpg`` and
-``cv2.imread``, i.e. each crop through FFmpeg's MJPEG encoder at the CLI's defaults and
-OpenCV's JPEG decoder: :func:`jpeg_round_trip` (``lse_jpeg_roundtrip``, on by default; about
-30 dB PSNR on face crops). Not emulated: the crop video itself, which ``crop_video`` writes
-with OpenCV's XVID (MPEG-4 Part 2) writer before that, a second lossy step. Its audio comes
-from ``ffmpeg -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000``:
-:func:`asccl.data.audio.load_audio_like_ffmpeg` (libswresample, sample ``k`` at ``k / 16000``
-s on the clip's clock).
+What ``run_pipeline`` and ``evaluate`` feed it, and how asccl's evaluation gets the same
+(frame pick, codecs, audio): :mod:`~asccl.evaluation.syncnet_pipeline`. :func:`jpeg_round_trip`
+is ``evaluate``'s last step alone (``ffmpeg -y -i crop.avi -threads 1 -f image2 %06d.jpg``
+and ``cv2.imread``: FFmpeg's MJPEG encoder at the CLI's defaults, OpenCV's JPEG decoder).
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
@@ -143,22 +138,6 @@ def lip_windows(frames: Tensor | np.ndarray, num_windows: int | None = None) -> 
     video = frames.float().permute(3, 0, 1, 2)  # (3, N, 224, 224)
     windows = video.unfold(1, FRAMES_PER_WINDOW, 1)  # (3, N-4, 224, 224, 5)
     return windows[:, :num_windows].permute(1, 0, 4, 2, 3)  # (W, 3, 5, 224, 224)
-
-
-def resample_indices(num_frames: int, fps: float, target_fps: float = FPS) -> np.ndarray:
-    """Source frame shown nearest in time to each ``target_fps`` output frame.
-
-    Output frame ``k`` (time ``k / target_fps``) takes source frame
-    ``round(k * fps / target_fps)`` (clipped to the last frame), as FFmpeg's ``fps`` filter
-    with its default ``round=near``; there are ``ceil(num_frames * target_fps / fps)``
-    outputs (the same duration). 30 -> 25 fps keeps frames 0, 1, 2, 4, 5, 6, 7, 8, 10, ...
-    """
-    if fps <= 0 or target_fps <= 0:
-        raise ValueError(f"frame rates must be positive, got {fps} and {target_fps}")
-    count = max(0, math.ceil(num_frames * target_fps / fps - 1e-6))
-    times = np.arange(count) * (fps / target_fps)
-    # floor(x + 0.5) rounds halves up, as FFmpeg's av_rescale_rnd(NEAR_INF) for positives.
-    return np.minimum(np.floor(times + 0.5 + 1e-9).astype(np.int64), max(num_frames - 1, 0))
 
 
 #: FFmpeg's default encoder bit rate (``AV_CODEC_DEFAULT_BITRATE``): what ``ffmpeg -i crop.avi
@@ -287,8 +266,10 @@ def evaluate_clip(
         frames: ``(N, 224, 224, 3)`` face crops in 0..255 (uint8 or float), BGR unless
             ``rgb`` (as :func:`asccl.data.video.iter_frames` yields), at ``fps``.
         audio: ``(S,)`` 16 kHz mono, int16 or float in [-1, 1] (converted by :func:`to_int16`).
-        fps: frame rate of ``frames``; other than 25 it is resampled by
-            :func:`resample_indices` (MEAD is 30 fps).
+        fps: frame rate of ``frames`` (constant, starting at 0); other than 25 they become
+            the 25 fps images syncnet_python's ``run_pipeline`` makes of them
+            (:func:`~asccl.evaluation.syncnet_timing.avi_frame_sources`, without an audio
+            track's MP3 shift; MEAD is 30 fps).
         min_frames: tracks with fewer 25 fps frames are dropped (syncnet_python: 100).
         batch_size: windows per forward pass.
 
@@ -306,7 +287,10 @@ def evaluate_clip(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     samples = to_int16(audio)
     if fps != FPS:
-        frames = frames[torch.from_numpy(resample_indices(frames.shape[0], fps))]
+        from asccl.evaluation.syncnet_timing import avi_frame_sources
+
+        n = frames.shape[0]
+        frames = frames[torch.from_numpy(avi_frame_sources(np.arange(n) / fps, fps))]
     if rgb:
         frames = frames.flip(-1)
     num_frames = frames.shape[0]

@@ -98,7 +98,9 @@ def mpeg4_q2_packets(pictures: list) -> list:
     _fixed_quantiser(ctx, QSCALE)
     packets = []
     for i, picture in enumerate(pictures):
-        picture.pts = i
+        # frame i of the 25 fps AVI (a decoded picture keeps its stream's time base, which
+        # the encoder would rescale from)
+        picture.pts, picture.time_base = i, ctx.time_base
         packets.extend(ctx.encode(picture))
     packets.extend(ctx.encode(None))
     if len(packets) != len(pictures):
@@ -216,9 +218,19 @@ def avi_frames_round_trip(frames: np.ndarray) -> np.ndarray:
     frames = _check(frames, "frames")
     if len(frames) == 0:
         return frames.copy()
-    planes = decode_video(mpeg4_q2_packets(rgb_to_yuv420p(frames)))
-    if len(planes) != len(frames):
-        raise RuntimeError(f"mpeg4 decoder gave {len(planes)} frames for {len(frames)}")
+    return avi_pictures_round_trip(rgb_to_yuv420p(frames))
+
+
+def avi_pictures_round_trip(pictures: list) -> np.ndarray:
+    """Steps 1+2 on the clip's own pictures: ``yuv420p`` PyAV ``VideoFrame``s (even size),
+    in the order pass 1 writes them -> ``(N, H, W, 3)`` uint8 RGB as ``cv2.imread`` reads
+    step 2's JPEGs. What the CLI does with the decoded clip, without
+    :func:`avi_frames_round_trip`'s RGB -> YUV step."""
+    if not pictures:
+        raise ValueError("no pictures")
+    planes = decode_video(mpeg4_q2_packets(pictures))
+    if len(planes) != len(pictures):
+        raise RuntimeError(f"mpeg4 decoder gave {len(planes)} frames for {len(pictures)}")
     return imread_rgb(mjpeg_q2_jpegs(planes))
 
 

@@ -443,6 +443,22 @@ def test_an_unknown_override_suggests_the_closest_key_in_the_flags_spelling():
         assert str(error.value).startswith(message), str(error.value)
 
 
+def test_a_renamed_key_names_its_new_name_at_any_depth(tmp_path):
+    """``lse_jpeg_roundtrip`` became ``lse_codecs``: an old file or flag says so (in its own
+    spelling, under the table it was in), not only "unknown key"."""
+    from asccl.evaluation.config import EvalConfig
+    from asccl.spfem.experiment import ExperimentConfig
+
+    with pytest.raises(ConfigError, match=r"'lse_jpeg_roundtrip' is now --lse-codecs, which"):
+        load_config(EvalConfig, None, ["--lse-jpeg-roundtrip", "false"])
+    with pytest.raises(ConfigError, match=r"'eval.lse_jpeg_roundtrip' is now --eval.lse_codecs"):
+        load_config(ExperimentConfig, None, ["--eval.lse_jpeg_roundtrip", "false"])
+    old = tmp_path / "old.toml"
+    old.write_text("lse_jpeg_roundtrip = true\n")
+    with pytest.raises(ConfigError, match=r"old.toml: .*'lse_jpeg_roundtrip' is now 'lse_codecs'"):
+        load_config(EvalConfig, old, [])
+
+
 #: (config class path, key, the error's text after "<key> is empty: ") of each names list
 #: whose empty value means nothing (no "all" or "none")
 EMPTY_MEANS_NOTHING = [

@@ -104,6 +104,15 @@ def describe_keys(cls: type, width: int = 88) -> str:
     return "\n".join(lines)
 
 
+#: keys an earlier asccl read, by their new name and what changed
+RENAMED: dict[str, tuple[str, str]] = {
+    "lse_jpeg_roundtrip": (
+        "lse_codecs",
+        "which covers every codec step of syncnet_python's run_pipeline, not only the JPEG one",
+    ),
+}
+
+
 def did_you_mean(cls: type, key: str, style: str = "") -> str:
     """``"did you mean --lr? "`` (or ``'lr'?``) for the unknown dotted ``key`` of ``cls``,
     or ``""`` when no key is close. ``style``: the flag as typed (``--batchsize``): the
@@ -114,6 +123,11 @@ def did_you_mean(cls: type, key: str, style: str = "") -> str:
     ``lr``), else such a name under any table (``maxsteps`` -> ``train.max_steps``)."""
     names = _walk_keys(cls)
     parent, _, leaf = key.rpartition(".")
+    if leaf in RENAMED and f"{parent}.{RENAMED[leaf][0]}".lstrip(".") in names:
+        new, why = RENAMED[leaf]
+        new = f"{parent}.{new}".lstrip(".")
+        flag = f"--{new.replace('_', '-') if '_' not in style else new}" if style else repr(new)
+        return f"{key!r} is now {flag}, {why}. "
     found = [k for k in names if k != key and k.rpartition(".")[2] == leaf]
     if not found:
         siblings = [k.rpartition(".")[2] for k in names if k.rpartition(".")[0] == parent]

@@ -219,6 +219,21 @@ def test_capped_psnr_frames_in_one_seed_leave_the_psnr_rows_unmarked(tmp_path):
     assert f"[1] {note.format(0, 2, n=80)}" in comparison
 
 
+def test_the_cap_footnote_names_the_seeds_its_counts_come_from(tmp_path):
+    """Seed 0's scores.csv predates the counts (an older asccl), seed 1's has 2 frames at
+    the cap: the footnote sums seed 1 only (happy 2 of 20 frames, not 40) and says seed 0 is
+    not in the sums, in the tables and in the comparison."""
+    per_seed, caps = _psnr_seeds(2)
+    paths, (row,) = _write(tmp_path, per_seed, [{}, caps[1]])
+    note = ("(ganmut 0 of {n}, ganmut_asccl 2 of {n}; summed over seeds 1; seed 0: scores.csv "
+            "without the counts (an older asccl), not in the sums)")  # fmt: skip
+    table = paths["seeds_table_single_md"].read_text()
+    assert note.format(n=20) in table and note.format(n=40) in table
+    assert "summed over seeds 0" not in table
+    assert note.format(n=40) in row["note"] and row["better"] == "not ranked"
+    assert note.format(n=40) in paths["comparison_md"].read_text()
+
+
 @pytest.mark.parametrize("capped", [0, None], ids=["no-capped-frame", "older-scores-csv"])
 def test_psnr_without_capped_frames_keeps_its_winner(tmp_path, capped):
     """The same numbers with no frame at the cap, or from a scores.csv without the counts

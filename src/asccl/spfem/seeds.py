@@ -197,6 +197,19 @@ def _psnr_caps(
     return out
 
 
+def _counted_seeds(seeds: Sequence[int], caps: Sequence[Caps]) -> str:
+    """The cap footnote's words for which seeds its counts are summed over: the seeds whose
+    scores.csv has counts, and the others named apart (an older asccl's file: frames at the
+    cap there are not counted, so the sums are a lower bound)."""
+    counted = ", ".join(str(s) for s, c in zip(seeds, caps, strict=True) if c)
+    missing = ", ".join(str(s) for s, c in zip(seeds, caps, strict=True) if not c)
+    words = f"summed over seeds {counted}"
+    if missing:
+        words += (f"; seed{'s' if ',' in missing else ''} {missing}: scores.csv without the "
+                  "counts (an older asccl), not in the sums")  # fmt: skip
+    return words
+
+
 def _agrees(scores: dict[Key, float], setting: str, methods, metric: str, emotions) -> bool:
     """Whether a seed's stored averages are the means over the emotions where every method
     has a value in that seed (what its scoring averaged, unless it left one out as
@@ -258,6 +271,7 @@ def write_seed_outputs(
     seeds = ", ".join(map(str, config.seeds))
     settings = [s for m in config.models for s in MODEL_SETTINGS[m]]
     capped = {s: _psnr_caps(caps, per_seed, s) for s in dict.fromkeys(settings)}
+    cap_where = _counted_seeds(config.seeds, caps)
     for setting in dict.fromkeys(settings):
         present = [m for m in methods if any(k[0] == setting and k[1] == m for k in stats)]
         if not present:
@@ -277,7 +291,7 @@ def write_seed_outputs(
             shown = {m: counts.get(m, (0, 0)) for m in present}
             if any(k for k, _ in shown.values()):  # the cap can decide: no winner
                 winners.discard((row, "psnr"))
-                text = cap_note(shown, f"summed over seeds {seeds}")
+                text = cap_note(shown, cap_where)
                 for m in present:
                     notes.setdefault((m, row, "psnr"), []).append(text)
         md, csv_path, tex = write_tables(means, metrics, stem, caption=caption, notes=notes,
@@ -308,16 +322,16 @@ def write_seed_outputs(
             means, metrics, out / "seeds" / "plots" / f"{setting}.png",
             title=f"{setting}: mean over {n} seeds, bars +-1 sample std", errors=spread,
         )  # fmt: skip
-    paths |= _comparison(config, stats, per_seed, average_notes, capped)
+    paths |= _comparison(config, stats, per_seed, average_notes, capped, cap_where)
     return paths
 
 
-def _comparison(config, stats, per_seed, average_notes, capped) -> dict[str, Path]:
+def _comparison(config, stats, per_seed, average_notes, capped, cap_where) -> dict[str, Path]:
     """``comparison.{md,csv}`` from the recomputed averages (:func:`seed_averages`); a PSNR
     row where either variant has frames at the cap in some seed (``capped``: per setting
-    :func:`_psnr_caps`) names no better variant (``not ranked``) and counts no seeds."""
+    :func:`_psnr_caps`; ``cap_where``: :func:`_counted_seeds`) names no better variant (``not
+    ranked``) and counts no seeds."""
     n, rows = len(per_seed), []
-    seeds = ", ".join(map(str, config.seeds))
     for model in config.models:
         base, ours = method_name(model, "baseline"), method_name(model, "asccl")
         for setting in MODEL_SETTINGS[model]:
@@ -340,7 +354,7 @@ def _comparison(config, stats, per_seed, average_notes, capped) -> dict[str, Pat
                 counts = {m: counts.get(m, (0, 0)) for m in (base, ours)}
                 if any(k for k, _ in counts.values()):  # the cap can decide: no ranking
                     better, wins = "not ranked", "-"
-                    notes.append(cap_note(counts, f"summed over seeds {seeds}"))
+                    notes.append(cap_note(counts, cap_where))
                 rows.append((model, setting, label, a, b, b[0] - a[0], better, wins,
                              tuple(notes)))  # fmt: skip
     header = ("model", "setting", "metric", "baseline", "+ASCCL", "difference", "better",

@@ -162,7 +162,7 @@ def jpeg_round_trip(frames: np.ndarray) -> np.ndarray:
         )
     if len(frames) == 0:
         return frames.copy()
-    av = require("av", "lse_jpeg_roundtrip needs PyAV")
+    av = require("av", "LSE's codec steps (lse_codecs) need PyAV")
     pictures = (
         av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24") for frame in frames
     )
@@ -176,7 +176,7 @@ def cli_jpegs(pictures, width: int, height: int) -> list[bytes]:
     One MJPEG encoder over the whole sequence with the CLI's settings (see
     :func:`jpeg_round_trip`); frames not in ``yuvj420p`` are converted by PyAV on the way in.
     """
-    av = require("av", "lse_jpeg_roundtrip needs PyAV")
+    av = require("av", "LSE's codec steps (lse_codecs) need PyAV")
     ctx = av.CodecContext.create("mjpeg", "w")
     ctx.width, ctx.height = width, height
     ctx.pix_fmt, ctx.bit_rate, ctx.thread_count = "yuvj420p", MJPEG_BIT_RATE, 1

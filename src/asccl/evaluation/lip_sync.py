@@ -197,8 +197,13 @@ def imread_rgb(jpegs: list[bytes]) -> np.ndarray:
     libjpeg, BGR), turned to RGB."""
     from asccl.data.opencv import cv2
 
-    decoded = [cv2.imdecode(np.frombuffer(j, np.uint8), cv2.IMREAD_COLOR) for j in jpegs]
-    return np.stack(decoded)[..., ::-1].copy()  # BGR -> RGB
+    out = None
+    for i, jpeg in enumerate(jpegs):
+        image = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+        if out is None:
+            out = np.empty((len(jpegs), *image.shape), np.uint8)
+        cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=out[i])  # a channel swap, exact
+    return out if out is not None else np.zeros((0, 0, 0, 3), np.uint8)
 
 
 # ---------------------------------------------------------------------------------- maths

@@ -135,11 +135,21 @@ def range_to_jpeg(yuv: np.ndarray) -> np.ndarray:
     """
     yuv = np.asarray(yuv)
     height = yuv.shape[0] * 2 // 3
-    x = yuv.astype(np.int64) << 7
-    out = np.empty_like(x)
-    out[:height] = (np.minimum(x[:height], 30189) * 19077 - 39057361) >> 14
-    out[height:] = (np.minimum(x[height:], 30775) * 4663 - 9289992) >> 12
-    return np.clip((out + 64) >> 7, 0, 255).astype(np.uint8)
+    out = np.empty_like(yuv)
+    np.take(_LUMA_TO_JPEG, yuv[:height], out=out[:height])  # a function of each 8-bit value:
+    np.take(_CHROMA_TO_JPEG, yuv[height:], out=out[height:])  # tabulated once, below
+    return out
+
+
+def _range_table(limit: int, scale: int, offset: int, shift: int) -> np.ndarray:
+    """``(256,)`` uint8: :func:`range_to_jpeg`'s formula for every 8-bit sample value."""
+    x = np.arange(256, dtype=np.int64) << 7
+    v = (np.minimum(x, limit) * scale - offset) >> shift
+    return np.clip((v + 64) >> 7, 0, 255).astype(np.uint8)
+
+
+_LUMA_TO_JPEG = _range_table(30189, 19077, 39057361, 14)
+_CHROMA_TO_JPEG = _range_table(30775, 4663, 9289992, 12)
 
 
 def mjpeg_q2_jpegs(planes: list[np.ndarray]) -> list[bytes]:

@@ -15,7 +15,7 @@ for the MP3 stream with ``-v verbose``, added to step 1 for that log line only),
 
 Usage (needs ``ffmpeg`` and ``ffprobe`` on PATH; asccl never calls them)::
 
-    python scripts/reference/record_avi_audio.py [--out tests/evaluation/ffmpeg_cli]
+    PYTHONPATH=. python scripts/reference/record_avi_audio.py [--out tests/evaluation/ffmpeg_cli]
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from tests.evaluation.syncnet_audio_clips import (  # noqa: E402
+from tests.evaluation.syncnet_audio_clips import (  # noqa: E402 (run with PYTHONPATH=.)
     CLIPS,
     DEMO_CLIP,
     build_clip,

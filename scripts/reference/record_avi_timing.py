@@ -8,11 +8,13 @@ run through ``run_pipeline``'s two commands::
     ffmpeg -y -i in.<ext> -qscale:v 2 -async 1 -r 25 video.avi
     ffmpeg -y -i video.avi -qscale:v 2 -threads 1 -f image2 %06d.jpg
 
-and each JPEG's frame number is read back. Written: ``avi_timing.json`` (per case: the
-clip's frame times from ffprobe, its frame rate, audio rate, and the images' frame numbers)
-and the clips of a few cases (``timing_*.mkv``/``.mp4``, for the frame-time reader's test).
+and each JPEG's frame number is read back. Written: ``avi_timing_ffmpeg<major>.json`` (per
+case: the clip's frame times from ffprobe, its frame rate, audio rate and starts, and the
+images' frame numbers) and the clips of a few cases (``timing_*.mkv``/``.mp4``, for the
+frame-time reader's test).
 
-Usage (needs ``ffmpeg`` and ``ffprobe`` on PATH; asccl never calls them)::
+Usage (needs ``ffmpeg`` and ``ffprobe`` on PATH, the ``ffmpeg`` first on PATH is the one
+recorded; asccl never calls them)::
 
     python scripts/reference/record_avi_timing.py [--out tests/evaluation/ffmpeg_cli]
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -183,7 +186,8 @@ def main() -> None:
                        "images": images}  # fmt: skip
         print(f"{name}: {len(images)} images")
     record = {"ffmpeg": version, "cases": cases}
-    (args.out / "avi_timing.json").write_text(json.dumps(record, indent=1) + "\n")
+    major = re.search(r"version n?(\d+)", version).group(1)
+    (args.out / f"avi_timing_ffmpeg{major}.json").write_text(json.dumps(record, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -16,9 +16,10 @@ track; everything else is the reference's procedure::
     ffmpeg -y -i crop.avi -threads 1 -f image2 pytmp/%06d.jpg               (evaluate)
     ffmpeg -y -i crop.avi -async 1 -ac 1 -vn -acodec pcm_s16le -ar 16000 pytmp/audio.wav
 
-Written under ``--out``: ``run_pipeline/%06d.jpg`` (what ``evaluate`` reads with
-``cv2.imread``), ``run_pipeline/audio.npz`` (its ``audio.wav`` samples) and
-``run_pipeline/manifest.json`` (the clip, its SHA-256, the box, the ffmpeg version).
+Written under ``--out``, in ``run_pipeline_ffmpeg<major>/`` (the ``ffmpeg`` first on PATH):
+``%06d.jpg`` (what ``evaluate`` reads with ``cv2.imread``), ``audio.npz`` (its
+``audio.wav`` samples) and ``manifest.json`` (the clip, its SHA-256, the box, the ffmpeg
+version).
 
     python scripts/reference/record_run_pipeline.py [--out tests/evaluation/ffmpeg_cli]
 """
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -80,7 +82,8 @@ def main() -> None:
     version = subprocess.run(["ffmpeg", "-version"], check=True, capture_output=True,
                              text=True).stdout.splitlines()[0]  # fmt: skip
     clip = ROOT / CLIP
-    out = args.out / "run_pipeline"
+    major = re.search(r"version n?(\d+)", version).group(1)
+    out = args.out / f"run_pipeline_ffmpeg{major}"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     with tempfile.TemporaryDirectory() as tmp:

@@ -237,6 +237,21 @@ def test_codecs_option_is_validated_recorded_and_captioned(tmp_path):
     assert "codec steps left out" in off_words and "run_pipeline codecs" not in off_words
 
 
+def test_ffmpeg_generation_is_validated_recorded_and_captioned(tmp_path):
+    """``lse_ffmpeg``: "4-6" by default, "7+" on request; another value is refused; the
+    cache recipe and the LSE caption name it (another generation recomputes LSE)."""
+    assert EvalConfig().lse_ffmpeg == "4-6"
+    with pytest.raises(ConfigError, match=r"lse_ffmpeg.*'4-6', '7\+'"):
+        EvalConfig(lse_ffmpeg="7")
+    seven = load_config(EvalConfig, None, ["--lse_ffmpeg", "7+"])
+    clip = tmp_path / "c.mp4"
+    on = feature_recipe(EvalConfig(), "syncnet", clip, None, None)
+    off = feature_recipe(seven, "syncnet", clip, None, None)
+    assert {k for k in on if on[k] != off.get(k)} == {"lse_ffmpeg"}
+    assert "ffmpeg 7+ makes them" in describe("track", "track", "pytorch-fid", 0.4, "dlib",
+                                              True, "7+")["lse"]  # fmt: skip
+
+
 def test_table_caption_follows_the_codecs_option():
     """The tables' caption names the LSE input procedure of the run's own config."""
     from asccl.evaluation.report import table_caption

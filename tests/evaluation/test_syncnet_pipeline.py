@@ -1,5 +1,5 @@
 """SyncNet's input for a clip, end to end, against syncnet_python's run_pipeline + evaluate
-run with the real ffmpeg CLI on a demo clip (``tests/evaluation/ffmpeg_cli/run_pipeline/``,
+run with the real ffmpeg CLI on a demo clip (``tests/evaluation/ffmpeg_cli/run_pipeline_ffmpeg*/``,
 recorded by ``scripts/reference/record_run_pipeline.py``); and the pipeline's fallbacks."""
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ from asccl.evaluation.syncnet_timing import avi_frame_sources, nearest_frames
 from asccl.evaluation.syncnet_video import avi_frames_round_trip, crop_video_round_trip
 
 ROOT = Path(__file__).resolve().parents[2]
-RECORD = Path(__file__).parent / "ffmpeg_cli" / "run_pipeline"
+CLI = Path(__file__).parent / "ffmpeg_cli"
+RECORD = CLI / "run_pipeline_ffmpeg5"
 MANIFEST = json.loads((RECORD / "manifest.json").read_text())
 CLIP = ROOT / MANIFEST["clip"]
 
@@ -49,11 +50,11 @@ def reference() -> tuple[np.ndarray, np.ndarray]:
     return crops, np.load(RECORD / "audio.npz")["samples"]
 
 
-def _asccl(codecs: bool):
+def _asccl(codecs: bool, ffmpeg: str = "4-6"):
     frames = read_frames(CLIP)
     return run_pipeline_input(frames, frame_times(CLIP), probe_video(CLIP).fps, CLIP, CLIP,
                               "track", _track(len(frames)), MANIFEST["crop_scale"],
-                              codecs=codecs)  # fmt: skip
+                              codecs=codecs, ffmpeg=ffmpeg)  # fmt: skip
 
 
 def test_syncnet_gets_what_run_pipeline_gives_it(reference):
@@ -80,6 +81,27 @@ def test_syncnet_gets_what_run_pipeline_gives_it(reference):
     assert len(old) != len(crops) and np.median(_psnr(old[:n], crops[:n])) < 32
     clean = load_audio_like_ffmpeg(CLIP)
     assert not np.array_equal(clean[: len(audio)], audio[: len(clean)])
+
+
+def test_ffmpeg_7_is_followed_when_asked():
+    """The same clip through FFmpeg 7.0.2's CLI (``run_pipeline_ffmpeg7/``): its frame pick
+    differs (see test_syncnet_timing.py); ``ffmpeg="7+"`` gives its 62 images at 39.3-42.8 dB
+    (min, median; the same encoder differences as against 5.1) and its audio sample for
+    sample, while the 4-6 pick scores 31.7-38.8 dB against it (other frames in some images).
+    Bounds: 2-3 dB below the measured values, and the wrong pick's median 1 dB under 40."""
+    record = CLI / "run_pipeline_ffmpeg7"
+    manifest = json.loads((record / "manifest.json").read_text())
+    assert manifest["ffmpeg"].startswith("ffmpeg version 7.0.2")
+    assert manifest["clip_sha256"] == MANIFEST["clip_sha256"] and manifest["box"] == MANIFEST["box"]
+    crops = np.stack([cv2.imread(str(f))[..., ::-1] for f in sorted(record.glob("*.jpg"))])
+    audio = np.load(record / "audio.npz")["samples"]
+    fed = _asccl(codecs=True, ffmpeg="7+")
+    assert fed.crops.shape == crops.shape
+    np.testing.assert_array_equal(fed.audio[: len(audio)], audio)
+    psnr = _psnr(fed.crops, crops)
+    assert psnr.min() > 37 and np.median(psnr) > 40
+    other = _psnr(_asccl(codecs=True).crops, crops)
+    assert np.median(other) < 39
 
 
 def test_without_codecs_the_frame_pick_stays_the_references(reference):

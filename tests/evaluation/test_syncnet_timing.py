@@ -1,6 +1,7 @@
 """Which source frame each 25 fps image of syncnet_python's run_pipeline shows, against the
-images the real ffmpeg CLI wrote (``tests/evaluation/ffmpeg_cli/avi_timing.json``, recorded
-by ``scripts/reference/record_avi_timing.py`` with the FFmpeg version it names)."""
+images the real ffmpeg CLIs wrote (``tests/evaluation/ffmpeg_cli/avi_timing_ffmpeg*.json``,
+recorded by ``scripts/reference/record_avi_timing.py`` with FFmpeg 4.2.2, 5.1, 7.0.2 and
+9.0.2: 4.x-6.x and 7+ pick differently)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ from asccl.data.video import frame_times, probe_video
 from asccl.evaluation.syncnet_timing import avi_frame_sources, nearest_frames
 
 CLI = Path(__file__).parent / "ffmpeg_cli"
-RECORD = json.loads((CLI / "avi_timing.json").read_text())
+#: recording -> the behaviour that reproduces it
+BEHAVIOURS = {"4": "4-6", "5": "4-6", "7": "7+", "9": "7+"}
+RECORDS = {v: json.loads((CLI / f"avi_timing_ffmpeg{v}.json").read_text()) for v in BEHAVIOURS}
+RECORD = RECORDS["5"]
 CASES = RECORD["cases"]
 
 
@@ -24,12 +28,32 @@ def _times(case: dict) -> np.ndarray:
     return np.array([float(Fraction(t)) for t in case["times"]])
 
 
+def _audio_start(case: dict) -> float:
+    """The audio's start on the container's clock (the earlier stream starts at 0)."""
+    video, audio = Fraction(case["video_start"]), Fraction(case["audio_start"])
+    return float(audio - min(video, audio))
+
+
+@pytest.mark.parametrize("version", sorted(BEHAVIOURS))
 @pytest.mark.parametrize("name", sorted(CASES))
-def test_images_are_the_ones_the_cli_wrote(name):
-    case = CASES[name]
+def test_images_are_the_ones_the_cli_wrote(name, version):
+    record = RECORDS[version]
+    case = record["cases"][name]
+    assert f"version n{version}." in record["ffmpeg"] or f"version {version}." in record["ffmpeg"]
     fps = float(Fraction(case["r_frame_rate"]))
-    got = avi_frame_sources(_times(case), fps, case["audio_rate"] or None)
+    got = avi_frame_sources(_times(case), fps, case["audio_rate"] or None,
+                            audio_start=_audio_start(case), ffmpeg=BEHAVIOURS[version])  # fmt: skip
     assert got.tolist() == case["images"]
+
+
+def test_the_two_behaviours_differ_on_most_clips():
+    """Why the choice exists: 7.x+ keep frames 0-11 of 30 fps input and drop 12, 18, ...
+    where 4.x-6.x drop 10, 16, ...; 29 of the 33 recorded clips give other images."""
+    old, new = RECORDS["5"]["cases"], RECORDS["7"]["cases"]
+    assert sum(old[k]["images"] != new[k]["images"] for k in old) == 29
+    assert new["30fps"]["images"][:13] == [*range(12), 13]
+    assert all(RECORDS["4"]["cases"][k]["images"] == old[k]["images"] for k in old)
+    assert all(RECORDS["9"]["cases"][k]["images"] == new[k]["images"] for k in old)
 
 
 def test_the_record_covers_what_matters():
@@ -40,6 +64,8 @@ def test_the_record_covers_what_matters():
     assert any(Fraction(c["video_start"]) > 0 for c in CASES.values())
     assert {c["container"] for c in CASES.values()} == {"mkv", "mp4"}
     assert "5.1" in RECORD["ffmpeg"]
+    with pytest.raises(ValueError, match="ffmpeg must be one of"):
+        avi_frame_sources([0.0], 25, ffmpeg="6")
 
 
 def test_nearest_in_time_is_not_what_the_reference_shows():

@@ -57,7 +57,7 @@ def feature_recipe(
     clip's file(s) (path, size, mtime), the extractor and its weights file (path, size,
     mtime), its input size and preprocessing, ``max_frames_per_clip`` and, for LSE, the
     audio file and how it is decoded (:data:`LSE_AUDIO`), ``lse_vshift``, ``lse_min_frames``,
-    ``lse_codecs`` and the frame rate of a frame folder.
+    ``lse_codecs``, ``lse_ffmpeg`` and the frame rate of a frame folder.
     ``device`` and ``batch_size`` are left out: they change features only by rounding."""
     recipe = {
         "version": str(CACHE_VERSION),
@@ -75,6 +75,7 @@ def feature_recipe(
         recipe["lse_min_frames"] = str(config.lse_min_frames)
         recipe["lse_audio"] = LSE_AUDIO[config.lse_codecs]
         recipe["lse_codecs"] = str(config.lse_codecs)
+        recipe["lse_ffmpeg"] = config.lse_ffmpeg
         if clip.is_dir():
             recipe["frame_folder_fps"] = repr(float(config.frame_folder_fps))
     return recipe

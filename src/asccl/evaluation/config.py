@@ -67,6 +67,9 @@ class EvalConfig:
     #: crops as OpenCV's XVID video then MJPEG at the CLI's defaults, the audio as MP3 in that
     #: AVI (its 1105-sample priming kept). false: clean frames and audio, the same frame pick
     lse_codecs: bool = True
+    #: the ffmpeg CLI whose run_pipeline to follow: "4-6" (4.x to 6.x: the images and audio of
+    #: 4.2.2 and 5.1) or "7+" (7.0.2 and 9.0.2: another 25 fps frame pick, late audio unpadded)
+    lse_ffmpeg: str = "4-6"
     frame_folder_fps: float = 25.0  # frame rate assumed for frame-folder results
     batch_size: int = 32  # frames per feature-extractor call
     device: str = "cpu"  # where features are computed: "cpu", "cuda", "cuda:N", "mps"
@@ -108,6 +111,10 @@ class EvalConfig:
             require(is_int(getattr(self, name), low), self, name, f"must be an integer >= {low}")
         require(isinstance(self.lse_codecs, bool), self, "lse_codecs",
                 "must be true or false")  # fmt: skip
+        from asccl.evaluation.syncnet_timing import FFMPEG_BEHAVIOURS
+
+        require(self.lse_ffmpeg in FFMPEG_BEHAVIOURS, self, "lse_ffmpeg",
+                f"must be one of {list(FFMPEG_BEHAVIOURS)}")  # fmt: skip
         require(is_number(self.frame_folder_fps) and 0 < self.frame_folder_fps <= 1000, self,
                 "frame_folder_fps", "must be a frame rate > 0 and <= 1000")  # fmt: skip
         require(is_device(self.device), self, "device",

@@ -234,7 +234,8 @@ class Extractors:
         times = clip_frame_times(clip, len(frames), fps)
         # syncnet_python's run_pipeline: 25 fps images, codecs, the scored run's audio
         fed = run_pipeline_input(frames, times, fps, clip, audio_path, framing, track,
-                                 c.crop_scale, codecs=c.lse_codecs)  # fmt: skip
+                                 c.crop_scale, codecs=c.lse_codecs,
+                                 ffmpeg=c.lse_ffmpeg)  # fmt: skip
         framed = fed.framed
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a dropped clip is reported through `dropped`

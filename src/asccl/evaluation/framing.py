@@ -433,6 +433,7 @@ def describe(
     crop_scale: float,
     landmark_backend: str,
     lse_codecs: bool = True,
+    lse_ffmpeg: str = "4-6",
 ) -> dict[str, str]:
     """Per metric (``fid``, ``fad``, ``csim``, ``lse``), the words a table caption uses for
     its input procedure (``lse_codecs``: ``EvalConfig``'s, named in LSE's words)."""
@@ -441,4 +442,5 @@ def describe(
     lse = FRAMING_WORDS["lse"][framing_lse].format(cs=crop_scale)
     lse += marks if framing_lse == "track" else ""
     lse += LSE_CODEC_WORDS if lse_codecs else LSE_CLEAN_WORDS
+    lse += f"; 25 fps images as ffmpeg {lse_ffmpeg} makes them"
     return {"fid": FID_WORDS[fid_preprocess], "fad": csim, "csim": csim, "lse": lse}

@@ -78,7 +78,7 @@ def table_caption(config: EvalConfig, setting: str) -> str:
         kinds += [kind] if kind not in kinds else []
     words = describe(config.framing_of("arcface"), config.framing_of("syncnet"),
                      config.fid_preprocess, config.crop_scale, config.landmark_backend,
-                     config.lse_codecs)  # fmt: skip
+                     config.lse_codecs, config.lse_ffmpeg)  # fmt: skip
     texts = {"inception": "Inception: " + words["fid"], "arcface": words["csim"],
              "syncnet": words["lse"], "ground_truth": "ground truth: result and ground-truth "
              "frames as stored (uint8 RGB), frame i against frame i"}  # fmt: skip

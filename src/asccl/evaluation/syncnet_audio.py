@@ -57,11 +57,14 @@ class AviAudio:
         source_rate: the rate the MP3 was coded at (the clip's, or the nearest rate LAME takes).
         priming: the encoder's initial padding in samples at ``source_rate`` (1105 for LAME
             3.100: its 576-sample delay + the decoder's 529), read from the encoder.
+        start: where the audio stream starts on the clip's clock, seconds (its first
+            timestamp minus the container's start time); FFmpeg 4-6 pad it to 0, 7+ do not.
     """
 
     samples: np.ndarray
     source_rate: int
     priming: int
+    start: float = 0.0
 
     @property
     def priming_seconds(self) -> float:
@@ -69,7 +72,7 @@ class AviAudio:
         return self.priming / self.source_rate
 
 
-def avi_audio(path: str | os.PathLike) -> AviAudio:
+def avi_audio(path: str | os.PathLike, ffmpeg: str = "4-6") -> AviAudio:
     """What syncnet_python's SyncNet gets as audio for ``path`` (a video with an audio stream,
     or a sound file), before the track cut: ``ffmpeg -i path -async 1 video.avi`` (MP3 by
     libmp3lame at LAME's default CBR rate) then ``ffmpeg -i video.avi -ac 1 -vn -acodec
@@ -83,9 +86,17 @@ def avi_audio(path: str | os.PathLike) -> AviAudio:
     decodes the packets with the float MP3 decoder without skipping the priming. Step 3
     converts that to s16 mono 16 kHz with libswresample's defaults.
 
+    ``ffmpeg``: the FFmpeg whose CLI to follow (:data:`~asccl.evaluation.syncnet_timing.
+    FFMPEG_BEHAVIOURS`): ``"4-6"`` pads an audio stream that starts late with silence from the
+    clip's start (``-async 1``'s ``first_pts=0``); ``"7+"`` does not: the AVI's audio begins
+    with the stream's first sample (checked against 7.0.2's output, sample for sample).
+
     Raises:
         DataError: missing, empty or undecodable file, or one without an audio stream.
     """
+    from asccl.evaluation.syncnet_timing import check_ffmpeg
+
+    check_ffmpeg(ffmpeg)
     path = _checked_file(path, SYNCNET_AUDIO_RATE)
     av = _import_av()
     try:
@@ -97,8 +108,13 @@ def avi_audio(path: str | os.PathLike) -> AviAudio:
             kinds = ", ".join(s.type for s in container.streams) or "none"
             raise DataError(path, f"no audio stream (streams: {kinds})")
         start = Fraction(container.start_time or 0, 1_000_000)  # av.time_base units -> s
+        stream = container.streams.audio[0]
+        first = start
+        if stream.start_time is not None and stream.time_base is not None:
+            first = Fraction(stream.start_time) * stream.time_base
+        origin = start if ffmpeg == "4-6" else first  # 7+: the stream's first sample at 0
         try:
-            frames = _step1_frames(av, container, container.streams.audio[0], start)
+            frames = _step1_frames(av, container, stream, origin)
         except (av.FFmpegError, OSError, ValueError) as err:  # ValueError: format changed
             raise DataError(path, f"corrupt audio stream ({_reason(err)})") from None
     if not frames:
@@ -108,7 +124,7 @@ def avi_audio(path: str | os.PathLike) -> AviAudio:
         samples = _step3(av, _decode_mp3(av, packets, frames[0].layout.name, rate))
     except (av.FFmpegError, ValueError) as err:
         raise DataError(path, f"MP3 round trip failed ({_reason(err)})") from None
-    return AviAudio(samples=samples, source_rate=rate, priming=priming)
+    return AviAudio(samples=samples, source_rate=rate, priming=priming, start=float(first - start))
 
 
 def _pull_all(av, graph, out: list) -> None:

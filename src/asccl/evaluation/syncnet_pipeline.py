@@ -14,7 +14,10 @@ track's audio, and ``evaluate`` reads the crops back as ``ffmpeg -f image2`` JPE
   on the clean frames, not S3FD on the JPEGs; see :mod:`~asccl.evaluation.framing`).
 
 ``codecs=False`` leaves every lossy step out (clean frames and 16 kHz audio decoded as
-``load_audio_like_ffmpeg`` does; the same frame pick, without the MP3 shift).
+``load_audio_like_ffmpeg`` does; the same frame pick, without the MP3 shift). ``ffmpeg``
+picks the CLI generation to follow (:data:`~asccl.evaluation.syncnet_timing.
+FFMPEG_BEHAVIOURS`): 4.x-6.x and 7+ make different 25 fps images and treat a late audio
+start differently; the codecs themselves are PyAV's FFmpeg's either way.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from asccl.data.errors import DataError
 from asccl.evaluation.framing import FaceTrack, FramingResult, syncnet_input
-from asccl.evaluation.lip_sync import SAMPLES_PER_FRAME
+from asccl.evaluation.lip_sync import SAMPLE_RATE, SAMPLES_PER_FRAME
 from asccl.evaluation.syncnet_timing import avi_frame_sources
 
 
@@ -79,6 +82,7 @@ def run_pipeline_input(
     crop_scale: float = 0.4,
     *,
     codecs: bool = True,
+    ffmpeg: str = "4-6",
 ) -> SyncNetInput:
     """SyncNet's input for ``clip``'s ``(N, H, W, 3)`` uint8 RGB ``frames`` (timed by
     ``times``, :func:`clip_frame_times`; the stream's rate ``fps``) and the audio of
@@ -96,15 +100,17 @@ def run_pipeline_input(
     if codecs:
         from asccl.evaluation.syncnet_audio import avi_audio
 
-        avi = avi_audio(audio_path)
+        avi = avi_audio(audio_path, ffmpeg)
         audio = avi.samples
-        sources = avi_frame_sources(times, fps, avi.source_rate, priming=avi.priming)
+        sources = avi_frame_sources(times, fps, avi.source_rate, priming=avi.priming,
+                                    audio_start=avi.start, ffmpeg=ffmpeg)  # fmt: skip
         _full_frame_codecs(frames, np.unique(sources), clip)  # pass 1's AVI: kept frames
     else:
         from asccl.data.audio import load_audio_like_ffmpeg
 
         audio = load_audio_like_ffmpeg(audio_path)
-        sources = avi_frame_sources(times, fps)
+        # a clip with audio, without the MP3 and so without its shift (priming 0)
+        sources = avi_frame_sources(times, fps, SAMPLE_RATE, priming=0, ffmpeg=ffmpeg)
     framed = syncnet_input(frames, sources, framing, track, crop_scale)
     crops = framed.frames
     if codecs and len(crops):

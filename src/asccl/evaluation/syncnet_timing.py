@@ -48,6 +48,15 @@ RATE = 25
 #: libmp3lame's priming as FFmpeg reports it (``initial_padding``): LAME's encoder delay
 #: (576) plus the decoder delay (528 + 1), in samples at the encoded rate
 MP3_PRIMING = 1105
+#: the ffmpeg CLIs whose run_pipeline output differs: 4.x-6.x (4.2.2 and 5.1 recorded, the
+#: same images) and 7.x and later (7.0.2 and 9.0.2 recorded, the same images)
+FFMPEG_BEHAVIOURS = ("4-6", "7+")
+
+
+def check_ffmpeg(ffmpeg: str) -> None:
+    """ValueError unless ``ffmpeg`` is one of :data:`FFMPEG_BEHAVIOURS`."""
+    if ffmpeg not in FFMPEG_BEHAVIOURS:
+        raise ValueError(f"ffmpeg must be one of {list(FFMPEG_BEHAVIOURS)}, got {ffmpeg!r}")
 
 
 def avi_frame_sources(
@@ -56,6 +65,8 @@ def avi_frame_sources(
     audio_rate: int | None = None,
     *,
     priming: int = MP3_PRIMING,
+    audio_start: float = 0.0,
+    ffmpeg: str = "4-6",
 ) -> np.ndarray:
     """``(M,)`` int64: the source frame each 25 fps image of ``run_pipeline`` shows.
 
@@ -69,13 +80,28 @@ def avi_frame_sources(
             (:class:`~asccl.evaluation.syncnet_audio.AviAudio`'s ``source_rate``); ``None``
             for a clip without audio, or to leave the MP3 priming shift out.
         priming: the audio encoder's leading samples at ``audio_rate``.
+        audio_start: where the audio stream starts on the clip's clock, seconds (FFmpeg 7+
+            only: 4-6 pad it to 0; 7+ shift the video only as far as the MP3's priming
+            reaches before 0).
+        ffmpeg: the CLI to follow, one of :data:`FFMPEG_BEHAVIOURS`. ``"7+"``: pass 1 syncs
+            at a constant rate (``cfr``; ``vscfr`` for a clip without audio, whose late first
+            frame is not repeated) with each frame lasting its exact ``25 / fps`` slots: a
+            frame is dropped when it ends more than 1.1 slots before the next slot, repeated
+            when it lasts over 1.1 slots, so the AVI has no gaps.
     """
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
     if audio_rate is not None and audio_rate <= 0:
         raise ValueError(f"audio_rate must be positive, got {audio_rate}")
-    slots = _pass1_slots(np.asarray(times, np.float64), fps)
-    shift = -((-priming * RATE) // audio_rate) if audio_rate else 0  # ceil
+    check_ffmpeg(ffmpeg)
+    times = np.asarray(times, np.float64)
+    if ffmpeg == "4-6":
+        slots = _pass1_slots(times, fps)
+        lead = Fraction(priming, audio_rate) if audio_rate else Fraction(0)
+    else:
+        slots = _pass1_slots_cfr(times, fps, repeat_first=audio_rate is not None)
+        lead = Fraction(priming, audio_rate) - Fraction(audio_start) if audio_rate else Fraction(0)
+    shift = max(0, math.ceil(lead * RATE))  # av_rescale_q_rnd(..., AV_ROUND_UP)
     return _pass2_images(slots, shift)
 
 
@@ -91,6 +117,16 @@ def nearest_frames(num_frames: int, fps: float) -> np.ndarray:
     return np.minimum(np.floor(times + 0.5 + 1e-9).astype(np.int64), max(num_frames - 1, 0))
 
 
+def _ipts(t: float) -> float:
+    """A frame time in slots as FFmpeg's fftools compute it: rescaled to 1/(25 * 2**16)
+    (nearest, halves away from zero), then nudged 2**-17 away from zero (its guard against
+    exact midpoints)."""
+    ticks = Fraction(float(t)) * RATE * (1 << 16)
+    rounded = math.floor(abs(ticks) + Fraction(1, 2)) * (1 if ticks >= 0 else -1)
+    ipts = rounded / (1 << 16)
+    return ipts + (math.copysign(2.0**-17, ipts) if ipts else 0.0)
+
+
 def _lrint(x: float) -> int:
     """C's ``lrint`` in the default rounding mode: nearest, halves to even."""
     return round(x)
@@ -102,12 +138,7 @@ def _pass1_slots(times: np.ndarray, fps: float) -> list[tuple[int, int]]:
     duration = per_frame if per_frame > 0 else min(RATE / fps, 1.0)
     slots, next_slot = [], 0
     for i, t in enumerate(times):
-        # FFmpeg rescales to 1/(25 * 2**16) (nearest, halves away from zero) and adds
-        # 2**-17 away from zero
-        ticks = Fraction(float(t)) * RATE * (1 << 16)
-        rounded = math.floor(abs(ticks) + Fraction(1, 2)) * (1 if ticks >= 0 else -1)
-        ipts = rounded / (1 << 16)
-        ipts += math.copysign(2.0**-17, ipts) if ipts else 0.0
+        ipts = _ipts(t)
         delta0 = ipts - next_slot
         delta = delta0 + duration
         if delta0 < 0 < delta:  # starts before the next slot, ends after it: clipped to it
@@ -118,6 +149,35 @@ def _pass1_slots(times: np.ndarray, fps: float) -> list[tuple[int, int]]:
             next_slot = _lrint(ipts)
         slots.append((next_slot, i))
         next_slot += 1
+    return slots
+
+
+def _pass1_slots_cfr(times: np.ndarray, fps: float, repeat_first: bool) -> list[tuple[int, int]]:
+    """FFmpeg 7+'s pass 1: ``[(slot, frame)]`` at a constant rate, every slot filled (see
+    :func:`avi_frame_sources`); ``repeat_first`` False is ``vscfr``: a first frame that
+    starts late is placed at its own slot, not repeated back to 0."""
+    slots: list[tuple[int, int]] = []
+    next_slot, previous = 0, None
+    for i, t in enumerate(times):
+        duration = RATE / fps
+        ipts = _ipts(t)
+        delta0 = ipts - next_slot
+        delta = delta0 + duration
+        if delta0 < 0 < delta:  # clipped to the next slot
+            ipts, duration, delta0 = float(next_slot), duration + delta0, 0.0
+        if not repeat_first and not slots and delta0 >= 0.5:
+            delta, delta0, next_slot = duration, 0.0, _lrint(ipts)
+        count, repeats = 1, 0
+        if delta < -1.1:
+            count = 0
+        elif delta > 1.1:
+            count = _lrint(delta)
+            if delta0 > 1.1:
+                repeats = _lrint(delta0 - 0.6)
+        for k in range(count):
+            slots.append((next_slot, previous if k < repeats and previous is not None else i))
+            next_slot += 1
+        previous = i
     return slots
 
 

@@ -28,12 +28,20 @@ FFmpeg 5.1's ``fftools`` do it (``do_video_out``, libavformat's avi muxer and de
   gap: ``lrint(delta)`` images when ``delta > 1.1``, the first ``lrint(delta0 - 0.6)`` of
   them repeating the previous frame when ``delta0 > 1.1``, the rest showing the new frame.
 
-Checked against the ffmpeg CLI (5.1) on 33 clips (24 to 100 fps, constant and variable
-rate, video or audio starting late, no audio and audio at 8 to 48 kHz, MKV and MP4):
-``tests/evaluation/test_syncnet_timing.py`` against the images the CLI wrote, recorded in
-``tests/evaluation/ffmpeg_cli/`` by ``scripts/reference/record_avi_timing.py``. On 30 fps
-input the CLI keeps frames 0-9, then drops one in six (frames 10, 16, 22, ...): content up
-to two source frames older than the nearest-in-time rule (:func:`nearest_frames`).
+That is FFmpeg 4.x to 6.x (``ffmpeg="4-6"``, the default). FFmpeg 7 rewrote this part of
+its CLI: pass 1 syncs at a constant rate (``cfr``, or ``vscfr`` for an input without audio)
+with each frame lasting its exact ``25 / fps`` slots (dropped when it ends more than 1.1 slots
+early, repeated when it lasts over 1.1), and ``-async 1`` no longer pads a late audio stream,
+so the priming shifts the video only as far as it reaches before 0 (``ffmpeg="7+"``).
+
+Checked against four ffmpeg CLIs (4.2.2, 5.1, 7.0.2, 9.0.2) on 33 clips each (12 to 100 fps,
+constant and variable rate, video or audio starting late, no audio and audio at 8 to 48 kHz,
+MKV and MP4): ``tests/evaluation/test_syncnet_timing.py`` against the images the CLIs wrote,
+recorded in ``tests/evaluation/ffmpeg_cli/`` by ``scripts/reference/record_avi_timing.py``;
+4.2.2 and 5.1 agree on every clip, so do 7.0.2 and 9.0.2, and the two pairs differ on 29. On
+30 fps input 4-6 keep frames 0-9, then drop one in six (10, 16, 22, ...), 7+ keep 0-11 and
+drop 12, 18, ...: content up to two source frames older than the nearest-in-time rule
+(:func:`nearest_frames`).
 """
 
 from __future__ import annotations

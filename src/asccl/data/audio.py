@@ -72,14 +72,7 @@ def load_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     """
     path = _checked_file(path, sample_rate)
     av = _import_av()
-    try:
-        container = _open(av, path)
-    except (av.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise DataError(path, f"no audio stream (streams: {kinds})")
+    with _open_audio(av, path, full_probe=False) as container:
         stream = container.streams.audio[0]
         try:
             audio, native_rate, codec_frame = _decode_mono(av, container, stream)
@@ -118,14 +111,7 @@ def load_audio_like_ffmpeg(path: str | os.PathLike, sample_rate: int = 16000) ->
     """
     path = _checked_file(path, sample_rate)
     av = _import_av()
-    try:
-        container = av.open(str(path))  # the full probe: the container's start time needs it
-    except (av.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise DataError(path, f"no audio stream (streams: {kinds})")
+    with _open_audio(av, path, full_probe=True) as container:
         start = Fraction(container.start_time or 0, 1_000_000)  # av.time_base units -> s
         try:
             audio = _decode_like_ffmpeg(av, container, container.streams.audio[0], start,
@@ -359,6 +345,21 @@ def _psf_mfcc(audio: np.ndarray, sample_rate: int, fps: float) -> np.ndarray:
     psf = require("python_speech_features", "kind='mfcc_psf' needs python_speech_features")
     feats = psf.mfcc(audio.astype(np.float64), samplerate=sample_rate, winstep=1.0 / fps)
     return np.asarray(feats, dtype=np.float64)  # not float32: that would move DTW ties
+
+
+def _open_audio(av, path: Path, *, full_probe: bool):
+    """``path`` opened, with an audio stream (else :class:`DataError`, the container closed).
+    ``full_probe``: FFmpeg's default probe, which the container's start time needs; else
+    :func:`_open`'s small one first."""
+    try:
+        container = av.open(str(path)) if full_probe else _open(av, path)
+    except (av.FFmpegError, OSError) as err:
+        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
+    if not container.streams.audio:
+        kinds = ", ".join(s.type for s in container.streams) or "none"
+        container.close()
+        raise DataError(path, f"no audio stream (streams: {kinds})")
+    return container
 
 
 def _open(av, path: Path):

@@ -23,6 +23,7 @@ from asccl.data.audio import (
     _ffmpeg_cli_graph,
     _frames_on_clock,
     _import_av,
+    _open_audio,
     _reason,
 )
 from asccl.data.errors import DataError
@@ -99,14 +100,7 @@ def avi_audio(path: str | os.PathLike, ffmpeg: str = "4-6") -> AviAudio:
     check_ffmpeg(ffmpeg)
     path = _checked_file(path, SYNCNET_AUDIO_RATE)
     av = _import_av()
-    try:
-        container = av.open(str(path))  # the full probe: the container's start time needs it
-    except (av.FFmpegError, OSError) as err:
-        raise DataError(path, f"cannot be opened as audio or video ({_reason(err)})") from None
-    with container:
-        if not container.streams.audio:
-            kinds = ", ".join(s.type for s in container.streams) or "none"
-            raise DataError(path, f"no audio stream (streams: {kinds})")
+    with _open_audio(av, path, full_probe=True) as container:
         start = Fraction(container.start_time or 0, 1_000_000)  # av.time_base units -> s
         stream = container.streams.audio[0]
         first = start

@@ -175,18 +175,22 @@ def _pass1_slots_cfr(times: np.ndarray, fps: float, repeat_first: bool) -> list[
             ipts, duration, delta0 = float(next_slot), duration + delta0, 0.0
         if not repeat_first and not slots and delta0 >= 0.5:
             delta, delta0, next_slot = duration, 0.0, _lrint(ipts)
-        count, repeats = 1, 0
-        if delta < -1.1:
-            count = 0
-        elif delta > 1.1:
-            count = _lrint(delta)
-            if delta0 > 1.1:
-                repeats = _lrint(delta0 - 0.6)
+        count, repeats = _cfr_counts(delta0, delta)
         for k in range(count):
             slots.append((next_slot, previous if k < repeats and previous is not None else i))
             next_slot += 1
         previous = i
     return slots
+
+
+def _cfr_counts(delta0: float, delta: float) -> tuple[int, int]:
+    """FFmpeg's constant-rate sync for a frame ``delta0`` slots after the next one and
+    ending ``delta`` slots after it: ``(images, of which repeat the previous frame)``."""
+    if delta < -1.1:
+        return 0, 0
+    if delta > 1.1:
+        return _lrint(delta), _lrint(delta0 - 0.6) if delta0 > 1.1 else 0
+    return 1, 0
 
 
 def _pass2_images(slots: list[tuple[int, int]], shift: int) -> np.ndarray:
@@ -198,15 +202,8 @@ def _pass2_images(slots: list[tuple[int, int]], shift: int) -> np.ndarray:
         position = 0 if n == 0 else slot + shift
         delta0 = position - len(images)
         delta = delta0 + 1
-        if delta0 < 0 < delta:
-            delta0 = 0
-        count, repeats = 1, 0
-        if delta < -1.1:
-            count = 0
-        elif delta > 1.1:
-            count = _lrint(delta)
-            if delta0 > 1.1:
-                repeats = _lrint(delta0 - 0.6)
+        count, repeats = _cfr_counts(delta0, delta)  # (clipping a negative delta0 to 0 changes
+        # nothing here: only a delta0 over 1.1 repeats)
         images.extend(previous if k < repeats and previous is not None else frame
                       for k in range(count))  # fmt: skip
         previous = frame

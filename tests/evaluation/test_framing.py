@@ -22,14 +22,15 @@ from asccl.evaluation.framing import (
     SYNCNET_PAD_VALUE,
     FaceTrack,
     align_face,
+    bridge_boxes,
     five_points,
-    longest_run,
     make_tracker,
     similarity_transform,
     syncnet_boxes,
     syncnet_crop,
     syncnet_input,
     track_faces,
+    track_span,
 )
 from asccl.evaluation.identity import cosine_similarities
 from asccl.evaluation.syncnet_timing import nearest_frames
@@ -152,15 +153,31 @@ def test_syncnet_boxes_median_filter_the_centre_and_half_size():
     assert np.array_equal(y, medfilt((boxes[:, 1] + boxes[:, 3]) / 2, 13))
 
 
-def test_frames_without_a_face_are_listed_and_the_longest_run_scored():
-    boxes = np.tile([10.0, 10.0, 50.0, 60.0], (12, 1))
-    boxes[[3, 4, 9]] = np.nan
-    track = FaceTrack(np.zeros((12, 68, 2), np.float32), boxes)
-    frames = np.zeros((12, 80, 80, 3), np.uint8)
-    framed = syncnet_input(frames, np.arange(12), "track", track)
-    assert framed.no_face == [3, 4, 9]
-    assert framed.index.tolist() == [5, 6, 7, 8] and framed.frames.shape == (4, 224, 224, 3)
-    assert longest_run(np.zeros(3, bool)) == (0, 0)
+def test_the_longest_face_track_is_scored_its_gaps_bridged_as_track_shot_does():
+    """syncnet_python's track_shot: a track goes on while the next detection is at most 25
+    images later, the boxes between interpolated linearly before the median filter. Images
+    3-4 and 9 without a face sit inside one track of 0-11 (scored, boxes interpolated: a
+    face moving 2 px per image gets its exact boxes back); a 26-image gap after image 11
+    starts another track (37-41), shorter, not scored. All images without a face are listed."""
+    n = 42
+    boxes = np.stack([10.0 + 2 * np.arange(n), np.full(n, 10.0),
+                      50.0 + 2 * np.arange(n), np.full(n, 60.0)], 1)  # fmt: skip
+    truth = boxes.copy()
+    boxes[[3, 4, 9, *range(12, 37)]] = np.nan
+    track = FaceTrack(np.zeros((n, 68, 2), np.float32), boxes)
+    frames = np.zeros((n, 120, 160, 3), np.uint8)
+    framed = syncnet_input(frames, np.arange(n), "track", track)
+    assert framed.index.tolist() == list(range(12))
+    assert framed.no_face == [3, 4, 9, *range(12, 37)]
+    assert framed.frames.shape == (12, 224, 224, 3)
+    np.testing.assert_allclose(bridge_boxes(boxes[:12]), truth[:12])
+    assert track_span(~np.isnan(boxes[:, 0])) == (0, 12)
+    assert track_span(np.zeros(3, bool)) == (0, 0)
+    found = np.zeros(60, bool)
+    found[[0, 25, 50]] = True  # 25 apart: one track; 26 apart: two
+    assert track_span(found) == (0, 51)
+    found[50], found[51] = False, True
+    assert track_span(found) == (0, 26)
 
 
 # ------------------------------------------------------------------------------ 25 fps

@@ -261,7 +261,7 @@ class Extractors:
             "audio": np.str_(str(audio_path)),
             "frame_index": framed.index,
             "no_face": np.asarray(framed.no_face, np.int64),
-            "frames": np.int64(len(framed.index) + len(framed.no_face)),
+            "frames": np.int64(len(fed.sources)),  # the 25 fps images
         }
 
 

@@ -17,8 +17,12 @@ Per metric, ``framing`` is one of :data:`~asccl.evaluation.config.FRAMINGS`:
     ``--crop_scale``. Their box is S3FD's: with ``landmark_backend = "fan"`` it is S3FD's
     here too (the box the tracker fitted the landmarks in); with dlib it is dlib's HOG box,
     tighter around the brows and chin (a documented difference). syncnet_python scores each
-    face track; here the longest run of 25 fps frames with a face is scored, with the audio
-    from that run's start (their ``audiostart``), and frames without a face are counted.
+    face track; here the longest track is scored, built as their ``track_shot`` builds one:
+    25 fps images with a face, a gap of up to ``--num_failed_det`` (25) images without one
+    bridged, the boxes of the bridged images linearly interpolated (their ``interp1d``)
+    before the median filter; the audio from the track's start (their ``audiostart``); images
+    without a face are counted (``no_face``, bridged ones included). Not applied: their IOU
+    test between consecutive detections (one face per clip here) and ``--min_face_size``.
     With ``lse_codecs`` (on by default, any framing) the frames and crops go through the
     reference's lossy steps first: the full frames as its ``video.avi`` (MPEG-4, q 2) and
     ``%06d.jpg`` files (q 2), the crops as OpenCV's XVID ``crop.avi`` and the JPEG files its
@@ -39,8 +43,9 @@ Per metric, ``framing`` is one of :data:`~asccl.evaluation.config.FRAMINGS`:
 * ``"center"``: the centre square of each frame, resized (the pre-framing behaviour).
 * ``"none"``: frames are already aligned crops: resized to the network's input only.
 
-Frames without a face are never scored: :class:`FramingResult` lists them (``no_face``)
-and keeps the frame number of every row it scores (``index``).
+Frames without a face are not scored (SyncNet's bridged gaps excepted, as above):
+:class:`FramingResult` lists them (``no_face``) and keeps the frame number of every row it
+scores (``index``).
 
 FID has no face framing: by default the whole frame goes to Inception as pytorch-fid
 feeds it (:func:`inception_input`, ``fid_preprocess = "pytorch-fid"``).
@@ -279,15 +284,35 @@ def syncnet_crop(
     return cv2.resize(window, (SYNCNET_SIZE, SYNCNET_SIZE))
 
 
-def longest_run(mask: np.ndarray) -> tuple[int, int]:
-    """``(start, stop)`` of the longest run of true values in ``(T,)`` bool (first if tied;
-    ``(0, 0)`` when none)."""
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
-    if len(edges) == 0:
+#: syncnet_python's ``run_pipeline --num_failed_det``: a face track goes on across up to this
+#: many images without a detection (the next detection at most this many images later)
+NUM_FAILED_DET = 25
+
+
+def track_span(found: np.ndarray, max_gap: int = NUM_FAILED_DET) -> tuple[int, int]:
+    """``(start, stop)`` of the longest face track in ``(T,)`` bool ``found``: from a
+    detection to the last one reached by steps of at most ``max_gap`` images (``track_shot``:
+    ``face['frame'] - track[-1]['frame'] <= num_failed_det``); the first if tied, ``(0, 0)``
+    when there is no detection."""
+    hits = np.flatnonzero(found)
+    if len(hits) == 0:
         return 0, 0
-    starts, stops = edges[::2], edges[1::2]
+    cuts = np.flatnonzero(np.diff(hits) > max_gap)
+    starts = np.concatenate([hits[:1], hits[cuts + 1]])
+    stops = np.concatenate([hits[cuts], hits[-1:]]) + 1
     best = int(np.argmax(stops - starts))
     return int(starts[best]), int(stops[best])
+
+
+def bridge_boxes(boxes: np.ndarray) -> np.ndarray:
+    """``(T, 4)`` boxes of one track, NaN rows (no detection) filled by linear interpolation
+    between the detections around them, per coordinate (``scipy``'s ``interp1d`` over the
+    detection frames, as ``track_shot`` does). The first and last rows must be detections."""
+    found = ~np.isnan(boxes[:, 0])
+    if found.all():
+        return boxes
+    frames, known = np.arange(len(boxes)), np.flatnonzero(found)
+    return np.stack([np.interp(frames, known, boxes[known, c]) for c in range(4)], axis=1)
 
 
 def syncnet_input(
@@ -301,8 +326,9 @@ def syncnet_input(
 
     ``sources``: ``(M,)`` the source frame each 25 fps image shows
     (:func:`~asccl.evaluation.syncnet_timing.avi_frame_sources`; ``np.arange(N)`` for 25 fps
-    frames taken as they are). ``"track"`` keeps the longest run of 25 fps frames with a face
-    (``index``: their 25 fps frame numbers, consecutive) and lists the others without one in
+    frames taken as they are). ``"track"`` keeps the longest face track (:func:`track_span`:
+    gaps of up to :data:`NUM_FAILED_DET` images bridged, their boxes interpolated; ``index``:
+    its 25 fps image numbers, consecutive) and lists the images without a face in
     ``no_face``; the other framings keep every frame."""
     picks = np.asarray(sources, np.int64)
     if picks.ndim != 1 or (len(picks) and not 0 <= picks.min() <= picks.max() < len(frames)):
@@ -313,10 +339,10 @@ def syncnet_input(
     if track is None:
         raise ValueError('framing "track" needs the clip\'s FaceTrack')
     found = track.found[picks]
-    start, stop = longest_run(found)
+    start, stop = track_span(found)
     out = np.zeros((stop - start, SYNCNET_SIZE, SYNCNET_SIZE, 3), np.uint8)
     if stop > start:
-        smooth = syncnet_boxes(track.boxes[picks[start:stop]])
+        smooth = syncnet_boxes(bridge_boxes(track.boxes[picks[start:stop]]))
         for j, (x, y, s) in enumerate(smooth):
             out[j] = syncnet_crop(frames[picks[start + j]], x, y, s, crop_scale)
     no_face = np.flatnonzero(~found).tolist()

@@ -333,8 +333,11 @@ def test_short_clips_are_dropped_and_reported(model):
     audio = np.zeros(30 * 640, np.int16)
     # 30 frames at 30 fps are 26 images of run_pipeline (frames 10, 16, 22 and 28 dropped):
     # test_syncnet_timing.py checks that rule against the ffmpeg CLI
-    with pytest.warns(UserWarning, match="26 frames at 25 fps, fewer than min_frames=100"):
+    with pytest.warns(UserWarning, match="26 frames at 25 fps, not more than min_frames=100"):
         result = evaluate_clip(model, frames, audio, fps=30, min_frames=100)
+    # syncnet_python keeps a track only when len(track) > min_track: exactly 26 is dropped
+    with pytest.warns(UserWarning, match="26 frames at 25 fps, not more than min_frames=26"):
+        assert evaluate_clip(model, frames, audio, fps=30, min_frames=26).dropped
     assert result.dropped and math.isnan(result.lse_d) and result.num_windows == 0
     with pytest.warns(UserWarning, match="too short for one window"):
         tiny = evaluate_clip(model, frames[:5], audio)

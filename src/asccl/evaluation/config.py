@@ -60,7 +60,7 @@ class EvalConfig:
     detect_every: int = 10  # face detector every N frames, landmarks tracked between
     landmark_every: int = 1  # landmarks every k frames, interpolated between
     max_frames_per_clip: int = 0  # first N frames of each clip; 0 = all
-    lse_min_frames: int = 0  # syncnet_python drops tracks under 100 frames; MEAD clips are short
+    lse_min_frames: int = 0  # syncnet_python drops tracks of <= 100 frames; MEAD clips are short
     lse_vshift: int = 15  # audio-video offsets searched each way (frames), syncnet_python's
     #: LSE's inputs through the lossy steps of syncnet_python's run_pipeline and evaluate, as
     #: the reference feeds SyncNet: full frames as MPEG-4 (q 2) in AVI then JPEG (q 2), the

@@ -16,7 +16,8 @@ The protocol, as Wav2Lip's evaluation runs syncnet_python's ``SyncNetInstance.ev
 
 Face detection and tracking are out of scope: inputs are already the 224x224 face crops
 (syncnet_python's ``run_pipeline`` makes them with S3FD, 0.4 crop scale, and drops tracks
-shorter than 100 frames; here that minimum is ``min_frames`` and every drop is reported).
+of 100 frames or fewer, keeping ``len(track) > min_track``; here that is ``min_frames``, with
+the same inequality, and every drop is reported).
 
 What ``run_pipeline`` and ``evaluate`` feed it, and how asccl's evaluation gets the same
 (frame pick, codecs, audio): :mod:`~asccl.evaluation.syncnet_pipeline`. :func:`jpeg_round_trip`
@@ -275,7 +276,8 @@ def evaluate_clip(
             the 25 fps images syncnet_python's ``run_pipeline`` makes of them
             (:func:`~asccl.evaluation.syncnet_timing.avi_frame_sources`, without an audio
             track's MP3 shift; MEAD is 30 fps).
-        min_frames: tracks with fewer 25 fps frames are dropped (syncnet_python: 100).
+        min_frames: tracks of this many 25 fps frames or fewer are dropped (syncnet_python's
+            ``len(track) > min_track`` keeps a track, 100 by default; 0: none dropped here).
         batch_size: windows per forward pass.
 
     Returns:
@@ -301,8 +303,8 @@ def evaluate_clip(
     num_frames = frames.shape[0]
     num_windows = usable_windows(num_frames, len(samples))
     reason = None
-    if num_frames < min_frames:
-        reason = f"{num_frames} frames at 25 fps, fewer than min_frames={min_frames}"
+    if min_frames and num_frames <= min_frames:
+        reason = f"{num_frames} frames at 25 fps, not more than min_frames={min_frames}"
     elif num_windows < 1:
         reason = (
             f"too short for one window: {num_frames} frames at 25 fps and {len(samples)} "

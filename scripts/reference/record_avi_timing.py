@@ -185,6 +185,24 @@ def main() -> None:
                        "variable_rate": vfr, "container": ext, "times": times,
                        "images": images}  # fmt: skip
         print(f"{name}: {len(images)} images")
+    # an MP4 whose edit list starts mid-GOP: the packets before it are demuxed, marked for
+    # discarding and not decoded (`-ss 0.5 -c copy` of the kept mp4_aac_48k clip, made once)
+    trimmed = args.out / "timing_mp4_editlist.mp4"
+    if not trimmed.exists():
+        subprocess.run(["ffmpeg", "-v", "error", "-y", "-ss", "0.5", "-i",
+                        str(args.out / "timing_mp4_aac_48k.mp4"), "-c", "copy", str(trimmed)],
+                       check=True)  # fmt: skip
+    with tempfile.TemporaryDirectory() as tmp:
+        times, stream_rate = ffprobe_times(trimmed)
+        images = run_pipeline_images(trimmed, Path(tmp))
+    with av.open(str(trimmed)) as container:  # the number the first decoded frame spells
+        first = frame_number(next(container.decode(video=0)).to_ndarray(format="rgb24"))
+    images = [i - first for i in images]  # as indices of the decoded frames
+    cases["mp4_editlist"] = {"frames": len(times), "fps": "30", "r_frame_rate": stream_rate,
+                             "video_start": "0", "audio_rate": 48000, "audio_start": "0",
+                             "variable_rate": False, "container": "mp4", "times": times,
+                             "images": images}  # fmt: skip
+    print(f"mp4_editlist: {len(images)} images")
     record = {"ffmpeg": version, "cases": cases}
     major = re.search(r"version n?(\d+)", version).group(1)
     (args.out / f"avi_timing_ffmpeg{major}.json").write_text(json.dumps(record, indent=1) + "\n")

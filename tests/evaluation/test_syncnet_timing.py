@@ -48,9 +48,9 @@ def test_images_are_the_ones_the_cli_wrote(name, version):
 
 def test_the_two_behaviours_differ_on_most_clips():
     """Why the choice exists: 7.x+ keep frames 0-11 of 30 fps input and drop 12, 18, ...
-    where 4.x-6.x drop 10, 16, ...; 29 of the 33 recorded clips give other images."""
+    where 4.x-6.x drop 10, 16, ...; 30 of the 34 recorded clips give other images."""
     old, new = RECORDS["5"]["cases"], RECORDS["7"]["cases"]
-    assert sum(old[k]["images"] != new[k]["images"] for k in old) == 29
+    assert sum(old[k]["images"] != new[k]["images"] for k in old) == 30
     assert new["30fps"]["images"][:13] == [*range(12), 13]
     assert all(RECORDS["4"]["cases"][k]["images"] == old[k]["images"] for k in old)
     assert all(RECORDS["9"]["cases"][k]["images"] == new[k]["images"] for k in old)
@@ -89,16 +89,31 @@ def test_audio_priming_moves_video_later_and_repeats_the_first_frame():
     assert avi_frame_sources(times, 25.0, 16000, priming=0).tolist() == list(range(10))
 
 
-@pytest.mark.parametrize("name", ["vfr_audio_16k", "mp4_video_late_aac_48k", "mp4_aac_48k"])
+@pytest.mark.parametrize(
+    "name", ["vfr_audio_16k", "mp4_video_late_aac_48k", "mp4_aac_48k", "mp4_editlist"]
+)
 def test_frame_times_are_ffprobes(name):
     """``frame_times`` gives the timestamps ffprobe reported, minus the container's start
-    (exact fractions of a millisecond or of 1/15360 s; 1e-9 s covers float64 rounding)."""
+    (exact fractions of a millisecond or of 1/15360 s; 1e-9 s covers float64 rounding).
+    ``mp4_editlist`` (``-ss 0.5 -c copy``) holds 15 packets before its edit list's start,
+    marked for discarding: not decoded, so not timed (45 frames, not 60)."""
     clip = next(CLI.glob(f"timing_{name}.*"))
     case = CASES[name]
     np.testing.assert_allclose(frame_times(clip), _times(case), rtol=0, atol=1e-9)
     fps = probe_video(clip).fps
     got = avi_frame_sources(frame_times(clip), fps, case["audio_rate"] or None)
     assert got.tolist() == case["images"]
+
+
+def test_an_edit_list_cut_is_read_not_refused_as_truncated():
+    """``ffmpeg -ss 0.5 -c copy`` (how clips are often cut) leaves 15 listed packets before the
+    edit list's start, marked for discarding. The reader decodes the 45 kept frames (it
+    called the file truncated: 45 of the 60 listed), each timed by ``frame_times``."""
+    from asccl.evaluation.results import read_frames
+
+    clip = CLI / "timing_mp4_editlist.mp4"
+    assert probe_video(clip).num_frames == 60  # the container's count, discarded included
+    assert len(read_frames(clip)) == len(frame_times(clip)) == 45
 
 
 def test_frame_times_refuse_a_missing_file(tmp_path):

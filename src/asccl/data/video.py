@@ -245,8 +245,10 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
     earliest of its streams', subtracted: as the ffmpeg CLI offsets an input).
 
     Read from the packets' timestamps (demuxed, nothing decoded); empty packets (an AVI's
-    dropped-frame markers) are skipped. ``[]`` when some packet carries no timestamp (raw
-    bitstreams): the caller then assumes ``i / fps``.
+    dropped-frame markers) and packets the demuxer marks for discarding (an MP4 edit list
+    that starts after them: the decoder drops their frames, as the ffmpeg CLI does) are
+    skipped. ``[]`` when some packet carries no timestamp (raw bitstreams): the caller then
+    assumes ``i / fps``.
 
     Raises:
         DataError: as :func:`probe_video`, or a stream that cannot be demuxed.
@@ -259,8 +261,8 @@ def frame_times(path: str | os.PathLike) -> np.ndarray:
         start = Fraction(container.start_time or 0, 1_000_000)  # AV_TIME_BASE units
         ticks = []
         for packet in container.demux(stream):
-            if packet.size == 0:
-                continue  # the flush packet, or an empty (dropped-frame) packet
+            if packet.size == 0 or packet.is_discard:
+                continue  # the flush packet, an empty (dropped-frame) one, or one cut off
             if packet.pts is None:
                 return np.zeros(0)
             ticks.append(packet.pts)
@@ -373,8 +375,16 @@ def _frames(
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         upright, rotation, size = None, 0, None
+        discarded = 0  # packets an MP4 edit list cuts off: listed, demuxed, never decoded
+
+        def decoded():
+            nonlocal discarded
+            for packet in container.demux(stream):
+                discarded += bool(packet.size and packet.is_discard)
+                yield from packet.decode()
+
         try:
-            for frame in container.decode(stream):
+            for frame in decoded():
                 if upright is None:  # the tag is the stream's: every frame carries it
                     upright, rotation = _upright(path, frame), frame.rotation
                     if scale_to is not None:
@@ -402,8 +412,9 @@ def _frames(
             ) from err
         if n == 0:
             raise DataError(path, "video stream decodes to no frames")
-        if n < stream.frames:
-            raise DataError(path, f"truncated: decoded {n} of the {stream.frames} frames it lists")
+        if n < stream.frames - discarded:
+            listed = stream.frames - discarded
+            raise DataError(path, f"truncated: decoded {n} of the {listed} frames it lists")
     finally:
         container.close()
 

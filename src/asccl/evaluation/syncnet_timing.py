@@ -34,11 +34,12 @@ with each frame lasting its exact ``25 / fps`` slots (dropped when it ends more 
 early, repeated when it lasts over 1.1), and ``-async 1`` no longer pads a late audio stream,
 so the priming shifts the video only as far as it reaches before 0 (``ffmpeg="7+"``).
 
-Checked against four ffmpeg CLIs (4.2.2, 5.1, 7.0.2, 9.0.2) on 33 clips each (12 to 100 fps,
+Checked against four ffmpeg CLIs (4.2.2, 5.1, 7.0.2, 9.0.2) on 34 clips each (12 to 100 fps,
 constant and variable rate, video or audio starting late, no audio and audio at 8 to 48 kHz,
-MKV and MP4): ``tests/evaluation/test_syncnet_timing.py`` against the images the CLIs wrote,
-recorded in ``tests/evaluation/ffmpeg_cli/`` by ``scripts/reference/record_avi_timing.py``;
-4.2.2 and 5.1 agree on every clip, so do 7.0.2 and 9.0.2, and the two pairs differ on 29. On
+MKV and MP4, an edit-list cut): ``tests/evaluation/test_syncnet_timing.py`` against the
+images the CLIs wrote, recorded in ``tests/evaluation/ffmpeg_cli/`` by
+``scripts/reference/record_avi_timing.py``;
+4.2.2 and 5.1 agree on every clip, so do 7.0.2 and 9.0.2, and the two pairs differ on 30. On
 30 fps input 4-6 keep frames 0-9, then drop one in six (10, 16, 22, ...), 7+ keep 0-11 and
 drop 12, 18, ...: content up to two source frames older than the nearest-in-time rule
 (:func:`nearest_frames`).

@@ -180,7 +180,9 @@ def _first_upright(
     path: Path, container: av.container.InputContainer, stream: av.video.stream.VideoStream
 ) -> tuple[_Upright, int]:
     """Decode up to the first frame for its :class:`_Upright`; when the container lists no
-    frame count, also count the video packets (demuxing to the end, decoding no more).
+    frame count, or lists more frames than its stream lasts (an MP4 edit list that starts
+    after some packets: ``ffmpeg -ss .. -c copy``), also count the video packets that
+    decode (demuxing to the end, decoding no more; packets marked discard left out).
 
     Returns:
         ``(upright, packets)``: ``packets`` is 0 unless counted. Identity when the first
@@ -191,10 +193,10 @@ def _first_upright(
     """
     av = require("av", _NEEDS_AV)
 
-    upright, packets, count = None, 0, stream.frames <= 0
+    upright, packets, count = None, 0, stream.frames <= 0 or _lists_cut_frames(stream)
     try:
         for packet in container.demux(stream):
-            packets += packet.size > 0  # the end-of-stream packet is empty
+            packets += packet.size > 0 and not packet.is_discard  # the last packet is empty
             if upright is None:
                 try:
                     frame = next(iter(packet.decode()), None)
@@ -206,14 +208,24 @@ def _first_upright(
                 break
     except av.error.FFmpegError as err:
         raise DataError(path, f"corrupt video stream ({_one_line(err)})") from err
-    return upright or _Upright(), packets
+    return upright or _Upright(), packets if count else 0
+
+
+def _lists_cut_frames(stream: av.video.stream.VideoStream) -> bool:
+    """Whether the container lists over a frame more than its stream's duration holds (an
+    edit list cut the rest: their packets are there, marked discard)."""
+    rate = _fps(stream)
+    if not (stream.duration and stream.time_base and rate):
+        return False
+    return stream.frames > stream.duration * stream.time_base * rate + 1
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
     """Frame rate, frame count and size of the first video stream of ``path``.
 
     The count is the container's when it records one (MP4, AVI); Matroska/WebM record none
-    (``stream.frames == 0``), and then the video packets are counted by demuxing, which
+    (``stream.frames == 0``), and an MP4 cut by an edit list lists more than it plays (its
+    leading packets marked discard); then the packets that decode are counted by demuxing, which
     reads the file but decodes nothing more than the first frame. That first frame is
     decoded for the stream's rotation tag (PyAV exposes the display matrix only on decoded
     frames), so ``width, height`` are the upright size :func:`iter_frames` yields.
@@ -228,7 +240,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         stream = container.streams.video[0]
         fps = _fps(stream)
         upright, packets = _first_upright(path, container, stream)
-        num_frames = stream.frames if stream.frames > 0 else packets
+        num_frames = packets if packets else stream.frames
         width, height = upright.size(stream.codec_context.width, stream.codec_context.height)
     finally:
         container.close()
